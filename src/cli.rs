@@ -1,0 +1,226 @@
+//! Command line (SPEC §8). Exit codes: 0 ok, 1 runtime failure, 2 bad input.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use stepgate::assertion::{
+    generate_signing_key, load_public_key_pem, load_signing_key_pem, AssertionSigner,
+};
+use stepgate::clock::SystemClock;
+use stepgate::config::{self, Config};
+use stepgate::{keys, proxy};
+
+#[derive(Parser)]
+#[command(
+    name = "stepgate",
+    version,
+    about = "Step-up authentication gateway for applications that cannot be changed"
+)]
+pub struct Cli {
+    /// Log format: text (default) or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; prints `file:line:col: message` on error.
+    Check {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Write a new P-256 assertion key (PKCS#8 PEM, mode 0600).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the JWKS of the assertion keys (current and retired).
+    Jwks {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+}
+
+/// A failure caused by the caller's input (exit 2) rather than at run time.
+#[derive(Debug)]
+struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Keygen { out, force } => keygen(&out, force),
+        Command::Jwks { config } => jwks(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<BadInput>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| BadInput(e.to_string()).into())
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    for w in &config.warnings {
+        eprintln!("{w}");
+    }
+    println!(
+        "{}: ok ({} routes)",
+        path.display(),
+        config.routes.routes().len()
+    );
+    Ok(())
+}
+
+fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        return Err(BadInput(format!(
+            "{}: already exists (use --force to replace it)",
+            out.display()
+        ))
+        .into());
+    }
+    let (_, pem) = generate_signing_key();
+    keys::write_private(out, pem.as_bytes())?;
+    let signer_kid = AssertionSigner::new(
+        load_signing_key_pem(&pem)?,
+        vec![],
+        "x".into(),
+        "x".into(),
+        Duration::from_secs(60),
+    )?
+    .kid()
+    .to_owned();
+    println!("wrote {} (kid {signer_kid})", out.display());
+    Ok(())
+}
+
+fn signer(config: &Config) -> anyhow::Result<AssertionSigner> {
+    let a = &config.assertion;
+    let pem = keys::read_text(&a.key)?;
+    let key = load_signing_key_pem(&pem).with_context(|| a.key.display().to_string())?;
+    let mut retired = Vec::new();
+    for p in &a.retired_keys {
+        retired.push(
+            load_public_key_pem(&keys::read_text(p)?).with_context(|| p.display().to_string())?,
+        );
+    }
+    Ok(AssertionSigner::new(
+        key,
+        retired,
+        a.issuer.clone(),
+        a.audience.clone(),
+        a.ttl,
+    )?)
+}
+
+fn jwks(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&signer(&config)?.jwks())?
+    );
+    Ok(())
+}
+
+/// Creates what a first run needs: a development TLS certificate and an
+/// assertion key, each only when missing, with a warning.
+fn first_run_files(config: &Config) -> anyhow::Result<()> {
+    if keys::ensure_dev_tls(&config.tls.cert, &config.tls.key)? {
+        tracing::warn!(cert = %config.tls.cert.display(), "generated a self-signed development certificate; use a real one in production");
+    }
+    if !config.assertion.key.exists() {
+        let (_, pem) = generate_signing_key();
+        keys::write_private(&config.assertion.key, pem.as_bytes())?;
+        tracing::warn!(key = %config.assertion.key.display(), "generated a new assertion key; publish its JWKS to the upstream");
+    }
+    Ok(())
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    first_run_files(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(%listen, upstream = %gw.config.upstream.authority, "stepgate listening");
+        proxy::run(gw, listener, shutdown_signal(), Duration::from_secs(30)).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

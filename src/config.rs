@@ -1,0 +1,160 @@
+//! routes.yaml, parsed once into typed configuration.
+//!
+//! [`from_str`] is pure (tests and fuzzers never need a file); [`load`]
+//! reads the file and resolves relative paths against its directory.
+
+mod build;
+mod error;
+mod locate;
+mod raw;
+pub mod units;
+
+pub use error::ConfigError;
+
+use crate::policy::Requirements;
+use crate::route::RouteTable;
+use http::HeaderName;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: TlsConfig,
+    pub upstream: Upstream,
+    pub admin_listen: Option<SocketAddr>,
+    pub session: SessionConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub assertion: AssertionConfig,
+    pub limits: Limits,
+    pub stepup: StepupConfig,
+    pub routes: RouteTable,
+    /// Non-fatal findings (`stepgate check` prints them).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The upstream origin; only `http://host:port` for now (the gateway
+/// terminates TLS and the upstream sits next to it).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub authority: http::uri::Authority,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie: Option<String>,
+    pub header: Option<HeaderName>,
+    pub mtls: bool,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub key: PathBuf,
+    pub retired_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_holds: usize,
+    pub max_holds_per_session: usize,
+    pub max_body: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_holds: 10_000,
+            max_holds_per_session: 8,
+            max_body: 1 << 20,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepupConfig {
+    /// Always starts and ends with `/`, e.g. `/.stepup/`.
+    pub prefix: String,
+    pub token_issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: PathBuf,
+}
+
+impl Config {
+    /// The requirements a route would impose, for messages and `explain`.
+    pub fn requirements_of(&self, route: &str) -> Option<&Requirements> {
+        self.routes
+            .routes()
+            .iter()
+            .find(|r| r.name == route)
+            .map(|r| &r.require)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        if let Some(ca) = self.tls.client_ca.as_mut() {
+            fix(ca);
+        }
+        fix(&mut self.session.key_file);
+        fix(&mut self.assertion.key);
+        self.assertion.retired_keys.iter_mut().for_each(fix);
+        for issuer in &mut self.stepup.token_issuers {
+            fix(&mut issuer.jwks);
+        }
+    }
+}
+
+/// Parses and validates config text. `file` only labels error messages.
+pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    build::build(text, file)
+}
+
+/// Reads `path`, validates it, and makes relative paths relative to the
+/// file's own directory (so the gateway can be started from anywhere).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(&label, &e))?;
+    let mut config = from_str(&text, &label)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    Ok(config)
+}

@@ -1,0 +1,494 @@
+//! Raw file structs to typed config. Each check names the config path of
+//! the value it rejects; `locate` turns that path into a line and column.
+
+use super::locate::Locations;
+use super::raw::{RawConfig, RawRoute, Scalar};
+use super::units::{parse_duration, parse_size};
+use super::*;
+use crate::policy::{HoldMode, HoldSpec, ProofMethod, Requirements};
+use crate::route::matcher::PathPattern;
+use crate::route::Route;
+use regex::Regex;
+use std::collections::HashSet;
+
+/// An error found while building: the config path and the message.
+struct Problem(String, String);
+
+type Res<T> = Result<T, Problem>;
+
+fn problem<T>(path: impl Into<String>, msg: impl Into<String>) -> Res<T> {
+    Err(Problem(path.into(), msg.into()))
+}
+
+pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&e, file))?;
+    let locate = |Problem(path, message): Problem| {
+        let (line, col) = Locations::index(text).find(&path);
+        ConfigError {
+            file: file.to_owned(),
+            line,
+            col,
+            message: format!("{path}: {message}"),
+        }
+    };
+    let mut config = typed(raw).map_err(locate)?;
+    let shadows = config.routes.shadowed();
+    for (later, earlier) in shadows {
+        let routes = config.routes.routes();
+        let (Some(l), Some(e)) = (routes.get(later), routes.get(earlier)) else {
+            continue;
+        };
+        let (line, col) = Locations::index(text).find(&format!("routes[{later}]"));
+        config.warnings.push(format!(
+            "{file}:{line}:{col}: warning: routes[{later}] `{}` is shadowed by routes[{earlier}] `{}` and can never match",
+            l.name, e.name
+        ));
+    }
+    Ok(config)
+}
+
+fn yaml_error(e: &serde_yaml::Error, file: &str) -> ConfigError {
+    let (line, col) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let mut message = e.to_string();
+    // serde_yaml appends the location in prose; it is already in the prefix.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        col,
+        message,
+    }
+}
+
+fn typed(raw: RawConfig) -> Res<Config> {
+    let listen = raw.listen.parse().or_else(|_| {
+        problem(
+            "listen",
+            format!("`{}` is not an address like 0.0.0.0:8443", raw.listen),
+        )
+    })?;
+    let admin_listen = match raw.admin_listen {
+        Some(a) => Some(a.parse().or_else(|_| {
+            problem(
+                "admin_listen",
+                format!("`{a}` is not an address like 127.0.0.1:9443"),
+            )
+        })?),
+        None => None,
+    };
+    let upstream = upstream(&raw.upstream)?;
+    let session = session(raw.session)?;
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            cidr(s).ok_or_else(|| {
+                Problem(
+                    format!("trusted_proxies[{i}]"),
+                    format!("`{s}` is not a CIDR or IP address"),
+                )
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let ttl = opt_duration(
+        raw.assertion.ttl.as_ref(),
+        "assertion.ttl",
+        Duration::from_secs(60),
+    )?;
+    if ttl.is_zero() || ttl > Duration::from_secs(300) {
+        return problem("assertion.ttl", "must be between 1s and 300s");
+    }
+    let assertion = AssertionConfig {
+        key: raw.assertion.key,
+        retired_keys: raw.assertion.retired_keys,
+        issuer: non_empty(raw.assertion.issuer, "assertion.issuer")?,
+        audience: non_empty(raw.assertion.audience, "assertion.audience")?,
+        ttl,
+    };
+    let limits = limits(raw.limits)?;
+    let prefix = prefix(raw.stepup.prefix.as_deref())?;
+    let token_issuers = raw
+        .stepup
+        .token_issuers
+        .into_iter()
+        .map(|i| IssuerConfig {
+            issuer: i.issuer,
+            audience: i.audience,
+            jwks: i.jwks,
+        })
+        .collect::<Vec<_>>();
+    let stepup = StepupConfig {
+        prefix,
+        token_issuers,
+    };
+    let mut names = HashSet::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !names.insert(r.name.clone()) {
+            return problem(
+                format!("{at}.name"),
+                format!("duplicate route name `{}`", r.name),
+            );
+        }
+        let route = route(r, &at)?;
+        if route.require.accepts(ProofMethod::Token)
+            && stepup.token_issuers.is_empty()
+            && !route.deny
+        {
+            return problem(
+                format!("{at}.require.methods"),
+                "requires `token` but stepup.token_issuers is empty",
+            );
+        }
+        routes.push(route);
+    }
+    let routes = RouteTable::new(routes)
+        .or_else(|e| problem("routes", format!("cannot compile route set: {e}")))?;
+    Ok(Config {
+        listen,
+        tls: TlsConfig {
+            cert: raw.tls.cert,
+            key: raw.tls.key,
+            client_ca: raw.tls.client_ca,
+        },
+        upstream,
+        admin_listen,
+        session,
+        trusted_proxies,
+        assertion,
+        limits,
+        stepup,
+        routes,
+        warnings: Vec::new(),
+    })
+}
+
+fn non_empty(s: String, path: &str) -> Res<String> {
+    if s.trim().is_empty() {
+        problem(path, "must not be empty")
+    } else {
+        Ok(s)
+    }
+}
+
+fn upstream(s: &str) -> Res<Upstream> {
+    let uri: http::Uri = s
+        .parse()
+        .or_else(|_| problem("upstream", format!("`{s}` is not a URL")))?;
+    if uri.scheme_str() != Some("http") {
+        return problem(
+            "upstream",
+            "only http:// upstreams are supported (the gateway terminates TLS)",
+        );
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return problem(
+            "upstream",
+            "must be an origin (http://host:port) without a path",
+        );
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| Problem("upstream".into(), "missing host".into()))?;
+    Ok(Upstream { authority })
+}
+
+fn session(raw: super::raw::RawSession) -> Res<SessionConfig> {
+    if raw.cookie.is_none() && raw.header.is_none() && !raw.mtls {
+        return problem("session", "set at least one of cookie, header or mtls");
+    }
+    if let Some(c) = &raw.cookie {
+        if c.is_empty()
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return problem(
+                "session.cookie",
+                format!("`{c}` is not a valid cookie name"),
+            );
+        }
+    }
+    let header = match raw.header {
+        Some(h) => Some(HeaderName::from_bytes(h.as_bytes()).or_else(|_| {
+            problem(
+                "session.header",
+                format!("`{h}` is not a valid header name"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(SessionConfig {
+        cookie: raw.cookie,
+        header,
+        mtls: raw.mtls,
+        key_file: raw
+            .key_file
+            .unwrap_or_else(|| PathBuf::from("state/session.key")),
+    })
+}
+
+fn cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn opt_duration(v: Option<&Scalar>, path: &str, default: Duration) -> Res<Duration> {
+    match v {
+        None => Ok(default),
+        Some(v) => parse_duration(&v.text()).or_else(|m| problem(path, m)),
+    }
+}
+
+fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
+    let d = Limits::default();
+    let size = |v: Option<&Scalar>, path: &str, default: u64| -> Res<u64> {
+        match v {
+            None => Ok(default),
+            Some(v) => parse_size(&v.text()).or_else(|m| problem(path, m)),
+        }
+    };
+    let count = |v: Option<u64>, path: &str, default: usize| -> Res<usize> {
+        match v {
+            None => Ok(default),
+            Some(0) => problem(path, "must be at least 1"),
+            Some(n) => usize::try_from(n).or_else(|_| problem(path, "too large")),
+        }
+    };
+    Ok(Limits {
+        max_holds: count(raw.max_holds, "limits.max_holds", d.max_holds)?,
+        max_holds_per_session: count(
+            raw.max_holds_per_session,
+            "limits.max_holds_per_session",
+            d.max_holds_per_session,
+        )?,
+        max_body: size(raw.max_body.as_ref(), "limits.max_body", d.max_body)?,
+        max_header_bytes: size(
+            raw.max_header_bytes.as_ref(),
+            "limits.max_header_bytes",
+            d.max_header_bytes as u64,
+        )? as usize,
+        max_headers: count(raw.max_headers, "limits.max_headers", d.max_headers)?,
+        max_connections: count(
+            raw.max_connections,
+            "limits.max_connections",
+            d.max_connections,
+        )?,
+        h2_max_concurrent_streams: count(
+            raw.h2_max_concurrent_streams,
+            "limits.h2_max_concurrent_streams",
+            d.h2_max_concurrent_streams as usize,
+        )?
+        .min(u32::MAX as usize) as u32,
+        header_read_timeout: opt_duration(
+            raw.header_read_timeout.as_ref(),
+            "limits.header_read_timeout",
+            d.header_read_timeout,
+        )?,
+        tls_handshake_timeout: opt_duration(
+            raw.tls_handshake_timeout.as_ref(),
+            "limits.tls_handshake_timeout",
+            d.tls_handshake_timeout,
+        )?,
+        upstream_timeout: opt_duration(
+            raw.upstream_timeout.as_ref(),
+            "limits.upstream_timeout",
+            d.upstream_timeout,
+        )?,
+        max_attempts: count(
+            raw.max_attempts,
+            "limits.max_attempts",
+            d.max_attempts as usize,
+        )?
+        .min(1000) as u32,
+    })
+}
+
+fn prefix(p: Option<&str>) -> Res<String> {
+    let p = p.unwrap_or("/.stepup");
+    let ok = p.starts_with('/')
+        && p.len() > 1
+        && p.trim_matches('/').split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if !ok {
+        return problem(
+            "stepup.prefix",
+            format!("`{p}` must be an absolute path of plain segments, e.g. /.stepup"),
+        );
+    }
+    Ok(format!("/{}/", p.trim_matches('/')))
+}
+
+fn route(r: RawRoute, at: &str) -> Res<Route> {
+    if r.name.trim().is_empty() {
+        return problem(format!("{at}.name"), "must not be empty");
+    }
+    let m = r.matcher;
+    let (source, is_prefix) = match (m.path, m.prefix) {
+        (Some(p), None) => (p, false),
+        (None, Some(p)) => {
+            if !p.starts_with('/') {
+                return problem(format!("{at}.match.prefix"), "must start with /");
+            }
+            (p, true)
+        }
+        (Some(_), Some(_)) => {
+            return problem(format!("{at}.match"), "set either path or prefix, not both")
+        }
+        (None, None) => return problem(format!("{at}.match"), "needs a path (regex) or a prefix"),
+    };
+    let anchored = PathPattern::anchored(&source, is_prefix, m.case_insensitive);
+    let field = if is_prefix { "prefix" } else { "path" };
+    let regex = Regex::new(&anchored).or_else(|e| {
+        problem(
+            format!("{at}.match.{field}"),
+            format!("invalid regex: {}", one_line(&e)),
+        )
+    })?;
+    let methods = m
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let up = s.to_ascii_uppercase();
+            http::Method::from_bytes(up.as_bytes()).or_else(|_| {
+                problem(
+                    format!("{at}.match.methods[{i}]"),
+                    format!("`{s}` is not an HTTP method"),
+                )
+            })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let query = m
+        .query
+        .into_iter()
+        .map(|(k, v)| {
+            let re = Regex::new(&format!("^(?:{v})$")).or_else(|e| {
+                problem(
+                    format!("{at}.match.query.{k}"),
+                    format!("invalid regex: {}", one_line(&e)),
+                )
+            })?;
+            Ok((k, re))
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let headers = m
+        .headers
+        .into_iter()
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes()).or_else(|_| {
+                problem(format!("{at}.match.headers.{k}"), "not a valid header name")
+            })?;
+            if k.contains('_') {
+                return problem(
+                    format!("{at}.match.headers.{k}"),
+                    "header names with `_` are rejected at the edge and can never match",
+                );
+            }
+            let re = Regex::new(&format!("^(?:{v})$")).or_else(|e| {
+                problem(
+                    format!("{at}.match.headers.{k}"),
+                    format!("invalid regex: {}", one_line(&e)),
+                )
+            })?;
+            Ok((name, re))
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let require = match r.require {
+        None => Requirements::default(),
+        Some(req) => {
+            let d = Requirements::default();
+            let methods = match req.methods {
+                None => d.methods,
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        ProofMethod::parse(s).ok_or_else(|| Problem(format!("{at}.require.methods[{i}]"), format!("unknown proof method `{s}` (expected totp, webauthn, token or oidc)")))
+                    })
+                    .collect::<Res<Vec<_>>>()?,
+            };
+            if methods.is_empty() {
+                return problem(format!("{at}.require.methods"), "lists no proof method");
+            }
+            let max_age = opt_duration(
+                req.max_age.as_ref(),
+                &format!("{at}.require.max_age"),
+                d.max_age,
+            )?;
+            Requirements {
+                methods,
+                max_age,
+                approvals: 0,
+            }
+        }
+    };
+    let hold = match r.hold {
+        None => HoldSpec::default(),
+        Some(h) => {
+            let d = HoldSpec::default();
+            let mode = match h.mode {
+                None => d.mode,
+                Some(s) => HoldMode::parse(&s).ok_or_else(|| {
+                    Problem(
+                        format!("{at}.hold.mode"),
+                        format!("unknown mode `{s}` (expected challenge, hold, auto or shadow)"),
+                    )
+                })?,
+            };
+            let timeout =
+                opt_duration(h.timeout.as_ref(), &format!("{at}.hold.timeout"), d.timeout)?;
+            if timeout.is_zero() {
+                return problem(format!("{at}.hold.timeout"), "must be positive");
+            }
+            HoldSpec { mode, timeout }
+        }
+    };
+    Ok(Route {
+        action: r.action.unwrap_or_else(|| r.name.clone()),
+        name: r.name,
+        hosts: m.host.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        methods,
+        path: PathPattern {
+            source,
+            is_prefix,
+            case_insensitive: m.case_insensitive,
+            regex,
+        },
+        query,
+        headers,
+        deny: r.deny,
+        require,
+        hold,
+    })
+}
+
+/// regex errors span several lines with a caret diagram; a config error
+/// must stay on one line.
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+use super::super::from_str;
+
+const BASE: &str = "listen: 127.0.0.1:8443
+tls: { cert: c.pem, key: k.pem }
+upstream: http://127.0.0.1:8080
+session: { cookie: SESSIONID }
+assertion: { key: a.pem, issuer: stepgate, audience: legacy }
+";
+
+fn with_routes(routes: &str) -> String {
+    format!("{BASE}routes:\n{routes}")
+}
+
+fn err(text: &str) -> String {
+    match from_str(text, "routes.yaml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn valid_file_builds_typed_config() {
+    let text = with_routes(
+        "  - name: delete-user
+    action: user.delete
+    match: { methods: [post, DELETE], path: '^/admin/users/([^/]+)$' }
+    require: { methods: [totp], max_age: 2m }
+    hold: { mode: challenge, timeout: 90s }
+  - name: sql
+    match: { prefix: /admin/sql }
+    deny: true
+",
+    );
+    let c = from_str(&text, "routes.yaml").expect("valid");
+    let routes = c.routes.routes();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].action, "user.delete");
+    assert_eq!(
+        routes[0].methods,
+        vec![http::Method::POST, http::Method::DELETE]
+    );
+    assert_eq!(routes[0].require.max_age.as_secs(), 120);
+    assert_eq!(routes[0].hold.timeout.as_secs(), 90);
+    assert_eq!(routes[1].action, "sql", "action defaults to the name");
+    assert!(routes[1].deny);
+    assert_eq!(c.stepup.prefix, "/.stepup/");
+    assert_eq!(c.limits.max_body, 1 << 20);
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let text = with_routes("  - name: [broken\n");
+    let e = err(&text);
+    assert!(e.starts_with("routes.yaml:7:"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let text = with_routes("  - name: a\n    match: { path: '/a', methd: [GET] }\n");
+    let e = err(&text);
+    assert!(
+        e.starts_with("routes.yaml:8:26: routes[0].match: unknown field `methd`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_regex_points_at_the_pattern() {
+    let text = with_routes("  - name: a\n    match:\n      path: '^/a/(['\n");
+    let e = err(&text);
+    assert!(
+        e.starts_with("routes.yaml:9:13: routes[0].match.path: invalid regex"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1);
+}
+
+#[test]
+fn top_level_values_are_checked() {
+    let text = BASE.replace("127.0.0.1:8443", "nowhere") + "routes: []\n";
+    assert!(err(&text).starts_with("routes.yaml:1:9: listen:"));
+    let text = BASE.replace("http://127.0.0.1:8080", "https://x/y") + "routes: []\n";
+    assert!(err(&text).contains("upstream"));
+    let text = BASE.replace("audience: legacy", "audience: legacy, ttl: 10m") + "routes: []\n";
+    assert!(err(&text).contains("assertion.ttl: must be between 1s and 300s"));
+}
+
+#[test]
+fn token_routes_need_an_issuer() {
+    let text =
+        with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [token] }\n");
+    assert!(err(&text).contains("stepup.token_issuers is empty"));
+}
+
+#[test]
+fn shadowed_route_is_a_warning() {
+    let text = with_routes(
+        "  - name: all-admin
+    match: { prefix: /admin }
+  - name: delete
+    match: { methods: [POST], path: /admin/delete }
+  - name: other
+    match: { path: /other }
+",
+    );
+    let c = from_str(&text, "routes.yaml").expect("valid");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("routes.yaml:9:"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(c.warnings[0].contains("routes[1] `delete` is shadowed by routes[0] `all-admin`"));
+}
+
+#[test]
+fn duplicate_names_and_bad_methods_fail() {
+    let text =
+        with_routes("  - name: a\n    match: { path: /a }\n  - name: a\n    match: { path: /b }\n");
+    assert!(err(&text).contains("duplicate route name"));
+    let text = with_routes("  - name: a\n    match: { path: /a, methods: ['PO ST'] }\n");
+    assert!(err(&text).contains("routes[0].match.methods[0]"));
+    let text =
+        with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [sms] }\n");
+    assert!(err(&text).contains("unknown proof method `sms`"));
+}

@@ -1,0 +1,163 @@
+//! The file as written. Every struct rejects unknown keys; values stay
+//! strings until `build` turns them into typed config, so that semantic
+//! errors can be reported at their own line and column.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    pub tls: RawTls,
+    pub upstream: String,
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    pub session: RawSession,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub assertion: RawAssertion,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub stepup: RawStepup,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub mtls: bool,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    pub key: PathBuf,
+    #[serde(default)]
+    pub retired_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default)]
+    pub ttl: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_holds: Option<u64>,
+    pub max_holds_per_session: Option<u64>,
+    pub max_body: Option<Scalar>,
+    pub max_header_bytes: Option<Scalar>,
+    pub max_headers: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub h2_max_concurrent_streams: Option<u64>,
+    pub header_read_timeout: Option<Scalar>,
+    pub tls_handshake_timeout: Option<Scalar>,
+    pub upstream_timeout: Option<Scalar>,
+    pub max_attempts: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepup {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub token_issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub deny: bool,
+    #[serde(default)]
+    pub require: Option<RawRequire>,
+    #[serde(default)]
+    pub hold: Option<RawHold>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub host: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub case_insensitive: bool,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_age: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHold {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<Scalar>,
+}
+
+/// A value that may be written as a number or a string (`ttl: 60` or `60s`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Int(u64),
+    Str(String),
+}
+
+impl Scalar {
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Str(s) => s.clone(),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Holds: parked sensitive requests. [`state`] is the pure state machine
+//! that decides; [`engine`] keeps the holds, enforces limits, and carries
+//! out what the state machine decided (release, wake a waiter, expire).
+
+pub mod engine;
+pub mod state;
+
+pub use engine::{HoldEngine, HoldMeta, Parked};
+pub use state::{Event, HoldError, HoldState, Phase, Proof, Transition};

@@ -1,0 +1,256 @@
+//! Keeps the holds and carries out what the state machine decides.
+//!
+//! Every transition runs inside one DashMap shard guard with no `.await`
+//! in it, so two concurrent completions of one hold are serialised and
+//! only one of them can observe `Transition::Release`. Whoever gets the
+//! release also takes the parked request out of the entry: the request
+//! can only be forwarded by the holder of that value.
+
+use super::state::{Event, HoldError, HoldState, Phase, Transition};
+use crate::body::Body;
+use crate::ids::{HoldId, Sid, Txn};
+use crate::policy::HoldMode;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{HeaderMap, Method, Response};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::oneshot;
+
+/// The facts of a hold that never change after creation.
+#[derive(Debug)]
+pub struct HoldMeta {
+    pub id: HoldId,
+    pub route: String,
+    pub action: String,
+    pub sid: Sid,
+    pub txn: Txn,
+    pub method: Method,
+    /// `Host` as received, port kept.
+    pub host: String,
+    /// Canonical path (forwarded form) without the query.
+    pub path: String,
+    pub path_and_query: String,
+    pub mode: HoldMode,
+    pub created: SystemTime,
+    pub client_ip: IpAddr,
+    pub risk: Vec<String>,
+}
+
+/// The request itself, as it will be forwarded.
+#[derive(Debug)]
+pub struct Parked {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a `hold`-mode waiter is woken with.
+#[derive(Debug)]
+pub enum Delivery {
+    Response(Response<Body>),
+    Failed(crate::hold::state::Phase),
+}
+
+pub type Waiter = oneshot::Sender<Delivery>;
+
+#[derive(Debug)]
+struct Entry {
+    meta: Arc<HoldMeta>,
+    state: HoldState,
+    parked: Option<Parked>,
+    waiter: Option<Waiter>,
+    ended: Option<SystemTime>,
+}
+
+/// The outcome of one applied event.
+#[derive(Debug)]
+pub struct Applied {
+    pub transition: Transition,
+    pub meta: Arc<HoldMeta>,
+    pub state: HoldState,
+    /// Present only for the one caller that won the release.
+    pub release: Option<Release>,
+}
+
+#[derive(Debug)]
+pub struct Release {
+    pub parked: Parked,
+    pub waiter: Option<Waiter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("no such hold")]
+    Unknown,
+    #[error("the global hold limit is reached")]
+    GlobalLimit,
+    #[error("the per-session hold limit is reached")]
+    SessionLimit,
+    #[error(transparent)]
+    Hold(#[from] HoldError),
+}
+
+#[derive(Debug)]
+pub struct HoldEngine {
+    holds: DashMap<HoldId, Entry>,
+    open_by_session: DashMap<Sid, usize>,
+    open: AtomicUsize,
+    max_open: usize,
+    max_per_session: usize,
+    /// How long an ended hold is remembered, so late callers learn it was
+    /// released or expired instead of hearing it never existed.
+    linger: Duration,
+}
+
+impl HoldEngine {
+    pub fn new(max_open: usize, max_per_session: usize) -> Self {
+        HoldEngine {
+            holds: DashMap::new(),
+            open_by_session: DashMap::new(),
+            open: AtomicUsize::new(0),
+            max_open,
+            max_per_session,
+            linger: Duration::from_secs(300),
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn create(
+        &self,
+        meta: HoldMeta,
+        state: HoldState,
+        parked: Parked,
+        waiter: Option<Waiter>,
+    ) -> Result<Arc<HoldMeta>, EngineError> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_open {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::GlobalLimit);
+        }
+        {
+            let mut n = self.open_by_session.entry(meta.sid.clone()).or_insert(0);
+            if *n >= self.max_per_session {
+                drop(n);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(EngineError::SessionLimit);
+            }
+            *n += 1;
+        }
+        let meta = Arc::new(meta);
+        self.holds.insert(
+            meta.id.clone(),
+            Entry {
+                meta: meta.clone(),
+                state,
+                parked: Some(parked),
+                waiter,
+                ended: None,
+            },
+        );
+        Ok(meta)
+    }
+
+    /// A snapshot for status pages and access checks.
+    pub fn get(&self, id: &HoldId) -> Option<(Arc<HoldMeta>, HoldState)> {
+        self.holds
+            .get(id)
+            .map(|e| (e.meta.clone(), e.state.clone()))
+    }
+
+    /// Applies `event` to hold `id` atomically.
+    pub fn apply(
+        &self,
+        id: &HoldId,
+        event: Event,
+        now: SystemTime,
+    ) -> Result<Applied, EngineError> {
+        let mut entry = self.holds.get_mut(id).ok_or(EngineError::Unknown)?;
+        let was_open = entry.state.phase.is_open();
+        let transition = entry.state.on(event, now)?;
+        let mut release = None;
+        match transition {
+            Transition::Release => {
+                if let Some(parked) = entry.parked.take() {
+                    release = Some(Release {
+                        parked,
+                        waiter: entry.waiter.take(),
+                    });
+                }
+            }
+            Transition::Denied | Transition::Expired => {
+                entry.parked = None;
+                let phase = entry.state.phase;
+                if let Some(w) = entry.waiter.take() {
+                    // The waiter may have gone already; nothing to do then.
+                    let _ = w.send(Delivery::Failed(phase));
+                }
+            }
+            Transition::Progress | Transition::Rejected { .. } => {}
+        }
+        let now_open = entry.state.phase.is_open();
+        if was_open && !now_open {
+            entry.ended = Some(now);
+        }
+        let applied = Applied {
+            transition,
+            meta: entry.meta.clone(),
+            state: entry.state.clone(),
+            release,
+        };
+        drop(entry);
+        if was_open && !now_open {
+            self.close(&applied.meta.sid);
+        }
+        Ok(applied)
+    }
+
+    fn close(&self, sid: &Sid) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut gone = false;
+        if let Some(mut n) = self.open_by_session.get_mut(sid) {
+            *n = n.saturating_sub(1);
+            gone = *n == 0;
+        }
+        if gone {
+            self.open_by_session.remove_if(sid, |_, n| *n == 0);
+        }
+    }
+
+    /// Expires holds past their deadline and forgets ended ones after the
+    /// linger period. Returns the ids that expired now.
+    pub fn sweep(&self, now: SystemTime) -> Vec<Arc<HoldMeta>> {
+        let due: Vec<HoldId> = self
+            .holds
+            .iter()
+            .filter(|e| e.state.phase.is_open() && now > e.state.deadline)
+            .map(|e| e.key().clone())
+            .collect();
+        let mut expired = Vec::new();
+        for id in due {
+            if let Ok(a) = self.apply(&id, Event::Expire, now) {
+                if a.transition == Transition::Expired {
+                    expired.push(a.meta);
+                }
+            }
+        }
+        let linger = self.linger;
+        self.holds.retain(|_, e| match e.ended {
+            Some(t) => now.duration_since(t).map(|d| d <= linger).unwrap_or(true),
+            None => true,
+        });
+        expired
+    }
+
+    /// Phase of a hold, if known.
+    pub fn phase(&self, id: &HoldId) -> Option<Phase> {
+        self.holds.get(id).map(|e| e.state.phase)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! The hold state machine. Pure: time comes in as `now`, and the result
+//! says what must happen next. Exactly-once release rests on one rule:
+//! [`Transition::Release`] is returned only by the single call that moves a
+//! hold into [`Phase::Released`], and every later call gets
+//! [`HoldError::AlreadyReleased`].
+//!
+//! ```text
+//! Pending ──proof/approval──▶ Satisfied ──collect──▶ Released
+//!    │  └──────────── (requester's own proof, or hold mode) ──▶ Released
+//!    ├── deadline / abandoned ──▶ Expired
+//!    └── deny / attempts exhausted ──▶ Denied
+//! ```
+
+use crate::policy::{ProofMethod, Requirements};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Satisfied,
+    Released,
+    Denied,
+    Expired,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Satisfied => "satisfied",
+            Phase::Released => "released",
+            Phase::Denied => "denied",
+            Phase::Expired => "expired",
+        }
+    }
+
+    /// Still counts against the hold limits.
+    pub fn is_open(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Satisfied)
+    }
+}
+
+/// A verified proof of presence from the requester's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub method: ProofMethod,
+    /// Who stepped up: the accountable actor.
+    pub sub: String,
+    pub auth_time: u64,
+    pub amr: Vec<String>,
+    pub acr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub sub: String,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The requester presented a proof that verified.
+    ProofAccepted(Proof),
+    /// The requester presented a proof that did not verify.
+    ProofRejected,
+    /// The requester asks to release a hold that approvals satisfied.
+    Collect,
+    Approve(Approval),
+    Deny {
+        by: String,
+    },
+    /// The deadline passed (sweeper) or the `hold`-mode waiter went away.
+    Expire,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// The caller has won the release and must forward the request.
+    Release,
+    /// Recorded; more is needed (`missing` says what).
+    Progress,
+    /// The proof was wrong; this many attempts remain.
+    Rejected {
+        attempts_left: u32,
+    },
+    /// The hold is now denied (wrong proofs exhausted or an approver said no).
+    Denied,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HoldError {
+    #[error("the hold was already released")]
+    AlreadyReleased,
+    #[error("the hold was denied")]
+    Denied,
+    #[error("the hold has expired")]
+    Expired,
+    #[error("this approver already approved")]
+    DuplicateApproval,
+    #[error("the proof method is not accepted by this route")]
+    MethodNotAccepted,
+}
+
+#[derive(Debug, Clone)]
+pub struct HoldState {
+    pub phase: Phase,
+    pub requirements: Requirements,
+    pub deadline: SystemTime,
+    pub attempts_left: u32,
+    pub proof: Option<Proof>,
+    pub approvals: Vec<Approval>,
+    /// In `hold` mode nobody comes back to collect, so satisfying the hold
+    /// releases it at once.
+    pub release_on_satisfy: bool,
+}
+
+impl HoldState {
+    pub fn new(
+        requirements: Requirements,
+        deadline: SystemTime,
+        attempts: u32,
+        release_on_satisfy: bool,
+    ) -> Self {
+        HoldState {
+            phase: Phase::Pending,
+            requirements,
+            deadline,
+            attempts_left: attempts,
+            proof: None,
+            approvals: Vec::new(),
+            release_on_satisfy,
+        }
+    }
+
+    pub fn is_satisfied(&self) -> bool {
+        let proof_ok = self.requirements.methods.is_empty() || self.proof.is_some();
+        proof_ok && self.approvals.len() >= self.requirements.approvals as usize
+    }
+
+    /// What is still needed, for the status endpoint.
+    pub fn missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.proof.is_none() {
+            out.extend(
+                self.requirements
+                    .methods
+                    .iter()
+                    .map(|m| m.as_str().to_owned()),
+            );
+        }
+        let have = self.approvals.len() as u32;
+        if have < self.requirements.approvals {
+            out.push(format!("approvals:{}", self.requirements.approvals - have));
+        }
+        out
+    }
+
+    pub fn met(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .proof
+            .iter()
+            .map(|p| p.method.as_str().to_owned())
+            .collect();
+        out.extend(self.approvals.iter().map(|a| format!("approval:{}", a.sub)));
+        out
+    }
+
+    /// Applies one event at time `now`.
+    pub fn on(&mut self, event: Event, now: SystemTime) -> Result<Transition, HoldError> {
+        match self.phase {
+            Phase::Released => return Err(HoldError::AlreadyReleased),
+            Phase::Denied => return Err(HoldError::Denied),
+            Phase::Expired => return Err(HoldError::Expired),
+            Phase::Pending | Phase::Satisfied => {}
+        }
+        if now > self.deadline || event == Event::Expire {
+            self.phase = Phase::Expired;
+            return Ok(Transition::Expired);
+        }
+        match event {
+            Event::ProofAccepted(proof) => {
+                if !self.requirements.accepts(proof.method) {
+                    return Err(HoldError::MethodNotAccepted);
+                }
+                if self.proof.is_none() {
+                    self.proof = Some(proof);
+                }
+                // The requester is here and waiting for the response, so a
+                // proof that completes the hold releases it.
+                Ok(self.settle(true))
+            }
+            Event::ProofRejected => {
+                self.attempts_left = self.attempts_left.saturating_sub(1);
+                if self.attempts_left == 0 {
+                    self.phase = Phase::Denied;
+                    Ok(Transition::Denied)
+                } else {
+                    Ok(Transition::Rejected {
+                        attempts_left: self.attempts_left,
+                    })
+                }
+            }
+            Event::Collect => Ok(self.settle(true)),
+            Event::Approve(approval) => {
+                if self.approvals.iter().any(|a| a.sub == approval.sub) {
+                    return Err(HoldError::DuplicateApproval);
+                }
+                self.approvals.push(approval);
+                Ok(self.settle(self.release_on_satisfy))
+            }
+            Event::Deny { .. } => {
+                self.phase = Phase::Denied;
+                Ok(Transition::Denied)
+            }
+            Event::Expire => unreachable_expire(self),
+        }
+    }
+
+    fn settle(&mut self, release_now: bool) -> Transition {
+        if !self.is_satisfied() {
+            return Transition::Progress;
+        }
+        if release_now {
+            self.phase = Phase::Released;
+            Transition::Release
+        } else {
+            self.phase = Phase::Satisfied;
+            Transition::Progress
+        }
+    }
+}
+
+// Handled above together with the deadline check; kept as a function so
+// the match stays exhaustive without a panic path.
+fn unreachable_expire(state: &mut HoldState) -> Result<Transition, HoldError> {
+    state.phase = Phase::Expired;
+    Ok(Transition::Expired)
+}
+
+#[cfg(test)]
+mod tests;

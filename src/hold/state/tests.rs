@@ -1,0 +1,144 @@
+use super::*;
+use std::time::{Duration, UNIX_EPOCH};
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn req(methods: Vec<ProofMethod>, approvals: u32) -> Requirements {
+    Requirements {
+        methods,
+        max_age: Duration::from_secs(300),
+        approvals,
+    }
+}
+
+fn proof(method: ProofMethod) -> Proof {
+    Proof {
+        method,
+        sub: "alice".into(),
+        auth_time: 1000,
+        amr: vec!["otp".into()],
+        acr: "stepup".into(),
+    }
+}
+
+fn approval(sub: &str) -> Event {
+    Event::Approve(Approval {
+        sub: sub.into(),
+        at: 1001,
+    })
+}
+
+#[test]
+fn a_valid_proof_releases_exactly_once() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Token], 0), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Token)), t(1000)),
+        Ok(Transition::Release)
+    );
+    assert_eq!(h.phase, Phase::Released);
+    for ev in [
+        Event::ProofAccepted(proof(ProofMethod::Token)),
+        Event::Collect,
+        approval("bob"),
+        Event::Expire,
+    ] {
+        assert_eq!(h.on(ev, t(1001)), Err(HoldError::AlreadyReleased));
+    }
+}
+
+#[test]
+fn a_proof_of_another_method_is_refused_without_cost() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 0), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Token)), t(1000)),
+        Err(HoldError::MethodNotAccepted)
+    );
+    assert_eq!(h.phase, Phase::Pending);
+    assert_eq!(h.attempts_left, 5);
+}
+
+#[test]
+fn wrong_proofs_count_down_then_deny() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 0), t(2000), 3, false);
+    assert_eq!(
+        h.on(Event::ProofRejected, t(1000)),
+        Ok(Transition::Rejected { attempts_left: 2 })
+    );
+    assert_eq!(
+        h.on(Event::ProofRejected, t(1000)),
+        Ok(Transition::Rejected { attempts_left: 1 })
+    );
+    assert_eq!(h.on(Event::ProofRejected, t(1000)), Ok(Transition::Denied));
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1000)),
+        Err(HoldError::Denied)
+    );
+}
+
+#[test]
+fn the_deadline_wins_over_a_late_proof() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 0), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(2001)),
+        Ok(Transition::Expired)
+    );
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1500)),
+        Err(HoldError::Expired)
+    );
+    // exactly at the deadline is still in time
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 0), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(2000)),
+        Ok(Transition::Release)
+    );
+}
+
+#[test]
+fn approvals_satisfy_then_the_requester_collects() {
+    let mut h = HoldState::new(req(vec![], 2), t(2000), 5, false);
+    assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Progress));
+    assert_eq!(h.on(approval("bob"), t(1000)), Ok(Transition::Progress));
+    assert_eq!(
+        h.on(approval("bob"), t(1000)),
+        Err(HoldError::DuplicateApproval)
+    );
+    assert_eq!(h.missing(), vec!["approvals:1".to_owned()]);
+    assert_eq!(h.on(approval("carol"), t(1000)), Ok(Transition::Progress));
+    assert_eq!(h.phase, Phase::Satisfied);
+    assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Release));
+    assert_eq!(
+        h.on(Event::Collect, t(1000)),
+        Err(HoldError::AlreadyReleased)
+    );
+}
+
+#[test]
+fn hold_mode_releases_on_the_last_approval() {
+    let mut h = HoldState::new(req(vec![], 1), t(2000), 5, true);
+    assert_eq!(h.on(approval("bob"), t(1000)), Ok(Transition::Release));
+}
+
+#[test]
+fn proof_and_approval_combine() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 1), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1000)),
+        Ok(Transition::Progress)
+    );
+    assert_eq!(h.met(), vec!["totp".to_owned()]);
+    assert_eq!(h.on(approval("bob"), t(1000)), Ok(Transition::Progress));
+    assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Release));
+}
+
+#[test]
+fn a_deny_ends_the_hold() {
+    let mut h = HoldState::new(req(vec![], 1), t(2000), 5, true);
+    assert_eq!(
+        h.on(Event::Deny { by: "bob".into() }, t(1000)),
+        Ok(Transition::Denied)
+    );
+    assert_eq!(h.on(approval("carol"), t(1000)), Err(HoldError::Denied));
+}

@@ -1,0 +1,243 @@
+//! Compact JWS (RFC 7515) with ES256 (RFC 7518 §3.4) as the only algorithm.
+//!
+//! [`decode`] only parses; nothing in a [`Decoded`] is trustworthy until
+//! [`verify_es256`] has accepted it with a key the caller chose.
+//!
+//! High-S signatures: ECDSA signatures are malleable (`(r, s)` and
+//! `(r, n - s)` both verify). We *sign* low-S, but *accept* both, because
+//! P-256 signers in the wild (including the RFC 7515 A.3 example) emit
+//! high-S half the time and rejecting them would reject valid tokens from
+//! external issuers. Malleability is harmless here: replay protection keys on
+//! the `jti` claim, never on the token or signature bytes.
+
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::jose::{b64_decode, b64_encode, clip, JoseError, Part};
+
+/// The only algorithm this module signs or verifies.
+pub const ES256: &str = "ES256";
+
+/// Upper bound on a compact token. Step-up tokens are a few hundred bytes;
+/// the cap keeps hostile input from costing more than a quick rejection.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// ES256 signatures are the fixed-size `R || S` concatenation (RFC 7518 §3.4).
+const SIGNATURE_LEN: usize = 64;
+
+/// The protected-header members this crate interprets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub alg: String,
+    pub typ: Option<String>,
+    pub kid: Option<String>,
+}
+
+/// A structurally valid compact JWS whose signature has NOT been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub header: Header,
+    /// The whole protected header, for callers that need other members.
+    pub raw_header: Map<String, Value>,
+    pub claims: Map<String, Value>,
+    /// `BASE64URL(header) "." BASE64URL(payload)`, exactly as received.
+    pub signing_input: String,
+    pub signature: Vec<u8>,
+}
+
+/// Parses a compact JWS without verifying it.
+pub fn decode(token: &str) -> Result<Decoded, JoseError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JoseError::TooLarge {
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header_b64, payload_b64, signature_b64] = parts[..] else {
+        return Err(JoseError::SegmentCount(parts.len()));
+    };
+    let header_bytes = b64_decode(header_b64).ok_or(JoseError::Base64(Part::Header))?;
+    let payload_bytes = b64_decode(payload_b64).ok_or(JoseError::Base64(Part::Payload))?;
+    let signature = b64_decode(signature_b64).ok_or(JoseError::Base64(Part::Signature))?;
+
+    let raw_header = parse_object(&header_bytes, Part::Header)?;
+    let header = interpret_header(&raw_header)?;
+    let claims = parse_object(&payload_bytes, Part::Payload)?;
+
+    Ok(Decoded {
+        header,
+        raw_header,
+        claims,
+        signing_input: format!("{header_b64}.{payload_b64}"),
+        signature,
+    })
+}
+
+/// Checks the signature with `key`. The caller picks the key; the token's
+/// `kid` is only a hint for that choice.
+pub fn verify_es256(decoded: &Decoded, key: &VerifyingKey) -> Result<(), JoseError> {
+    // Exact, case-sensitive match (RFC 7515 §4.1.1): this single comparison
+    // is what shuts out `none`, HMAC-with-the-public-key and friends.
+    if decoded.header.alg != ES256 {
+        return Err(JoseError::UnsupportedAlg(clip(&decoded.header.alg)));
+    }
+    if decoded.signature.len() != SIGNATURE_LEN {
+        return Err(JoseError::SignatureLength(decoded.signature.len()));
+    }
+    // Rejects r or s equal to zero or not below the group order.
+    let signature =
+        Signature::from_slice(&decoded.signature).map_err(|_| JoseError::BadSignature)?;
+    key.verify(decoded.signing_input.as_bytes(), &signature)
+        .map_err(|_| JoseError::BadSignature)
+}
+
+/// Signs `claims` under `header`, which must be an object with
+/// `"alg": "ES256"` and no `crit`. Member order follows `serde_json::Value`.
+pub fn encode_es256(key: &SigningKey, header: &Value, claims: &Value) -> Result<String, JoseError> {
+    check_header(header)?;
+    if !claims.is_object() {
+        return Err(JoseError::NotObject(Part::Payload));
+    }
+    let header = serde_json::to_vec(header).map_err(|_| JoseError::Serialize(Part::Header))?;
+    let claims = serde_json::to_vec(claims).map_err(|_| JoseError::Serialize(Part::Payload))?;
+    sign_parts(key, &header, &claims)
+}
+
+/// Like [`encode_es256`] but serializes typed values directly, so struct
+/// field order is kept in the output (the assertion header is fixed text).
+pub fn encode_es256_typed<H, C>(
+    key: &SigningKey,
+    header: &H,
+    claims: &C,
+) -> Result<String, JoseError>
+where
+    H: Serialize + ?Sized,
+    C: Serialize + ?Sized,
+{
+    let header_value =
+        serde_json::to_value(header).map_err(|_| JoseError::Serialize(Part::Header))?;
+    let claims_value =
+        serde_json::to_value(claims).map_err(|_| JoseError::Serialize(Part::Payload))?;
+    check_header(&header_value)?;
+    if !claims_value.is_object() {
+        return Err(JoseError::NotObject(Part::Payload));
+    }
+    let header = serde_json::to_vec(header).map_err(|_| JoseError::Serialize(Part::Header))?;
+    let claims = serde_json::to_vec(claims).map_err(|_| JoseError::Serialize(Part::Payload))?;
+    sign_parts(key, &header, &claims)
+}
+
+/// Test and bench helper: signs `claims` under
+/// `{"alg":"ES256","typ":"JWT","kid":kid}`.
+///
+/// # Panics
+/// If `claims` is not a JSON object (a bug in the calling test).
+pub fn mint_es256(key: &SigningKey, kid: &str, claims: Value) -> String {
+    let header = serde_json::json!({ "alg": ES256, "typ": "JWT", "kid": kid });
+    match encode_es256(key, &header, &claims) {
+        Ok(token) => token,
+        Err(e) => panic!("mint_es256: {e}"),
+    }
+}
+
+fn check_header(header: &Value) -> Result<(), JoseError> {
+    let Value::Object(map) = header else {
+        return Err(JoseError::NotObject(Part::Header));
+    };
+    let parsed = interpret_header(map)?;
+    if parsed.alg != ES256 {
+        return Err(JoseError::UnsupportedAlg(clip(&parsed.alg)));
+    }
+    Ok(())
+}
+
+fn sign_parts(key: &SigningKey, header: &[u8], claims: &[u8]) -> Result<String, JoseError> {
+    let signing_input = format!("{}.{}", b64_encode(header), b64_encode(claims));
+    let signature: Signature = key
+        .try_sign(signing_input.as_bytes())
+        .map_err(|_| JoseError::Signing)?;
+    // Low-S keeps our output acceptable to verifiers that insist on it.
+    let signature = signature.normalize_s();
+    Ok(format!(
+        "{signing_input}.{}",
+        b64_encode(signature.to_bytes())
+    ))
+}
+
+fn interpret_header(raw: &Map<String, Value>) -> Result<Header, JoseError> {
+    // We understand no extensions, and RFC 7515 §4.1.11 says a recipient
+    // that does not understand a listed one must reject the JWS.
+    if raw.contains_key("crit") {
+        return Err(JoseError::CritUnsupported);
+    }
+    let alg = match raw.get("alg") {
+        Some(Value::String(alg)) => alg.clone(),
+        _ => return Err(JoseError::HeaderMember("alg")),
+    };
+    Ok(Header {
+        alg,
+        typ: optional_string(raw, "typ")?,
+        kid: optional_string(raw, "kid")?,
+    })
+}
+
+fn optional_string(
+    raw: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, JoseError> {
+    match raw.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(JoseError::HeaderMember(name)),
+    }
+}
+
+/// Parses a JSON object, refusing duplicate member names: two `alg`s or two
+/// `sub`s invite a different JSON parser downstream to read the other one.
+fn parse_object(bytes: &[u8], part: Part) -> Result<Map<String, Value>, JoseError> {
+    match serde_json::from_slice::<StrictObject>(bytes) {
+        Ok(StrictObject(map)) => Ok(map),
+        // The error path is rare; re-parse to say precisely what was wrong.
+        Err(_) => match serde_json::from_slice::<Value>(bytes) {
+            Err(_) => Err(JoseError::Json(part)),
+            Ok(Value::Object(_)) => Err(JoseError::DuplicateMember(part)),
+            Ok(_) => Err(JoseError::NotObject(part)),
+        },
+    }
+}
+
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StrictObjectVisitor)
+    }
+}
+
+struct StrictObjectVisitor;
+
+impl<'de> Visitor<'de> for StrictObjectVisitor {
+    type Value = StrictObject;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+        let mut map = Map::new();
+        while let Some(name) = access.next_key::<String>()? {
+            let value: Value = access.next_value()?;
+            if map.insert(name, value).is_some() {
+                return Err(A::Error::custom("duplicate member"));
+            }
+        }
+        Ok(StrictObject(map))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,7 @@
+//! The `stepgate` binary: argument parsing and start-up only.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,243 @@
+//! The network shell: TLS listener, per-request handler, upstream client.
+//! It turns the core's decisions into bytes and owns every socket.
+
+mod api;
+mod forward;
+mod gate;
+mod handler;
+pub mod hygiene;
+mod page;
+pub mod respond;
+pub mod tls;
+
+pub use crate::body::Body;
+pub use forward::Upstream;
+
+use crate::assertion::{load_public_key_pem, load_signing_key_pem, AssertionSigner};
+use crate::clock::{unix_secs, Clock};
+use crate::config::Config;
+use crate::hold::HoldEngine;
+use crate::jose::Jwks;
+use crate::keys;
+use crate::session::SessionKey;
+use crate::stepup::token::{TokenIssuer, TokenVerifier};
+use crate::store::ReplayCache;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub upstream: Upstream,
+    pub session_key: SessionKey,
+    pub signer: AssertionSigner,
+    pub tokens: TokenVerifier,
+    pub replay: ReplayCache,
+    pub holds: HoldEngine,
+    pub clock: Arc<dyn Clock>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Per-connection facts the handler needs.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// DER of the verified client certificate, when one was presented.
+    pub client_cert: Option<Arc<Vec<u8>>>,
+}
+
+impl Gateway {
+    /// Loads the key material the config points at (the only file I/O of
+    /// start-up besides TLS).
+    pub fn load(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        let (session, created) = keys::load_or_create_session_key(&config.session.key_file)?;
+        if created {
+            tracing::warn!(path = %config.session.key_file.display(), "generated a new session key; share this file between instances");
+        }
+        let invalid = |path: &std::path::Path, e: &dyn std::fmt::Display| StartError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let session_key =
+            SessionKey::new(session).map_err(|e| invalid(&config.session.key_file, &e))?;
+        let key_pem = keys::read_text(&config.assertion.key)?;
+        let key = load_signing_key_pem(&key_pem).map_err(|e| invalid(&config.assertion.key, &e))?;
+        let mut retired = Vec::new();
+        for path in &config.assertion.retired_keys {
+            let pem = keys::read_text(path)?;
+            retired.push(load_public_key_pem(&pem).map_err(|e| invalid(path, &e))?);
+        }
+        let a = &config.assertion;
+        let signer =
+            AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
+                .map_err(|e| invalid(&a.key, &e))?;
+        let mut issuers = Vec::new();
+        for i in &config.stepup.token_issuers {
+            let text = keys::read_text(&i.jwks)?;
+            let keys = Jwks::parse(&text).map_err(|e| invalid(&i.jwks, &e))?;
+            issuers.push(TokenIssuer {
+                issuer: i.issuer.clone(),
+                audience: i.audience.clone(),
+                keys,
+            });
+        }
+        let upstream = Upstream::new(
+            config.upstream.authority.clone(),
+            config.limits.upstream_timeout,
+        );
+        let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session);
+        let (shutdown, _) = watch::channel(false);
+        Ok(Arc::new(Gateway {
+            config: Arc::new(config),
+            upstream,
+            session_key,
+            signer,
+            tokens: TokenVerifier::new(issuers),
+            replay: ReplayCache::default(),
+            holds,
+            clock,
+            shutdown,
+        }))
+    }
+
+    /// Resolves when the gateway starts shutting down.
+    pub fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn sweep(&self) {
+        let now = self.clock.now();
+        for meta in self.holds.sweep(now) {
+            tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
+        }
+        self.replay.purge(unix_secs(now));
+    }
+}
+
+/// Serves TLS connections from `listener` until `shutdown` resolves, then
+/// stops accepting, tells `hold`-mode waiters to come back later, and
+/// drains in-flight requests (at most `drain` long).
+pub async fn run(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<(), StartError> {
+    let c = &gw.config;
+    let tls = tls::server_config(&c.tls.cert, &c.tls.key, c.tls.client_ca.as_deref())?;
+    let acceptor = TlsAcceptor::from(tls);
+    let builder = http_builder(c);
+    let slots = Arc::new(Semaphore::new(c.limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let sweeper = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                gw.sweep();
+            }
+        }
+    });
+    tokio::pin!(shutdown);
+    loop {
+        // Waiting for a slot before accepting applies back-pressure at the
+        // kernel's accept queue instead of accepting and dropping.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let gw = gw.clone();
+        let handshake_timeout = c.limits.tls_handshake_timeout;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let conn = ConnInfo { peer, client_cert };
+            let service = service_fn(move |req| handler::handle(gw.clone(), conn.clone(), req));
+            let io = TokioIo::new(tls);
+            let served = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(served).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = gw.shutdown.send(true);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+    sweeper.abort();
+    Ok(())
+}
+
+fn http_builder(c: &Config) -> auto::Builder<TokioExecutor> {
+    let l = &c.limits;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout)
+        .max_buf_size(l.max_header_bytes.max(8192))
+        .max_headers(l.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_header_list_size(l.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_pending_accept_reset_streams(Some(50))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}

@@ -1,0 +1,244 @@
+//! The gateway's own endpoints under the prefix (default `/.stepup/`).
+//! Nothing under the prefix is ever forwarded upstream.
+
+use super::gate;
+use super::handler::buffer;
+use super::hygiene::Target;
+use super::respond::{self, Reject};
+use super::{page, ConnInfo, Gateway};
+use crate::body::Body;
+use crate::hold::engine::EngineError;
+use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
+use crate::ids::{HoldId, Sid};
+use crate::policy::ProofMethod;
+use crate::route::canonical::CanonicalPath;
+use crate::session;
+use http::request::Parts;
+use http::{header, Method, Response, StatusCode};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const MAX_PROOF_BODY: u64 = 16 * 1024;
+
+/// Whether a path is the gateway's own. Checked on the form without
+/// `;params` too: a servlet upstream reads `/.stepup;x/holds` as
+/// `/.stepup/holds`, and it must never be forwarded.
+pub fn owns(prefix: &str, path: &CanonicalPath) -> bool {
+    let under = |p: &str| p.starts_with(prefix) || p == prefix.trim_end_matches('/');
+    under(path.as_str()) || under(path.match_form()) || path.without_params().is_some_and(under)
+}
+
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+    target: &Target,
+) -> Result<Response<Body>, Reject> {
+    let rest = target
+        .path
+        .as_str()
+        .get(gw.config.stepup.prefix.len()..)
+        .unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["jwks.json"]) => {
+            let mut resp = respond::json(StatusCode::OK, &gw.signer.jwks());
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=300"),
+            );
+            Ok(resp)
+        }
+        (&Method::GET, ["holds", id]) => status(gw, conn, &parts, id),
+        (&Method::POST, ["holds", id, "complete"]) => complete(gw, conn, parts, body, id).await,
+        _ => Err(Reject::NotFound),
+    }
+}
+
+fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
+    let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
+    match session::session_value(&gw.config.session, &parts.headers, cert) {
+        Ok(Some(v)) => Some(gw.session_key.sid(&v)),
+        _ => None,
+    }
+}
+
+/// Looks a hold up for its own session. Anyone else learns nothing, not
+/// even that the hold exists.
+fn own_hold(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    id: &str,
+) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
+    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+    match caller_sid(gw, conn, parts) {
+        Some(sid) if sid == meta.sid => Ok((meta, state)),
+        _ => Err(Reject::UnknownHold),
+    }
+}
+
+fn status(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    id: &str,
+) -> Result<Response<Body>, Reject> {
+    let (meta, state) = own_hold(gw, conn, parts, id)?;
+    let now = gw.clock.now();
+    if page::wants_html(&parts.headers) && state.phase.is_open() {
+        let mut resp = page::step_up(&gw.config.stepup.prefix, &meta, &state, now, None);
+        *resp.status_mut() = StatusCode::OK;
+        resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+        return Ok(resp);
+    }
+    Ok(respond::json(
+        StatusCode::OK,
+        &status_json(&meta, &state, now),
+    ))
+}
+
+fn status_json(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> serde_json::Value {
+    let phase = if state.phase.is_open() && now > state.deadline {
+        Phase::Expired
+    } else {
+        state.phase
+    };
+    serde_json::json!({
+        "hold_id": meta.id.as_str(),
+        "state": phase.as_str(),
+        "met": state.met(),
+        "missing": state.missing(),
+        "expires_in": state.deadline.duration_since(now).unwrap_or(Duration::ZERO).as_secs(),
+    })
+}
+
+/// The body of `complete`: JSON, or the same fields form-encoded by the
+/// step-up page. `{}` collects a hold that approvals already satisfied.
+#[derive(Debug, Default, Deserialize)]
+struct CompleteBody {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn parse_complete(parts: &Parts, bytes: &[u8]) -> Result<CompleteBody, Reject> {
+    let form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CompleteBody::default());
+    }
+    if form {
+        let mut b = CompleteBody::default();
+        for (k, v) in form_urlencoded::parse(bytes) {
+            match k.as_ref() {
+                "method" => b.method = Some(v.into_owned()),
+                "token" => b.token = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        return Ok(b);
+    }
+    serde_json::from_slice(bytes).map_err(|_| Reject::BadRequest("malformed proof"))
+}
+
+async fn complete(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+    id: &str,
+) -> Result<Response<Body>, Reject> {
+    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+    if caller_sid(gw, conn, &parts).as_ref() != Some(&meta.sid) {
+        tracing::warn!(hold = %id, "complete from another session refused");
+        return Err(Reject::SessionMismatch);
+    }
+    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let now = gw.clock.now();
+    // A settled hold is reported before any proof is checked, so a late
+    // proof is not consumed for nothing.
+    closed(state.phase)?;
+    let req = parse_complete(&parts, &bytes)?;
+    let event = match req.method.as_deref() {
+        None | Some("") => Event::Collect,
+        Some(name) => {
+            let method =
+                ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
+            if !state.requirements.accepts(method) {
+                return Err(Reject::BadRequest(
+                    "this proof method is not accepted for this action",
+                ));
+            }
+            match method {
+                ProofMethod::Token => {
+                    let token = req
+                        .token
+                        .ok_or(Reject::BadRequest("malformed proof: token missing"))?;
+                    match gate::verify_token(
+                        gw,
+                        token.as_bytes(),
+                        &meta.sid,
+                        &meta.txn,
+                        Some(&meta.id),
+                        &state.requirements,
+                        now,
+                    ) {
+                        Ok(proof) => Event::ProofAccepted(proof),
+                        Err(reason) => {
+                            tracing::info!(event = "proof.rejected", hold = %id, method = "token", %reason, "proof rejected");
+                            Event::ProofRejected
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Reject::BadRequest(
+                        "this proof method is not available on this gateway",
+                    ))
+                }
+            }
+        }
+    };
+    let applied = gw.holds.apply(&id, event, now).map_err(engine_reject)?;
+    match applied.transition {
+        Transition::Release => gate::release(gw, applied).await,
+        Transition::Progress => Ok(respond::json(
+            StatusCode::ACCEPTED,
+            &status_json(&applied.meta, &applied.state, now),
+        )),
+        Transition::Rejected { attempts_left } => Err(Reject::InvalidProof { attempts_left }),
+        Transition::Denied => Err(Reject::StepUpDenied),
+        Transition::Expired => Err(Reject::HoldExpired),
+    }
+}
+
+fn closed(phase: Phase) -> Result<(), Reject> {
+    match phase {
+        Phase::Released => Err(Reject::AlreadyReleased),
+        Phase::Denied => Err(Reject::StepUpDenied),
+        Phase::Expired => Err(Reject::HoldExpired),
+        Phase::Pending | Phase::Satisfied => Ok(()),
+    }
+}
+
+fn engine_reject(e: EngineError) -> Reject {
+    match e {
+        EngineError::Unknown => Reject::UnknownHold,
+        EngineError::Hold(HoldError::AlreadyReleased) => Reject::AlreadyReleased,
+        EngineError::Hold(HoldError::Expired) => Reject::HoldExpired,
+        EngineError::Hold(HoldError::Denied) => Reject::StepUpDenied,
+        EngineError::Hold(HoldError::MethodNotAccepted) => {
+            Reject::BadRequest("this proof method is not accepted for this action")
+        }
+        EngineError::Hold(_) => Reject::BadRequest("the request could not be applied"),
+        EngineError::GlobalLimit | EngineError::SessionLimit => Reject::TooManyHolds,
+    }
+}

@@ -1,0 +1,184 @@
+//! The request path as one story:
+//! normalize → strip → match → decide → (forward | hold → release → forward).
+
+use super::respond::Reject;
+use super::{api, gate, hygiene, ConnInfo, Gateway};
+use crate::body::{full, Body, BoxError};
+use crate::route::MatchRequest;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The future is boxed: its concrete type borrows across awaits, which the
+/// connection's `Send` bound cannot name.
+pub fn handle(
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
+    Box::pin(async move {
+        Ok(match serve(&gw, &conn, req).await {
+            Ok(resp) => resp,
+            Err(reject) => reject.into_response(),
+        })
+    })
+}
+
+async fn serve(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Reject> {
+    let cfg = gw.config.clone();
+    let (mut parts, body) = req.into_parts();
+    let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+
+    // 1. normalize: one canonical target, or 400.
+    hygiene::check_header_names(&parts.headers)?;
+    let target = hygiene::target(&parts)?;
+    if api::owns(&cfg.stepup.prefix, &target.path) {
+        return api::handle(gw, conn, parts, body, &target).await;
+    }
+
+    // 2. read what the gateway consumes, then strip it.
+    let trusted = hygiene::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
+    let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
+    let token = parts.headers.get("x-stepup-token").cloned();
+    let upgrade = hygiene::upgrade_protocol(&parts.headers);
+
+    // 3. match, on the method as sent and on every override it carries.
+    let mut methods = effective_methods(&parts.method, &parts.headers, target.query.as_deref());
+    let find = |methods: &[Method]| {
+        cfg.routes.find(&MatchRequest {
+            host: &target.host_name,
+            methods,
+            path: &target.path,
+            query: target.query.as_deref(),
+            headers: &parts.headers,
+        })
+    };
+    let mut lookup = find(&methods);
+    if lookup.route.is_none() && lookup.method_miss && is_form(&parts.headers) {
+        // Only a form body that may carry `_method` is read up front.
+        let bytes = buffer(body, cfg.limits.max_body).await?;
+        methods.extend(form_methods(&bytes));
+        lookup = find(&methods);
+        body = full(bytes);
+    }
+
+    hygiene::strip_inbound(&mut parts.headers, trusted, None);
+    hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
+
+    // 4. decide.
+    match lookup.route {
+        None => gate::pass_through(gw, parts, body, &target, upgrade).await,
+        Some(route) if route.deny => {
+            tracing::info!(route = %route.name, path = %target.path.as_str(), "denied by route");
+            Err(Reject::Forbidden)
+        }
+        Some(route) => {
+            let ctx = gate::Sensitive {
+                route,
+                target,
+                token,
+                client_ip,
+                client_cert: conn.client_cert.clone(),
+            };
+            gate::sensitive(gw, ctx, parts, body).await
+        }
+    }
+}
+
+/// The method as sent, GET for HEAD, and every override a framework might
+/// honour: a route listing DELETE must also catch `POST` + `X-HTTP-Method-Override: DELETE`.
+fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Vec<Method> {
+    let mut out = vec![method.clone()];
+    if method == Method::HEAD {
+        out.push(Method::GET);
+    }
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        for v in headers.get_all(name) {
+            out.extend(parse_method(v.as_bytes()));
+        }
+    }
+    if let Some(q) = query {
+        out.extend(
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "_method")
+                .filter_map(|(_, v)| parse_method(v.as_bytes())),
+        );
+    }
+    out
+}
+
+fn parse_method(v: &[u8]) -> Option<Method> {
+    let up = v.trim_ascii().to_ascii_uppercase();
+    Method::from_bytes(&up).ok()
+}
+
+fn form_methods(body: &[u8]) -> Vec<Method> {
+    form_urlencoded::parse(body)
+        .filter(|(k, _)| k == "_method")
+        .filter_map(|(_, v)| parse_method(v.as_bytes()))
+        .collect()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+        .unwrap_or(false)
+}
+
+/// Reads a whole body, refusing more than `max` bytes (checked against the
+/// declared length first, so an oversized upload is refused unread).
+pub(super) async fn buffer(mut body: Body, max: u64) -> Result<Bytes, Reject> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > max {
+        return Err(Reject::BodyTooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            tracing::debug!(error = %e, "client body read failed");
+            Reject::BadRequest("the request body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > max {
+                return Err(Reject::BodyTooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_widen_the_method_set() {
+        let mut h = HeaderMap::new();
+        h.insert("x-http-method-override", "delete".parse().expect("hv"));
+        let m = effective_methods(&Method::POST, &h, Some("a=1&_method=put"));
+        assert_eq!(m, vec![Method::POST, Method::DELETE, Method::PUT]);
+        let m = effective_methods(&Method::HEAD, &HeaderMap::new(), None);
+        assert!(m.contains(&Method::GET));
+        assert_eq!(form_methods(b"x=1&_method=DELETE"), vec![Method::DELETE]);
+    }
+}

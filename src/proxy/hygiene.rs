@@ -1,0 +1,302 @@
+//! Header and target hygiene (SPEC §2). Everything a client could use to
+//! make the gateway and the upstream disagree is either rejected here or
+//! replaced by the gateway's own value.
+
+use super::respond::Reject;
+use crate::route::canonical::{canonicalize, CanonicalPath};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// What was asked, in the one form both the matcher and the upstream see.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub path: CanonicalPath,
+    pub query: Option<String>,
+    /// `Host`/`:authority` as received (port kept), for `txn` and upstream.
+    pub host: String,
+    /// Lower-case, port removed: what `match.host` compares with.
+    pub host_name: String,
+}
+
+impl Target {
+    /// The request target forwarded upstream: canonical path plus the
+    /// original query, never a fragment.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path.as_str()),
+            None => self.path.as_str().to_owned(),
+        }
+    }
+}
+
+const STRIPPED: [&str; 4] = [
+    "x-stepup-assertion",
+    "x-stepup-token",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers the gateway sets itself unless the peer is a trusted proxy.
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+pub fn target(parts: &Parts) -> Result<Target, Reject> {
+    let path =
+        canonicalize(parts.uri.path()).map_err(|_| Reject::BadRequest("ambiguous request path"))?;
+    let query = parts.uri.query().map(str::to_owned);
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Reject::BadRequest("more than one Host header"));
+    }
+    let header_host = match header_host {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Reject::BadRequest("invalid Host header"))?,
+        ),
+        None => None,
+    };
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let host = match (authority, header_host) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err(Reject::BadRequest(
+                "Host disagrees with the request authority",
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err(Reject::BadRequest("missing Host")),
+    };
+    if host.is_empty() || host.contains('@') || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Reject::BadRequest("invalid Host header"));
+    }
+    let host_name = strip_port(host).to_ascii_lowercase();
+    Ok(Target {
+        path,
+        query,
+        host: host.to_owned(),
+        host_name,
+    })
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// CGI/WSGI upstreams fold `_` into `-`, so `X_StepUp_Assertion` would
+/// arrive as the header the gateway signs. Refuse them all.
+pub fn check_header_names(headers: &HeaderMap) -> Result<(), Reject> {
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        return Err(Reject::BadRequest("header names must not contain `_`"));
+    }
+    Ok(())
+}
+
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// The client's address: the peer, or when the peer is a trusted proxy the
+/// right-most untrusted hop it reported.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip, trusted))
+        .unwrap_or(peer)
+}
+
+/// Removes what must never reach the upstream. `extra_untrusted` names
+/// headers only a trusted proxy may set (the identity header).
+pub fn strip_inbound(
+    headers: &mut HeaderMap,
+    trusted_peer: bool,
+    extra_untrusted: Option<&HeaderName>,
+) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP.iter().chain(STRIPPED.iter()) {
+        headers.remove(*name);
+    }
+    // hyper frames the forwarded body itself; a copied length could
+    // disagree with the bytes actually sent.
+    headers.remove(header::CONTENT_LENGTH);
+    if !trusted_peer {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+        if let Some(name) = extra_untrusted {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-*`. Runs after `strip_inbound`, so a `Connection`
+/// header can never remove what the gateway adds.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted_peer => format!("{prev}, {peer}"),
+        _ => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !(trusted_peer && headers.contains_key("x-forwarded-proto")) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    }
+    if !(trusted_peer && headers.contains_key("x-forwarded-host")) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+}
+
+/// Hop-by-hop headers in an upstream response are about the upstream
+/// connection, not the client's (and are illegal over HTTP/2).
+pub fn strip_outbound(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// A WebSocket (or other HTTP/1.1) upgrade request.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_cannot_remove_gateway_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "x-forwarded-for, keep-alive, x-custom".parse().expect("hv"),
+        );
+        h.insert("x-custom", "1".parse().expect("hv"));
+        h.insert("x-forwarded-for", "6.6.6.6".parse().expect("hv"));
+        h.insert("x-stepup-assertion", "forged".parse().expect("hv"));
+        h.insert("x-original-url", "/admin".parse().expect("hv"));
+        strip_inbound(&mut h, false, None);
+        set_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), false, "example");
+        assert!(h.get("x-custom").is_none());
+        assert!(h.get("x-stepup-assertion").is_none());
+        assert!(h.get("x-original-url").is_none());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example");
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 10.1.1.1".parse().expect("hv"),
+        );
+        h.insert("x-forwarded-proto", "http".parse().expect("hv"));
+        let peer: IpAddr = "10.2.2.2".parse().expect("ip");
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
+        let outsider: IpAddr = "198.51.100.1".parse().expect("ip");
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        strip_inbound(&mut h, true, None);
+        set_forwarded(&mut h, peer, true, "example");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.2.2.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn underscore_headers_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert("x_stepup_assertion", "x".parse().expect("hv"));
+        assert!(check_header_names(&h).is_err());
+    }
+
+    #[test]
+    fn host_must_agree_with_authority() {
+        let req = http::Request::builder()
+            .uri("https://a.example/x")
+            .header("host", "b.example")
+            .body(())
+            .expect("request");
+        let (parts, _) = req.into_parts();
+        assert!(target(&parts).is_err());
+        let req = http::Request::builder()
+            .uri("https://a.example:8443/x/../y?q=1")
+            .header("host", "A.example:8443")
+            .body(())
+            .expect("request");
+        let (parts, _) = req.into_parts();
+        let t = target(&parts).expect("target");
+        assert_eq!(t.host_name, "a.example");
+        assert_eq!(t.path_and_query(), "/y?q=1");
+    }
+}

@@ -1,0 +1,168 @@
+//! The one place where a refusal becomes an HTTP response. Every error code
+//! of SPEC §4.3 is a variant here; the message is fixed text, so nothing
+//! internal can leak into a response by accident.
+
+use crate::body::{full, Body};
+use http::{header, HeaderValue, Response, StatusCode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reject {
+    /// Ambiguous path, underscore header, malformed proof. The detail is a
+    /// fixed description chosen by the gateway, never client bytes.
+    BadRequest(&'static str),
+    NoSession,
+    InvalidProof {
+        attempts_left: u32,
+    },
+    StepUpExpired,
+    SessionMismatch,
+    StepUpDenied,
+    SelfApproval,
+    Forbidden,
+    UnknownHold,
+    AlreadyReleased,
+    TxnMismatch,
+    HoldExpired,
+    BodyTooLarge,
+    TooManyHolds,
+    UpstreamUnavailable,
+    AuditUnavailable,
+    ShuttingDown,
+    NotFound,
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        use Reject::*;
+        match self {
+            BadRequest(_) => StatusCode::BAD_REQUEST,
+            NoSession | InvalidProof { .. } | StepUpExpired => StatusCode::UNAUTHORIZED,
+            SessionMismatch | StepUpDenied | SelfApproval | Forbidden => StatusCode::FORBIDDEN,
+            UnknownHold | NotFound => StatusCode::NOT_FOUND,
+            AlreadyReleased | TxnMismatch => StatusCode::CONFLICT,
+            HoldExpired => StatusCode::GONE,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            TooManyHolds => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            AuditUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use Reject::*;
+        match self {
+            BadRequest(_) => "bad_request",
+            NoSession => "no_session",
+            InvalidProof { .. } => "invalid_proof",
+            StepUpExpired => "step_up_expired",
+            SessionMismatch => "session_mismatch",
+            StepUpDenied => "step_up_denied",
+            SelfApproval => "self_approval",
+            Forbidden => "forbidden",
+            UnknownHold => "unknown_hold",
+            AlreadyReleased => "already_released",
+            TxnMismatch => "txn_mismatch",
+            HoldExpired => "hold_expired",
+            BodyTooLarge => "body_too_large",
+            TooManyHolds => "too_many_holds",
+            UpstreamUnavailable => "upstream_unavailable",
+            AuditUnavailable => "audit_unavailable",
+            ShuttingDown => "shutting_down",
+            NotFound => "not_found",
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        use Reject::*;
+        match self {
+            BadRequest(detail) => detail,
+            NoSession => "this action needs a session",
+            InvalidProof { .. } => "the proof was not accepted",
+            StepUpExpired => "the step-up was not completed in time",
+            SessionMismatch => "this hold belongs to another session",
+            StepUpDenied => "the step-up was denied",
+            SelfApproval => "you cannot approve your own request",
+            Forbidden => "this action is not allowed",
+            UnknownHold => "no such hold",
+            AlreadyReleased => "the hold was already released",
+            TxnMismatch => "the approval is for a different request",
+            HoldExpired => "the hold has expired",
+            BodyTooLarge => "the request body is too large for a sensitive action",
+            TooManyHolds => "too many pending step-ups",
+            UpstreamUnavailable => "the upstream is unavailable",
+            AuditUnavailable => "the audit trail is unavailable",
+            ShuttingDown => "the gateway is shutting down",
+            NotFound => "not found",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut body = serde_json::json!({"error": self.code(), "message": self.message()});
+        if let Reject::InvalidProof { attempts_left } = self {
+            body["attempts_left"] = attempts_left.into();
+        }
+        let mut resp = json(self.status(), &body);
+        if matches!(self, Reject::ShuttingDown) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(value.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the mapping of SPEC §4.3: a changed status or code is a
+    /// breaking change for every client.
+    #[test]
+    fn status_and_code_table() {
+        let table = [
+            (Reject::BadRequest("x"), 400, "bad_request"),
+            (Reject::NoSession, 401, "no_session"),
+            (
+                Reject::InvalidProof { attempts_left: 2 },
+                401,
+                "invalid_proof",
+            ),
+            (Reject::StepUpExpired, 401, "step_up_expired"),
+            (Reject::SessionMismatch, 403, "session_mismatch"),
+            (Reject::StepUpDenied, 403, "step_up_denied"),
+            (Reject::SelfApproval, 403, "self_approval"),
+            (Reject::Forbidden, 403, "forbidden"),
+            (Reject::UnknownHold, 404, "unknown_hold"),
+            (Reject::AlreadyReleased, 409, "already_released"),
+            (Reject::TxnMismatch, 409, "txn_mismatch"),
+            (Reject::HoldExpired, 410, "hold_expired"),
+            (Reject::BodyTooLarge, 413, "body_too_large"),
+            (Reject::TooManyHolds, 429, "too_many_holds"),
+            (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
+            (Reject::AuditUnavailable, 503, "audit_unavailable"),
+            (Reject::ShuttingDown, 503, "shutting_down"),
+        ];
+        for (r, status, code) in table {
+            assert_eq!(r.status().as_u16(), status, "{r:?}");
+            assert_eq!(r.code(), code);
+        }
+    }
+
+    #[test]
+    fn shutting_down_says_when_to_retry() {
+        let resp = Reject::ShuttingDown.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+    }
+}

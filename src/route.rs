@@ -1,0 +1,8 @@
+//! Which route a request is on. [`canonical`] turns the raw path into the
+//! one form both the matcher and the upstream see; [`matcher`] finds the
+//! first route (in file order) that the request satisfies.
+
+pub mod canonical;
+pub mod matcher;
+
+pub use matcher::{Lookup, MatchRequest, Route, RouteTable};

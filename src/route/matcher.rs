@@ -1,0 +1,230 @@
+//! First-match route lookup. All path patterns go into one `RegexSet`, so
+//! a request costs one automaton pass however many routes there are; the
+//! per-route predicates (host, method, query, headers) are then checked in
+//! file order over only the routes whose path matched.
+
+use super::canonical::CanonicalPath;
+use crate::policy::{HoldSpec, Requirements};
+use http::{HeaderMap, HeaderName, Method};
+use regex::{Regex, RegexSet};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub action: String,
+    /// Lower-case host names without port; empty means any host.
+    pub hosts: Vec<String>,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    pub path: PathPattern,
+    pub query: Vec<(String, Regex)>,
+    pub headers: Vec<(HeaderName, Regex)>,
+    pub deny: bool,
+    pub require: Requirements,
+    pub hold: HoldSpec,
+}
+
+#[derive(Debug)]
+pub struct PathPattern {
+    /// As written in the file, for messages and shadow analysis.
+    pub source: String,
+    pub is_prefix: bool,
+    pub case_insensitive: bool,
+    /// The anchored regex actually used (also holds capture groups).
+    pub regex: Regex,
+}
+
+impl PathPattern {
+    /// The anchored regex text for a `path:` regex or a `prefix:`.
+    /// Prefixes end at a segment boundary: `/admin` covers `/admin` and
+    /// `/admin/x` but not `/administrator`.
+    pub fn anchored(source: &str, is_prefix: bool, case_insensitive: bool) -> String {
+        let flags = if case_insensitive { "(?i)" } else { "" };
+        if is_prefix {
+            let trimmed = source.trim_end_matches('/');
+            format!("{flags}^(?:{})(?:/.*)?$", regex::escape(trimmed))
+        } else {
+            format!("{flags}^(?:{source})$")
+        }
+    }
+}
+
+/// The facts about a request the matcher looks at.
+pub struct MatchRequest<'a> {
+    /// Lower-case host without port.
+    pub host: &'a str,
+    /// The method as received plus every override the request carries, and
+    /// GET when the method is HEAD: a route matches if any of them is listed.
+    pub methods: &'a [Method],
+    pub path: &'a CanonicalPath,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+#[derive(Debug, Default)]
+pub struct Lookup {
+    pub route: Option<Arc<Route>>,
+    /// Some route matched on everything but its methods. A form body may
+    /// still carry a `_method` override that would select it.
+    pub method_miss: bool,
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    set: RegexSet,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Result<Self, regex::Error> {
+        let set = RegexSet::new(routes.iter().map(|r| r.path.regex.as_str()))?;
+        Ok(RouteTable {
+            routes: routes.into_iter().map(Arc::new).collect(),
+            set,
+        })
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn find(&self, req: &MatchRequest<'_>) -> Lookup {
+        let hits = self.set.matches(req.path.match_form());
+        if let Some(bare) = req.path.without_params() {
+            let more = self.set.matches(bare);
+            if more.matched_any() {
+                let mut all: Vec<usize> = hits.iter().chain(more.iter()).collect();
+                all.sort_unstable();
+                all.dedup();
+                return self.first(all.into_iter(), req);
+            }
+        }
+        if !hits.matched_any() {
+            return Lookup::default();
+        }
+        self.first(hits.into_iter(), req)
+    }
+
+    fn first(&self, candidates: impl Iterator<Item = usize>, req: &MatchRequest<'_>) -> Lookup {
+        let mut method_miss = false;
+        for i in candidates {
+            let Some(route) = self.routes.get(i) else {
+                continue;
+            };
+            if !route.predicates_hold(req) {
+                continue;
+            }
+            if route.method_ok(req.methods) {
+                return Lookup {
+                    route: Some(route.clone()),
+                    method_miss,
+                };
+            }
+            method_miss = true;
+        }
+        Lookup {
+            route: None,
+            method_miss,
+        }
+    }
+
+    /// Pairs `(later, earlier)` where the later route can never match
+    /// because the earlier one always wins. Conservative: only reports
+    /// cases it can prove, so a silent result is not a guarantee.
+    pub fn shadowed(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (j, later) in self.routes.iter().enumerate() {
+            for (i, earlier) in self.routes.iter().enumerate().take(j) {
+                if earlier.covers(later) {
+                    out.push((j, i));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Route {
+    fn method_ok(&self, methods: &[Method]) -> bool {
+        self.methods.is_empty() || methods.iter().any(|m| self.methods.contains(m))
+    }
+
+    fn predicates_hold(&self, req: &MatchRequest<'_>) -> bool {
+        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == req.host) {
+            return false;
+        }
+        for (name, re) in &self.query {
+            // Any value counts: the upstream may read the first or the last
+            // duplicate, so the gateway errs towards matching.
+            let query = req.query.unwrap_or("");
+            let hit = form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| k == name.as_str() && re.is_match(&v));
+            if !hit {
+                return false;
+            }
+        }
+        for (name, re) in &self.headers {
+            let hit = req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| re.is_match(&String::from_utf8_lossy(v.as_bytes())));
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// True when every request `other` matches is also matched by `self`.
+    fn covers(&self, other: &Route) -> bool {
+        let methods = self.methods.is_empty()
+            || (!other.methods.is_empty()
+                && other.methods.iter().all(|m| self.methods.contains(m)));
+        let hosts = self.hosts.is_empty()
+            || (!other.hosts.is_empty() && other.hosts.iter().all(|h| self.hosts.contains(h)));
+        let preds = self.query.iter().all(|(n, r)| {
+            other
+                .query
+                .iter()
+                .any(|(on, or)| on == n && or.as_str() == r.as_str())
+        }) && self.headers.iter().all(|(n, r)| {
+            other
+                .headers
+                .iter()
+                .any(|(on, or)| on == n && or.as_str() == r.as_str())
+        });
+        methods && hosts && preds && self.path.covers(&other.path)
+    }
+}
+
+impl PathPattern {
+    fn covers(&self, other: &PathPattern) -> bool {
+        if self.regex.as_str() == other.regex.as_str() {
+            return true;
+        }
+        if self.case_insensitive == other.case_insensitive || self.case_insensitive {
+            if other.is_prefix && self.is_prefix {
+                let mine = self.source.trim_end_matches('/');
+                let theirs = other.source.trim_end_matches('/');
+                return theirs == mine
+                    || theirs.starts_with(&format!("{mine}/"))
+                    || mine.is_empty();
+            }
+            // A literal pattern denotes exactly one path: test it directly.
+            if !other.is_prefix && is_literal(&other.source) {
+                return self.regex.is_match(&other.source);
+            }
+        }
+        false
+    }
+}
+
+fn is_literal(pattern: &str) -> bool {
+    !pattern.chars().any(|c| "\\.+*?()|[]{}^$".contains(c))
+}
+
+#[cfg(test)]
+mod tests;

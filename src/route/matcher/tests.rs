@@ -1,0 +1,174 @@
+use crate::config;
+use crate::route::canonical::canonicalize;
+use crate::route::MatchRequest;
+use http::{HeaderMap, Method};
+
+fn table(routes: &str) -> config::Config {
+    let text = format!(
+        "listen: 127.0.0.1:1
+tls: {{ cert: c, key: k }}
+upstream: http://127.0.0.1:2
+session: {{ cookie: S }}
+assertion: {{ key: a, issuer: i, audience: a }}
+routes:
+{routes}"
+    );
+    config::from_str(&text, "t.yaml").expect("valid config")
+}
+
+fn find(
+    c: &config::Config,
+    methods: &[Method],
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let path = canonicalize(path).expect("canonical");
+    let req = MatchRequest {
+        host,
+        methods,
+        path: &path,
+        query,
+        headers,
+    };
+    c.routes.find(&req).route.map(|r| r.name.clone())
+}
+
+#[test]
+fn first_match_wins_and_predicates_filter() {
+    let c = table(
+        "  - name: host-only
+    match: { host: [admin.example], prefix: /x }
+  - name: q
+    match: { path: /search, query: { op: 'drop|delete' } }
+  - name: h
+    match: { path: /api, headers: { x-role: admin } }
+  - name: post-users
+    match: { methods: [POST], path: '/users/[0-9]+' }
+  - name: any-users
+    match: { path: '/users/.*' }
+",
+    );
+    let h = HeaderMap::new();
+    let post = [Method::POST];
+    let get = [Method::GET];
+    assert_eq!(
+        find(&c, &get, "admin.example", "/x/y", None, &h).as_deref(),
+        Some("host-only")
+    );
+    assert_eq!(find(&c, &get, "other", "/x/y", None, &h), None);
+    assert_eq!(
+        find(&c, &get, "h", "/search", Some("op=delete"), &h).as_deref(),
+        Some("q")
+    );
+    assert_eq!(
+        find(&c, &get, "h", "/search", Some("a=1&op=x&op=drop"), &h).as_deref(),
+        Some("q"),
+        "any duplicate value counts"
+    );
+    assert_eq!(
+        find(&c, &get, "h", "/search", Some("op=dropx"), &h),
+        None,
+        "query regex is anchored"
+    );
+    let mut admin = HeaderMap::new();
+    admin.insert("x-role", "admin".parse().expect("hv"));
+    assert_eq!(
+        find(&c, &get, "h", "/api", None, &admin).as_deref(),
+        Some("h")
+    );
+    assert_eq!(find(&c, &get, "h", "/api", None, &h), None);
+    assert_eq!(
+        find(&c, &post, "h", "/users/12", None, &h).as_deref(),
+        Some("post-users")
+    );
+    assert_eq!(
+        find(&c, &get, "h", "/users/12", None, &h).as_deref(),
+        Some("any-users")
+    );
+}
+
+#[test]
+fn path_regex_is_anchored_and_prefix_is_segment_aware() {
+    let c = table(
+        "  - name: a\n    match: { path: /admin }\n  - name: p\n    match: { prefix: /ops/ }\n",
+    );
+    let h = HeaderMap::new();
+    let get = [Method::GET];
+    assert_eq!(
+        find(&c, &get, "h", "/admin", None, &h).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        find(&c, &get, "h", "/admin/", None, &h).as_deref(),
+        Some("a"),
+        "one trailing slash is ignored"
+    );
+    assert_eq!(find(&c, &get, "h", "/administrator", None, &h), None);
+    assert_eq!(find(&c, &get, "h", "/x/admin", None, &h), None);
+    assert_eq!(find(&c, &get, "h", "/ops", None, &h).as_deref(), Some("p"));
+    assert_eq!(
+        find(&c, &get, "h", "/ops/restart", None, &h).as_deref(),
+        Some("p")
+    );
+    assert_eq!(find(&c, &get, "h", "/opsx", None, &h), None);
+}
+
+#[test]
+fn params_case_and_method_miss() {
+    let c = table(
+        "  - name: del
+    match: { methods: [DELETE], path: '/admin/users/[a-z]+' }
+  - name: ci
+    match: { path: /Console/Reset, case_insensitive: true }
+",
+    );
+    let h = HeaderMap::new();
+    let del = [Method::DELETE];
+    assert_eq!(
+        find(&c, &del, "h", "/admin/users/bob;jsessionid=1", None, &h).as_deref(),
+        Some("del")
+    );
+    assert_eq!(
+        find(&c, &del, "h", "/admin;x=y/users/bob", None, &h).as_deref(),
+        Some("del")
+    );
+    assert_eq!(
+        find(&c, &[Method::GET], "h", "/console/RESET", None, &h).as_deref(),
+        Some("ci")
+    );
+    let path = canonicalize("/admin/users/bob").expect("canonical");
+    let lookup = c.routes.find(&MatchRequest {
+        host: "h",
+        methods: &[Method::POST],
+        path: &path,
+        query: None,
+        headers: &h,
+    });
+    assert!(lookup.route.is_none());
+    assert!(
+        lookup.method_miss,
+        "a POST form could still carry _method=DELETE"
+    );
+}
+
+#[test]
+fn thousand_routes_still_find_the_first() {
+    let mut routes = String::new();
+    for i in 0..1000 {
+        routes.push_str(&format!(
+            "  - name: r{i}\n    match: {{ path: '/api/v{i}/items/[0-9]+' }}\n"
+        ));
+    }
+    let c = table(&routes);
+    let h = HeaderMap::new();
+    assert_eq!(
+        find(&c, &[Method::GET], "h", "/api/v999/items/7", None, &h).as_deref(),
+        Some("r999")
+    );
+    assert_eq!(
+        find(&c, &[Method::GET], "h", "/api/v1000/items/7", None, &h),
+        None
+    );
+}
