@@ -36,7 +36,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -52,7 +55,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -73,7 +78,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, stop: Some(stop) }
+        Upstream {
+            addr,
+            seen,
+            stop: Some(stop),
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -81,7 +90,10 @@ impl Upstream {
     }
 
     pub fn count(&self, path_prefix: &str) -> usize {
-        self.requests().iter().filter(|r| r.target.starts_with(path_prefix)).count()
+        self.requests()
+            .iter()
+            .filter(|r| r.target.starts_with(path_prefix))
+            .count()
     }
 
     pub fn stop(&mut self) {
@@ -93,8 +105,15 @@ impl Upstream {
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn upstream_handle(rec: Arc<Mutex<Vec<Recorded>>>, mut req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
-    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+async fn upstream_handle(
+    rec: Arc<Mutex<Vec<Recorded>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<UpBody>, Infallible> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     if target == "/ws" {
         let key = req.headers().get("sec-websocket-key").cloned();
         let on = hyper::upgrade::on(&mut req);
@@ -107,7 +126,12 @@ async fn upstream_handle(rec: Arc<Mutex<Vec<Recorded>>>, mut req: Request<Incomi
         tokio::spawn(async move {
             if let Ok(up) = on.await {
                 use futures_util::{SinkExt, StreamExt};
-                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(up), tokio_tungstenite::tungstenite::protocol::Role::Server, None).await;
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         let _ = ws.send(msg).await;
@@ -115,7 +139,9 @@ async fn upstream_handle(rec: Arc<Mutex<Vec<Recorded>>>, mut req: Request<Incomi
                 }
             }
         });
-        let accept = key.map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes())).unwrap_or_default();
+        let accept = key
+            .map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
         let resp = Response::builder()
             .status(101)
             .header("connection", "upgrade")
@@ -126,7 +152,11 @@ async fn upstream_handle(rec: Arc<Mutex<Vec<Recorded>>>, mut req: Request<Incomi
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let len = body.len();
     rec.lock().expect("lock").push(Recorded {
         method: parts.method.to_string(),
@@ -146,10 +176,13 @@ async fn upstream_handle(rec: Arc<Mutex<Vec<Recorded>>>, mut req: Request<Incomi
     if target == "/slow" {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let summary = serde_json::json!({"method": parts.method.as_str(), "target": target, "len": len});
+    let summary =
+        serde_json::json!({"method": parts.method.as_str(), "target": target, "len": len});
     let mut resp = Response::new(Full::new(Bytes::from(summary.to_string())).boxed());
-    resp.headers_mut().insert("content-type", "application/json".parse().expect("hv"));
-    resp.headers_mut().insert("x-upstream", "recorder".parse().expect("hv"));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().expect("hv"));
+    resp.headers_mut()
+        .insert("x-upstream", "recorder".parse().expect("hv"));
     Ok(resp)
 }
 
@@ -168,10 +201,13 @@ impl Pki {
         let ca_key = KeyPair::generate().expect("ca key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "stepgate test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "stepgate test CA");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let cert = params.signed_by(&key, &issuer).expect("server cert");
         Pki {
@@ -246,7 +282,8 @@ impl Gateway {
     /// Starts a gateway with `routes` (the YAML list under `routes:`) and
     /// `extra` top-level YAML, in front of `upstream`.
     pub async fn start(upstream: SocketAddr, routes: &str, extra: &str) -> Gateway {
-        let dir = std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
+        let dir =
+            std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pki = Pki::new();
         std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("write");
@@ -256,7 +293,11 @@ impl Gateway {
         let (ikey, _) = stepgate::assertion::generate_signing_key();
         let jwk = stepgate::jose::jwk::public_jwk(ikey.verifying_key());
         let kid = jwk["kid"].as_str().expect("kid").to_owned();
-        std::fs::write(dir.join("idp-jwks.json"), serde_json::json!({"keys": [jwk]}).to_string()).expect("write");
+        std::fs::write(
+            dir.join("idp-jwks.json"),
+            serde_json::json!({"keys": [jwk]}).to_string(),
+        )
+        .expect("write");
         let issuer = Issuer {
             key: ikey,
             kid,
@@ -276,7 +317,8 @@ routes:
 {routes}"
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
-        let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
+        let config = stepgate::config::load(&dir.join("routes.yaml"))
+            .unwrap_or_else(|e| panic!("config: {e}"));
         let gw = stepgate::proxy::Gateway::load(config, Arc::new(SystemClock)).expect("gateway");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -287,7 +329,9 @@ routes:
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5)).await.expect("run");
+                stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5))
+                    .await
+                    .expect("run");
             }
         });
         Gateway {
@@ -316,13 +360,20 @@ routes:
     }
 
     pub fn sid(&self, session_value: &str) -> String {
-        self.gw.session_key.sid(session_value.as_bytes()).as_str().to_owned()
+        self.gw
+            .session_key
+            .sid(session_value.as_bytes())
+            .as_str()
+            .to_owned()
     }
 
     /// A step-up token from the trusted issuer with `claims` merged over
     /// sane defaults (iss, aud, iat, exp = iat + 120, jti, sub).
     pub fn token(&self, claims: serde_json::Value) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
         let mut c = serde_json::json!({
             "iss": self.issuer.iss, "aud": self.issuer.aud, "iat": now, "exp": now + 120,
             "jti": stepgate::ids::random_token(), "sub": "alice",
@@ -355,15 +406,23 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn error_code(&self) -> String {
@@ -371,10 +430,17 @@ impl RawResponse {
     }
 }
 
-pub async fn tls_connect(addr: SocketAddr, pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    pki: &Pki,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(pki.client_config(alpn));
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    connector.connect(ServerName::try_from("localhost").expect("name"), tcp).await.expect("handshake")
+    connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake")
 }
 
 /// Sends `request` byte for byte over a fresh TLS connection (HTTP/1.1)
@@ -392,21 +458,36 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawRes
         if let Some(i) = find(&buf, b"\r\n\r\n") {
             break i;
         }
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp)).await.expect("response timeout").unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp))
+            .await
+            .expect("response timeout")
+            .unwrap_or(0);
         if n == 0 {
-            panic!("connection closed before response head: {:?}", String::from_utf8_lossy(&buf));
+            panic!(
+                "connection closed before response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
         }
         buf.extend_from_slice(&tmp[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let mut body = buf[head_end + 4..].to_vec();
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
         while body.len() < len {
             let n = s.read(&mut tmp).await.unwrap_or(0);
@@ -430,14 +511,21 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawRes
         }
     } else if status != 101 && status != 204 && status != 304 {
         loop {
-            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp))
+                .await
+                .map(|r| r.unwrap_or(0))
+                .unwrap_or(0);
             if n == 0 {
                 break;
             }
             body.extend_from_slice(&tmp[..n]);
         }
     }
-    RawResponse { status, headers, body }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
@@ -449,7 +537,11 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let i = find(b, b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..i]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..i]).ok()?.split(';').next()?.trim(),
+            16,
+        )
+        .ok()?;
         b = &b[i + 2..];
         if size == 0 {
             return Some(out);
@@ -478,10 +570,22 @@ pub fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]
 }
 
 /// An HTTP/2 (ALPN h2) client connection through the gateway.
-pub async fn h2_client(addr: SocketAddr, pki: &Pki) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+pub async fn h2_client(
+    addr: SocketAddr,
+    pki: &Pki,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let tls = tls_connect(addr, pki, &[b"h2"]).await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "gateway must offer h2 by ALPN");
-    let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2 handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "gateway must offer h2 by ALPN"
+    );
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }
@@ -493,7 +597,9 @@ pub fn verify_assertion(gw: &Gateway, token: &str) -> serde_json::Map<String, se
     assert_eq!(decoded.header.alg, "ES256");
     assert_eq!(decoded.header.typ.as_deref(), Some("stepup+jwt"));
     let jwks = stepgate::jose::Jwks::parse(&gw.jwks().to_string()).expect("jwks");
-    let key = jwks.get(decoded.header.kid.as_deref()).expect("kid in JWKS");
+    let key = jwks
+        .get(decoded.header.kid.as_deref())
+        .expect("kid in JWKS");
     stepgate::jose::jws::verify_es256(&decoded, key).expect("signature verifies");
     decoded.claims
 }
@@ -505,6 +611,12 @@ pub fn txn_of(r: &Recorded, host: &str) -> String {
     use base64::Engine;
     use sha2::{Digest, Sha256};
     let body_hash = URL_SAFE_NO_PAD.encode(Sha256::digest(&r.body));
-    let input = format!("{}\n{}\n{}\n{}", r.method, host.to_ascii_lowercase(), r.target, body_hash);
+    let input = format!(
+        "{}\n{}\n{}\n{}",
+        r.method,
+        host.to_ascii_lowercase(),
+        r.target,
+        body_hash
+    );
     URL_SAFE_NO_PAD.encode(Sha256::digest(input.as_bytes()))
 }
