@@ -138,11 +138,7 @@ impl AssertionSigner {
     pub fn sign(&self, facts: &AssertionFacts, now: SystemTime) -> Result<Signed, AssertionError> {
         // An upstream keys its decision on who, which session and which
         // request; an assertion missing one of them says nothing.
-        for (name, value) in [
-            ("sub", &facts.sub),
-            ("sid", &facts.sid),
-            ("txn", &facts.txn),
-        ] {
+        for (name, value) in [("sub", &facts.sub), ("sid", &facts.sid), ("txn", &facts.txn)] {
             if value.is_empty() {
                 return Err(AssertionError::Empty(name));
             }

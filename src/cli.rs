@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use stepgate::assertion::{
-    generate_signing_key, load_public_key_pem, load_signing_key_pem, AssertionSigner,
-};
+use stepgate::assertion::{generate_signing_key, load_public_key_pem, load_signing_key_pem, AssertionSigner};
 use stepgate::clock::SystemClock;
 use stepgate::config::{self, Config};
 use stepgate::{keys, proxy};
@@ -110,21 +108,13 @@ fn check(path: &Path) -> anyhow::Result<()> {
     for w in &config.warnings {
         eprintln!("{w}");
     }
-    println!(
-        "{}: ok ({} routes)",
-        path.display(),
-        config.routes.routes().len()
-    );
+    println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
     Ok(())
 }
 
 fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
     if out.exists() && !force {
-        return Err(BadInput(format!(
-            "{}: already exists (use --force to replace it)",
-            out.display()
-        ))
-        .into());
+        return Err(BadInput(format!("{}: already exists (use --force to replace it)", out.display())).into());
     }
     let (_, pem) = generate_signing_key();
     keys::write_private(out, pem.as_bytes())?;
@@ -147,9 +137,7 @@ fn signer(config: &Config) -> anyhow::Result<AssertionSigner> {
     let key = load_signing_key_pem(&pem).with_context(|| a.key.display().to_string())?;
     let mut retired = Vec::new();
     for p in &a.retired_keys {
-        retired.push(
-            load_public_key_pem(&keys::read_text(p)?).with_context(|| p.display().to_string())?,
-        );
+        retired.push(load_public_key_pem(&keys::read_text(p)?).with_context(|| p.display().to_string())?);
     }
     Ok(AssertionSigner::new(
         key,
@@ -162,10 +150,7 @@ fn signer(config: &Config) -> anyhow::Result<AssertionSigner> {
 
 fn jwks(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&signer(&config)?.jwks())?
-    );
+    println!("{}", serde_json::to_string_pretty(&signer(&config)?.jwks())?);
     Ok(())
 }
 
@@ -189,9 +174,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     first_run_files(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listen = config.listen;
         let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;

@@ -31,8 +31,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        self.millis
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.millis.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -44,7 +43,5 @@ impl Clock for ManualClock {
 
 /// Whole seconds since the Unix epoch; times before 1970 clamp to 0.
 pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub session: SessionConfig,
     pub trusted_proxies: Vec<IpNet>,
+    pub identity: IdentityConfig,
+    pub notify: Option<NotifyConfig>,
     pub assertion: AssertionConfig,
     pub limits: Limits,
     pub stepup: StepupConfig,
@@ -55,6 +57,18 @@ pub struct SessionConfig {
     pub header: Option<HeaderName>,
     pub mtls: bool,
     pub key_file: PathBuf,
+}
+
+/// Where the session's own identity comes from, when it is known.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    /// Set by an authenticating proxy; believed only from `trusted_proxies`.
+    pub header: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub webhook: http::Uri,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +118,28 @@ pub struct StepupConfig {
     /// Always starts and ends with `/`, e.g. `/.stepup/`.
     pub prefix: String,
     pub token_issuers: Vec<IssuerConfig>,
+    /// The user store (TOTP secrets, groups, WebAuthn credentials).
+    pub users: PathBuf,
+    pub approvers: Vec<Approver>,
+}
+
+/// A person who may approve holds, known by the SHA-256 of their API key.
+#[derive(Clone)]
+pub struct Approver {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub key_sha256: [u8; 32],
+    pub totp: bool,
+}
+
+impl std::fmt::Debug for Approver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approver")
+            .field("name", &self.name)
+            .field("groups", &self.groups)
+            .field("totp", &self.totp)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +171,7 @@ impl Config {
             fix(ca);
         }
         fix(&mut self.session.key_file);
+        fix(&mut self.stepup.users);
         fix(&mut self.assertion.key);
         self.assertion.retired_keys.iter_mut().for_each(fix);
         for issuer in &mut self.stepup.token_issuers {

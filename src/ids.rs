@@ -18,9 +18,7 @@ impl HoldId {
     /// Accepts only the shape `random` produces, so attacker-chosen strings
     /// never reach the store as keys.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = s.len() == 22
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = s.len() == 22 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| HoldId(s.to_owned()))
     }
 

@@ -57,12 +57,10 @@ pub fn load_or_create_session_key(path: &Path) -> Result<(Vec<u8>, bool), KeyErr
     use base64::Engine;
     match fs::read_to_string(path) {
         Ok(text) => {
-            let bytes = STANDARD
-                .decode(text.trim())
-                .map_err(|_| KeyError::Invalid {
-                    path: path.display().to_string(),
-                    message: "session key is not base64".into(),
-                })?;
+            let bytes = STANDARD.decode(text.trim()).map_err(|_| KeyError::Invalid {
+                path: path.display().to_string(),
+                message: "session key is not base64".into(),
+            })?;
             if bytes.len() < 32 {
                 return Err(KeyError::Invalid {
                     path: path.display().to_string(),
@@ -86,11 +84,7 @@ pub fn ensure_dev_tls(cert: &Path, key: &Path) -> Result<bool, KeyError> {
     if cert.exists() || key.exists() {
         return Ok(false);
     }
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     let certified = rcgen::generate_simple_self_signed(names)?;
     write_private(key, certified.signing_key.serialize_pem().as_bytes())?;
     if let Some(dir) = cert.parent() {
@@ -112,8 +106,7 @@ mod tests {
 
     #[test]
     fn session_key_is_created_private_and_reused() {
-        let dir =
-            std::env::temp_dir().join(format!("stepgate-keys-{}", crate::ids::random_token()));
+        let dir = std::env::temp_dir().join(format!("stepgate-keys-{}", crate::ids::random_token()));
         let path = dir.join("state/session.key");
         let (k1, created) = load_or_create_session_key(&path).expect("create");
         assert!(created);

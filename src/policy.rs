@@ -46,9 +46,16 @@ impl fmt::Display for ProofMethod {
 /// `approvals` distinct approvers are needed on top of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirements {
+    /// Any one of these proves presence. Empty: approvals alone suffice.
     pub methods: Vec<ProofMethod>,
     pub max_age: Duration,
     pub approvals: u32,
+    /// Approver groups whose members may approve; empty means any approver.
+    pub approvers: Vec<String>,
+    /// Who may step up (by user name, or by group in the user store);
+    /// both empty means anyone who can prove presence.
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
 }
 
 impl Default for Requirements {
@@ -57,6 +64,9 @@ impl Default for Requirements {
             methods: vec![ProofMethod::Webauthn, ProofMethod::Totp],
             max_age: Duration::from_secs(300),
             approvals: 0,
+            approvers: Vec::new(),
+            users: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -65,6 +75,19 @@ impl Requirements {
     /// Whether a route can be satisfied by `method`.
     pub fn accepts(&self, method: ProofMethod) -> bool {
         self.methods.contains(&method)
+    }
+
+    /// Whether `user` (a member of `groups`) may perform the step-up.
+    pub fn allows_user(&self, user: &str, groups: &[String]) -> bool {
+        if self.users.is_empty() && self.groups.is_empty() {
+            return true;
+        }
+        self.users.iter().any(|u| u == user) || self.groups.iter().any(|g| groups.contains(g))
+    }
+
+    /// Whether an approver in `groups` may approve for this route.
+    pub fn allows_approver(&self, groups: &[String]) -> bool {
+        self.approvers.is_empty() || self.approvers.iter().any(|g| groups.contains(g))
     }
 
     /// Space-separated method list for the `WWW-Authenticate` challenge.
@@ -108,4 +131,22 @@ impl Default for HoldSpec {
             timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// A value shown to whoever proves or approves, so they see what they are
+/// authorising. It comes from the request itself and is covered by `txn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayField {
+    pub label: String,
+    pub source: DisplaySource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisplaySource {
+    /// A capture group of the route's path regex.
+    Capture(usize),
+    /// A JSON pointer into the request body.
+    Json(String),
+    /// A field of an urlencoded form body.
+    Form(String),
 }

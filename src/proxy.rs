@@ -2,11 +2,15 @@
 //! It turns the core's decisions into bytes and owns every socket.
 
 mod api;
+mod approvals;
+mod display;
 mod forward;
 mod gate;
 mod handler;
 pub mod hygiene;
 mod page;
+mod proofs;
+mod release;
 pub mod respond;
 pub mod tls;
 
@@ -16,12 +20,14 @@ pub use forward::Upstream;
 use crate::assertion::{load_public_key_pem, load_signing_key_pem, AssertionSigner};
 use crate::clock::{unix_secs, Clock};
 use crate::config::Config;
-use crate::hold::HoldEngine;
+use crate::hold::{HoldEngine, HoldMeta};
 use crate::jose::Jwks;
 use crate::keys;
+use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
-use crate::store::ReplayCache;
+use crate::store::{FailureLimiter, ReplayCache, StepCounters};
+use crate::users::UserStore;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -54,6 +60,10 @@ pub struct Gateway {
     pub tokens: TokenVerifier,
     pub replay: ReplayCache,
     pub holds: HoldEngine,
+    pub users: UserStore,
+    pub totp_steps: StepCounters,
+    pub failures: FailureLimiter,
+    pub notifier: Option<Notifier>,
     pub clock: Arc<dyn Clock>,
     shutdown: watch::Sender<bool>,
 }
@@ -78,8 +88,7 @@ impl Gateway {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let session_key =
-            SessionKey::new(session).map_err(|e| invalid(&config.session.key_file, &e))?;
+        let session_key = SessionKey::new(session).map_err(|e| invalid(&config.session.key_file, &e))?;
         let key_pem = keys::read_text(&config.assertion.key)?;
         let key = load_signing_key_pem(&key_pem).map_err(|e| invalid(&config.assertion.key, &e))?;
         let mut retired = Vec::new();
@@ -88,9 +97,8 @@ impl Gateway {
             retired.push(load_public_key_pem(&pem).map_err(|e| invalid(path, &e))?);
         }
         let a = &config.assertion;
-        let signer =
-            AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
-                .map_err(|e| invalid(&a.key, &e))?;
+        let signer = AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
+            .map_err(|e| invalid(&a.key, &e))?;
         let mut issuers = Vec::new();
         for i in &config.stepup.token_issuers {
             let text = keys::read_text(&i.jwks)?;
@@ -101,13 +109,30 @@ impl Gateway {
                 keys,
             });
         }
-        let upstream = Upstream::new(
-            config.upstream.authority.clone(),
-            config.limits.upstream_timeout,
-        );
+        let upstream = Upstream::new(config.upstream.authority.clone(), config.limits.upstream_timeout);
         let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session);
         let (shutdown, _) = watch::channel(false);
+        let notifier = match &config.notify {
+            Some(n) => Some(
+                Notifier::start(n.webhook.clone(), Duration::from_millis(500)).map_err(|e| StartError::Invalid {
+                    path: "notify.webhook".into(),
+                    message: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        let users = UserStore::open(&config.stepup.users);
+        if let Err(e) = users.snapshot() {
+            return Err(StartError::Invalid {
+                path: config.stepup.users.display().to_string(),
+                message: e.to_string(),
+            });
+        }
         Ok(Arc::new(Gateway {
+            users,
+            totp_steps: StepCounters::default(),
+            failures: FailureLimiter::new(10, 900),
+            notifier,
             config: Arc::new(config),
             upstream,
             session_key,
@@ -120,6 +145,27 @@ impl Gateway {
         }))
     }
 
+    /// Tells the webhook about a hold that involves approvers. Holds that
+    /// only wait for the requester's own proof are not announced.
+    pub fn notify(&self, event: &str, meta: &HoldMeta, now: std::time::SystemTime) {
+        let Some(n) = &self.notifier else { return };
+        if !meta.needs_approval {
+            return;
+        }
+        n.send(serde_json::json!({
+            "event": event,
+            "hold_id": meta.id.as_str(),
+            "route": meta.route,
+            "action": meta.action,
+            "requester": meta.requester(),
+            "method": meta.method.as_str(),
+            "target": meta.path_and_query,
+            "display": meta.display.iter().map(|(l, v)| serde_json::json!({"label": l, "value": v})).collect::<Vec<_>>(),
+            "txn": meta.txn.as_str(),
+            "at": unix_secs(now),
+        }));
+    }
+
     /// Resolves when the gateway starts shutting down.
     pub fn shutting_down(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
@@ -128,7 +174,8 @@ impl Gateway {
     fn sweep(&self) {
         let now = self.clock.now();
         for meta in self.holds.sweep(now) {
-            tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
+            tracing::info!(event = "hold.expired", hold = %meta.id, route = %meta.route, "hold expired");
+            self.notify("hold.expired", &meta, now);
         }
         self.replay.purge(unix_secs(now));
     }
@@ -215,10 +262,7 @@ pub async fn run(
     drop(listener);
     let _ = gw.shutdown.send(true);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out; closing remaining connections");
     }
     sweeper.abort();

@@ -3,3 +3,4 @@
 //! stores) belongs to the caller.
 
 pub mod token;
+pub mod totp;

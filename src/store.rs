@@ -53,3 +53,84 @@ mod tests {
         assert!(c.is_empty());
     }
 }
+
+/// The last TOTP step accepted per user: a code is good once, and never
+/// after a newer one (RFC 6238 §5.2).
+#[derive(Debug, Default)]
+pub struct StepCounters {
+    last: DashMap<String, u64>,
+}
+
+impl StepCounters {
+    /// Atomically accepts `step` for `user` if it is newer than the last
+    /// accepted one.
+    pub fn claim(&self, user: &str, step: u64) -> bool {
+        let mut entry = self.last.entry(user.to_owned()).or_insert(0);
+        if step <= *entry {
+            return false;
+        }
+        *entry = step;
+        true
+    }
+}
+
+/// Failed proofs per user across all holds, so guessing cannot be spread
+/// over many holds to dodge the per-hold attempt limit.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    failures: DashMap<String, (u32, u64)>,
+    max: u32,
+    window: u64,
+}
+
+impl FailureLimiter {
+    pub fn new(max: u32, window_secs: u64) -> Self {
+        FailureLimiter {
+            failures: DashMap::new(),
+            max,
+            window: window_secs,
+        }
+    }
+
+    pub fn allowed(&self, user: &str, now: u64) -> bool {
+        match self.failures.get(user) {
+            Some(f) => f.0 < self.max || now >= f.1 + self.window,
+            None => true,
+        }
+    }
+
+    pub fn record(&self, user: &str, now: u64) {
+        let mut f = self.failures.entry(user.to_owned()).or_insert((0, now));
+        if now >= f.1 + self.window {
+            *f = (0, now);
+        }
+        f.0 += 1;
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn steps_only_move_forward() {
+        let s = StepCounters::default();
+        assert!(s.claim("alice", 10));
+        assert!(!s.claim("alice", 10), "same code twice");
+        assert!(!s.claim("alice", 9), "an older code after a newer one");
+        assert!(s.claim("alice", 11));
+        assert!(s.claim("bob", 10), "per user");
+    }
+
+    #[test]
+    fn failures_lock_out_until_the_window_passes() {
+        let l = FailureLimiter::new(3, 60);
+        for _ in 0..3 {
+            assert!(l.allowed("a", 100));
+            l.record("a", 100);
+        }
+        assert!(!l.allowed("a", 120));
+        assert!(l.allowed("b", 120));
+        assert!(l.allowed("a", 160));
+    }
+}

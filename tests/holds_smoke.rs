@@ -31,11 +31,7 @@ async fn challenge_then_token_releases_once_with_a_verifiable_assertion() {
         .header("www-authenticate")
         .expect("challenge header")
         .starts_with("StepUp hold=\""));
-    assert_eq!(
-        up.count("/admin"),
-        0,
-        "nothing reaches the upstream before a proof"
-    );
+    assert_eq!(up.count("/admin"), 0, "nothing reaches the upstream before a proof");
 
     let hold = ch["hold_id"].as_str().expect("hold id");
     let token = gw.token(serde_json::json!({"sid": ch["sid"], "txn": ch["txn"]}));
@@ -70,12 +66,7 @@ async fn challenge_then_token_releases_once_with_a_verifiable_assertion() {
     let again = raw(
         gw.addr,
         &gw.pki,
-        &request(
-            "POST",
-            &format!("/.stepup/holds/{hold}/complete"),
-            &[cookie],
-            b"{}",
-        ),
+        &request("POST", &format!("/.stepup/holds/{hold}/complete"), &[cookie], b"{}"),
     )
     .await;
     assert_eq!(again.status, 409);

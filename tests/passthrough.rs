@@ -26,12 +26,7 @@ async fn http1_request_reaches_upstream_with_canonical_path_and_forwarding_heade
         b"",
     );
     let resp = raw(gw.addr, &gw.pki, &req).await;
-    assert_eq!(
-        resp.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&resp.body)
-    );
+    assert_eq!(resp.status, 200, "{:?}", String::from_utf8_lossy(&resp.body));
     assert_eq!(resp.header("x-upstream"), Some("recorder"));
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
@@ -85,18 +80,10 @@ async fn ten_mib_bodies_stream_both_ways() {
     assert_eq!(resp.status, 200);
     let seen = up.requests();
     assert_eq!(seen[0].body.len(), upload.len());
-    assert!(
-        seen[0].body[..] == upload[..],
-        "upload must arrive byte-identical"
-    );
+    assert!(seen[0].body[..] == upload[..], "upload must arrive byte-identical");
 
     let n = 10 * 1024 * 1024;
-    let resp = raw(
-        gw.addr,
-        &gw.pki,
-        &request("GET", &format!("/download/{n}"), &[], b""),
-    )
-    .await;
+    let resp = raw(gw.addr, &gw.pki, &request("GET", &format!("/download/{n}"), &[], b"")).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body.len(), n);
     assert!(resp
@@ -117,14 +104,9 @@ async fn websocket_upgrade_is_tunnelled() {
         .await
         .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
-    ws.send(Message::text("ping through stepgate"))
-        .await
-        .expect("send");
+    ws.send(Message::text("ping through stepgate")).await.expect("send");
     let echoed = ws.next().await.expect("message").expect("ok");
-    assert_eq!(
-        echoed.into_text().expect("text").as_str(),
-        "ping through stepgate"
-    );
+    assert_eq!(echoed.into_text().expect("text").as_str(), "ping through stepgate");
     assert_eq!(up.count("/ws"), 1);
 }
 
@@ -150,12 +132,7 @@ async fn upstream_down_is_a_clean_502() {
 async fn deny_routes_and_gateway_prefix_never_reach_upstream() {
     let up = Upstream::start().await;
     let gw = Gateway::default(up.addr).await;
-    let resp = raw(
-        gw.addr,
-        &gw.pki,
-        &request("GET", "/admin/sql/run", &[], b""),
-    )
-    .await;
+    let resp = raw(gw.addr, &gw.pki, &request("GET", "/admin/sql/run", &[], b"")).await;
     assert_eq!(resp.status, 403);
     assert_eq!(resp.error_code(), "forbidden");
     for path in [
@@ -165,11 +142,7 @@ async fn deny_routes_and_gateway_prefix_never_reach_upstream() {
         "/x/../.stepup/holds/abc",
     ] {
         let resp = raw(gw.addr, &gw.pki, &request("GET", path, &[], b"")).await;
-        assert!(
-            resp.status == 404 || resp.status == 200,
-            "{path}: {}",
-            resp.status
-        );
+        assert!(resp.status == 404 || resp.status == 200, "{path}: {}", resp.status);
     }
     assert!(up.requests().is_empty(), "{:?}", up.requests());
 }
@@ -190,10 +163,7 @@ async fn graceful_shutdown_drains_in_flight_requests() {
         gw.shutdown().await;
     });
     let resp = read_response(&mut tls).await;
-    assert_eq!(
-        resp.status, 200,
-        "the in-flight request completes during the drain"
-    );
+    assert_eq!(resp.status, 200, "the in-flight request completes during the drain");
     stopping.await.expect("shutdown");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

@@ -27,13 +27,9 @@ pub fn load_signing_key_pem(pem: &str) -> Result<SigningKey, AssertionError> {
             .map_err(|_| AssertionError::Key("EC PRIVATE KEY block is not a P-256 SEC1 key"));
     }
     if pem_block(pem, "ENCRYPTED PRIVATE KEY").is_some() {
-        return Err(AssertionError::Key(
-            "encrypted private keys are not supported",
-        ));
+        return Err(AssertionError::Key("encrypted private keys are not supported"));
     }
-    Err(AssertionError::Key(
-        "no PRIVATE KEY or EC PRIVATE KEY PEM block",
-    ))
+    Err(AssertionError::Key("no PRIVATE KEY or EC PRIVATE KEY PEM block"))
 }
 
 /// Reads a P-256 public key from an SPKI `PUBLIC KEY` block, or takes the

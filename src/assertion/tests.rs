@@ -186,10 +186,7 @@ fn jwks_lists_current_then_retired_and_verifies_by_kid() {
     let by_kid = jwks.get(decoded.header.kid.as_deref()).unwrap();
     jws::verify_es256(&decoded, by_kid).unwrap();
     let old = jwks.get(Some(&retired)).unwrap();
-    assert_eq!(
-        jws::verify_es256(&decoded, old),
-        Err(JoseError::BadSignature)
-    );
+    assert_eq!(jws::verify_es256(&decoded, old), Err(JoseError::BadSignature));
 }
 
 #[test]
@@ -204,10 +201,7 @@ fn clock_before_epoch_is_an_error() {
 #[test]
 fn debug_does_not_print_the_key() {
     let text = format!("{:?}", signer(vec![]));
-    assert!(
-        !text.contains("SigningKey") && !text.contains("secret"),
-        "{text}"
-    );
+    assert!(!text.contains("SigningKey") && !text.contains("secret"), "{text}");
 }
 
 #[test]
@@ -216,10 +210,7 @@ fn generated_key_roundtrips_through_pem() {
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
     assert_eq!(load_signing_key_pem(&pem).unwrap(), key);
     assert_eq!(load_public_key_pem(&pem).unwrap(), *key.verifying_key());
-    let spki = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap();
+    let spki = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
     assert_eq!(load_public_key_pem(&spki).unwrap(), *key.verifying_key());
     assert_ne!(generate_signing_key().0, key);
 }
@@ -229,9 +220,7 @@ fn generated_key_roundtrips_through_pem() {
 #[test]
 fn sec1_pem_with_parameters_block_loads() {
     let key = key(9);
-    let sec1 = p256::SecretKey::from(&key)
-        .to_sec1_pem(LineEnding::LF)
-        .unwrap();
+    let sec1 = p256::SecretKey::from(&key).to_sec1_pem(LineEnding::LF).unwrap();
     let text = format!(
         "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
         *sec1
@@ -259,8 +248,7 @@ GbyPR3yT8i1ZtS2RJoTOU9alncvUDqCRvu9gcdTWdNSDGmhdid6D+MfFSazOT1VM
 
 #[test]
 fn wrong_pem_is_refused_without_echoing_it() {
-    let encrypted =
-        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----";
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----";
     for (text, reason) in [
         (P384_PRIVATE, "PRIVATE KEY block is not a P-256 PKCS#8 key"),
         (P384_PUBLIC, "no PRIVATE KEY or EC PRIVATE KEY PEM block"),

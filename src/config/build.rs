@@ -5,7 +5,7 @@ use super::locate::Locations;
 use super::raw::{RawConfig, RawRoute, Scalar};
 use super::units::{parse_duration, parse_size};
 use super::*;
-use crate::policy::{HoldMode, HoldSpec, ProofMethod, Requirements};
+use crate::policy::{DisplayField, DisplaySource, HoldMode, HoldSpec, ProofMethod, Requirements};
 use crate::route::matcher::PathPattern;
 use crate::route::Route;
 use regex::Regex;
@@ -48,10 +48,7 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
 }
 
 fn yaml_error(e: &serde_yaml::Error, file: &str) -> ConfigError {
-    let (line, col) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
+    let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut message = e.to_string();
     // serde_yaml appends the location in prose; it is already in the prefix.
     if let Some(i) = message.rfind(" at line ") {
@@ -73,12 +70,10 @@ fn typed(raw: RawConfig) -> Res<Config> {
         )
     })?;
     let admin_listen = match raw.admin_listen {
-        Some(a) => Some(a.parse().or_else(|_| {
-            problem(
-                "admin_listen",
-                format!("`{a}` is not an address like 127.0.0.1:9443"),
-            )
-        })?),
+        Some(a) => Some(
+            a.parse()
+                .or_else(|_| problem("admin_listen", format!("`{a}` is not an address like 127.0.0.1:9443")))?,
+        ),
         None => None,
     };
     let upstream = upstream(&raw.upstream)?;
@@ -96,11 +91,7 @@ fn typed(raw: RawConfig) -> Res<Config> {
             })
         })
         .collect::<Res<Vec<_>>>()?;
-    let ttl = opt_duration(
-        raw.assertion.ttl.as_ref(),
-        "assertion.ttl",
-        Duration::from_secs(60),
-    )?;
+    let ttl = opt_duration(raw.assertion.ttl.as_ref(), "assertion.ttl", Duration::from_secs(60))?;
     if ttl.is_zero() || ttl > Duration::from_secs(300) {
         return problem("assertion.ttl", "must be between 1s and 300s");
     }
@@ -123,25 +114,50 @@ fn typed(raw: RawConfig) -> Res<Config> {
             jwks: i.jwks,
         })
         .collect::<Vec<_>>();
+    let approvers = raw
+        .stepup
+        .approvers
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| approver(a, &format!("stepup.approvers[{i}]")))
+        .collect::<Res<Vec<_>>>()?;
     let stepup = StepupConfig {
         prefix,
         token_issuers,
+        users: raw.stepup.users.unwrap_or_else(|| PathBuf::from("state/users.yaml")),
+        approvers,
+    };
+    let identity = match raw.identity {
+        None => IdentityConfig::default(),
+        Some(i) => IdentityConfig {
+            header: match i.header {
+                Some(h) => Some(
+                    HeaderName::from_bytes(h.as_bytes())
+                        .or_else(|_| problem("identity.header", format!("`{h}` is not a valid header name")))?,
+                ),
+                None => None,
+            },
+        },
+    };
+    let notify = match raw.notify {
+        None => None,
+        Some(n) => {
+            let uri: http::Uri = n.webhook.parse().or_else(|_| problem("notify.webhook", "not a URL"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                return problem("notify.webhook", "must be an http:// or https:// URL");
+            }
+            Some(NotifyConfig { webhook: uri })
+        }
     };
     let mut names = HashSet::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         if !names.insert(r.name.clone()) {
-            return problem(
-                format!("{at}.name"),
-                format!("duplicate route name `{}`", r.name),
-            );
+            return problem(format!("{at}.name"), format!("duplicate route name `{}`", r.name));
         }
         let route = route(r, &at)?;
-        if route.require.accepts(ProofMethod::Token)
-            && stepup.token_issuers.is_empty()
-            && !route.deny
-        {
+        if route.require.accepts(ProofMethod::Token) && stepup.token_issuers.is_empty() && !route.deny {
             return problem(
                 format!("{at}.require.methods"),
                 "requires `token` but stepup.token_issuers is empty",
@@ -149,8 +165,7 @@ fn typed(raw: RawConfig) -> Res<Config> {
         }
         routes.push(route);
     }
-    let routes = RouteTable::new(routes)
-        .or_else(|e| problem("routes", format!("cannot compile route set: {e}")))?;
+    let routes = RouteTable::new(routes).or_else(|e| problem("routes", format!("cannot compile route set: {e}")))?;
     Ok(Config {
         listen,
         tls: TlsConfig {
@@ -162,6 +177,8 @@ fn typed(raw: RawConfig) -> Res<Config> {
         admin_listen,
         session,
         trusted_proxies,
+        identity,
+        notify,
         assertion,
         limits,
         stepup,
@@ -189,10 +206,7 @@ fn upstream(s: &str) -> Res<Upstream> {
         );
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return problem(
-            "upstream",
-            "must be an origin (http://host:port) without a path",
-        );
+        return problem("upstream", "must be an origin (http://host:port) without a path");
     }
     let authority = uri
         .authority()
@@ -211,28 +225,21 @@ fn session(raw: super::raw::RawSession) -> Res<SessionConfig> {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
         {
-            return problem(
-                "session.cookie",
-                format!("`{c}` is not a valid cookie name"),
-            );
+            return problem("session.cookie", format!("`{c}` is not a valid cookie name"));
         }
     }
     let header = match raw.header {
-        Some(h) => Some(HeaderName::from_bytes(h.as_bytes()).or_else(|_| {
-            problem(
-                "session.header",
-                format!("`{h}` is not a valid header name"),
-            )
-        })?),
+        Some(h) => Some(
+            HeaderName::from_bytes(h.as_bytes())
+                .or_else(|_| problem("session.header", format!("`{h}` is not a valid header name")))?,
+        ),
         None => None,
     };
     Ok(SessionConfig {
         cookie: raw.cookie,
         header,
         mtls: raw.mtls,
-        key_file: raw
-            .key_file
-            .unwrap_or_else(|| PathBuf::from("state/session.key")),
+        key_file: raw.key_file.unwrap_or_else(|| PathBuf::from("state/session.key")),
     })
 }
 
@@ -278,11 +285,7 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             d.max_header_bytes as u64,
         )? as usize,
         max_headers: count(raw.max_headers, "limits.max_headers", d.max_headers)?,
-        max_connections: count(
-            raw.max_connections,
-            "limits.max_connections",
-            d.max_connections,
-        )?,
+        max_connections: count(raw.max_connections, "limits.max_connections", d.max_connections)?,
         h2_max_concurrent_streams: count(
             raw.h2_max_concurrent_streams,
             "limits.h2_max_concurrent_streams",
@@ -304,12 +307,7 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             "limits.upstream_timeout",
             d.upstream_timeout,
         )?,
-        max_attempts: count(
-            raw.max_attempts,
-            "limits.max_attempts",
-            d.max_attempts as usize,
-        )?
-        .min(1000) as u32,
+        max_attempts: count(raw.max_attempts, "limits.max_attempts", d.max_attempts as usize)?.min(1000) as u32,
     })
 }
 
@@ -321,9 +319,7 @@ fn prefix(p: Option<&str>) -> Res<String> {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
         });
     if !ok {
         return problem(
@@ -347,9 +343,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
             }
             (p, true)
         }
-        (Some(_), Some(_)) => {
-            return problem(format!("{at}.match"), "set either path or prefix, not both")
-        }
+        (Some(_), Some(_)) => return problem(format!("{at}.match"), "set either path or prefix, not both"),
         (None, None) => return problem(format!("{at}.match"), "needs a path (regex) or a prefix"),
     };
     let anchored = PathPattern::anchored(&source, is_prefix, m.case_insensitive);
@@ -391,9 +385,8 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         .headers
         .into_iter()
         .map(|(k, v)| {
-            let name = HeaderName::from_bytes(k.as_bytes()).or_else(|_| {
-                problem(format!("{at}.match.headers.{k}"), "not a valid header name")
-            })?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .or_else(|_| problem(format!("{at}.match.headers.{k}"), "not a valid header name"))?;
             if k.contains('_') {
                 return problem(
                     format!("{at}.match.headers.{k}"),
@@ -413,28 +406,47 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         None => Requirements::default(),
         Some(req) => {
             let d = Requirements::default();
+            let approvals = req.approvals.unwrap_or(0);
             let methods = match req.methods {
+                // Approval-only routes (agents cannot do MFA) need no proof method.
+                None if approvals > 0 => Vec::new(),
                 None => d.methods,
                 Some(list) => list
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        ProofMethod::parse(s).ok_or_else(|| Problem(format!("{at}.require.methods[{i}]"), format!("unknown proof method `{s}` (expected totp, webauthn, token or oidc)")))
+                        ProofMethod::parse(s).ok_or_else(|| {
+                            Problem(
+                                format!("{at}.require.methods[{i}]"),
+                                format!("unknown proof method `{s}` (expected totp, webauthn, token or oidc)"),
+                            )
+                        })
                     })
                     .collect::<Res<Vec<_>>>()?,
             };
-            if methods.is_empty() {
-                return problem(format!("{at}.require.methods"), "lists no proof method");
+            if methods.is_empty() && approvals == 0 {
+                return problem(
+                    format!("{at}.require.methods"),
+                    "lists no proof method and no approvals",
+                );
             }
-            let max_age = opt_duration(
-                req.max_age.as_ref(),
-                &format!("{at}.require.max_age"),
-                d.max_age,
-            )?;
+            if approvals > 16 {
+                return problem(format!("{at}.require.approvals"), "at most 16");
+            }
+            if approvals == 0 && !req.approvers.is_empty() {
+                return problem(
+                    format!("{at}.require.approvers"),
+                    "approvers are set but approvals is 0",
+                );
+            }
+            let max_age = opt_duration(req.max_age.as_ref(), &format!("{at}.require.max_age"), d.max_age)?;
             Requirements {
                 methods,
                 max_age,
-                approvals: 0,
+                approvals,
+                approvers: req.approvers,
+                users: req.users,
+                groups: req.groups,
             }
         }
     };
@@ -451,15 +463,21 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
                     )
                 })?,
             };
-            let timeout =
-                opt_duration(h.timeout.as_ref(), &format!("{at}.hold.timeout"), d.timeout)?;
+            let timeout = opt_duration(h.timeout.as_ref(), &format!("{at}.hold.timeout"), d.timeout)?;
             if timeout.is_zero() {
                 return problem(format!("{at}.hold.timeout"), "must be positive");
             }
             HoldSpec { mode, timeout }
         }
     };
+    let display = r
+        .display
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| display_field(d, &format!("{at}.display[{i}]"), regex.captures_len()))
+        .collect::<Res<Vec<_>>>()?;
     Ok(Route {
+        display,
         action: r.action.unwrap_or_else(|| r.name.clone()),
         name: r.name,
         hosts: m.host.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -475,6 +493,60 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         deny: r.deny,
         require,
         hold,
+    })
+}
+
+fn display_field(d: super::raw::RawDisplay, at: &str, captures: usize) -> Res<DisplayField> {
+    let source = match (d.capture, d.json, d.form) {
+        (Some(n), None, None) => {
+            if n == 0 || n >= captures {
+                return problem(
+                    format!("{at}.capture"),
+                    format!("the path regex has no capture group {n}"),
+                );
+            }
+            DisplaySource::Capture(n)
+        }
+        (None, Some(p), None) => {
+            if !(p.is_empty() || p.starts_with('/')) {
+                return problem(format!("{at}.json"), "a JSON pointer starts with /");
+            }
+            DisplaySource::Json(p)
+        }
+        (None, None, Some(f)) => DisplaySource::Form(f),
+        _ => return problem(at, "set exactly one of capture, json or form"),
+    };
+    Ok(DisplayField { label: d.label, source })
+}
+
+fn approver(a: super::raw::RawApprover, at: &str) -> Res<Approver> {
+    let hex = a.key_sha256.trim();
+    let mut key = [0u8; 32];
+    let ok = hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && key.iter_mut().enumerate().all(|(i, out)| {
+            match hex.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) => {
+                    *out = v;
+                    true
+                }
+                None => false,
+            }
+        });
+    if !ok {
+        return problem(
+            format!("{at}.key_sha256"),
+            "must be the 64-digit hex SHA-256 of the approver's API key",
+        );
+    }
+    if a.name.trim().is_empty() {
+        return problem(format!("{at}.name"), "must not be empty");
+    }
+    Ok(Approver {
+        name: a.name,
+        groups: a.groups,
+        key_sha256: key,
+        totp: a.totp,
     })
 }
 

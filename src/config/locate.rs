@@ -60,13 +60,9 @@ impl Receiver {
                 *next += 1;
                 Some(p)
             }
-            Frame::Map { key } => key.take().map(|k| {
-                if base.is_empty() {
-                    k
-                } else {
-                    format!("{base}.{k}")
-                }
-            }),
+            Frame::Map { key } => key
+                .take()
+                .map(|k| if base.is_empty() { k } else { format!("{base}.{k}") }),
         }
     }
 

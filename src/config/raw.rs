@@ -17,6 +17,10 @@ pub struct RawConfig {
     pub session: RawSession,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub notify: Option<RawNotify>,
     pub assertion: RawAssertion,
     #[serde(default)]
     pub limits: RawLimits,
@@ -81,7 +85,48 @@ pub struct RawStepup {
     #[serde(default)]
     pub prefix: Option<String>,
     #[serde(default)]
+    pub users: Option<PathBuf>,
+    #[serde(default)]
+    pub approvers: Vec<RawApprover>,
+    #[serde(default)]
     pub token_issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprover {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub key_sha256: String,
+    /// The approver must add a code from their own TOTP to each decision.
+    #[serde(default)]
+    pub totp: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub webhook: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisplay {
+    pub label: String,
+    #[serde(default)]
+    pub capture: Option<usize>,
+    #[serde(default)]
+    pub json: Option<String>,
+    #[serde(default)]
+    pub form: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +151,8 @@ pub struct RawRoute {
     pub require: Option<RawRequire>,
     #[serde(default)]
     pub hold: Option<RawHold>,
+    #[serde(default)]
+    pub display: Vec<RawDisplay>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +181,14 @@ pub struct RawRequire {
     pub methods: Option<Vec<String>>,
     #[serde(default)]
     pub max_age: Option<Scalar>,
+    #[serde(default)]
+    pub approvals: Option<u32>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,8 +43,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         other => return Err(format!("invalid size unit `{other}` in `{s}`")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size `{s}` is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("size `{s}` is too large"))
 }
 
 #[cfg(test)]

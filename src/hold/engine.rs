@@ -37,6 +37,22 @@ pub struct HoldMeta {
     pub created: SystemTime,
     pub client_ip: IpAddr,
     pub risk: Vec<String>,
+    /// The session's own identity, when known: only it may step up.
+    pub identity: Option<String>,
+    /// What the person proving or approving is shown (label, value).
+    pub display: Vec<(String, String)>,
+    /// Approvers are involved (the webhook announces such holds).
+    pub needs_approval: bool,
+}
+
+impl HoldMeta {
+    /// Who asked: the session's identity, or a short form of its `sid`.
+    pub fn requester(&self) -> String {
+        match &self.identity {
+            Some(id) => id.clone(),
+            None => format!("session:{}", self.sid.as_str().get(..12).unwrap_or(self.sid.as_str())),
+        }
+    }
 }
 
 /// The request itself, as it will be forwarded.
@@ -157,18 +173,11 @@ impl HoldEngine {
 
     /// A snapshot for status pages and access checks.
     pub fn get(&self, id: &HoldId) -> Option<(Arc<HoldMeta>, HoldState)> {
-        self.holds
-            .get(id)
-            .map(|e| (e.meta.clone(), e.state.clone()))
+        self.holds.get(id).map(|e| (e.meta.clone(), e.state.clone()))
     }
 
     /// Applies `event` to hold `id` atomically.
-    pub fn apply(
-        &self,
-        id: &HoldId,
-        event: Event,
-        now: SystemTime,
-    ) -> Result<Applied, EngineError> {
+    pub fn apply(&self, id: &HoldId, event: Event, now: SystemTime) -> Result<Applied, EngineError> {
         let mut entry = self.holds.get_mut(id).ok_or(EngineError::Unknown)?;
         let was_open = entry.state.phase.is_open();
         let transition = entry.state.on(event, now)?;
@@ -244,6 +253,15 @@ impl HoldEngine {
             None => true,
         });
         expired
+    }
+
+    /// Snapshots of the open holds, for the approvers' queue.
+    pub fn open_holds(&self) -> Vec<(Arc<HoldMeta>, HoldState)> {
+        self.holds
+            .iter()
+            .filter(|e| e.state.phase.is_open())
+            .map(|e| (e.meta.clone(), e.state.clone()))
+            .collect()
     }
 
     /// Phase of a hold, if known.

@@ -117,12 +117,7 @@ pub struct HoldState {
 }
 
 impl HoldState {
-    pub fn new(
-        requirements: Requirements,
-        deadline: SystemTime,
-        attempts: u32,
-        release_on_satisfy: bool,
-    ) -> Self {
+    pub fn new(requirements: Requirements, deadline: SystemTime, attempts: u32, release_on_satisfy: bool) -> Self {
         HoldState {
             phase: Phase::Pending,
             requirements,
@@ -143,12 +138,7 @@ impl HoldState {
     pub fn missing(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.proof.is_none() {
-            out.extend(
-                self.requirements
-                    .methods
-                    .iter()
-                    .map(|m| m.as_str().to_owned()),
-            );
+            out.extend(self.requirements.methods.iter().map(|m| m.as_str().to_owned()));
         }
         let have = self.approvals.len() as u32;
         if have < self.requirements.approvals {
@@ -158,11 +148,7 @@ impl HoldState {
     }
 
     pub fn met(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .proof
-            .iter()
-            .map(|p| p.method.as_str().to_owned())
-            .collect();
+        let mut out: Vec<String> = self.proof.iter().map(|p| p.method.as_str().to_owned()).collect();
         out.extend(self.approvals.iter().map(|a| format!("approval:{}", a.sub)));
         out
     }

@@ -190,8 +190,7 @@ fn parse_jwk(index: usize, jwk: &Map<String, Value>) -> Result<Option<Entry>, Jo
     sec1.push(0x04);
     sec1.extend_from_slice(&x);
     sec1.extend_from_slice(&y);
-    let key = VerifyingKey::from_sec1_bytes(&sec1)
-        .map_err(|_| invalid(index, "point is not on P-256"))?;
+    let key = VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid(index, "point is not on P-256"))?;
     Ok(Some((text("kid")?.map(str::to_owned), key)))
 }
 

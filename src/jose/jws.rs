@@ -89,8 +89,7 @@ pub fn verify_es256(decoded: &Decoded, key: &VerifyingKey) -> Result<(), JoseErr
         return Err(JoseError::SignatureLength(decoded.signature.len()));
     }
     // Rejects r or s equal to zero or not below the group order.
-    let signature =
-        Signature::from_slice(&decoded.signature).map_err(|_| JoseError::BadSignature)?;
+    let signature = Signature::from_slice(&decoded.signature).map_err(|_| JoseError::BadSignature)?;
     key.verify(decoded.signing_input.as_bytes(), &signature)
         .map_err(|_| JoseError::BadSignature)
 }
@@ -109,19 +108,13 @@ pub fn encode_es256(key: &SigningKey, header: &Value, claims: &Value) -> Result<
 
 /// Like [`encode_es256`] but serializes typed values directly, so struct
 /// field order is kept in the output (the assertion header is fixed text).
-pub fn encode_es256_typed<H, C>(
-    key: &SigningKey,
-    header: &H,
-    claims: &C,
-) -> Result<String, JoseError>
+pub fn encode_es256_typed<H, C>(key: &SigningKey, header: &H, claims: &C) -> Result<String, JoseError>
 where
     H: Serialize + ?Sized,
     C: Serialize + ?Sized,
 {
-    let header_value =
-        serde_json::to_value(header).map_err(|_| JoseError::Serialize(Part::Header))?;
-    let claims_value =
-        serde_json::to_value(claims).map_err(|_| JoseError::Serialize(Part::Payload))?;
+    let header_value = serde_json::to_value(header).map_err(|_| JoseError::Serialize(Part::Header))?;
+    let claims_value = serde_json::to_value(claims).map_err(|_| JoseError::Serialize(Part::Payload))?;
     check_header(&header_value)?;
     if !claims_value.is_object() {
         return Err(JoseError::NotObject(Part::Payload));
@@ -157,15 +150,10 @@ fn check_header(header: &Value) -> Result<(), JoseError> {
 
 fn sign_parts(key: &SigningKey, header: &[u8], claims: &[u8]) -> Result<String, JoseError> {
     let signing_input = format!("{}.{}", b64_encode(header), b64_encode(claims));
-    let signature: Signature = key
-        .try_sign(signing_input.as_bytes())
-        .map_err(|_| JoseError::Signing)?;
+    let signature: Signature = key.try_sign(signing_input.as_bytes()).map_err(|_| JoseError::Signing)?;
     // Low-S keeps our output acceptable to verifiers that insist on it.
     let signature = signature.normalize_s();
-    Ok(format!(
-        "{signing_input}.{}",
-        b64_encode(signature.to_bytes())
-    ))
+    Ok(format!("{signing_input}.{}", b64_encode(signature.to_bytes())))
 }
 
 fn interpret_header(raw: &Map<String, Value>) -> Result<Header, JoseError> {
@@ -185,10 +173,7 @@ fn interpret_header(raw: &Map<String, Value>) -> Result<Header, JoseError> {
     })
 }
 
-fn optional_string(
-    raw: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<String>, JoseError> {
+fn optional_string(raw: &Map<String, Value>, name: &'static str) -> Result<Option<String>, JoseError> {
     match raw.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),

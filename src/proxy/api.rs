@@ -1,11 +1,10 @@
 //! The gateway's own endpoints under the prefix (default `/.stepup/`).
 //! Nothing under the prefix is ever forwarded upstream.
 
-use super::gate;
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{page, ConnInfo, Gateway};
+use super::{approvals, page, proofs, release, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-const MAX_PROOF_BODY: u64 = 16 * 1024;
+pub(super) const MAX_PROOF_BODY: u64 = 16 * 1024;
 
 /// Whether a path is the gateway's own. Checked on the form without
 /// `;params` too: a servlet upstream reads `/.stepup;x/holds` as
@@ -36,11 +35,7 @@ pub async fn handle(
     body: Body,
     target: &Target,
 ) -> Result<Response<Body>, Reject> {
-    let rest = target
-        .path
-        .as_str()
-        .get(gw.config.stepup.prefix.len()..)
-        .unwrap_or("");
+    let rest = target.path.as_str().get(gw.config.stepup.prefix.len()..).unwrap_or("");
     let segments: Vec<&str> = rest.split('/').collect();
     match (&parts.method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, ["jwks.json"]) => {
@@ -51,13 +46,16 @@ pub async fn handle(
             );
             Ok(resp)
         }
+        (&Method::GET, ["holds"]) => approvals::queue(gw, &parts),
         (&Method::GET, ["holds", id]) => status(gw, conn, &parts, id),
         (&Method::POST, ["holds", id, "complete"]) => complete(gw, conn, parts, body, id).await,
+        (&Method::POST, ["holds", id, "approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
+        (&Method::POST, ["holds", id, "deny"]) => approvals::decide(gw, conn, parts, body, id, false).await,
         _ => Err(Reject::NotFound),
     }
 }
 
-fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
+pub(super) fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
     let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
     match session::session_value(&gw.config.session, &parts.headers, cert) {
         Ok(Some(v)) => Some(gw.session_key.sid(&v)),
@@ -67,12 +65,7 @@ fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
 
 /// Looks a hold up for its own session. Anyone else learns nothing, not
 /// even that the hold exists.
-fn own_hold(
-    gw: &Gateway,
-    conn: &ConnInfo,
-    parts: &Parts,
-    id: &str,
-) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
+fn own_hold(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
     let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
     let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
     match caller_sid(gw, conn, parts) {
@@ -81,27 +74,31 @@ fn own_hold(
     }
 }
 
-fn status(
-    gw: &Gateway,
-    conn: &ConnInfo,
-    parts: &Parts,
-    id: &str,
-) -> Result<Response<Body>, Reject> {
-    let (meta, state) = own_hold(gw, conn, parts, id)?;
+fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Response<Body>, Reject> {
     let now = gw.clock.now();
+    if let Some(approver) = approvals::approver(gw, parts) {
+        let hold = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
+        let (meta, state) = gw.holds.get(&hold).ok_or(Reject::UnknownHold)?;
+        if state.requirements.approvals == 0 || !state.requirements.allows_approver(&approver.groups) {
+            return Err(Reject::UnknownHold);
+        }
+        let mut v = status_json(&meta, &state, now);
+        if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), approvals::item(&meta, now)) {
+            o.extend(extra);
+        }
+        return Ok(respond::json(StatusCode::OK, &v));
+    }
+    let (meta, state) = own_hold(gw, conn, parts, id)?;
     if page::wants_html(&parts.headers) && state.phase.is_open() {
         let mut resp = page::step_up(&gw.config.stepup.prefix, &meta, &state, now, None);
         *resp.status_mut() = StatusCode::OK;
         resp.headers_mut().remove(header::WWW_AUTHENTICATE);
         return Ok(resp);
     }
-    Ok(respond::json(
-        StatusCode::OK,
-        &status_json(&meta, &state, now),
-    ))
+    Ok(respond::json(StatusCode::OK, &status_json(&meta, &state, now)))
 }
 
-fn status_json(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> serde_json::Value {
+pub(super) fn status_json(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> serde_json::Value {
     let phase = if state.phase.is_open() && now > state.deadline {
         Phase::Expired
     } else {
@@ -116,31 +113,44 @@ fn status_json(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> serde_jso
     })
 }
 
-/// The body of `complete`: JSON, or the same fields form-encoded by the
-/// step-up page. `{}` collects a hold that approvals already satisfied.
+/// The fields a proof or decision may carry: JSON, or the same fields
+/// form-encoded by the pages. `{}` collects a hold approvals satisfied.
 #[derive(Debug, Default, Deserialize)]
-struct CompleteBody {
+pub(super) struct ProofBody {
     #[serde(default)]
-    method: Option<String>,
+    pub method: Option<String>,
     #[serde(default)]
-    token: Option<String>,
+    pub token: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub txn: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
-fn parse_complete(parts: &Parts, bytes: &[u8]) -> Result<CompleteBody, Reject> {
+pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Reject> {
     let form = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(CompleteBody::default());
+        return Ok(ProofBody::default());
     }
     if form {
-        let mut b = CompleteBody::default();
+        let mut b = ProofBody::default();
         for (k, v) in form_urlencoded::parse(bytes) {
+            let v = Some(v.into_owned());
             match k.as_ref() {
-                "method" => b.method = Some(v.into_owned()),
-                "token" => b.token = Some(v.into_owned()),
+                "method" => b.method = v,
+                "token" => b.token = v,
+                "user" => b.user = v,
+                "code" => b.code = v,
+                "txn" => b.txn = v,
+                "comment" => b.comment = v,
                 _ => {}
             }
         }
@@ -167,60 +177,68 @@ async fn complete(
     // A settled hold is reported before any proof is checked, so a late
     // proof is not consumed for nothing.
     closed(state.phase)?;
-    let req = parse_complete(&parts, &bytes)?;
+    let req = parse_body(&parts, &bytes)?;
     let event = match req.method.as_deref() {
         None | Some("") => Event::Collect,
         Some(name) => {
-            let method =
-                ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
+            let method = ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
             if !state.requirements.accepts(method) {
-                return Err(Reject::BadRequest(
-                    "this proof method is not accepted for this action",
-                ));
+                return Err(Reject::BadRequest("this proof method is not accepted for this action"));
             }
-            match method {
+            let verified = match method {
                 ProofMethod::Token => {
-                    let token = req
-                        .token
-                        .ok_or(Reject::BadRequest("malformed proof: token missing"))?;
-                    match gate::verify_token(
-                        gw,
-                        token.as_bytes(),
-                        &meta.sid,
-                        &meta.txn,
-                        Some(&meta.id),
-                        &state.requirements,
-                        now,
-                    ) {
-                        Ok(proof) => Event::ProofAccepted(proof),
-                        Err(reason) => {
-                            tracing::info!(event = "proof.rejected", hold = %id, method = "token", %reason, "proof rejected");
-                            Event::ProofRejected
-                        }
-                    }
+                    let token = req.token.ok_or(Reject::BadRequest("malformed proof: token missing"))?;
+                    proofs::token(gw, token.as_bytes(), &meta, Some(&meta.id), &state.requirements, now)
                 }
-                _ => {
-                    return Err(Reject::BadRequest(
-                        "this proof method is not available on this gateway",
-                    ))
+                ProofMethod::Totp => {
+                    let (Some(user), Some(code)) = (req.user, req.code) else {
+                        return Err(Reject::BadRequest("malformed proof: user and code are required"));
+                    };
+                    proofs::totp(gw, user.trim(), &code, &meta, &state.requirements, now)
+                }
+                _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
+            };
+            match verified {
+                Ok(proof) => {
+                    tracing::info!(event = "proof.accepted", hold = %id, method = %method, sub = %proof.sub, "proof accepted");
+                    Event::ProofAccepted(proof)
+                }
+                Err(reason) => {
+                    tracing::info!(event = "proof.rejected", hold = %id, method = %method, %reason, "proof rejected");
+                    Event::ProofRejected
                 }
             }
         }
     };
     let applied = gw.holds.apply(&id, event, now).map_err(engine_reject)?;
+    settle(gw, applied, now).await
+}
+
+/// Turns an applied event into the caller's response.
+pub(super) async fn settle(
+    gw: &Arc<Gateway>,
+    applied: crate::hold::engine::Applied,
+    now: SystemTime,
+) -> Result<Response<Body>, Reject> {
     match applied.transition {
-        Transition::Release => gate::release(gw, applied).await,
+        Transition::Release => release::release(gw, applied).await,
         Transition::Progress => Ok(respond::json(
             StatusCode::ACCEPTED,
             &status_json(&applied.meta, &applied.state, now),
         )),
         Transition::Rejected { attempts_left } => Err(Reject::InvalidProof { attempts_left }),
-        Transition::Denied => Err(Reject::StepUpDenied),
-        Transition::Expired => Err(Reject::HoldExpired),
+        Transition::Denied => {
+            gw.notify("hold.denied", &applied.meta, now);
+            Err(Reject::StepUpDenied)
+        }
+        Transition::Expired => {
+            gw.notify("hold.expired", &applied.meta, now);
+            Err(Reject::HoldExpired)
+        }
     }
 }
 
-fn closed(phase: Phase) -> Result<(), Reject> {
+pub(super) fn closed(phase: Phase) -> Result<(), Reject> {
     match phase {
         Phase::Released => Err(Reject::AlreadyReleased),
         Phase::Denied => Err(Reject::StepUpDenied),
@@ -229,7 +247,7 @@ fn closed(phase: Phase) -> Result<(), Reject> {
     }
 }
 
-fn engine_reject(e: EngineError) -> Reject {
+pub(super) fn engine_reject(e: EngineError) -> Reject {
     match e {
         EngineError::Unknown => Reject::UnknownHold,
         EngineError::Hold(HoldError::AlreadyReleased) => Reject::AlreadyReleased,

@@ -47,11 +47,7 @@ impl Upstream {
 
     /// Sends `req` (whose URI carries only the path and query) upstream.
     /// `host` is the client's Host, preserved for virtual-hosted upstreams.
-    pub async fn send(
-        &self,
-        mut req: Request<Body>,
-        host: &str,
-    ) -> Result<Response<Body>, ForwardError> {
+    pub async fn send(&self, mut req: Request<Body>, host: &str) -> Result<Response<Body>, ForwardError> {
         let pq = req
             .uri()
             .path_and_query()

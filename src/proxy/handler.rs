@@ -29,11 +29,7 @@ pub fn handle(
     })
 }
 
-async fn serve(
-    gw: &Arc<Gateway>,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Reject> {
+async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
     let cfg = gw.config.clone();
     let (mut parts, body) = req.into_parts();
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
@@ -71,7 +67,7 @@ async fn serve(
         body = full(bytes);
     }
 
-    hygiene::strip_inbound(&mut parts.headers, trusted, None);
+    hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
     hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
 
     // 4. decide.
@@ -101,11 +97,7 @@ fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&str>) 
     if method == Method::HEAD {
         out.push(Method::GET);
     }
-    for name in [
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-    ] {
+    for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
         for v in headers.get_all(name) {
             out.extend(parse_method(v.as_bytes()));
         }

@@ -60,8 +60,7 @@ const FORWARDING: [&str; 5] = [
 ];
 
 pub fn target(parts: &Parts) -> Result<Target, Reject> {
-    let path =
-        canonicalize(parts.uri.path()).map_err(|_| Reject::BadRequest("ambiguous request path"))?;
+    let path = canonicalize(parts.uri.path()).map_err(|_| Reject::BadRequest("ambiguous request path"))?;
     let query = parts.uri.query().map(str::to_owned);
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let header_host = hosts.next();
@@ -69,18 +68,13 @@ pub fn target(parts: &Parts) -> Result<Target, Reject> {
         return Err(Reject::BadRequest("more than one Host header"));
     }
     let header_host = match header_host {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| Reject::BadRequest("invalid Host header"))?,
-        ),
+        Some(v) => Some(v.to_str().map_err(|_| Reject::BadRequest("invalid Host header"))?),
         None => None,
     };
     let authority = parts.uri.authority().map(|a| a.as_str());
     let host = match (authority, header_host) {
         (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
-            return Err(Reject::BadRequest(
-                "Host disagrees with the request authority",
-            ))
+            return Err(Reject::BadRequest("Host disagrees with the request authority"))
         }
         (Some(a), _) => a,
         (None, Some(h)) => h,
@@ -142,11 +136,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 
 /// Removes what must never reach the upstream. `extra_untrusted` names
 /// headers only a trusted proxy may set (the identity header).
-pub fn strip_inbound(
-    headers: &mut HeaderMap,
-    trusted_peer: bool,
-    extra_untrusted: Option<&HeaderName>,
-) {
+pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untrusted: Option<&HeaderName>) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -255,10 +245,7 @@ mod tests {
     fn trusted_proxies_extend_the_chain() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            "203.0.113.9, 10.1.1.1".parse().expect("hv"),
-        );
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().expect("hv"));
         h.insert("x-forwarded-proto", "http".parse().expect("hv"));
         let peer: IpAddr = "10.2.2.2".parse().expect("ip");
         assert_eq!(

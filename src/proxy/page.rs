@@ -35,11 +35,7 @@ pub fn escape(s: &str) -> String {
 /// A short code derived from `txn`, so a person can compare what the page
 /// shows with what an approver or the audit trail shows.
 pub fn short_code(txn: &str) -> String {
-    let head: String = txn
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect();
+    let head: String = txn.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
     let (a, b) = head.split_at(head.len().min(4));
     format!("{}-{}", a.to_ascii_uppercase(), b.to_ascii_uppercase())
 }
@@ -54,10 +50,7 @@ pub fn html(status: StatusCode, nonce: &str, page: String) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     let csp = format!(
         "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -78,11 +71,7 @@ pub fn step_up(
     challenge: Option<String>,
 ) -> Response<Body> {
     let nonce = crate::ids::random_token();
-    let left = state
-        .deadline
-        .duration_since(now)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    let left = state.deadline.duration_since(now).unwrap_or(Duration::ZERO).as_secs();
     let mut p = String::with_capacity(4096);
     let _ = write!(
         p,
@@ -146,10 +135,7 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(
-            escape("<script>\"x\"&'"),
-            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
-        );
+        assert_eq!(escape("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;&#39;");
         assert_eq!(short_code("ab-cdEFGHIJ"), "ABCD-EFGH");
     }
 }

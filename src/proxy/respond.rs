@@ -115,10 +115,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -134,11 +131,7 @@ mod tests {
         let table = [
             (Reject::BadRequest("x"), 400, "bad_request"),
             (Reject::NoSession, 401, "no_session"),
-            (
-                Reject::InvalidProof { attempts_left: 2 },
-                401,
-                "invalid_proof",
-            ),
+            (Reject::InvalidProof { attempts_left: 2 }, 401, "invalid_proof"),
             (Reject::StepUpExpired, 401, "step_up_expired"),
             (Reject::SessionMismatch, 403, "session_mismatch"),
             (Reject::StepUpDenied, 403, "step_up_denied"),

@@ -113,11 +113,9 @@ pub fn canonicalize(raw_path: &str) -> Result<CanonicalPath, PathError> {
                 // Most of a real path is plain runs: copy each run at once.
                 // Dots may join a run that did not start with one: its
                 // segment can no longer be a dot segment.
-                let len = bytes.get(i..).map_or(0, |tail| {
-                    tail.iter()
-                        .take_while(|&&c| is_plain(c) || c == b'.')
-                        .count()
-                });
+                let len = bytes
+                    .get(i..)
+                    .map_or(0, |tail| tail.iter().take_while(|&&c| is_plain(c) || c == b'.').count());
                 // Plain bytes are ASCII, so the run ends on a char boundary.
                 let run = rest.get(i..i + len).ok_or(PathError::NonAscii)?;
                 b.plain_run(run)?;

@@ -4,7 +4,7 @@
 //! file order over only the routes whose path matched.
 
 use super::canonical::CanonicalPath;
-use crate::policy::{HoldSpec, Requirements};
+use crate::policy::{DisplayField, HoldSpec, Requirements};
 use http::{HeaderMap, HeaderName, Method};
 use regex::{Regex, RegexSet};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ pub struct Route {
     pub deny: bool,
     pub require: Requirements,
     pub hold: HoldSpec,
+    pub display: Vec<DisplayField>,
 }
 
 #[derive(Debug)]
@@ -159,8 +160,7 @@ impl Route {
             // Any value counts: the upstream may read the first or the last
             // duplicate, so the gateway errs towards matching.
             let query = req.query.unwrap_or("");
-            let hit = form_urlencoded::parse(query.as_bytes())
-                .any(|(k, v)| k == name.as_str() && re.is_match(&v));
+            let hit = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == name.as_str() && re.is_match(&v));
             if !hit {
                 return false;
             }
@@ -181,21 +181,19 @@ impl Route {
     /// True when every request `other` matches is also matched by `self`.
     fn covers(&self, other: &Route) -> bool {
         let methods = self.methods.is_empty()
-            || (!other.methods.is_empty()
-                && other.methods.iter().all(|m| self.methods.contains(m)));
-        let hosts = self.hosts.is_empty()
-            || (!other.hosts.is_empty() && other.hosts.iter().all(|h| self.hosts.contains(h)));
-        let preds = self.query.iter().all(|(n, r)| {
-            other
-                .query
-                .iter()
-                .any(|(on, or)| on == n && or.as_str() == r.as_str())
-        }) && self.headers.iter().all(|(n, r)| {
-            other
-                .headers
-                .iter()
-                .any(|(on, or)| on == n && or.as_str() == r.as_str())
-        });
+            || (!other.methods.is_empty() && other.methods.iter().all(|m| self.methods.contains(m)));
+        let hosts =
+            self.hosts.is_empty() || (!other.hosts.is_empty() && other.hosts.iter().all(|h| self.hosts.contains(h)));
+        let preds = self
+            .query
+            .iter()
+            .all(|(n, r)| other.query.iter().any(|(on, or)| on == n && or.as_str() == r.as_str()))
+            && self.headers.iter().all(|(n, r)| {
+                other
+                    .headers
+                    .iter()
+                    .any(|(on, or)| on == n && or.as_str() == r.as_str())
+            });
         methods && hosts && preds && self.path.covers(&other.path)
     }
 }
@@ -209,9 +207,7 @@ impl PathPattern {
             if other.is_prefix && self.is_prefix {
                 let mine = self.source.trim_end_matches('/');
                 let theirs = other.source.trim_end_matches('/');
-                return theirs == mine
-                    || theirs.starts_with(&format!("{mine}/"))
-                    || mine.is_empty();
+                return theirs == mine || theirs.starts_with(&format!("{mine}/")) || mine.is_empty();
             }
             // A literal pattern denotes exactly one path: test it directly.
             if !other.is_prefix && is_literal(&other.source) {

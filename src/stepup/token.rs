@@ -119,12 +119,7 @@ impl TokenVerifier {
         &self.issuers
     }
 
-    pub fn verify(
-        &self,
-        token: &str,
-        binding: &Binding<'_>,
-        now: SystemTime,
-    ) -> Result<VerifiedToken, TokenError> {
+    pub fn verify(&self, token: &str, binding: &Binding<'_>, now: SystemTime) -> Result<VerifiedToken, TokenError> {
         let now = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| TokenError::ClockBeforeEpoch)?
@@ -190,9 +185,7 @@ impl TokenVerifier {
                 return Err(TokenError::NotYetValid);
             }
         }
-        let lifetime = exp
-            .checked_sub(iat)
-            .ok_or(TokenError::InvalidClaim("exp"))?;
+        let lifetime = exp.checked_sub(iat).ok_or(TokenError::InvalidClaim("exp"))?;
         if lifetime > self.max_lifetime.as_secs() {
             return Err(TokenError::LifetimeTooLong(lifetime));
         }
@@ -277,17 +270,11 @@ fn amr(claims: &Map<String, Value>) -> Result<Vec<String>, TokenError> {
         .ok_or(invalid)
 }
 
-fn required_str<'a>(
-    claims: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<&'a str, TokenError> {
+fn required_str<'a>(claims: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, TokenError> {
     optional_str(claims, name)?.ok_or(TokenError::MissingClaim(name))
 }
 
-fn optional_str<'a>(
-    claims: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<&'a str>, TokenError> {
+fn optional_str<'a>(claims: &'a Map<String, Value>, name: &'static str) -> Result<Option<&'a str>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -297,16 +284,10 @@ fn optional_str<'a>(
 
 /// NumericDate claims must be non-negative integers: `"1700000000"`, `1.7e9`
 /// and `-1` are all refused rather than coerced.
-fn optional_u64(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<u64>, TokenError> {
+fn optional_u64(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or(TokenError::InvalidClaim(name)),
+        Some(value) => value.as_u64().map(Some).ok_or(TokenError::InvalidClaim(name)),
     }
 }
 

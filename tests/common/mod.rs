@@ -36,10 +36,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
 }
 
@@ -55,9 +52,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -109,11 +104,7 @@ async fn upstream_handle(
     rec: Arc<Mutex<Vec<Recorded>>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<UpBody>, Infallible> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     if target == "/ws" {
         let key = req.headers().get("sec-websocket-key").cloned();
         let on = hyper::upgrade::on(&mut req);
@@ -152,11 +143,7 @@ async fn upstream_handle(
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let len = body.len();
     rec.lock().expect("lock").push(Recorded {
         method: parts.method.to_string(),
@@ -176,13 +163,11 @@ async fn upstream_handle(
     if target == "/slow" {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let summary =
-        serde_json::json!({"method": parts.method.as_str(), "target": target, "len": len});
+    let summary = serde_json::json!({"method": parts.method.as_str(), "target": target, "len": len});
     let mut resp = Response::new(Full::new(Bytes::from(summary.to_string())).boxed());
     resp.headers_mut()
         .insert("content-type", "application/json".parse().expect("hv"));
-    resp.headers_mut()
-        .insert("x-upstream", "recorder".parse().expect("hv"));
+    resp.headers_mut().insert("x-upstream", "recorder".parse().expect("hv"));
     Ok(resp)
 }
 
@@ -206,8 +191,7 @@ impl Pki {
             .push(rcgen::DnType::CommonName, "stepgate test CA");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("params");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let cert = params.signed_by(&key, &issuer).expect("server cert");
         Pki {
@@ -282,8 +266,7 @@ impl Gateway {
     /// Starts a gateway with `routes` (the YAML list under `routes:`) and
     /// `extra` top-level YAML, in front of `upstream`.
     pub async fn start(upstream: SocketAddr, routes: &str, extra: &str) -> Gateway {
-        let dir =
-            std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
+        let dir = std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pki = Pki::new();
         std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("write");
@@ -317,8 +300,7 @@ routes:
 {routes}"
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
-        let config = stepgate::config::load(&dir.join("routes.yaml"))
-            .unwrap_or_else(|e| panic!("config: {e}"));
+        let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
         let gw = stepgate::proxy::Gateway::load(config, Arc::new(SystemClock)).expect("gateway");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -360,11 +342,7 @@ routes:
     }
 
     pub fn sid(&self, session_value: &str) -> String {
-        self.gw
-            .session_key
-            .sid(session_value.as_bytes())
-            .as_str()
-            .to_owned()
+        self.gw.session_key.sid(session_value.as_bytes()).as_str().to_owned()
     }
 
     /// A step-up token from the trusted issuer with `claims` merged over
@@ -430,11 +408,7 @@ impl RawResponse {
     }
 }
 
-pub async fn tls_connect(
-    addr: SocketAddr,
-    pki: &Pki,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub async fn tls_connect(addr: SocketAddr, pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(pki.client_config(alpn));
     let tcp = TcpStream::connect(addr).await.expect("connect");
     connector
@@ -521,11 +495,7 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> RawRes
             body.extend_from_slice(&tmp[..n]);
         }
     }
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
+    RawResponse { status, headers, body }
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
@@ -537,11 +507,7 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let i = find(b, b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&b[..i]).ok()?.split(';').next()?.trim(),
-            16,
-        )
-        .ok()?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..i]).ok()?.split(';').next()?.trim(), 16).ok()?;
         b = &b[i + 2..];
         if size == 0 {
             return Some(out);
@@ -570,22 +536,16 @@ pub fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]
 }
 
 /// An HTTP/2 (ALPN h2) client connection through the gateway.
-pub async fn h2_client(
-    addr: SocketAddr,
-    pki: &Pki,
-) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+pub async fn h2_client(addr: SocketAddr, pki: &Pki) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let tls = tls_connect(addr, pki, &[b"h2"]).await;
     assert_eq!(
         tls.get_ref().1.alpn_protocol(),
         Some(&b"h2"[..]),
         "gateway must offer h2 by ALPN"
     );
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
+    let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }
@@ -597,9 +557,7 @@ pub fn verify_assertion(gw: &Gateway, token: &str) -> serde_json::Map<String, se
     assert_eq!(decoded.header.alg, "ES256");
     assert_eq!(decoded.header.typ.as_deref(), Some("stepup+jwt"));
     let jwks = stepgate::jose::Jwks::parse(&gw.jwks().to_string()).expect("jwks");
-    let key = jwks
-        .get(decoded.header.kid.as_deref())
-        .expect("kid in JWKS");
+    let key = jwks.get(decoded.header.kid.as_deref()).expect("kid in JWKS");
     stepgate::jose::jws::verify_es256(&decoded, key).expect("signature verifies");
     decoded.claims
 }

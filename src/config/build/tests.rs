@@ -35,10 +35,7 @@ fn valid_file_builds_typed_config() {
     let routes = c.routes.routes();
     assert_eq!(routes.len(), 2);
     assert_eq!(routes[0].action, "user.delete");
-    assert_eq!(
-        routes[0].methods,
-        vec![http::Method::POST, http::Method::DELETE]
-    );
+    assert_eq!(routes[0].methods, vec![http::Method::POST, http::Method::DELETE]);
     assert_eq!(routes[0].require.max_age.as_secs(), 120);
     assert_eq!(routes[0].hold.timeout.as_secs(), 90);
     assert_eq!(routes[1].action, "sql", "action defaults to the name");
@@ -88,8 +85,7 @@ fn top_level_values_are_checked() {
 
 #[test]
 fn token_routes_need_an_issuer() {
-    let text =
-        with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [token] }\n");
+    let text = with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [token] }\n");
     assert!(err(&text).contains("stepup.token_issuers is empty"));
 }
 
@@ -106,22 +102,16 @@ fn shadowed_route_is_a_warning() {
     );
     let c = from_str(&text, "routes.yaml").expect("valid");
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(
-        c.warnings[0].starts_with("routes.yaml:9:"),
-        "{}",
-        c.warnings[0]
-    );
+    assert!(c.warnings[0].starts_with("routes.yaml:9:"), "{}", c.warnings[0]);
     assert!(c.warnings[0].contains("routes[1] `delete` is shadowed by routes[0] `all-admin`"));
 }
 
 #[test]
 fn duplicate_names_and_bad_methods_fail() {
-    let text =
-        with_routes("  - name: a\n    match: { path: /a }\n  - name: a\n    match: { path: /b }\n");
+    let text = with_routes("  - name: a\n    match: { path: /a }\n  - name: a\n    match: { path: /b }\n");
     assert!(err(&text).contains("duplicate route name"));
     let text = with_routes("  - name: a\n    match: { path: /a, methods: ['PO ST'] }\n");
     assert!(err(&text).contains("routes[0].match.methods[0]"));
-    let text =
-        with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [sms] }\n");
+    let text = with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [sms] }\n");
     assert!(err(&text).contains("unknown proof method `sms`"));
 }

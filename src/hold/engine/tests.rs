@@ -22,6 +22,9 @@ fn meta(sid: &str) -> HoldMeta {
         created: t(1000),
         client_ip: "127.0.0.1".parse().expect("ip"),
         risk: vec![],
+        identity: None,
+        display: vec![],
+        needs_approval: false,
     }
 }
 
@@ -29,7 +32,7 @@ fn state() -> HoldState {
     let req = Requirements {
         methods: vec![ProofMethod::Token],
         max_age: Duration::from_secs(300),
-        approvals: 0,
+        ..Requirements::default()
     };
     HoldState::new(req, t(2000), 5, false)
 }
@@ -54,17 +57,13 @@ fn proof() -> Event {
 #[test]
 fn limits_are_enforced_and_freed() {
     let e = HoldEngine::new(3, 2);
-    let a = e
-        .create(meta("s1"), state(), parked(), None)
-        .expect("first");
-    e.create(meta("s1"), state(), parked(), None)
-        .expect("second");
+    let a = e.create(meta("s1"), state(), parked(), None).expect("first");
+    e.create(meta("s1"), state(), parked(), None).expect("second");
     assert_eq!(
         e.create(meta("s1"), state(), parked(), None).err(),
         Some(EngineError::SessionLimit)
     );
-    e.create(meta("s2"), state(), parked(), None)
-        .expect("other session");
+    e.create(meta("s2"), state(), parked(), None).expect("other session");
     assert_eq!(
         e.create(meta("s3"), state(), parked(), None).err(),
         Some(EngineError::GlobalLimit)
@@ -72,27 +71,19 @@ fn limits_are_enforced_and_freed() {
     assert_eq!(e.open_count(), 3);
     e.apply(&a.id, proof(), t(1001)).expect("release");
     assert_eq!(e.open_count(), 2);
-    e.create(meta("s1"), state(), parked(), None)
-        .expect("room again");
+    e.create(meta("s1"), state(), parked(), None).expect("room again");
 }
 
 #[test]
 fn concurrent_releases_have_one_winner() {
     let e = Arc::new(HoldEngine::new(10, 10));
-    let m = e
-        .create(meta("s"), state(), parked(), None)
-        .expect("create");
+    let m = e.create(meta("s"), state(), parked(), None).expect("create");
     let winners: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let e = e.clone();
                 let id = m.id.clone();
-                s.spawn(move || {
-                    e.apply(&id, proof(), t(1001))
-                        .ok()
-                        .and_then(|a| a.release)
-                        .is_some() as usize
-                })
+                s.spawn(move || e.apply(&id, proof(), t(1001)).ok().and_then(|a| a.release).is_some() as usize)
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
@@ -105,16 +96,11 @@ fn concurrent_releases_have_one_winner() {
 fn sweep_expires_and_wakes_waiters_then_forgets() {
     let e = HoldEngine::new(10, 10);
     let (tx, mut rx) = oneshot::channel();
-    let m = e
-        .create(meta("s"), state(), parked(), Some(tx))
-        .expect("create");
+    let m = e.create(meta("s"), state(), parked(), Some(tx)).expect("create");
     assert!(e.sweep(t(1500)).is_empty());
     let expired = e.sweep(t(2001));
     assert_eq!(expired.len(), 1);
-    assert!(matches!(
-        rx.try_recv(),
-        Ok(Delivery::Failed(Phase::Expired))
-    ));
+    assert!(matches!(rx.try_recv(), Ok(Delivery::Failed(Phase::Expired))));
     assert_eq!(e.open_count(), 0);
     assert_eq!(
         e.apply(&m.id, proof(), t(2002)).err(),

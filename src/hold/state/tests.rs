@@ -10,6 +10,7 @@ fn req(methods: Vec<ProofMethod>, approvals: u32) -> Requirements {
         methods,
         max_age: Duration::from_secs(300),
         approvals,
+        ..Requirements::default()
     }
 }
 
@@ -101,18 +102,12 @@ fn approvals_satisfy_then_the_requester_collects() {
     let mut h = HoldState::new(req(vec![], 2), t(2000), 5, false);
     assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Progress));
     assert_eq!(h.on(approval("bob"), t(1000)), Ok(Transition::Progress));
-    assert_eq!(
-        h.on(approval("bob"), t(1000)),
-        Err(HoldError::DuplicateApproval)
-    );
+    assert_eq!(h.on(approval("bob"), t(1000)), Err(HoldError::DuplicateApproval));
     assert_eq!(h.missing(), vec!["approvals:1".to_owned()]);
     assert_eq!(h.on(approval("carol"), t(1000)), Ok(Transition::Progress));
     assert_eq!(h.phase, Phase::Satisfied);
     assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Release));
-    assert_eq!(
-        h.on(Event::Collect, t(1000)),
-        Err(HoldError::AlreadyReleased)
-    );
+    assert_eq!(h.on(Event::Collect, t(1000)), Err(HoldError::AlreadyReleased));
 }
 
 #[test]
@@ -136,9 +131,6 @@ fn proof_and_approval_combine() {
 #[test]
 fn a_deny_ends_the_hold() {
     let mut h = HoldState::new(req(vec![], 1), t(2000), 5, true);
-    assert_eq!(
-        h.on(Event::Deny { by: "bob".into() }, t(1000)),
-        Ok(Transition::Denied)
-    );
+    assert_eq!(h.on(Event::Deny { by: "bob".into() }, t(1000)), Ok(Transition::Denied));
     assert_eq!(h.on(approval("carol"), t(1000)), Err(HoldError::Denied));
 }

@@ -66,15 +66,7 @@ fn foreign_keys_are_skipped_not_used() {
     assert_eq!(jwks.len(), 1);
     assert_eq!(jwks.skipped(), 7);
     assert_eq!(jwks.get(Some("good")), Some(&rfc_key()));
-    for kid in [
-        "rsa",
-        "hmac",
-        "p384",
-        "as-rs256",
-        "as-es256k",
-        "enc",
-        "sign-only",
-    ] {
+    for kid in ["rsa", "hmac", "p384", "as-rs256", "as-es256k", "enc", "sign-only"] {
         assert_eq!(jwks.get(Some(kid)), None, "{kid}");
     }
     // The single usable key also answers a kid-less lookup.
@@ -97,18 +89,11 @@ fn broken_p256_keys_fail_the_whole_set() {
             "x or y is not 32 bytes",
         ),
         (
-            ec_jwk(
-                RFC_X,
-                RFC_Y,
-                r#","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI""#,
-            ),
+            ec_jwk(RFC_X, RFC_Y, r#","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI""#),
             "contains private key material (d)",
         ),
         (r#"{"crv":"P-256"}"#.into(), "missing kty"),
-        (
-            r#"{"kty":1}"#.into(),
-            "a member that must be a string is not",
-        ),
+        (r#"{"kty":1}"#.into(), "a member that must be a string is not"),
         ("[]".into(), "not a JSON object"),
     ] {
         let json = set(&[ec_jwk(RFC_X, RFC_Y, r#","kid":"ok""#), entry]);
@@ -130,14 +115,9 @@ fn set_level_errors() {
     assert_eq!(Jwks::parse(&rsa_only), Err(JoseError::NoUsableKeys));
     let twice = set(&[
         ec_jwk(RFC_X, RFC_Y, r#","kid":"same""#),
-        public_jwk(&vk(1))
-            .to_string()
-            .replace(&thumbprint(&vk(1)), "same"),
+        public_jwk(&vk(1)).to_string().replace(&thumbprint(&vk(1)), "same"),
     ]);
-    assert_eq!(
-        Jwks::parse(&twice),
-        Err(JoseError::DuplicateKid("same".into()))
-    );
+    assert_eq!(Jwks::parse(&twice), Err(JoseError::DuplicateKid("same".into())));
 }
 
 #[test]
@@ -160,9 +140,6 @@ fn to_json_roundtrips_and_keeps_order() {
         .iter()
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        kids,
-        [thumbprint(&vk(3)), thumbprint(&vk(1)), thumbprint(&vk(2))]
-    );
+    assert_eq!(kids, [thumbprint(&vk(3)), thumbprint(&vk(1)), thumbprint(&vk(2))]);
     assert_eq!(Jwks::parse(&json.to_string()).unwrap(), jwks);
 }

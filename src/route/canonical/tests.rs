@@ -286,9 +286,7 @@ fn decode_once(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while let Some(&c) = b.get(i) {
-        let pair = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
+        let pair = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
         match pair.filter(|h| h.bytes().all(|x| x.is_ascii_hexdigit())) {
             Some(h) if c == b'%' => {
                 out.push(u8::from_str_radix(h, 16).unwrap_or(0));
@@ -368,9 +366,7 @@ fn utf8_edges_exhaustive() {
     let mut check = |seq: &[u8]| {
         let path: String = seq.iter().map(|b| format!("%{b:02X}")).collect();
         let path = format!("/{path}");
-        let want = std::str::from_utf8(seq)
-            .map(|_| ())
-            .map_err(|_| InvalidUtf8);
+        let want = std::str::from_utf8(seq).map(|_| ()).map_err(|_| InvalidUtf8);
         let got = canonicalize(&path).map(|_| ());
         if got != want {
             failures.push(format!("{path}: got {got:?}, want {want:?}"));

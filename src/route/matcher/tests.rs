@@ -74,32 +74,21 @@ fn first_match_wins_and_predicates_filter() {
     );
     let mut admin = HeaderMap::new();
     admin.insert("x-role", "admin".parse().expect("hv"));
-    assert_eq!(
-        find(&c, &get, "h", "/api", None, &admin).as_deref(),
-        Some("h")
-    );
+    assert_eq!(find(&c, &get, "h", "/api", None, &admin).as_deref(), Some("h"));
     assert_eq!(find(&c, &get, "h", "/api", None, &h), None);
     assert_eq!(
         find(&c, &post, "h", "/users/12", None, &h).as_deref(),
         Some("post-users")
     );
-    assert_eq!(
-        find(&c, &get, "h", "/users/12", None, &h).as_deref(),
-        Some("any-users")
-    );
+    assert_eq!(find(&c, &get, "h", "/users/12", None, &h).as_deref(), Some("any-users"));
 }
 
 #[test]
 fn path_regex_is_anchored_and_prefix_is_segment_aware() {
-    let c = table(
-        "  - name: a\n    match: { path: /admin }\n  - name: p\n    match: { prefix: /ops/ }\n",
-    );
+    let c = table("  - name: a\n    match: { path: /admin }\n  - name: p\n    match: { prefix: /ops/ }\n");
     let h = HeaderMap::new();
     let get = [Method::GET];
-    assert_eq!(
-        find(&c, &get, "h", "/admin", None, &h).as_deref(),
-        Some("a")
-    );
+    assert_eq!(find(&c, &get, "h", "/admin", None, &h).as_deref(), Some("a"));
     assert_eq!(
         find(&c, &get, "h", "/admin/", None, &h).as_deref(),
         Some("a"),
@@ -108,10 +97,7 @@ fn path_regex_is_anchored_and_prefix_is_segment_aware() {
     assert_eq!(find(&c, &get, "h", "/administrator", None, &h), None);
     assert_eq!(find(&c, &get, "h", "/x/admin", None, &h), None);
     assert_eq!(find(&c, &get, "h", "/ops", None, &h).as_deref(), Some("p"));
-    assert_eq!(
-        find(&c, &get, "h", "/ops/restart", None, &h).as_deref(),
-        Some("p")
-    );
+    assert_eq!(find(&c, &get, "h", "/ops/restart", None, &h).as_deref(), Some("p"));
     assert_eq!(find(&c, &get, "h", "/opsx", None, &h), None);
 }
 
@@ -147,10 +133,7 @@ fn params_case_and_method_miss() {
         headers: &h,
     });
     assert!(lookup.route.is_none());
-    assert!(
-        lookup.method_miss,
-        "a POST form could still carry _method=DELETE"
-    );
+    assert!(lookup.method_miss, "a POST form could still carry _method=DELETE");
 }
 
 #[test]
@@ -167,8 +150,5 @@ fn thousand_routes_still_find_the_first() {
         find(&c, &[Method::GET], "h", "/api/v999/items/7", None, &h).as_deref(),
         Some("r999")
     );
-    assert_eq!(
-        find(&c, &[Method::GET], "h", "/api/v1000/items/7", None, &h),
-        None
-    );
+    assert_eq!(find(&c, &[Method::GET], "h", "/api/v1000/items/7", None, &h), None);
 }

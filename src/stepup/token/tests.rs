@@ -126,18 +126,12 @@ fn binding_to_session_and_request() {
         check_claims(with(json!({"sid": "sid-2"}))),
         Err(TokenError::SessionMismatch)
     );
-    assert_eq!(
-        check_claims(without("sid")),
-        Err(TokenError::MissingClaim("sid"))
-    );
+    assert_eq!(check_claims(without("sid")), Err(TokenError::MissingClaim("sid")));
     assert_eq!(
         check_claims(with(json!({"txn": "txn-2"}))),
         Err(TokenError::TxnMismatch)
     );
-    assert_eq!(
-        check_claims(without("txn")),
-        Err(TokenError::MissingClaim("txn"))
-    );
+    assert_eq!(check_claims(without("txn")), Err(TokenError::MissingClaim("txn")));
 }
 
 #[test]
@@ -148,15 +142,9 @@ fn binding_to_a_hold() {
         claims
     };
     assert!(check_claims(hold_only("hold-1")).is_ok());
-    assert_eq!(
-        check_claims(hold_only("hold-2")),
-        Err(TokenError::HoldMismatch)
-    );
+    assert_eq!(check_claims(hold_only("hold-2")), Err(TokenError::HoldMismatch));
     // An up-front token has no hold to name.
-    let no_hold = Binding {
-        hold: None,
-        ..BINDING
-    };
+    let no_hold = Binding { hold: None, ..BINDING };
     let token = mint_es256(&key(1), "a1", hold_only("hold-1"));
     assert_eq!(
         verifier().verify(&token, &no_hold, at(NOW)),
@@ -200,16 +188,10 @@ fn issued_in_the_future() {
 #[test]
 fn lifetime_is_at_most_300_seconds() {
     let lifetime = |secs: u64| with(json!({"iat": NOW - 10, "exp": NOW - 10 + secs}));
-    assert_eq!(
-        check_claims(lifetime(301)),
-        Err(TokenError::LifetimeTooLong(301))
-    );
+    assert_eq!(check_claims(lifetime(301)), Err(TokenError::LifetimeTooLong(301)));
     assert!(check_claims(lifetime(300)).is_ok());
     let backwards = with(json!({"iat": NOW, "exp": NOW - 1}));
-    assert_eq!(
-        check_claims(backwards),
-        Err(TokenError::InvalidClaim("exp"))
-    );
+    assert_eq!(check_claims(backwards), Err(TokenError::InvalidClaim("exp")));
 }
 
 #[test]
@@ -223,19 +205,13 @@ fn audience() {
         check_claims(with(json!({"aud": ["other"]}))),
         Err(TokenError::WrongAudience)
     );
-    assert_eq!(
-        check_claims(with(json!({"aud": []}))),
-        Err(TokenError::WrongAudience)
-    );
+    assert_eq!(check_claims(with(json!({"aud": []}))), Err(TokenError::WrongAudience));
     // Issuer B's audience is not good enough for issuer A.
     assert_eq!(
         check_claims(with(json!({"aud": "stepgate-b"}))),
         Err(TokenError::WrongAudience)
     );
-    assert_eq!(
-        check_claims(without("aud")),
-        Err(TokenError::MissingClaim("aud"))
-    );
+    assert_eq!(check_claims(without("aud")), Err(TokenError::MissingClaim("aud")));
     for bad in [json!(7), json!(["stepgate", 7]), json!({"aud": "stepgate"})] {
         assert_eq!(
             check_claims(with(json!({"aud": bad}))),
@@ -250,10 +226,7 @@ fn issuer_selects_the_only_keys_tried() {
         check_claims(with(json!({"iss": "https://evil.example"}))),
         Err(TokenError::UnknownIssuer("https://evil.example".into()))
     );
-    assert_eq!(
-        check_claims(without("iss")),
-        Err(TokenError::MissingClaim("iss"))
-    );
+    assert_eq!(check_claims(without("iss")), Err(TokenError::MissingClaim("iss")));
     // Issuer A's key signing a token that claims to come from issuer B.
     let as_b = with(json!({"iss": IDP_B, "aud": "stepgate-b"}));
     assert_eq!(
@@ -269,13 +242,8 @@ fn issuer_selects_the_only_keys_tried() {
 
 #[test]
 fn key_lookup_by_kid() {
-    assert_eq!(
-        check(&mint_es256(&key(1), "a2", claims())),
-        Err(TokenError::UnknownKey)
-    );
-    let no_kid = |claims: &Value, seed: u8| {
-        encode_es256(&key(seed), &json!({"alg": "ES256"}), claims).unwrap()
-    };
+    assert_eq!(check(&mint_es256(&key(1), "a2", claims())), Err(TokenError::UnknownKey));
+    let no_kid = |claims: &Value, seed: u8| encode_es256(&key(seed), &json!({"alg": "ES256"}), claims).unwrap();
     // Issuer A has one key, so a kid-less token may use it; B has two.
     assert!(check(&no_kid(&claims(), 1)).is_ok());
     let as_b = with(json!({"iss": IDP_B, "aud": "stepgate-b"}));
@@ -285,16 +253,10 @@ fn key_lookup_by_kid() {
 #[test]
 fn algorithm_and_encoding_attacks() {
     let payload = jose::b64_encode(claims().to_string());
-    let none = format!(
-        "{}.{payload}.",
-        jose::b64_encode(r#"{"alg":"none","kid":"a1"}"#)
-    );
+    let none = format!("{}.{payload}.", jose::b64_encode(r#"{"alg":"none","kid":"a1"}"#));
     assert_eq!(check(&none), Err(TokenError::UnsupportedAlg("none".into())));
 
-    let hs_input = format!(
-        "{}.{payload}",
-        jose::b64_encode(r#"{"alg":"HS256","kid":"a1"}"#)
-    );
+    let hs_input = format!("{}.{payload}", jose::b64_encode(r#"{"alg":"HS256","kid":"a1"}"#));
     let hs = format!("{hs_input}.{}", jose::b64_encode([0u8; 32]));
     assert_eq!(check(&hs), Err(TokenError::UnsupportedAlg("HS256".into())));
 
@@ -324,24 +286,15 @@ fn typ_must_be_jwt_when_present() {
         assert!(check(&with_typ(ok)).is_ok(), "{ok}");
     }
     for bad in ["stepup+jwt", "at+jwt", "JWS", "application/", ""] {
-        assert_eq!(
-            check(&with_typ(bad)),
-            Err(TokenError::UnsupportedType(bad.into()))
-        );
+        assert_eq!(check(&with_typ(bad)), Err(TokenError::UnsupportedType(bad.into())));
     }
 }
 
 #[test]
 fn our_own_assertion_is_not_a_proof() {
     use crate::assertion::{AssertionFacts, AssertionSigner};
-    let signer = AssertionSigner::new(
-        key(1),
-        vec![],
-        IDP_A.into(),
-        "stepgate".into(),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let signer =
+        AssertionSigner::new(key(1), vec![], IDP_A.into(), "stepgate".into(), Duration::from_secs(60)).unwrap();
     let facts = AssertionFacts {
         sub: "alice".into(),
         sid: "sid-1".into(),
@@ -419,10 +372,7 @@ fn signature_is_checked_before_any_claim() {
     let token = mint_es256(&key(1), "a1", claims());
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = jose::b64_encode(with(json!({"sub": "mallory"})).to_string());
-    assert!(matches!(
-        check(&parts.join(".")),
-        Err(TokenError::BadSignature(_))
-    ));
+    assert!(matches!(check(&parts.join(".")), Err(TokenError::BadSignature(_))));
 }
 
 #[test]
@@ -431,10 +381,7 @@ fn signature_bytes_of_the_wrong_message_fail() {
     let other: Signature = key(1).sign(b"something else");
     let (input, _) = token.rsplit_once('.').unwrap();
     let swapped = format!("{input}.{}", jose::b64_encode(other.to_bytes()));
-    assert_eq!(
-        check(&swapped),
-        Err(TokenError::BadSignature(JoseError::BadSignature))
-    );
+    assert_eq!(check(&swapped), Err(TokenError::BadSignature(JoseError::BadSignature)));
 }
 
 #[test]

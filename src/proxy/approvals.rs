@@ -1,0 +1,153 @@
+//! Approvers: the queue of holds waiting for them, and their decisions.
+//! An approver is known by an API key (`Authorization: Bearer <key>`, the
+//! config holds only its SHA-256); every decision names the `txn` it
+//! reviewed, so an approval can never be spent on a different request.
+
+use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
+use super::handler::buffer;
+use super::respond::{self, Reject};
+use super::{proofs, ConnInfo, Gateway};
+use crate::body::Body;
+use crate::clock::unix_secs;
+use crate::config::Approver;
+use crate::hold::engine::EngineError;
+use crate::hold::state::Approval;
+use crate::hold::{Event, HoldError, HoldMeta};
+use crate::ids::HoldId;
+use http::request::Parts;
+use http::{header, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq;
+
+/// The approver whose API key the request carries, if any.
+pub(super) fn approver<'a>(gw: &'a Gateway, parts: &Parts) -> Option<&'a Approver> {
+    let auth = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let key = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))?
+        .trim();
+    if key.is_empty() {
+        return None;
+    }
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    // Compare against every approver in constant time, so timing reveals
+    // neither a key nor which approver it was close to.
+    let mut found = None;
+    for a in &gw.config.stepup.approvers {
+        if bool::from(a.key_sha256.ct_eq(&digest)) {
+            found = Some(a);
+        }
+    }
+    found
+}
+
+/// One hold as an approver sees it.
+pub(super) fn item(meta: &HoldMeta, now: SystemTime) -> serde_json::Value {
+    serde_json::json!({
+        "hold_id": meta.id.as_str(),
+        "route": meta.route,
+        "action": meta.action,
+        "requester": meta.requester(),
+        "method": meta.method.as_str(),
+        "target": meta.path_and_query,
+        "display": meta.display.iter().map(|(l, v)| serde_json::json!({"label": l, "value": v})).collect::<Vec<_>>(),
+        "txn": meta.txn.as_str(),
+        "age": now.duration_since(meta.created).unwrap_or(Duration::ZERO).as_secs(),
+    })
+}
+
+/// `GET /.stepup/holds`: pending holds this approver may decide.
+pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
+    let a = approver(gw, parts).ok_or(Reject::Forbidden)?;
+    let now = gw.clock.now();
+    let mut holds: Vec<_> = gw
+        .holds
+        .open_holds()
+        .into_iter()
+        .filter(|(_, s)| s.requirements.approvals as usize > s.approvals.len())
+        .filter(|(_, s)| s.requirements.allows_approver(&a.groups))
+        .filter(|(_, s)| !s.approvals.iter().any(|x| x.sub == a.name))
+        .filter(|(_, s)| now <= s.deadline)
+        .collect();
+    holds.sort_by_key(|(m, _)| m.created);
+    let items: Vec<_> = holds.iter().map(|(m, _)| item(m, now)).collect();
+    Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
+}
+
+/// `POST .../approve` and `.../deny`.
+pub(super) async fn decide(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+    id: &str,
+    approve: bool,
+) -> Result<Response<Body>, Reject> {
+    let a = approver(gw, &parts).ok_or(Reject::Forbidden)?;
+    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+    if state.requirements.approvals == 0 || !state.requirements.allows_approver(&a.groups) {
+        return Err(Reject::Forbidden);
+    }
+    let same_session = caller_sid(gw, conn, &parts).is_some_and(|sid| sid == meta.sid);
+    let same_person =
+        meta.identity.as_deref() == Some(a.name.as_str()) || state.proof.as_ref().is_some_and(|p| p.sub == a.name);
+    if same_session || same_person {
+        tracing::warn!(hold = %id, approver = %a.name, "self-approval refused");
+        return Err(Reject::SelfApproval);
+    }
+    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let req = parse_body(&parts, &bytes)?;
+    closed(state.phase)?;
+    if req.txn.as_deref() != Some(meta.txn.as_str()) {
+        tracing::warn!(hold = %id, approver = %a.name, "decision names a different txn");
+        return Err(Reject::TxnMismatch);
+    }
+    let now = gw.clock.now();
+    if a.totp {
+        let code = req.code.as_deref().unwrap_or("");
+        if let Err(reason) = proofs::approver_totp(gw, &a.name, code, now) {
+            tracing::info!(hold = %id, approver = %a.name, %reason, "approver code rejected");
+            return Err(Reject::InvalidProof { attempts_left: 0 });
+        }
+    }
+    let comment = req.comment.unwrap_or_default();
+    let event = if approve {
+        Event::Approve(Approval {
+            sub: a.name.clone(),
+            at: unix_secs(now),
+        })
+    } else {
+        Event::Deny { by: a.name.clone() }
+    };
+    let applied = match gw.holds.apply(&id, event, now) {
+        Err(EngineError::Hold(HoldError::DuplicateApproval)) => {
+            let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+            let mut v = api::status_json(&meta, &state, now);
+            v["duplicate"] = true.into();
+            return Ok(respond::json(StatusCode::OK, &v));
+        }
+        other => other.map_err(engine_reject)?,
+    };
+    let kind = if approve { "approval.granted" } else { "approval.denied" };
+    tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
+    if !approve {
+        gw.notify("hold.denied", &applied.meta, now);
+        return Ok(respond::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "denied", "hold_id": id.as_str()}),
+        ));
+    }
+    match settle(gw, applied, now).await {
+        // The approver's part is done; the requester collects the release.
+        Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+            let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+            let mut v = api::status_json(&meta, &state, now);
+            v["status"] = "approved".into();
+            Ok(respond::json(StatusCode::OK, &v))
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,144 @@
+//! Verifying a requester's proof for one hold (or, up front, for one
+//! request). Every failure reason goes to the log; the client only ever
+//! learns `invalid_proof`.
+
+use super::Gateway;
+use crate::clock::unix_secs;
+use crate::hold::{HoldMeta, Proof};
+use crate::ids::HoldId;
+use crate::policy::{ProofMethod, Requirements};
+use crate::stepup::token::Binding;
+use crate::stepup::totp;
+use std::time::SystemTime;
+
+/// Verifies a step-up token and claims its `jti`.
+pub(super) fn token(
+    gw: &Gateway,
+    token: &[u8],
+    meta: &HoldMeta,
+    hold: Option<&HoldId>,
+    require: &Requirements,
+    now: SystemTime,
+) -> Result<Proof, String> {
+    if !require.accepts(ProofMethod::Token) {
+        return Err("route does not accept token proofs".into());
+    }
+    let token = std::str::from_utf8(token).map_err(|_| "token is not UTF-8".to_owned())?;
+    let binding = Binding {
+        sid: meta.sid.as_str(),
+        txn: meta.txn.as_str(),
+        hold: hold.map(|h| h.as_str()),
+    };
+    let t = gw.tokens.verify(token, &binding, now).map_err(|e| e.to_string())?;
+    let age = unix_secs(now).saturating_sub(t.auth_time);
+    if age > require.max_age.as_secs() {
+        return Err(format!(
+            "auth_time is {age}s old, route max_age is {}s",
+            require.max_age.as_secs()
+        ));
+    }
+    actor_allowed(gw, meta, require, &t.sub)?;
+    // Claimed last, so a token refused for another reason is not burnt.
+    if !gw.replay.claim(format!("jti:{}:{}", t.iss, t.jti), t.exp) {
+        return Err("token jti was already used".into());
+    }
+    Ok(Proof {
+        method: ProofMethod::Token,
+        sub: t.sub,
+        auth_time: t.auth_time,
+        amr: t.amr,
+        acr: t.acr.unwrap_or_else(|| "token".into()),
+    })
+}
+
+/// Verifies a TOTP code from `user` and claims its time step.
+pub(super) fn totp(
+    gw: &Gateway,
+    user: &str,
+    code: &str,
+    meta: &HoldMeta,
+    require: &Requirements,
+    now: SystemTime,
+) -> Result<Proof, String> {
+    let secs = unix_secs(now);
+    if user.is_empty() {
+        return Err("no user given".into());
+    }
+    if !gw.failures.allowed(user, secs) {
+        return Err(format!("too many failed proofs for user {user}; locked for now"));
+    }
+    let result = check_totp(gw, user, code, meta, require, secs);
+    if result.is_err() {
+        gw.failures.record(user, secs);
+    }
+    result
+}
+
+fn check_totp(
+    gw: &Gateway,
+    user: &str,
+    code: &str,
+    meta: &HoldMeta,
+    require: &Requirements,
+    now: u64,
+) -> Result<Proof, String> {
+    actor_allowed(gw, meta, require, user)?;
+    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
+    let secret = users
+        .totp_secret(user)
+        .ok_or_else(|| format!("user {user} has no confirmed TOTP credential"))?;
+    let step = totp::verify(secret, code, now).map_err(|e| e.to_string())?;
+    if !gw.totp_steps.claim(user, step) {
+        return Err(format!("TOTP code for step {step} was already used by {user}"));
+    }
+    Ok(Proof {
+        method: ProofMethod::Totp,
+        sub: user.to_owned(),
+        auth_time: now,
+        amr: vec!["otp".into()],
+        acr: "aal2".into(),
+    })
+}
+
+/// Who may step up: the session's own identity when it is known (SPEC §3),
+/// and only the users or groups the route names.
+pub(super) fn actor_allowed(gw: &Gateway, meta: &HoldMeta, require: &Requirements, sub: &str) -> Result<(), String> {
+    if let Some(id) = &meta.identity {
+        if id != sub {
+            return Err(format!("step-up by {sub} for a session of {id}"));
+        }
+    }
+    if require.users.is_empty() && require.groups.is_empty() {
+        return Ok(());
+    }
+    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
+    if require.allows_user(sub, users.groups(sub)) {
+        Ok(())
+    } else {
+        Err(format!("{sub} is not allowed to step up for this route"))
+    }
+}
+
+/// Checks an approver's own TOTP code (approvers configured with `totp: true`).
+pub(super) fn approver_totp(gw: &Gateway, name: &str, code: &str, now: SystemTime) -> Result<(), String> {
+    let secs = unix_secs(now);
+    if !gw.failures.allowed(name, secs) {
+        return Err(format!("too many failed codes for approver {name}"));
+    }
+    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
+    let result = users
+        .totp_secret(name)
+        .ok_or_else(|| format!("approver {name} has no confirmed TOTP credential"))
+        .and_then(|secret| totp::verify(secret, code, secs).map_err(|e| e.to_string()))
+        .and_then(|step| {
+            if gw.totp_steps.claim(name, step) {
+                Ok(())
+            } else {
+                Err("approver TOTP code already used".into())
+            }
+        });
+    if result.is_err() {
+        gw.failures.record(name, secs);
+    }
+    result
+}

@@ -1,0 +1,159 @@
+//! Forwarding a request whose step-up is complete: sign the assertion,
+//! send it upstream once, and hand the answer to whoever waits for it.
+
+use super::gate::upstream_failed;
+use super::respond::{self, Reject};
+use super::Gateway;
+use crate::assertion::{ApproverClaim, AssertionFacts};
+use crate::body::{full, Body};
+use crate::hold::engine::{Applied, Delivery, Release};
+use crate::hold::state::Approval;
+use crate::hold::{HoldMeta, HoldState, Parked, Proof};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+/// Who the assertion names as having stepped up, and how.
+pub(super) struct Actor {
+    pub sub: String,
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub auth_time: u64,
+}
+
+impl From<&Proof> for Actor {
+    fn from(p: &Proof) -> Self {
+        Actor {
+            sub: p.sub.clone(),
+            amr: p.amr.clone(),
+            acr: p.acr.clone(),
+            auth_time: p.auth_time,
+        }
+    }
+}
+
+/// The assertion's claims for a forwarded request. `held` adds the hold id.
+pub(super) fn facts(meta: &HoldMeta, proof: &Actor, approvals: &[Approval], held: bool) -> AssertionFacts {
+    AssertionFacts {
+        sub: proof.sub.clone(),
+        sid: meta.sid.as_str().to_owned(),
+        act: meta.action.clone(),
+        route: meta.route.clone(),
+        txn: meta.txn.as_str().to_owned(),
+        htm: meta.method.as_str().to_owned(),
+        htu: format!("https://{}{}", meta.host, meta.path),
+        amr: proof.amr.clone(),
+        acr: proof.acr.clone(),
+        auth_time: proof.auth_time,
+        approvers: approvals
+            .iter()
+            .map(|a| ApproverClaim {
+                sub: a.sub.clone(),
+                at: a.at,
+            })
+            .collect(),
+        hold: held.then(|| meta.id.as_str().to_owned()),
+        risk: meta.risk.clone(),
+        ..AssertionFacts::default()
+    }
+}
+
+/// Signs and forwards. Runs in its own task so that a client that
+/// disconnects mid-way cannot cancel a release half-done: once released,
+/// the request goes upstream.
+pub(super) async fn forward_signed(
+    gw: &Arc<Gateway>,
+    facts: AssertionFacts,
+    meta: &HoldMeta,
+    parked: Parked,
+) -> Result<Response<Body>, Reject> {
+    let gw2 = gw.clone();
+    let method = meta.method.clone();
+    let pq = meta.path_and_query.clone();
+    let host = meta.host.clone();
+    let task =
+        tokio::spawn(async move { send_signed(&gw2, facts, method, pq, &host, parked.headers, parked.body).await });
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "release task failed");
+        Err(Reject::UpstreamUnavailable)
+    })
+}
+
+async fn send_signed(
+    gw: &Gateway,
+    facts: AssertionFacts,
+    method: Method,
+    pq: String,
+    host: &str,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response<Body>, Reject> {
+    let signed = gw.signer.sign(&facts, gw.clock.now()).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign assertion");
+        Reject::UpstreamUnavailable
+    })?;
+    let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::UpstreamUnavailable)?;
+    headers.insert("x-stepup-assertion", value);
+    let mut req = Request::new(full(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = pq.parse().map_err(|_| Reject::BadRequest("invalid request target"))?;
+    *req.headers_mut() = headers;
+    let resp = gw.upstream.send(req, host).await.map_err(upstream_failed);
+    let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(502);
+    tracing::info!(event = "request.forwarded", jti = %signed.jti, route = %facts.route, sub = %facts.sub, txn = %facts.txn, status, "stepped-up request forwarded");
+    resp
+}
+
+/// Carries out a won release: forward, then hand the response to whoever
+/// waits for it. In `hold` mode that is the parked connection, and the
+/// caller that released it gets `{"status":"released"}`.
+pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Response<Body>, Reject> {
+    let Applied {
+        meta, state, release, ..
+    } = applied;
+    let Some(Release { parked, waiter }) = release else {
+        return Err(Reject::AlreadyReleased);
+    };
+    let proof = accountable(&meta, &state);
+    tracing::info!(event = "hold.released", hold = %meta.id, route = %meta.route, sub = %proof.sub, txn = %meta.txn, "hold released");
+    gw.notify("hold.released", &meta, gw.clock.now());
+    let facts = facts(&meta, &proof, &state.approvals, true);
+    match waiter {
+        None => forward_signed(gw, facts, &meta, parked).await,
+        Some(w) => {
+            let gw = gw.clone();
+            let meta2 = meta.clone();
+            tokio::spawn(async move {
+                let resp = forward_signed(&gw, facts, &meta2, parked)
+                    .await
+                    .unwrap_or_else(Reject::into_response);
+                let _ = w.send(Delivery::Response(resp));
+            });
+            Ok(respond::json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "released", "hold_id": meta.id.as_str()}),
+            ))
+        }
+    }
+}
+
+/// The accountable actor (`sub`) and how they are known. With a proof it
+/// is whoever proved; for approval-only holds it is the session's known
+/// identity, or else the approvers themselves (listed in `approvers`).
+fn accountable(meta: &HoldMeta, state: &HoldState) -> Actor {
+    if let Some(p) = &state.proof {
+        return p.into();
+    }
+    let first = state.approvals.first();
+    let sub = meta
+        .identity
+        .clone()
+        .or_else(|| first.map(|a| a.sub.clone()))
+        .unwrap_or_else(|| meta.requester());
+    Actor {
+        sub,
+        auth_time: state.approvals.iter().map(|a| a.at).max().unwrap_or(0),
+        amr: Vec::new(),
+        acr: "approval".into(),
+    }
+}
