@@ -1,5 +1,7 @@
 //! Command line (SPEC §8). Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
+mod enroll;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -50,11 +52,32 @@ enum Command {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Enroll a user's step-up credential.
+    Enroll {
+        #[command(subcommand)]
+        kind: EnrollKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollKind {
+    /// Create a TOTP secret (inactive until confirmed with --confirm CODE).
+    Totp {
+        user: String,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Activate the pending secret with a current code from the app.
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Replace an active TOTP credential.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// A failure caused by the caller's input (exit 2) rather than at run time.
 #[derive(Debug)]
-struct BadInput(String);
+pub(crate) struct BadInput(pub(crate) String);
 
 impl std::fmt::Display for BadInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +95,15 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Jwks { config } => jwks(&config),
+        Command::Enroll {
+            kind:
+                EnrollKind::Totp {
+                    user,
+                    config,
+                    confirm,
+                    force,
+                },
+        } => load_config(&config).and_then(|c| enroll::totp(&c, &user, confirm.as_deref(), force)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

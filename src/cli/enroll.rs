@@ -1,0 +1,82 @@
+//! `stepgate enroll`: credentials in the user store.
+
+use super::BadInput;
+use stepgate::clock::unix_secs;
+use stepgate::config::Config;
+use stepgate::stepup::totp;
+use stepgate::users::{TotpRecord, UserStore};
+
+/// Without `confirm`: creates a pending secret and prints it for the app.
+/// With `confirm`: activates the pending secret if the code is current.
+pub fn totp(config: &Config, user: &str, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
+    if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
+        return Err(BadInput(format!("`{user}` is not a valid user name (letters, digits, . _ @ -)")).into());
+    }
+    let store = UserStore::open(&config.stepup.users);
+    let now = unix_secs(std::time::SystemTime::now());
+    match confirm {
+        Some(code) => {
+            let file = store.snapshot()?;
+            let pending = file.users.get(user).and_then(|u| u.totp.as_ref());
+            let Some(record) = pending else {
+                return Err(BadInput(format!(
+                    "{user} has no TOTP credential to confirm; run `stepgate enroll totp {user}` first"
+                ))
+                .into());
+            };
+            if record.confirmed {
+                println!("{user}: TOTP is already active");
+                return Ok(());
+            }
+            if totp::verify(&record.secret, code, now).is_err() {
+                return Err(BadInput(format!(
+                    "{user}: the code does not match; check the device clock and try the current code"
+                ))
+                .into());
+            }
+            let secret = record.secret.clone();
+            store.update(|f| {
+                if let Some(t) = f.users.get_mut(user).and_then(|u| u.totp.as_mut()) {
+                    if t.secret == secret {
+                        t.confirmed = true;
+                    }
+                }
+            })?;
+            println!("{user}: TOTP is now active");
+            Ok(())
+        }
+        None => {
+            let active = store.snapshot()?.totp_secret(user).is_some();
+            if active && !force {
+                return Err(BadInput(format!(
+                    "{user} already has an active TOTP credential (use --force to replace it)"
+                ))
+                .into());
+            }
+            let secret = totp::generate_secret();
+            let uri = totp::otpauth_uri(&secret, user)?;
+            store.update(|f| {
+                f.users.entry(user.to_owned()).or_default().totp = Some(TotpRecord {
+                    secret: secret.clone(),
+                    confirmed: false,
+                    created: now,
+                });
+            })?;
+            println!("{uri}");
+            println!();
+            match qrcode::QrCode::new(uri.as_bytes()) {
+                Ok(qr) => println!(
+                    "{}",
+                    qr.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                ),
+                Err(e) => eprintln!("(cannot draw a QR code: {e})"),
+            }
+            println!();
+            println!("Scan the code (or enter the secret) in an authenticator app, then activate it with:");
+            println!("  stepgate enroll totp {user} --confirm <code>");
+            Ok(())
+        }
+    }
+}
