@@ -20,6 +20,8 @@ pub use keys::{generate_signing_key, load_public_key_pem, load_signing_key_pem};
 pub const ASSERTION_TYP: &str = "stepup+jwt";
 
 /// SPEC §6: `assertion.ttl` is at most 300 s.
+pub const CHECKPOINT_TYP: &str = "stepup-audit+jwt";
+
 pub const MAX_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +135,13 @@ impl AssertionSigner {
     /// Current key first, then the retired ones.
     pub fn jwks(&self) -> serde_json::Value {
         self.jwks.to_json()
+    }
+
+    /// Signs an audit checkpoint with the assertion key. The distinct `typ`
+    /// keeps a checkpoint from ever being mistaken for an assertion.
+    pub fn sign_checkpoint(&self, claims: &serde_json::Value) -> Result<String, AssertionError> {
+        let header = serde_json::json!({"alg": jose::jws::ES256, "typ": CHECKPOINT_TYP, "kid": self.kid});
+        Ok(jose::jws::encode_es256(&self.key, &header, claims)?)
     }
 
     pub fn sign(&self, facts: &AssertionFacts, now: SystemTime) -> Result<Signed, AssertionError> {

@@ -1,5 +1,6 @@
 //! Command line (SPEC §8). Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
+mod audit;
 mod enroll;
 
 use anyhow::Context;
@@ -52,10 +53,37 @@ enum Command {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Verify or read the audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Enroll a user's step-up credential.
     Enroll {
         #[command(subcommand)]
         kind: EnrollKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain and sequence (and, with --config or --jwks,
+    /// every checkpoint signature) of FILES given in chain order.
+    Verify {
+        files: Vec<PathBuf>,
+        #[arg(long, conflicts_with = "jwks")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// Print one hold's story from the audit trail.
+    Show {
+        #[arg(long)]
+        hold: String,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Files to read (default: the configured trail and its rotations).
+        files: Vec<PathBuf>,
     },
 }
 
@@ -95,6 +123,12 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Jwks { config } => jwks(&config),
+        Command::Audit {
+            cmd: AuditCmd::Verify { files, config, jwks },
+        } => audit::verify(&files, config.as_deref(), jwks.as_deref()),
+        Command::Audit {
+            cmd: AuditCmd::Show { hold, config, files },
+        } => audit::show(&hold, &config, &files),
         Command::Enroll {
             kind:
                 EnrollKind::Totp {
@@ -131,7 +165,7 @@ fn init_tracing(format: &str) {
     }
 }
 
-fn load_config(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| BadInput(e.to_string()).into())
 }
 
@@ -163,7 +197,7 @@ fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn signer(config: &Config) -> anyhow::Result<AssertionSigner> {
+pub(crate) fn signer(config: &Config) -> anyhow::Result<AssertionSigner> {
     let a = &config.assertion;
     let pem = keys::read_text(&a.key)?;
     let key = load_signing_key_pem(&pem).with_context(|| a.key.display().to_string())?;

@@ -29,6 +29,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub identity: IdentityConfig,
     pub notify: Option<NotifyConfig>,
+    pub audit: crate::audit::AuditConfig,
     pub assertion: AssertionConfig,
     pub limits: Limits,
     pub stepup: StepupConfig,
@@ -172,6 +173,7 @@ impl Config {
         }
         fix(&mut self.session.key_file);
         fix(&mut self.stepup.users);
+        fix(&mut self.audit.path);
         fix(&mut self.assertion.key);
         self.assertion.retired_keys.iter_mut().for_each(fix);
         for issuer in &mut self.stepup.token_issuers {

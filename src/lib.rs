@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assertion;
+pub mod audit;
 pub mod body;
 pub mod clock;
 pub mod config;

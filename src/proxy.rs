@@ -16,8 +16,24 @@ pub mod tls;
 
 pub use crate::body::Body;
 pub use forward::Upstream;
+use respond::Reject;
+
+/// An audit record about a hold, with the fields every hold event shares.
+pub(crate) fn hold_record(event: &'static str, meta: &HoldMeta) -> Record {
+    Record {
+        event,
+        hold: Some(meta.id.as_str().to_owned()),
+        route: Some(meta.route.clone()),
+        action: Some(meta.action.clone()),
+        sid: Some(meta.sid.as_str().to_owned()),
+        txn: Some(meta.txn.as_str().to_owned()),
+        ..Record::default()
+    }
+    .with("request_id", meta.request_id.clone())
+}
 
 use crate::assertion::{load_public_key_pem, load_signing_key_pem, AssertionSigner};
+use crate::audit::{Audit, Record};
 use crate::clock::{unix_secs, Clock};
 use crate::config::Config;
 use crate::hold::{HoldEngine, HoldMeta};
@@ -56,7 +72,8 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub upstream: Upstream,
     pub session_key: SessionKey,
-    pub signer: AssertionSigner,
+    pub signer: Arc<AssertionSigner>,
+    pub audit: Audit,
     pub tokens: TokenVerifier,
     pub replay: ReplayCache,
     pub holds: HoldEngine,
@@ -97,8 +114,11 @@ impl Gateway {
             retired.push(load_public_key_pem(&pem).map_err(|e| invalid(path, &e))?);
         }
         let a = &config.assertion;
-        let signer = AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
-            .map_err(|e| invalid(&a.key, &e))?;
+        let signer = Arc::new(
+            AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
+                .map_err(|e| invalid(&a.key, &e))?,
+        );
+        let audit = Audit::open(config.audit.clone(), signer.clone()).map_err(|e| invalid(&config.audit.path, &e))?;
         let mut issuers = Vec::new();
         for i in &config.stepup.token_issuers {
             let text = keys::read_text(&i.jwks)?;
@@ -129,6 +149,7 @@ impl Gateway {
             });
         }
         Ok(Arc::new(Gateway {
+            audit,
             users,
             totp_steps: StepCounters::default(),
             failures: FailureLimiter::new(10, 900),
@@ -166,6 +187,15 @@ impl Gateway {
         }));
     }
 
+    /// Appends to the audit trail and waits for it to be durable; without
+    /// the record, the sensitive work must not go on.
+    pub async fn audit(&self, record: Record) -> Result<(), Reject> {
+        self.audit.record(record).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            Reject::AuditUnavailable
+        })
+    }
+
     /// Resolves when the gateway starts shutting down.
     pub fn shutting_down(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
@@ -174,7 +204,9 @@ impl Gateway {
     fn sweep(&self) {
         let now = self.clock.now();
         for meta in self.holds.sweep(now) {
-            tracing::info!(event = "hold.expired", hold = %meta.id, route = %meta.route, "hold expired");
+            tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
+            self.audit
+                .record_later(hold_record("hold.expired", &meta).reason("deadline passed"));
             self.notify("hold.expired", &meta, now);
         }
         self.replay.purge(unix_secs(now));
@@ -261,6 +293,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = gw.shutdown.send(true);
+    gw.audit.record_later(Record::new("gateway.shutdown").reason("signal"));
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out; closing remaining connections");

@@ -139,6 +139,29 @@ fn typed(raw: RawConfig) -> Res<Config> {
             },
         },
     };
+    let audit = {
+        let a = raw.audit;
+        let path = a
+            .as_ref()
+            .and_then(|a| a.path.clone())
+            .unwrap_or_else(|| PathBuf::from("state/audit.jsonl"));
+        let rotate_bytes = match a.as_ref().and_then(|a| a.rotate.as_ref()) {
+            Some(v) => parse_size(&v.text()).or_else(|m| problem("audit.rotate", m))?,
+            None => 64 << 20,
+        };
+        if rotate_bytes < 4096 {
+            return problem("audit.rotate", "must be at least 4KiB");
+        }
+        let checkpoint_every = a.as_ref().and_then(|a| a.checkpoint_every).unwrap_or(1000);
+        if checkpoint_every == 0 {
+            return problem("audit.checkpoint_every", "must be at least 1");
+        }
+        crate::audit::AuditConfig {
+            path,
+            rotate_bytes,
+            checkpoint_every,
+        }
+    };
     let notify = match raw.notify {
         None => None,
         Some(n) => {
@@ -179,6 +202,7 @@ fn typed(raw: RawConfig) -> Res<Config> {
         trusted_proxies,
         identity,
         notify,
+        audit,
         assertion,
         limits,
         stepup,

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub identity: Option<RawIdentity>,
     #[serde(default)]
     pub notify: Option<RawNotify>,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
     pub assertion: RawAssertion,
     #[serde(default)]
     pub limits: RawLimits,
@@ -109,6 +111,17 @@ pub struct RawApprover {
 pub struct RawIdentity {
     #[serde(default)]
     pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub rotate: Option<Scalar>,
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,8 @@ pub struct HoldMeta {
     pub display: Vec<(String, String)>,
     /// Approvers are involved (the webhook announces such holds).
     pub needs_approval: bool,
+    /// `X-Request-Id` as received or generated; ties logs, audit and upstream.
+    pub request_id: String,
 }
 
 impl HoldMeta {

@@ -4,7 +4,7 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{approvals, page, proofs, release, ConnInfo, Gateway};
+use super::{approvals, hold_record, page, proofs, release, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
@@ -191,23 +191,29 @@ async fn complete(
                     proofs::token(gw, token.as_bytes(), &meta, Some(&meta.id), &state.requirements, now)
                 }
                 ProofMethod::Totp => {
-                    let (Some(user), Some(code)) = (req.user, req.code) else {
+                    let (Some(user), Some(code)) = (req.user.clone(), req.code) else {
                         return Err(Reject::BadRequest("malformed proof: user and code are required"));
                     };
                     proofs::totp(gw, user.trim(), &code, &meta, &state.requirements, now)
                 }
                 _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
             };
-            match verified {
-                Ok(proof) => {
-                    tracing::info!(event = "proof.accepted", hold = %id, method = %method, sub = %proof.sub, "proof accepted");
-                    Event::ProofAccepted(proof)
-                }
+            let (record, event) = match verified {
+                Ok(proof) => (
+                    hold_record("proof.accepted", &meta).actor(proof.sub.clone()),
+                    Event::ProofAccepted(proof),
+                ),
                 Err(reason) => {
-                    tracing::info!(event = "proof.rejected", hold = %id, method = %method, %reason, "proof rejected");
-                    Event::ProofRejected
+                    tracing::info!(hold = %id, method = %method, %reason, "proof rejected");
+                    let sub = req.user.clone().unwrap_or_default();
+                    (
+                        hold_record("proof.rejected", &meta).actor(sub).reason(reason),
+                        Event::ProofRejected,
+                    )
                 }
-            }
+            };
+            gw.audit(record.with("method", method.as_str())).await?;
+            event
         }
     };
     let applied = gw.holds.apply(&id, event, now).map_err(engine_reject)?;

@@ -6,7 +6,7 @@
 use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
 use super::handler::buffer;
 use super::respond::{self, Reject};
-use super::{proofs, ConnInfo, Gateway};
+use super::{hold_record, proofs, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::config::Approver;
@@ -113,7 +113,21 @@ pub(super) async fn decide(
             return Err(Reject::InvalidProof { attempts_left: 0 });
         }
     }
-    let comment = req.comment.unwrap_or_default();
+    let mut comment = req.comment.unwrap_or_default();
+    if comment.len() > 500 {
+        let mut end = 500;
+        while !comment.is_char_boundary(end) {
+            end -= 1;
+        }
+        comment.truncate(end);
+    }
+    let kind = if approve { "approval.granted" } else { "approval.denied" };
+    gw.audit(
+        hold_record(kind, &meta)
+            .actor(a.name.clone())
+            .with("comment", comment.clone()),
+    )
+    .await?;
     let event = if approve {
         Event::Approve(Approval {
             sub: a.name.clone(),
@@ -131,7 +145,6 @@ pub(super) async fn decide(
         }
         other => other.map_err(engine_reject)?,
     };
-    let kind = if approve { "approval.granted" } else { "approval.denied" };
     tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     if !approve {
         gw.notify("hold.denied", &applied.meta, now);

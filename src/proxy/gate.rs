@@ -4,7 +4,8 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{display, page, proofs, release, Gateway};
+use super::{display, hold_record, page, proofs, release, Gateway};
+use crate::audit::Record;
 use crate::body::Body;
 use crate::hold::engine::{Delivery, EngineError};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Phase};
@@ -25,6 +26,7 @@ pub struct Sensitive {
     pub token: Option<HeaderValue>,
     pub client_ip: IpAddr,
     pub client_cert: Option<Arc<Vec<u8>>>,
+    pub request_id: String,
 }
 
 /// Forwards a request that needs no step-up, streaming both bodies. An
@@ -87,7 +89,16 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     let cfg = &gw.config;
     let route = ctx.route.clone();
     if route.hold.mode == HoldMode::Shadow {
-        tracing::info!(event = "shadow.would_hold", route = %route.name, action = %route.action, method = %parts.method, path = %ctx.target.path.as_str(), "shadow mode: forwarding what would have been held");
+        let record = Record {
+            event: "shadow.would_hold",
+            route: Some(route.name.clone()),
+            action: Some(route.action.clone()),
+            ..Record::default()
+        }
+        .with("method", parts.method.as_str())
+        .with("path", ctx.target.path.as_str())
+        .with("request_id", ctx.request_id.clone());
+        gw.audit(record).await?;
         return pass_through(gw, parts, body, &ctx.target, None).await;
     }
     let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
@@ -124,6 +135,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         identity,
         display: display::values(&route, &ctx.target.path, &parts.headers, &bytes),
         needs_approval: route.require.approvals > 0,
+        request_id: ctx.request_id.clone(),
     };
     let browser = page::wants_html(&parts.headers);
     let parked = Parked {
@@ -136,7 +148,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
             Ok(proof) if route.require.approvals == 0 => {
                 tracing::info!(event = "token.accepted", route = %route.name, sub = %proof.sub, txn = %meta.txn, "up-front step-up token accepted");
                 let facts = release::facts(&meta, &(&proof).into(), &[], false);
-                return release::forward_signed(gw, facts, &meta, parked).await;
+                return release::forward_signed(gw, facts, &meta, parked, "token.accepted").await;
             }
             Ok(_) => {
                 tracing::info!(route = %route.name, "up-front token cannot replace the approvals this route needs; holding")
@@ -165,6 +177,15 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         Reject::TooManyHolds
     })?;
     tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
+    let created = hold_record("hold.created", &meta)
+        .with("method", meta.method.as_str())
+        .with("target", meta.path_and_query.clone())
+        .with("requester", meta.requester());
+    if let Err(e) = gw.audit(created).await {
+        // Without its record the hold must not exist.
+        let _ = gw.holds.apply(&meta.id, Event::Expire, now);
+        return Err(e);
+    }
     gw.notify("hold.pending", &meta, now);
     match (route.hold.mode, rx) {
         (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout).await,
@@ -258,6 +279,11 @@ async fn wait(
     match gw.holds.apply(&meta.id, Event::Expire, now) {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
         Ok(_) => {
+            gw.audit
+                .record_later(hold_record("hold.expired", meta).reason(match failure {
+                    Reject::ShuttingDown => "gateway shutting down",
+                    _ => "deadline passed",
+                }));
             gw.notify("hold.expired", meta, now);
             Err(failure)
         }

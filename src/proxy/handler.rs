@@ -45,6 +45,7 @@ async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Re
     let trusted = hygiene::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
     let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
     let token = parts.headers.get("x-stepup-token").cloned();
+    let request_id = request_id(&parts.headers);
     let upgrade = hygiene::upgrade_protocol(&parts.headers);
 
     // 3. match, on the method as sent and on every override it carries.
@@ -69,6 +70,9 @@ async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Re
 
     hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
     hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
 
     // 4. decide.
     match lookup.route {
@@ -84,10 +88,22 @@ async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Re
                 token,
                 client_ip,
                 client_cert: conn.client_cert.clone(),
+                request_id,
             };
             gate::sensitive(gw, ctx, parts, body).await
         }
     }
+}
+
+/// The client's `X-Request-Id` when it is a sane token, else a fresh one:
+/// it ties the gateway's logs and audit records to the upstream's.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(crate::ids::random_token)
 }
 
 /// The method as sent, GET for HEAD, and every override a framework might

@@ -3,8 +3,9 @@
 
 use super::gate::upstream_failed;
 use super::respond::{self, Reject};
-use super::Gateway;
+use super::{hold_record, Gateway};
 use crate::assertion::{ApproverClaim, AssertionFacts};
+use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::hold::engine::{Applied, Delivery, Release};
 use crate::hold::state::Approval;
@@ -60,19 +61,22 @@ pub(super) fn facts(meta: &HoldMeta, proof: &Actor, approvals: &[Approval], held
 
 /// Signs and forwards. Runs in its own task so that a client that
 /// disconnects mid-way cannot cancel a release half-done: once released,
-/// the request goes upstream.
+/// the request goes upstream. `event` names the write-ahead audit record
+/// (`hold.released`, or `token.accepted` for an up-front token).
 pub(super) async fn forward_signed(
     gw: &Arc<Gateway>,
     facts: AssertionFacts,
     meta: &HoldMeta,
     parked: Parked,
+    event: &'static str,
 ) -> Result<Response<Body>, Reject> {
     let gw2 = gw.clone();
-    let method = meta.method.clone();
-    let pq = meta.path_and_query.clone();
-    let host = meta.host.clone();
-    let task =
-        tokio::spawn(async move { send_signed(&gw2, facts, method, pq, &host, parked.headers, parked.body).await });
+    let mut record = hold_record(event, meta);
+    if facts.hold.is_none() {
+        record.hold = None;
+    }
+    let target = (meta.method.clone(), meta.path_and_query.clone(), meta.host.clone());
+    let task = tokio::spawn(async move { send_signed(&gw2, facts, record, target, parked.headers, parked.body).await });
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "release task failed");
         Err(Reject::UpstreamUnavailable)
@@ -82,9 +86,8 @@ pub(super) async fn forward_signed(
 async fn send_signed(
     gw: &Gateway,
     facts: AssertionFacts,
-    method: Method,
-    pq: String,
-    host: &str,
+    record: Record,
+    (method, pq, host): (Method, String, String),
     mut headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response<Body>, Reject> {
@@ -92,15 +95,27 @@ async fn send_signed(
         tracing::error!(error = %e, "cannot sign assertion");
         Reject::UpstreamUnavailable
     })?;
+    // Write-ahead: the decision, with the assertion's jti, is durable
+    // before the upstream sees anything.
+    let record = record.actor(facts.sub.clone()).with("jti", signed.jti.clone());
+    let ahead = record.clone().with("amr", facts.amr.clone()).with(
+        "approvers",
+        facts.approvers.iter().map(|a| a.sub.clone()).collect::<Vec<_>>(),
+    );
+    gw.audit(ahead).await?;
     let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::UpstreamUnavailable)?;
     headers.insert("x-stepup-assertion", value);
     let mut req = Request::new(full(body));
     *req.method_mut() = method;
     *req.uri_mut() = pq.parse().map_err(|_| Reject::BadRequest("invalid request target"))?;
     *req.headers_mut() = headers;
-    let resp = gw.upstream.send(req, host).await.map_err(upstream_failed);
+    let resp = gw.upstream.send(req, &host).await.map_err(upstream_failed);
     let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(502);
-    tracing::info!(event = "request.forwarded", jti = %signed.jti, route = %facts.route, sub = %facts.sub, txn = %facts.txn, status, "stepped-up request forwarded");
+    tracing::info!(jti = %signed.jti, route = %facts.route, sub = %facts.sub, status, "stepped-up request forwarded");
+    gw.audit.record_later(Record {
+        event: "request.forwarded",
+        ..record.with("status", status)
+    });
     resp
 }
 
@@ -115,16 +130,16 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
         return Err(Reject::AlreadyReleased);
     };
     let proof = accountable(&meta, &state);
-    tracing::info!(event = "hold.released", hold = %meta.id, route = %meta.route, sub = %proof.sub, txn = %meta.txn, "hold released");
+    tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
     gw.notify("hold.released", &meta, gw.clock.now());
     let facts = facts(&meta, &proof, &state.approvals, true);
     match waiter {
-        None => forward_signed(gw, facts, &meta, parked).await,
+        None => forward_signed(gw, facts, &meta, parked, "hold.released").await,
         Some(w) => {
             let gw = gw.clone();
             let meta2 = meta.clone();
             tokio::spawn(async move {
-                let resp = forward_signed(&gw, facts, &meta2, parked)
+                let resp = forward_signed(&gw, facts, &meta2, parked, "hold.released")
                     .await
                     .unwrap_or_else(Reject::into_response);
                 let _ = w.send(Delivery::Response(resp));

@@ -25,6 +25,7 @@ fn meta(sid: &str) -> HoldMeta {
         identity: None,
         display: vec![],
         needs_approval: false,
+        request_id: "r".into(),
     }
 }
 

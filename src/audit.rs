@@ -1,0 +1,148 @@
+//! The audit trail (SPEC §9): append-only JSON lines forming one hash
+//! chain. Each line carries `prev`, the SHA-256 of the line before it, so
+//! an edited, deleted or reordered line breaks the chain at that point;
+//! every `checkpoint_every` records (and at rotation and shutdown) a
+//! checkpoint line carries an ES256 signature over the chain head, so a
+//! rewrite of the whole file cannot be made consistent without the key.
+//!
+//! Writes are durable before they are acknowledged: one writer thread
+//! batches whatever is queued, writes it, `fsync`s once (group commit) and
+//! then acknowledges every record in the batch. The gateway awaits that
+//! acknowledgement before it forwards a released request, so an action
+//! never happens without its record.
+
+pub mod verify;
+mod writer;
+
+use crate::assertion::AssertionSigner;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub rotate_bytes: u64,
+    pub checkpoint_every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("the audit trail cannot be written")]
+    Unavailable,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One event. The fixed fields are always written (null when they do not
+/// apply), so every line has the same shape; `extra` holds event-specific
+/// values such as the assertion's `jti` or the upstream status.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Record {
+    #[serde(skip)]
+    pub event: &'static str,
+    pub hold: Option<String>,
+    pub route: Option<String>,
+    pub action: Option<String>,
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub txn: Option<String>,
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Record {
+    pub fn new(event: &'static str) -> Self {
+        Record {
+            event,
+            ..Record::default()
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn actor(mut self, sub: impl Into<String>) -> Self {
+        self.sub = Some(sub.into());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+struct Job {
+    record: Record,
+    ack: Option<oneshot::Sender<Result<u64, ()>>>,
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Job>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    /// Opens (or continues) the trail and starts the writer thread.
+    pub fn open(cfg: AuditConfig, signer: Arc<AssertionSigner>) -> Result<Self, AuditError> {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let state = writer::Writer::open(cfg, signer, healthy.clone())?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("stepgate-audit".into())
+            .spawn(move || state.run(rx))
+            .map_err(|source| AuditError::Io {
+                path: "audit writer thread".into(),
+                source,
+            })?;
+        Ok(Audit { tx, healthy })
+    }
+
+    /// Appends a record and waits until it is on disk. An error means it
+    /// is not: sensitive work must stop (503 `audit_unavailable`).
+    pub async fn record(&self, record: Record) -> Result<u64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job { record, ack: Some(ack) })
+            .map_err(|_| AuditError::Unavailable)?;
+        match done.await {
+            Ok(Ok(seq)) => Ok(seq),
+            _ => Err(AuditError::Unavailable),
+        }
+    }
+
+    /// Appends without waiting (for records written after the fact, such
+    /// as the upstream's status, where nothing further depends on them).
+    pub fn record_later(&self, record: Record) {
+        let _ = self.tx.send(Job { record, ack: None });
+    }
+
+    /// Whether the last write succeeded (`/readyz`).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}

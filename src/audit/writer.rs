@@ -1,0 +1,258 @@
+//! The single writer: assigns `seq`, links `prev`, batches and fsyncs,
+//! rotates by size and signs checkpoints.
+
+use super::{AuditConfig, AuditError, Job, Record, GENESIS};
+use crate::assertion::AssertionSigner;
+use crate::clock::{rfc3339, unix_secs};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::SystemTime;
+
+const MAX_BATCH: usize = 1024;
+
+pub(super) struct Writer {
+    cfg: AuditConfig,
+    signer: Arc<AssertionSigner>,
+    healthy: Arc<AtomicBool>,
+    file: Option<File>,
+    seq: u64,
+    prev: String,
+    size: u64,
+    since_checkpoint: u64,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    ts: String,
+    event: &'a str,
+    #[serde(flatten)]
+    record: &'a Record,
+    prev: &'a str,
+}
+
+pub(super) fn hash(line: &[u8]) -> String {
+    let digest = Sha256::digest(line);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Writer {
+    pub(super) fn open(
+        cfg: AuditConfig,
+        signer: Arc<AssertionSigner>,
+        healthy: Arc<AtomicBool>,
+    ) -> Result<Self, AuditError> {
+        let io = |source| AuditError::Io {
+            path: cfg.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = cfg.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+        }
+        let (seq, prev) = resume(&cfg.path).map_err(io)?;
+        let file = append(&cfg.path).map_err(io)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Writer {
+            cfg,
+            signer,
+            healthy,
+            file: Some(file),
+            seq,
+            prev,
+            size,
+            since_checkpoint: 0,
+        })
+    }
+
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+            self.commit(batch);
+        }
+        // Every sender is gone: the gateway has stopped. Seal the tail.
+        let mut buf = Vec::new();
+        self.checkpoint(&mut buf, "shutdown");
+        let _ = self.write(&buf);
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let (seq0, prev0, since0) = (self.seq, self.prev.clone(), self.since_checkpoint);
+        let mut buf = Vec::with_capacity(batch.len() * 300);
+        let mut acks = Vec::with_capacity(batch.len());
+        for job in batch {
+            self.line(&mut buf, job.record.event, &job.record);
+            acks.push((job.ack, self.seq));
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= self.cfg.checkpoint_every {
+                self.checkpoint(&mut buf, "interval");
+            }
+        }
+        match self.write(&buf) {
+            Ok(()) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                for (ack, seq) in acks {
+                    if let Some(a) = ack {
+                        let _ = a.send(Ok(seq));
+                    }
+                }
+                if self.size >= self.cfg.rotate_bytes {
+                    self.rotate();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.cfg.path.display(), "audit write failed; sensitive routes fail closed");
+                self.healthy.store(false, Ordering::Relaxed);
+                // Nothing of the batch is acknowledged; the chain continues
+                // from the last durable line.
+                (self.seq, self.prev, self.since_checkpoint) = (seq0, prev0, since0);
+                self.file = None;
+                for (ack, _) in acks {
+                    if let Some(a) = ack {
+                        let _ = a.send(Err(()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, buf: &mut Vec<u8>, event: &str, record: &Record) {
+        self.seq += 1;
+        let line = Line {
+            seq: self.seq,
+            ts: rfc3339(SystemTime::now()),
+            event,
+            record,
+            prev: &self.prev,
+        };
+        let Ok(text) = serde_json::to_vec(&line) else { return };
+        self.prev = hash(&text);
+        buf.extend_from_slice(&text);
+        buf.push(b'\n');
+    }
+
+    /// A signed checkpoint: the signature covers `prev`, which commits to
+    /// every line before it.
+    fn checkpoint(&mut self, buf: &mut Vec<u8>, why: &str) {
+        let claims = serde_json::json!({
+            "seq": self.seq + 1,
+            "prev": self.prev,
+            "iat": unix_secs(SystemTime::now()),
+        });
+        let jws = match self.signer.sign_checkpoint(&claims) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign audit checkpoint");
+                return;
+            }
+        };
+        let record = Record::new("checkpoint").with("reason_code", why).with("jws", jws);
+        self.line(buf, "checkpoint", &record);
+        self.since_checkpoint = 0;
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(append(&self.cfg.path)?);
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("audit file not open"));
+        };
+        f.write_all(buf)?;
+        f.sync_data()?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Seals the current file with a checkpoint and starts the next one;
+    /// the chain (seq and prev) continues across the files.
+    fn rotate(&mut self) {
+        let mut buf = Vec::new();
+        self.checkpoint(&mut buf, "rotate");
+        if self.write(&buf).is_err() {
+            return;
+        }
+        let target = rotated_name(&self.cfg.path, self.seq);
+        self.file = None;
+        if let Err(e) = std::fs::rename(&self.cfg.path, &target) {
+            tracing::error!(error = %e, "audit rotation failed");
+            return;
+        }
+        self.size = 0;
+        tracing::info!(rotated = %target.display(), "audit file rotated");
+    }
+}
+
+fn append(path: &Path) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
+/// `audit.jsonl` → `audit.000000001234.jsonl`, named by its last `seq` so
+/// the rotated files sort in chain order.
+pub(super) fn rotated_name(path: &Path, last_seq: u64) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("jsonl");
+    path.with_file_name(format!("{stem}.{last_seq:012}.{ext}"))
+}
+
+/// Where the chain left off: the last line of the current file, or of the
+/// newest rotated file when the current one is empty or missing.
+fn resume(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut candidates = vec![path.to_owned()];
+    if let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{stem}.")) && p != path)
+            })
+            .collect();
+        rotated.sort();
+        candidates.extend(rotated.into_iter().rev());
+    }
+    for p in candidates {
+        // Only regular files hold a chain (a device such as /dev/full, used
+        // to test write failures, would read forever).
+        if !std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+            continue;
+        }
+        let text = match std::fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let last = text.split(|&b| b == b'\n').rev().find(|l| !l.is_empty());
+        if let Some(line) = last {
+            let seq = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .ok_or_else(|| std::io::Error::other(format!("{}: last line is not an audit record", p.display())))?;
+            return Ok((seq, hash(line)));
+        }
+    }
+    Ok((0, GENESIS.to_owned()))
+}
