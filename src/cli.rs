@@ -243,12 +243,33 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listen = config.listen;
+        let admin = config.admin_listen;
         let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(%listen, upstream = %gw.config.upstream.authority, "stepgate listening");
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = admin {
+            let admin_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin)"))?;
+            tracing::info!(%addr, "admin listener (metrics, healthz, readyz)");
+            tokio::spawn(proxy::admin::run(gw.clone(), admin_listener, async move {
+                let _ = admin_stopped.await;
+            }));
+        }
+        let _watcher = match proxy::reload::watch(gw.clone(), path.to_path_buf()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                None
+            }
+        };
+        #[cfg(unix)]
+        proxy::reload::on_sighup(gw.clone(), path.to_path_buf());
+        tracing::info!(%listen, upstream = %gw.config().upstream.authority, "stepgate listening");
         proxy::run(gw, listener, shutdown_signal(), Duration::from_secs(30)).await?;
+        let _ = stop_admin.send(());
         Ok(())
     })
 }

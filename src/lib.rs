@@ -25,6 +25,7 @@ pub mod hold;
 pub mod ids;
 pub mod jose;
 pub mod keys;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod proxy;

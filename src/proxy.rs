@@ -1,6 +1,7 @@
 //! The network shell: TLS listener, per-request handler, upstream client.
 //! It turns the core's decisions into bytes and owns every socket.
 
+pub mod admin;
 mod api;
 mod approvals;
 mod display;
@@ -11,6 +12,7 @@ pub mod hygiene;
 mod page;
 mod proofs;
 mod release;
+pub mod reload;
 pub mod respond;
 pub mod tls;
 
@@ -39,11 +41,13 @@ use crate::config::Config;
 use crate::hold::{HoldEngine, HoldMeta};
 use crate::jose::Jwks;
 use crate::keys;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
 use crate::store::{FailureLimiter, ReplayCache, StepCounters};
 use crate::users::UserStore;
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -67,14 +71,38 @@ pub enum StartError {
     Invalid { path: String, message: String },
 }
 
-/// Everything a request needs, shared by all connections.
-pub struct Gateway {
+/// The parts of the gateway a reload replaces, swapped as one unit so a
+/// request never sees routes from one file and issuers from another.
+pub struct Live {
     pub config: Arc<Config>,
     pub upstream: Upstream,
+    pub tokens: TokenVerifier,
+}
+
+fn token_verifier(config: &Config) -> Result<TokenVerifier, StartError> {
+    let mut issuers = Vec::new();
+    for i in &config.stepup.token_issuers {
+        let text = keys::read_text(&i.jwks)?;
+        let keys = Jwks::parse(&text).map_err(|e| StartError::Invalid {
+            path: i.jwks.display().to_string(),
+            message: e.to_string(),
+        })?;
+        issuers.push(TokenIssuer {
+            issuer: i.issuer.clone(),
+            audience: i.audience.clone(),
+            keys,
+        });
+    }
+    Ok(TokenVerifier::new(issuers))
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    live: ArcSwap<Live>,
     pub session_key: SessionKey,
     pub signer: Arc<AssertionSigner>,
     pub audit: Audit,
-    pub tokens: TokenVerifier,
+    pub metrics: Metrics,
     pub replay: ReplayCache,
     pub holds: HoldEngine,
     pub users: UserStore,
@@ -119,17 +147,13 @@ impl Gateway {
                 .map_err(|e| invalid(&a.key, &e))?,
         );
         let audit = Audit::open(config.audit.clone(), signer.clone()).map_err(|e| invalid(&config.audit.path, &e))?;
-        let mut issuers = Vec::new();
-        for i in &config.stepup.token_issuers {
-            let text = keys::read_text(&i.jwks)?;
-            let keys = Jwks::parse(&text).map_err(|e| invalid(&i.jwks, &e))?;
-            issuers.push(TokenIssuer {
-                issuer: i.issuer.clone(),
-                audience: i.audience.clone(),
-                keys,
-            });
-        }
-        let upstream = Upstream::new(config.upstream.authority.clone(), config.limits.upstream_timeout);
+        let tokens = token_verifier(&config)?;
+        let metrics = Metrics::new();
+        let upstream = Upstream::new(
+            config.upstream.authority.clone(),
+            config.limits.upstream_timeout,
+            metrics.upstream_seconds.clone(),
+        );
         let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session);
         let (shutdown, _) = watch::channel(false);
         let notifier = match &config.notify {
@@ -154,11 +178,14 @@ impl Gateway {
             totp_steps: StepCounters::default(),
             failures: FailureLimiter::new(10, 900),
             notifier,
-            config: Arc::new(config),
-            upstream,
+            live: ArcSwap::from_pointee(Live {
+                config: Arc::new(config),
+                upstream,
+                tokens,
+            }),
+            metrics,
             session_key,
             signer,
-            tokens: TokenVerifier::new(issuers),
             replay: ReplayCache::default(),
             holds,
             clock,
@@ -190,10 +217,97 @@ impl Gateway {
     /// Appends to the audit trail and waits for it to be durable; without
     /// the record, the sensitive work must not go on.
     pub async fn audit(&self, record: Record) -> Result<(), Reject> {
-        self.audit.record(record).await.map(|_| ()).map_err(|e| {
+        let started = std::time::Instant::now();
+        let result = self.audit.record(record).await;
+        self.metrics
+            .audit_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
             Reject::AuditUnavailable
         })
+    }
+
+    /// The live configuration (one atomic load; cheap).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load().config.clone()
+    }
+
+    /// Re-reads the config file and swaps it in if it is valid; otherwise
+    /// the running configuration stays and the errors are logged with
+    /// their line and column. Settings bound at start-up (listener, TLS,
+    /// keys, audit, session key, user store, webhook) need a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<usize, String> {
+        let result = self.try_reload(path);
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(n) => {
+                tracing::info!(routes = n, path = %path.display(), "configuration reloaded");
+                self.audit.record_later(
+                    Record::new("config.reloaded")
+                        .with("routes", *n as u64)
+                        .reason("applied"),
+                );
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "reload refused, keeping the running configuration: {e}");
+                self.audit
+                    .record_later(Record::new("config.reloaded").reason(format!("refused: {e}")));
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self, path: &std::path::Path) -> Result<usize, String> {
+        let config = crate::config::load(path).map_err(|e| e.to_string())?;
+        let tokens = token_verifier(&config).map_err(|e| e.to_string())?;
+        let old = self.live();
+        let o = &old.config;
+        let fixed = [
+            ("listen", o.listen != config.listen),
+            (
+                "tls",
+                o.tls.cert != config.tls.cert || o.tls.key != config.tls.key || o.tls.client_ca != config.tls.client_ca,
+            ),
+            (
+                "assertion",
+                o.assertion.key != config.assertion.key || o.assertion.retired_keys != config.assertion.retired_keys,
+            ),
+            ("audit", o.audit.path != config.audit.path),
+            ("session.key_file", o.session.key_file != config.session.key_file),
+            ("stepup.users", o.stepup.users != config.stepup.users),
+            ("admin_listen", o.admin_listen != config.admin_listen),
+        ];
+        for (name, changed) in fixed {
+            if changed {
+                tracing::warn!(setting = name, "changed in the file but applies only after a restart");
+            }
+        }
+        let upstream = if o.upstream.authority == config.upstream.authority
+            && o.limits.upstream_timeout == config.limits.upstream_timeout
+        {
+            old.upstream.clone()
+        } else {
+            Upstream::new(
+                config.upstream.authority.clone(),
+                config.limits.upstream_timeout,
+                self.metrics.upstream_seconds.clone(),
+            )
+        };
+        let routes = config.routes.routes().len();
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        self.live.store(Arc::new(Live {
+            config: Arc::new(config),
+            upstream,
+            tokens,
+        }));
+        Ok(routes)
     }
 
     /// Resolves when the gateway starts shutting down.
@@ -204,6 +318,8 @@ impl Gateway {
     fn sweep(&self) {
         let now = self.clock.now();
         for meta in self.holds.sweep(now) {
+            self.metrics
+                .transition("expired", now.duration_since(meta.created).ok());
             tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
             self.audit
                 .record_later(hold_record("hold.expired", &meta).reason("deadline passed"));
@@ -222,7 +338,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), StartError> {
-    let c = &gw.config;
+    let c = gw.config();
+    let c = &c;
     let tls = tls::server_config(&c.tls.cert, &c.tls.key, c.tls.client_ca.as_deref())?;
     let acceptor = TlsAcceptor::from(tls);
     let builder = http_builder(c);

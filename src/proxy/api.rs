@@ -35,7 +35,11 @@ pub async fn handle(
     body: Body,
     target: &Target,
 ) -> Result<Response<Body>, Reject> {
-    let rest = target.path.as_str().get(gw.config.stepup.prefix.len()..).unwrap_or("");
+    let rest = target
+        .path
+        .as_str()
+        .get(gw.config().stepup.prefix.len()..)
+        .unwrap_or("");
     let segments: Vec<&str> = rest.split('/').collect();
     match (&parts.method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, ["jwks.json"]) => {
@@ -57,7 +61,7 @@ pub async fn handle(
 
 pub(super) fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
     let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
-    match session::session_value(&gw.config.session, &parts.headers, cert) {
+    match session::session_value(&gw.config().session, &parts.headers, cert) {
         Ok(Some(v)) => Some(gw.session_key.sid(&v)),
         _ => None,
     }
@@ -90,7 +94,7 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
     }
     let (meta, state) = own_hold(gw, conn, parts, id)?;
     if page::wants_html(&parts.headers) && state.phase.is_open() {
-        let mut resp = page::step_up(&gw.config.stepup.prefix, &meta, &state, now, None);
+        let mut resp = page::step_up(&gw.config().stepup.prefix, &meta, &state, now, None);
         *resp.status_mut() = StatusCode::OK;
         resp.headers_mut().remove(header::WWW_AUTHENTICATE);
         return Ok(resp);
@@ -212,6 +216,8 @@ async fn complete(
                     )
                 }
             };
+            gw.metrics
+                .proof(method.as_str(), matches!(event, Event::ProofAccepted(_)));
             gw.audit(record.with("method", method.as_str())).await?;
             event
         }
@@ -234,10 +240,14 @@ pub(super) async fn settle(
         )),
         Transition::Rejected { attempts_left } => Err(Reject::InvalidProof { attempts_left }),
         Transition::Denied => {
+            gw.metrics
+                .transition("denied", now.duration_since(applied.meta.created).ok());
             gw.notify("hold.denied", &applied.meta, now);
             Err(Reject::StepUpDenied)
         }
         Transition::Expired => {
+            gw.metrics
+                .transition("expired", now.duration_since(applied.meta.created).ok());
             gw.notify("hold.expired", &applied.meta, now);
             Err(Reject::HoldExpired)
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
 /// The approver whose API key the request carries, if any.
-pub(super) fn approver<'a>(gw: &'a Gateway, parts: &Parts) -> Option<&'a Approver> {
+pub(super) fn approver(gw: &Gateway, parts: &Parts) -> Option<Approver> {
     let auth = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let key = auth
         .strip_prefix("Bearer ")
@@ -34,10 +34,11 @@ pub(super) fn approver<'a>(gw: &'a Gateway, parts: &Parts) -> Option<&'a Approve
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     // Compare against every approver in constant time, so timing reveals
     // neither a key nor which approver it was close to.
+    let config = gw.config();
     let mut found = None;
-    for a in &gw.config.stepup.approvers {
+    for a in &config.stepup.approvers {
         if bool::from(a.key_sha256.ct_eq(&digest)) {
-            found = Some(a);
+            found = Some(a.clone());
         }
     }
     found
@@ -146,7 +147,10 @@ pub(super) async fn decide(
         other => other.map_err(engine_reject)?,
     };
     tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
+    gw.metrics.decision(approve);
     if !approve {
+        gw.metrics
+            .transition("denied", now.duration_since(applied.meta.created).ok());
         gw.notify("hold.denied", &applied.meta, now);
         return Ok(respond::json(
             StatusCode::OK,

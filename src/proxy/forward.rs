@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::histogram::Histogram;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +27,11 @@ pub struct Upstream {
     client: Client<HttpConnector, Body>,
     authority: Authority,
     timeout: Duration,
+    latency: Histogram,
 }
 
 impl Upstream {
-    pub fn new(authority: Authority, timeout: Duration) -> Self {
+    pub fn new(authority: Authority, timeout: Duration, latency: Histogram) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -42,6 +44,7 @@ impl Upstream {
             client,
             authority,
             timeout,
+            latency,
         }
     }
 
@@ -64,10 +67,12 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(host) {
             req.headers_mut().insert(header::HOST, v);
         }
+        let started = std::time::Instant::now();
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))?
             .map_err(ForwardError::Failed)?;
+        self.latency.observe(started.elapsed().as_secs_f64());
         let (mut parts, body) = resp.into_parts();
         if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
             hygiene::strip_outbound(&mut parts.headers);

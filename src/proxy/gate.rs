@@ -53,6 +53,7 @@ pub async fn pass_through(
         parts.headers.insert(header::UPGRADE, proto);
     }
     let mut resp = gw
+        .live()
         .upstream
         .send(Request::from_parts(parts, body), &target.host)
         .await
@@ -86,7 +87,7 @@ pub(super) fn upstream_failed(e: super::forward::ForwardError) -> Reject {
 /// A request on a sensitive route: bind it to the session and the exact
 /// bytes, accept an up-front token, or park it.
 pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
-    let cfg = &gw.config;
+    let cfg = gw.config();
     let route = ctx.route.clone();
     if route.hold.mode == HoldMode::Shadow {
         let record = Record {
@@ -186,17 +187,25 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         let _ = gw.holds.apply(&meta.id, Event::Expire, now);
         return Err(e);
     }
+    gw.metrics.transition("pending", None);
     gw.notify("hold.pending", &meta, now);
     match (route.hold.mode, rx) {
         (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout).await,
         (HoldMode::Auto, _) if browser => Ok(page::step_up(
-            &gw.config.stepup.prefix,
+            &gw.config().stepup.prefix,
             &meta,
             &state,
             now,
             bearer_challenge(bearer, &route),
         )),
-        _ => Ok(challenge(&gw.config.stepup.prefix, &meta, &state, &route, now, bearer)),
+        _ => Ok(challenge(
+            &gw.config().stepup.prefix,
+            &meta,
+            &state,
+            &route,
+            now,
+            bearer,
+        )),
     }
 }
 
@@ -284,6 +293,7 @@ async fn wait(
                     Reject::ShuttingDown => "gateway shutting down",
                     _ => "deadline passed",
                 }));
+            gw.metrics.transition("expired", now.duration_since(meta.created).ok());
             gw.notify("hold.expired", meta, now);
             Err(failure)
         }

@@ -22,15 +22,24 @@ pub fn handle(
     req: Request<Incoming>,
 ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
     Box::pin(async move {
-        Ok(match serve(&gw, &conn, req).await {
+        let mut route = String::from("none");
+        let resp = match serve(&gw, &conn, req, &mut route).await {
             Ok(resp) => resp,
             Err(reject) => reject.into_response(),
-        })
+        };
+        gw.metrics.request(&route, resp.status().as_str());
+        Ok(resp)
     })
 }
 
-async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
-    let cfg = gw.config.clone();
+/// `route` is set to the matched route's name (for metrics).
+async fn serve(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    route: &mut String,
+) -> Result<Response<Body>, Reject> {
+    let cfg = gw.config();
     let (mut parts, body) = req.into_parts();
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
 
@@ -38,6 +47,7 @@ async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Re
     hygiene::check_header_names(&parts.headers)?;
     let target = hygiene::target(&parts)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
+        *route = "stepup-api".into();
         return api::handle(gw, conn, parts, body, &target).await;
     }
 
@@ -75,6 +85,9 @@ async fn serve(gw: &Arc<Gateway>, conn: &ConnInfo, req: Request<Incoming>) -> Re
     }
 
     // 4. decide.
+    if let Some(r) = &lookup.route {
+        route.clone_from(&r.name);
+    }
     match lookup.route {
         None => gate::pass_through(gw, parts, body, &target, upgrade).await,
         Some(route) if route.deny => {

@@ -29,7 +29,11 @@ pub(super) fn token(
         txn: meta.txn.as_str(),
         hold: hold.map(|h| h.as_str()),
     };
-    let t = gw.tokens.verify(token, &binding, now).map_err(|e| e.to_string())?;
+    let t = gw
+        .live()
+        .tokens
+        .verify(token, &binding, now)
+        .map_err(|e| e.to_string())?;
     let age = unix_secs(now).saturating_sub(t.auth_time);
     if age > require.max_age.as_secs() {
         return Err(format!(

@@ -95,6 +95,7 @@ async fn send_signed(
         tracing::error!(error = %e, "cannot sign assertion");
         Reject::UpstreamUnavailable
     })?;
+    gw.metrics.assertions.inc();
     // Write-ahead: the decision, with the assertion's jti, is durable
     // before the upstream sees anything.
     let record = record.actor(facts.sub.clone()).with("jti", signed.jti.clone());
@@ -109,7 +110,7 @@ async fn send_signed(
     *req.method_mut() = method;
     *req.uri_mut() = pq.parse().map_err(|_| Reject::BadRequest("invalid request target"))?;
     *req.headers_mut() = headers;
-    let resp = gw.upstream.send(req, &host).await.map_err(upstream_failed);
+    let resp = gw.live().upstream.send(req, &host).await.map_err(upstream_failed);
     let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(502);
     tracing::info!(jti = %signed.jti, route = %facts.route, sub = %facts.sub, status, "stepped-up request forwarded");
     gw.audit.record_later(Record {
@@ -131,7 +132,9 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
     };
     let proof = accountable(&meta, &state);
     tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
-    gw.notify("hold.released", &meta, gw.clock.now());
+    let now = gw.clock.now();
+    gw.metrics.transition("released", now.duration_since(meta.created).ok());
+    gw.notify("hold.released", &meta, now);
     let facts = facts(&meta, &proof, &state.approvals, true);
     match waiter {
         None => forward_signed(gw, facts, &meta, parked, "hold.released").await,

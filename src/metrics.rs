@@ -1,0 +1,162 @@
+//! Prometheus metrics, served on `admin_listen` (`/metrics`).
+//!
+//! Names follow the Prometheus conventions: counters end in `_total`,
+//! durations are in seconds.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProofLabels {
+    pub method: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_seconds: Histogram,
+    pub holds_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub hold_transitions: Family<StateLabels, Counter>,
+    pub hold_wait_seconds: Histogram,
+    pub proofs: Family<ProofLabels, Counter>,
+    pub approvals: Family<DecisionLabels, Counter>,
+    pub assertions: Counter<u64, AtomicU64>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub audit_write_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stepgate");
+        let m = Metrics {
+            requests: Family::default(),
+            upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            holds_open: Gauge::default(),
+            hold_transitions: Family::default(),
+            hold_wait_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            proofs: Family::default(),
+            approvals: Family::default(),
+            assertions: Counter::default(),
+            reloads: Family::default(),
+            audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Requests by route and outcome", m.requests.clone());
+        registry.register(
+            "upstream_seconds",
+            "Upstream response time (headers)",
+            m.upstream_seconds.clone(),
+        );
+        registry.register("holds_open", "Holds pending or satisfied", m.holds_open.clone());
+        registry.register("hold_transitions", "Holds reaching a state", m.hold_transitions.clone());
+        registry.register(
+            "hold_wait_seconds",
+            "Time from hold to release or end",
+            m.hold_wait_seconds.clone(),
+        );
+        registry.register("proofs", "Proofs by method and result", m.proofs.clone());
+        registry.register("approvals", "Approver decisions", m.approvals.clone());
+        registry.register("assertions_signed", "Assertions signed", m.assertions.clone());
+        registry.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        registry.register(
+            "audit_write_seconds",
+            "Durable audit append latency",
+            m.audit_write_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn request(&self, route: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn transition(&self, state: &str, waited: Option<Duration>) {
+        self.hold_transitions
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .inc();
+        if let Some(w) = waited {
+            self.hold_wait_seconds.observe(w.as_secs_f64());
+        }
+    }
+
+    pub fn proof(&self, method: &str, ok: bool) {
+        self.proofs
+            .get_or_create(&ProofLabels {
+                method: method.to_owned(),
+                result: if ok { "accepted" } else { "rejected" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn decision(&self, approve: bool) {
+        self.approvals
+            .get_or_create(&DecisionLabels {
+                decision: if approve { "approve" } else { "deny" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::error!("metrics encoding failed");
+        }
+        out
+    }
+}
