@@ -1,0 +1,499 @@
+//! Path and header confusion (SPEC §2, GUIDE §4): requests shaped after
+//! published auth-proxy bypasses, sent byte for byte through the real
+//! gateway. Each one must either be refused as ambiguous (400) or land on
+//! the sensitive route it names; none may reach the upstream. Benign
+//! controls prove the table is not passing by refusing everything.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+
+/// Routes added for this file: a DELETE-only route (method overrides), a
+/// GET-only route (HEAD), and a route scoped to one host.
+const EXTRA_ROUTES: &str = "
+  - name: purge-cache
+    action: cache.purge
+    match: { methods: [DELETE], path: '/api/cache/[a-z0-9-]+' }
+    require: { methods: [token] }
+    hold: { mode: challenge }
+  - name: export-keys
+    action: keys.export
+    match: { methods: [GET], path: /admin/keys/export }
+    require: { methods: [token] }
+    hold: { mode: challenge }
+  - name: tenant-admin
+    action: tenant.admin
+    match: { host: [admin.example], prefix: /tenant }
+    require: { methods: [token] }
+    hold: { mode: challenge }
+";
+
+async fn start() -> (Upstream, Gateway) {
+    let up = Upstream::start().await;
+    let routes = format!("{DEFAULT_ROUTES}{EXTRA_ROUTES}");
+    let gw = Gateway::start(up.addr, &routes, "").await;
+    (up, gw)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// The gateway's own 400 `bad_request`.
+    Bad,
+    /// 401 `step_up_required` on this route (by name).
+    Held(&'static str),
+    /// 403 `forbidden` from a `deny: true` route.
+    Denied,
+    /// 400 from hyper's HTTP/1.1 parser, before the gateway sees anything
+    /// (so no JSON body). Kept in the table to show these never get through.
+    Unparsed,
+    /// Benign controls only: 200 from the upstream, which saw this one
+    /// request with this exact target (and the case's method and body).
+    Forwarded(&'static str),
+}
+
+struct Case {
+    why: &'static str,
+    method: &'static str,
+    target: &'static [u8],
+    /// `None` sends `Host: localhost`; `Some("")` sends no Host at all.
+    host: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static [u8],
+    expect: Expect,
+}
+
+const fn case(why: &'static str, method: &'static str, target: &'static [u8], expect: Expect) -> Case {
+    Case {
+        why,
+        method,
+        target,
+        host: None,
+        headers: &[],
+        body: b"",
+        expect,
+    }
+}
+
+impl Case {
+    const fn headers(mut self, h: &'static [(&'static str, &'static str)]) -> Case {
+        self.headers = h;
+        self
+    }
+    const fn body(mut self, b: &'static [u8]) -> Case {
+        self.body = b;
+        self
+    }
+    const fn host(mut self, h: &'static str) -> Case {
+        self.host = Some(h);
+        self
+    }
+}
+
+fn action_of(route: &str) -> &'static str {
+    match route {
+        "delete-user" => "user.delete",
+        "console" => "console.settings",
+        "purge-cache" => "cache.purge",
+        "export-keys" => "keys.export",
+        "tenant-admin" => "tenant.admin",
+        other => panic!("no action known for route {other}"),
+    }
+}
+
+/// Request bytes built by hand: `common::request` always sends
+/// `Host: localhost` and takes the target as text, and several cases need
+/// another Host or bytes that are not UTF-8.
+fn bytes_of(c: &Case, session: &str) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend_from_slice(c.method.as_bytes());
+    r.push(b' ');
+    r.extend_from_slice(c.target);
+    r.extend_from_slice(b" HTTP/1.1\r\n");
+    match c.host.unwrap_or("localhost") {
+        "" => {}
+        host => r.extend_from_slice(format!("host: {host}\r\n").as_bytes()),
+    }
+    r.extend_from_slice(b"connection: close\r\n");
+    r.extend_from_slice(format!("cookie: SESSIONID={session}\r\n").as_bytes());
+    for (k, v) in c.headers {
+        r.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    if !c.body.is_empty() || c.method == "POST" {
+        r.extend_from_slice(format!("content-length: {}\r\n", c.body.len()).as_bytes());
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(c.body);
+    r
+}
+
+/// Checks one response, and what the upstream saw meanwhile, against the
+/// case's expectation; `Err` says how they differ.
+fn judge(c: &Case, resp: &RawResponse, upstream_saw: &[Recorded]) -> Result<(), String> {
+    let body = String::from_utf8_lossy(&resp.body);
+    let saw = || -> Vec<String> {
+        upstream_saw
+            .iter()
+            .map(|r| format!("{} {} ({} bytes)", r.method, r.target, r.body.len()))
+            .collect()
+    };
+    if let Expect::Forwarded(want) = c.expect {
+        return match upstream_saw {
+            [r] if resp.status == 200 && r.target == want && r.method == c.method && r.body == c.body => Ok(()),
+            _ => Err(format!(
+                "want one forward to {want}, got {} and upstream saw {:?}",
+                resp.status,
+                saw()
+            )),
+        };
+    }
+    if !upstream_saw.is_empty() {
+        return Err(format!("got {} and the upstream saw {:?}", resp.status, saw()));
+    }
+    let json = || -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&resp.body).map_err(|_| format!("body is not JSON: {body:?}"))
+    };
+    let want_error = |status: u16, code: &str| -> Result<(), String> {
+        if resp.status != status {
+            return Err(format!("want {status} {code}, got {} {body}", resp.status));
+        }
+        let v = json()?;
+        if v["error"] != code {
+            return Err(format!("want {code}, got {v}"));
+        }
+        Ok(())
+    };
+    match c.expect {
+        Expect::Bad => want_error(400, "bad_request"),
+        Expect::Denied => want_error(403, "forbidden"),
+        Expect::Unparsed if resp.status == 400 => Ok(()),
+        Expect::Unparsed => Err(format!("want a parser 400, got {} {body}", resp.status)),
+        Expect::Held(route) => {
+            if resp.status != 401 {
+                return Err(format!("want 401 on {route}, got {} {body}", resp.status));
+            }
+            // A HEAD response has no body, so the route is identified by
+            // the action in the challenge header, which every method gets.
+            let www = resp.header("www-authenticate").unwrap_or("");
+            let action = format!("action=\"{}\"", action_of(route));
+            if !www.starts_with("StepUp ") || !www.contains(&action) {
+                return Err(format!("want a StepUp challenge with {action}, got {www:?}"));
+            }
+            if c.method != "HEAD" {
+                let v = json()?;
+                if v["error"] != "step_up_required" || v["route"] != route {
+                    return Err(format!("want step_up_required on {route}, got {v}"));
+                }
+            }
+            Ok(())
+        }
+        Expect::Forwarded(_) => unreachable!("handled above"),
+    }
+}
+
+use Expect::{Bad, Denied, Held, Unparsed};
+
+const DELETE_USER: Expect = Held("delete-user");
+const CONSOLE: Expect = Held("console");
+const PURGE: Expect = Held("purge-cache");
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+#[rustfmt::skip]
+fn table() -> Vec<Case> {
+    vec![
+        // --- the plain path, so a broken route table fails loudly here
+        case("baseline", "POST", b"/admin/users/bob/delete", DELETE_USER),
+        // --- dot segments, raw and encoded
+        case("dot-dot", "POST", b"/public/../admin/users/bob/delete", DELETE_USER),
+        case("single dot", "POST", b"/admin/./users/bob/./delete", DELETE_USER),
+        case("%2e%2e", "POST", b"/public/%2e%2e/admin/users/bob/delete", DELETE_USER),
+        case(".%2E", "POST", b"/public/.%2E/admin/users/bob/delete", DELETE_USER),
+        case("%2E.", "POST", b"/public/%2E./admin/users/bob/delete", DELETE_USER),
+        case("dot segment at the end", "POST", b"/admin/users/bob/delete/.", DELETE_USER),
+        case("dot-dot back into the route", "POST", b"/admin/users/bob/x/../delete", DELETE_USER),
+        case("dot-dot above root", "POST", b"/../admin/users/bob/delete", Bad),
+        case("encoded dot-dot above root", "POST", b"/public/%2e%2e/%2e%2e/admin/users/bob/delete", Bad),
+        // --- encoded separators and backslashes
+        case("%2F", "POST", b"/admin%2Fusers/bob/delete", Bad),
+        case("%2f lower-case", "POST", b"/admin/users/bob%2fdelete", Bad),
+        case("%5C", "POST", b"/admin%5Cusers%5Cbob%5Cdelete", Bad),
+        case("%5c after dot-dot", "POST", b"/public/..%5cadmin/users/bob/delete", Bad),
+        case("raw backslash", "POST", b"/public\\..\\admin/users/bob/delete", Bad),
+        case("..%2f traversal", "POST", b"/public/..%2fadmin/users/bob/delete", Bad),
+        // --- ;params: matched with and without them
+        case(";params on the first segment", "POST", b"/admin;x=1/users/bob/delete", DELETE_USER),
+        case(";jsessionid", "POST", b"/admin/users/bob;jsessionid=1/delete", DELETE_USER),
+        case(";params at the end", "POST", b"/admin/users/bob/delete;.css", DELETE_USER),
+        case("empty segment with params", "POST", b"/;x/admin/users/bob/delete", DELETE_USER),
+        case("encoded %3B params", "POST", b"/admin%3Bx=1/users/bob/delete", DELETE_USER),
+        case("/..;/ (Tomcat)", "POST", b"/public/..;/admin/users/bob/delete", Bad),
+        case("/.;/", "POST", b"/admin/.;/users/bob/delete", Bad),
+        // --- slashes
+        case("double slashes", "POST", b"//admin//users///bob//delete", DELETE_USER),
+        case("trailing slash", "POST", b"/admin/users/bob/delete/", DELETE_USER),
+        case("trailing double slash", "DELETE", b"/admin/users/bob//", DELETE_USER),
+        // --- case folding on the case-insensitive route
+        case("upper case", "GET", b"/ADMIN/SETTINGS/x", CONSOLE),
+        case("mixed case prefix only", "POST", b"/Admin/Settings", CONSOLE),
+        case("encoded upper-case letter", "GET", b"/%41DMIN/settings/mail", CONSOLE),
+        case("upper case behind dot-dot", "GET", b"/x/../ADMIN/SETTINGS/", CONSOLE),
+        // --- encoded unreserved characters are decoded before matching
+        case("%61dmin", "POST", b"/%61dmin/users/bob/delete", DELETE_USER),
+        case("every letter encoded", "POST", b"/%61%64%6d%69%6e/users/bob/%64elete", DELETE_USER),
+        case("encoded deny prefix", "GET", b"/admin/%73ql/run", Denied),
+        // --- double encoding
+        case("%252e%252e", "POST", b"/public/%252e%252e/admin/users/bob/delete", Bad),
+        case("%252f", "POST", b"/admin%252fusers/bob/delete", Bad),
+        case("%25 then an encoded hex digit", "POST", b"/admin/%25%32f/users/bob/delete", Bad),
+        // --- NUL and control characters
+        case("%00", "POST", b"/admin/users/bob/delete%00.html", Bad),
+        case("%0a", "POST", b"/admin/users/bob%0a/delete", Bad),
+        case("%0d", "GET", b"/admin/settings%0d", Bad),
+        case("%7f", "POST", b"/admin/users/bob/delete%7f", Bad),
+        case("%09", "GET", b"/admin/sql%09/run", Bad),
+        // --- malformed escapes
+        case("lone %", "POST", b"/admin/users/bob/delete%", Bad),
+        case("one hex digit", "POST", b"/admin/users/bob/delete%2", Bad),
+        case("non-hex digits", "POST", b"/admin/users/%zzbob/delete", Bad),
+        // --- invalid UTF-8 after decoding
+        case("%ff", "POST", b"/admin/users/%ff/delete", Bad),
+        case("overlong dot %c0%ae", "POST", b"/public/%c0%ae%c0%ae/admin/users/bob/delete", Bad),
+        case("truncated sequence", "POST", b"/admin/users/bob%e2%82/delete", Bad),
+        case("raw non-ASCII byte", "POST", b"/admin/users/b\xffb/delete", Unparsed),
+        case("IIS %u escape", "POST", b"/admin/users/bob/%u0064elete", Bad),
+        // --- fragment inside the target
+        case("fragment after the path", "POST", b"/admin/users/bob/delete#x", DELETE_USER),
+        // --- deny route, through the same confusions
+        case("deny: plain", "GET", b"/admin/sql", Denied),
+        case("deny: dot-dot", "GET", b"/public/../admin/sql/run", Denied),
+        case("deny: ;params", "GET", b"/admin;a=b/sql;c=d/run", Denied),
+        case("deny: double slash", "POST", b"//admin//sql", Denied),
+        // --- absolute-form targets: matched on their path and authority
+        case("absolute-form https", "POST", b"https://localhost/admin/users/bob/delete", DELETE_USER),
+        case("absolute-form http", "DELETE", b"http://localhost/admin/users/bob", DELETE_USER),
+        case("absolute-form upper-case authority", "POST", b"https://LOCALHOST/public/../admin/users/bob/delete", DELETE_USER),
+        case("absolute-form without Host", "POST", b"https://localhost/admin/users/bob/delete", DELETE_USER).host(""),
+        case("absolute-form authority disagrees with Host", "POST", b"https://elsewhere.example/admin/users/bob/delete", Bad),
+        case("absolute-form other port", "POST", b"https://localhost:8443/admin/users/bob/delete", Bad),
+        case("absolute-form authority picks the host route", "GET", b"https://admin.example/tenant/1", Held("tenant-admin")).host("admin.example"),
+        // --- host-scoped route
+        case("host route", "GET", b"/tenant/1", Held("tenant-admin")).host("admin.example"),
+        case("host route, upper case and port", "GET", b"/tenant/1", Held("tenant-admin")).host("ADMIN.example:443"),
+        case("two Host headers", "POST", b"/admin/users/bob/delete", Bad).headers(&[("host", "other.example")]),
+        case("Host with userinfo", "POST", b"/admin/users/bob/delete", Bad).host("user@localhost"),
+        // --- method overrides on a DELETE-only route
+        case("override: plain DELETE", "DELETE", b"/api/cache/all", PURGE),
+        case("X-HTTP-Method-Override", "POST", b"/api/cache/all", PURGE).headers(&[("X-HTTP-Method-Override", "DELETE")]),
+        case("X-HTTP-Method", "POST", b"/api/cache/all", PURGE).headers(&[("X-HTTP-Method", "DELETE")]),
+        case("X-Method-Override", "POST", b"/api/cache/all", PURGE).headers(&[("X-Method-Override", "DELETE")]),
+        case("override in lower case", "POST", b"/api/cache/all", PURGE).headers(&[("x-http-method-override", "delete")]),
+        case("_method in the query", "POST", b"/api/cache/all?_method=DELETE", PURGE),
+        case("encoded _method in the query", "GET", b"/api/cache/all?%5Fmethod=delete", PURGE),
+        case("_method in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"a=1&_method=DELETE"),
+        case("_method in a form body with charset", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "Application/X-WWW-Form-Urlencoded; charset=utf-8")]).body(b"_method=delete"),
+        // --- HEAD is matched as GET
+        case("HEAD on a GET route", "HEAD", b"/admin/keys/export", Held("export-keys")),
+        case("HEAD through dot-dot", "HEAD", b"/public/../admin/keys/export/", Held("export-keys")),
+        // --- headers with underscores
+        case("underscore assertion header", "GET", b"/public", Bad).headers(&[("X_StepUp_Assertion", "x")]),
+        case("underscore on a sensitive route", "POST", b"/admin/users/bob/delete", Bad).headers(&[("X_Original_URL", "/public")]),
+        case("underscore forwarding header", "GET", b"/public", Bad).headers(&[("x_forwarded_for", "10.0.0.1")]),
+        // --- headers that legacy frameworks route on do not change the match
+        case("X-Original-URL on a sensitive path", "POST", b"/admin/users/bob/delete", DELETE_USER).headers(&[("X-Original-URL", "/public")]),
+        // --- targets that are not paths
+        case("CONNECT authority-form", "CONNECT", b"localhost:443", Bad),
+    ]
+}
+
+/// Sends every case on its own connection and session, and returns one
+/// line per case that did not behave.
+async fn run(up: &Upstream, gw: &Gateway, cases: &[Case]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        // A fresh session per case keeps the per-session hold limit out of play.
+        let before = up.requests().len();
+        let resp = raw(gw.addr, &gw.pki, &bytes_of(c, &format!("case-{i}"))).await;
+        let seen = up.requests();
+        if let Err(e) = judge(c, &resp, seen.get(before..).unwrap_or(&[])) {
+            failures.push(format!(
+                "#{i} {} ({} {:?}): {e}",
+                c.why,
+                c.method,
+                String::from_utf8_lossy(c.target)
+            ));
+        }
+    }
+    failures
+}
+
+#[tokio::test]
+async fn confusing_requests_are_refused_or_matched_and_never_forwarded() {
+    let (up, gw) = start().await;
+    let cases = table();
+    assert!(cases.len() >= 45, "the table has {} cases", cases.len());
+    assert!(
+        !cases.iter().any(|c| matches!(c.expect, Expect::Forwarded(_))),
+        "the table is for requests that must not be forwarded"
+    );
+    let failures = run(&up, &gw, &cases).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Requests that look like the table's but are not sensitive: each must
+/// reach the upstream, with exactly the target given.
+#[rustfmt::skip]
+fn benign() -> Vec<Case> {
+    use Expect::Forwarded as To;
+    vec![
+        case("plain", "GET", b"/public", To("/public")),
+        // The query is not part of the path: the upstream must get it as
+        // a query on /public, never as a path.
+        case("path-like query", "GET", b"/public?/admin/users/bob/delete", To("/public?/admin/users/bob/delete")),
+        case("dot-dot in the query", "POST", b"/public?x=/../admin/users/bob/delete", To("/public?x=/../admin/users/bob/delete")),
+        // A browser never sends a fragment; if one is sent anyway it is
+        // dropped, not re-read as part of the path.
+        case("path-like fragment", "GET", b"/public#/../admin/users/bob/delete", To("/public")),
+        case("canonical form is forwarded", "GET", b"/public/./a/../b//c", To("/public/b/c")),
+        case("unreserved escapes decoded", "GET", b"/%7Euser/%41bc", To("/~user/Abc")),
+        case("method-scoped route, other method", "GET", b"/admin/users/bob", To("/admin/users/bob")),
+        case("anchored regex", "POST", b"/admin/users/bob/deleted", To("/admin/users/bob/deleted")),
+        case("prefix ends at a segment", "GET", b"/admin/settings-backup", To("/admin/settings-backup")),
+        case("deny prefix ends at a segment", "GET", b"/admin/sqlite", To("/admin/sqlite")),
+        case("DELETE-only route, POST without override", "POST", b"/api/cache/all", To("/api/cache/all")),
+        // This body is read up front to look for `_method`; it must still
+        // arrive whole.
+        case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
+        case("host route, other host", "GET", b"/tenant/1", To("/tenant/1")).host("other.example"),
+    ]
+}
+
+#[tokio::test]
+async fn benign_lookalikes_pass_through_with_the_canonical_target() {
+    let (up, gw) = start().await;
+    let failures = run(&up, &gw, &benign()).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `Connection` may name hop-by-hop headers for the gateway to drop, but
+/// never the forwarding headers the gateway adds afterwards.
+#[tokio::test]
+async fn connection_header_cannot_remove_x_forwarded_for() {
+    let (up, gw) = start().await;
+    let req = request(
+        "GET",
+        "/public",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("connection", "X-Forwarded-For, x-forwarded-host,X-Forwarded-Proto"),
+        ],
+        b"",
+    );
+    let resp = raw(gw.addr, &gw.pki, &req).await;
+    assert_eq!(resp.status, 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-host").as_deref(), Some("localhost"));
+    assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+/// Routes are case-sensitive unless they say `case_insensitive: true`, and
+/// the gateway never case-folds what it forwards. So a case-sensitive route
+/// in front of a case-insensitive upstream (IIS, some Spring setups) is
+/// bypassed by `/Admin/...`: that is the route author's choice to make, and
+/// this test pins that the upstream at least gets the path as matched.
+#[tokio::test]
+async fn case_sensitive_route_lets_other_case_through_unchanged() {
+    let (up, gw) = start().await;
+    for (target, forwarded) in [
+        ("/Admin/users/bob/delete", "/Admin/users/bob/delete"),
+        ("/%41dmin/users/bob/delete", "/Admin/users/bob/delete"),
+    ] {
+        let resp = raw(
+            gw.addr,
+            &gw.pki,
+            &request("POST", target, &[("cookie", "SESSIONID=case")], b""),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{target}");
+        let seen = up.requests();
+        assert_eq!(seen.last().map(|r| r.target.as_str()), Some(forwarded));
+    }
+    assert_eq!(up.requests().len(), 2);
+}
+
+async fn h2_send(
+    client: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> (u16, serde_json::Value) {
+    let resp = client.send_request(req).await.expect("h2 response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn http2_gets_the_same_normalization() {
+    let (up, gw) = start().await;
+    let mut client = h2_client(gw.addr, &gw.pki).await;
+    let post = |uri: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("cookie", "SESSIONID=h2")
+    };
+
+    // hyper sends `host` as an ordinary header next to `:authority`.
+    let req = post("https://localhost/public")
+        .header("host", "elsewhere.example")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, v) = h2_send(&mut client, req).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+
+    // Same host, different case: not a disagreement.
+    let req = post("https://localhost/public/%2e%2e/admin/users/bob/delete")
+        .header("host", "LOCALHOST")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, v) = h2_send(&mut client, req).await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["route"], "delete-user");
+
+    let req = post("https://localhost/admin%2fusers/bob/delete")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, v) = h2_send(&mut client, req).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+
+    // HTTP/2 has no rule against `_` in field names, so this reaches the gateway.
+    let req = post("https://localhost/public")
+        .header("x_stepup_assertion", "forged")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, v) = h2_send(&mut client, req).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+
+    // A `:path` without a leading `/` cannot be sent from here: http::Uri
+    // refuses to build `https://localhost` + `admin/...`, and h2 would
+    // rewrite an empty path to `/`. The canonical-path unit tests cover
+    // `NotAbsolute` instead.
+    assert!(http::Uri::builder()
+        .scheme("https")
+        .authority("localhost")
+        .path_and_query("admin/users/bob/delete")
+        .build()
+        .is_err());
+
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+}
