@@ -293,9 +293,15 @@ fn table() -> Vec<Case> {
         case("encoded _method in the query", "GET", b"/api/cache/all?%5Fmethod=delete", PURGE),
         case("_method in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"a=1&_method=DELETE"),
         case("_method in a form body with charset", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "Application/X-WWW-Form-Urlencoded; charset=utf-8")]).body(b"_method=delete"),
+        // --- request methods in lower case: Django, Flask and Symfony
+        // upper-case the method before routing, so `delete` is DELETE there
+        case("lower-case DELETE", "delete", b"/api/cache/all", PURGE),
+        case("lower-case POST", "post", b"/admin/users/bob/delete", DELETE_USER),
+        case("mixed-case DELETE", "DeLeTe", b"/admin/users/bob", DELETE_USER),
         // --- HEAD is matched as GET
         case("HEAD on a GET route", "HEAD", b"/admin/keys/export", Held("export-keys")),
         case("HEAD through dot-dot", "HEAD", b"/public/../admin/keys/export/", Held("export-keys")),
+        case("lower-case HEAD", "head", b"/admin/keys/export", Held("export-keys")),
         // --- headers with underscores
         case("underscore assertion header", "GET", b"/public", Bad).headers(&[("X_StepUp_Assertion", "x")]),
         case("underscore on a sensitive route", "POST", b"/admin/users/bob/delete", Bad).headers(&[("X_Original_URL", "/public")]),
