@@ -123,7 +123,10 @@ fn request_id(headers: &HeaderMap) -> String {
 /// honour: a route listing DELETE must also catch `POST` + `X-HTTP-Method-Override: DELETE`.
 fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Vec<Method> {
     let mut out = vec![method.clone()];
-    if method == Method::HEAD {
+    // Django, Flask and Symfony upper-case the method before routing, so
+    // `delete` is a DELETE to them.
+    out.extend(parse_method(method.as_str().as_bytes()).filter(|m| m != method));
+    if out.contains(&Method::HEAD) {
         out.push(Method::GET);
     }
     for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
@@ -200,6 +203,9 @@ mod tests {
         assert_eq!(m, vec![Method::POST, Method::DELETE, Method::PUT]);
         let m = effective_methods(&Method::HEAD, &HeaderMap::new(), None);
         assert!(m.contains(&Method::GET));
+        let lower = Method::from_bytes(b"head").expect("method");
+        let m = effective_methods(&lower, &HeaderMap::new(), None);
+        assert_eq!(m, vec![lower, Method::HEAD, Method::GET]);
         assert_eq!(form_methods(b"x=1&_method=DELETE"), vec![Method::DELETE]);
     }
 }
