@@ -289,6 +289,10 @@ fn table() -> Vec<Case> {
         case("X-HTTP-Method", "POST", b"/api/cache/all", PURGE).headers(&[("X-HTTP-Method", "DELETE")]),
         case("X-Method-Override", "POST", b"/api/cache/all", PURGE).headers(&[("X-Method-Override", "DELETE")]),
         case("override in lower case", "POST", b"/api/cache/all", PURGE).headers(&[("x-http-method-override", "delete")]),
+        // Express's method-override takes the first of a comma-separated list
+        // (and Node joins repeated headers with commas).
+        case("override list", "POST", b"/api/cache/all", PURGE).headers(&[("X-HTTP-Method-Override", "DELETE, GET")]),
+        case("override list with trailing comma", "POST", b"/api/cache/all", PURGE).headers(&[("X-Method-Override", "delete,")]),
         case("_method in the query", "POST", b"/api/cache/all?_method=DELETE", PURGE),
         case("encoded _method in the query", "GET", b"/api/cache/all?%5Fmethod=delete", PURGE),
         case("_method in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"a=1&_method=DELETE"),
