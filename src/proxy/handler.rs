@@ -130,8 +130,10 @@ fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&str>) 
         out.push(Method::GET);
     }
     for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+        // Express reads the first item of a comma list (Node joins repeated
+        // headers with commas); every item is taken here.
         for v in headers.get_all(name) {
-            out.extend(parse_method(v.as_bytes()));
+            out.extend(v.as_bytes().split(|&b| b == b',').filter_map(parse_method));
         }
     }
     if let Some(q) = query {
@@ -206,6 +208,10 @@ mod tests {
         let lower = Method::from_bytes(b"head").expect("method");
         let m = effective_methods(&lower, &HeaderMap::new(), None);
         assert_eq!(m, vec![lower, Method::HEAD, Method::GET]);
+        let mut h = HeaderMap::new();
+        h.insert("x-method-override", "delete, GET,".parse().expect("hv"));
+        let m = effective_methods(&Method::POST, &h, None);
+        assert_eq!(m, vec![Method::POST, Method::DELETE, Method::GET]);
         assert_eq!(form_methods(b"x=1&_method=DELETE"), vec![Method::DELETE]);
     }
 }
