@@ -200,6 +200,14 @@ const PURGE: Expect = Held("purge-cache");
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
+const MULTIPART: &[u8] = b"--XyZ\r\n\
+content-disposition: form-data; name=\"note\"\r\n\r\n\
+cleanup\r\n\
+--XyZ\r\n\
+Content-Disposition: form-data; name=\"_method\"\r\n\r\n\
+DELETE\r\n\
+--XyZ--\r\n";
+
 #[rustfmt::skip]
 fn table() -> Vec<Case> {
     vec![
@@ -297,6 +305,12 @@ fn table() -> Vec<Case> {
         case("encoded _method in the query", "GET", b"/api/cache/all?%5Fmethod=delete", PURGE),
         case("_method in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"a=1&_method=DELETE"),
         case("_method in a form body with charset", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "Application/X-WWW-Form-Urlencoded; charset=utf-8")]).body(b"_method=delete"),
+        // Rack reads a POST without Content-Type as a form, and Rack and PHP
+        // read `_method` from multipart forms too; Express's qs parser turns
+        // `_method[]=X` into ['X'] and method-override takes the first.
+        case("_method in a body without Content-Type", "POST", b"/api/cache/all", PURGE).body(b"_method=DELETE"),
+        case("_method in a multipart form", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(MULTIPART),
+        case("bracketed _method[] in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"_method%5B%5D=DELETE"),
         // --- request methods in lower case: Django, Flask and Symfony
         // upper-case the method before routing, so `delete` is DELETE there
         case("lower-case DELETE", "delete", b"/api/cache/all", PURGE),
@@ -381,6 +395,7 @@ fn benign() -> Vec<Case> {
         // This body is read up front to look for `_method`; it must still
         // arrive whole.
         case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
+        case("multipart body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(b"--XyZ\r\ncontent-disposition: form-data; name=\"method\"\r\n\r\nDELETE\r\n--XyZ--\r\n"),
         case("host route, other host", "GET", b"/tenant/1", To("/tenant/1")).host("other.example"),
     ]
 }
