@@ -70,10 +70,11 @@ async fn serve(
         })
     };
     let mut lookup = find(&methods);
-    if lookup.route.is_none() && lookup.method_miss && is_form(&parts.headers) {
+    let form = form_kind(&parts.headers);
+    if let (None, true, Some(form)) = (&lookup.route, lookup.method_miss, form) {
         // Only a form body that may carry `_method` is read up front.
         let bytes = buffer(body, cfg.limits.max_body).await?;
-        methods.extend(form_methods(&bytes));
+        methods.extend(form_methods(form, &bytes));
         lookup = find(&methods);
         body = full(bytes);
     }
@@ -151,23 +152,57 @@ fn parse_method(v: &[u8]) -> Option<Method> {
     Method::from_bytes(&up).ok()
 }
 
-fn form_methods(body: &[u8]) -> Vec<Method> {
-    form_urlencoded::parse(body)
-        .filter(|(k, _)| k == "_method")
-        .filter_map(|(_, v)| parse_method(v.as_bytes()))
-        .collect()
+/// A body a framework may read a `_method` override from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    UrlEncoded,
+    Multipart,
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        })
-        .unwrap_or(false)
+fn form_kind(headers: &HeaderMap) -> Option<Form> {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter().peekable();
+    if types.peek().is_none() {
+        // Rack parses a POST without Content-Type as a urlencoded form.
+        return Some(Form::UrlEncoded);
+    }
+    // Every value, not the first: which duplicate wins is up to the upstream.
+    types.find_map(|v| {
+        let t = String::from_utf8_lossy(v.as_bytes()).trim_start().to_ascii_lowercase();
+        if t.starts_with("application/x-www-form-urlencoded") {
+            Some(Form::UrlEncoded)
+        } else if t.starts_with("multipart/form-data") {
+            Some(Form::Multipart)
+        } else {
+            None
+        }
+    })
+}
+
+fn form_methods(form: Form, body: &[u8]) -> Vec<Method> {
+    match form {
+        // `_method[]=X` and `_method[0]=X` are arrays to Express's qs
+        // parser, and method-override takes their first item.
+        Form::UrlEncoded => form_urlencoded::parse(body)
+            .filter(|(k, _)| k == "_method" || k.starts_with("_method["))
+            .filter_map(|(_, v)| parse_method(v.as_bytes()))
+            .collect(),
+        Form::Multipart => multipart_methods(body),
+    }
+}
+
+/// `_method` in a multipart body, found without a multipart parser (so
+/// without one to disagree with): the first line after the headers of
+/// every part whose headers mention `_method`. Reading parts a framework
+/// would not can only widen the method set.
+fn multipart_methods(body: &[u8]) -> Vec<Method> {
+    let mut out = Vec::new();
+    let mut lines = body.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    while let Some(line) = lines.next() {
+        if line.windows(7).any(|w| w == b"_method") && lines.by_ref().any(<[u8]>::is_empty) {
+            out.extend(lines.next().and_then(parse_method));
+        }
+    }
+    out
 }
 
 /// Reads a whole body, refusing more than `max` bytes (checked against the
@@ -212,6 +247,13 @@ mod tests {
         h.insert("x-method-override", "delete, GET,".parse().expect("hv"));
         let m = effective_methods(&Method::POST, &h, None);
         assert_eq!(m, vec![Method::POST, Method::DELETE, Method::GET]);
-        assert_eq!(form_methods(b"x=1&_method=DELETE"), vec![Method::DELETE]);
+        assert_eq!(
+            form_methods(Form::UrlEncoded, b"x=1&_method=DELETE&_method%5B%5D=put"),
+            vec![Method::DELETE, Method::PUT]
+        );
+        let multipart = b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\
+            Content-Type: text/plain\r\n\r\npatch\r\n--b\r\n\
+            Content-Disposition: form-data; name=\"x\"\r\n\r\nGET\r\n--b--\r\n";
+        assert_eq!(form_methods(Form::Multipart, multipart), vec![Method::PATCH]);
     }
 }
