@@ -311,6 +311,10 @@ fn table() -> Vec<Case> {
         case("_method in a body without Content-Type", "POST", b"/api/cache/all", PURGE).body(b"_method=DELETE"),
         case("_method in a multipart form", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(MULTIPART),
         case("bracketed _method[] in a form body", "POST", b"/api/cache/all", PURGE).headers(&[FORM]).body(b"_method%5B%5D=DELETE"),
+        // Laravel makes a JSON body its request bag, and Express's
+        // method-override reads req.body whatever parsed it.
+        case("_method in a JSON body", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "application/json")]).body(br#"{"ids":[1],"_method":"DELETE"}"#),
+        case("_method array in a +json body", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "application/vnd.api+json")]).body(br#"{"_method":["delete"]}"#),
         // --- request methods in lower case: Django, Flask and Symfony
         // upper-case the method before routing, so `delete` is DELETE there
         case("lower-case DELETE", "delete", b"/api/cache/all", PURGE),
@@ -396,6 +400,7 @@ fn benign() -> Vec<Case> {
         // arrive whole.
         case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
         case("multipart body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(b"--XyZ\r\ncontent-disposition: form-data; name=\"method\"\r\n\r\nDELETE\r\n--XyZ--\r\n"),
+        case("JSON body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "application/json")]).body(br#"{"method":"DELETE"}"#),
         case("host route, other host", "GET", b"/tenant/1", To("/tenant/1")).host("other.example"),
     ]
 }
