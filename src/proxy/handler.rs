@@ -72,7 +72,7 @@ async fn serve(
     let mut lookup = find(&methods);
     let form = form_kind(&parts.headers);
     if let (None, true, Some(form)) = (&lookup.route, lookup.method_miss, form) {
-        // Only a form body that may carry `_method` is read up front.
+        // Only a body that may carry `_method` is read up front.
         let bytes = buffer(body, cfg.limits.max_body).await?;
         methods.extend(form_methods(form, &bytes));
         lookup = find(&methods);
@@ -157,6 +157,7 @@ fn parse_method(v: &[u8]) -> Option<Method> {
 enum Form {
     UrlEncoded,
     Multipart,
+    Json,
 }
 
 fn form_kind(headers: &HeaderMap) -> Option<Form> {
@@ -172,6 +173,9 @@ fn form_kind(headers: &HeaderMap) -> Option<Form> {
             Some(Form::UrlEncoded)
         } else if t.starts_with("multipart/form-data") {
             Some(Form::Multipart)
+        } else if t.contains("/json") || t.contains("+json") {
+            // Laravel's test for a JSON request.
+            Some(Form::Json)
         } else {
             None
         }
@@ -187,6 +191,7 @@ fn form_methods(form: Form, body: &[u8]) -> Vec<Method> {
             .filter_map(|(_, v)| parse_method(v.as_bytes()))
             .collect(),
         Form::Multipart => multipart_methods(body),
+        Form::Json => json_methods(body),
     }
 }
 
@@ -203,6 +208,25 @@ fn multipart_methods(body: &[u8]) -> Vec<Method> {
         }
     }
     out
+}
+
+/// A top-level `_method` string, or any string in a `_method` array
+/// (Express's method-override takes the first).
+fn json_methods(body: &[u8]) -> Vec<Method> {
+    use serde_json::Value;
+    let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let items = match doc.get("_method") {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(v) => vec![v],
+        None => Vec::new(),
+    };
+    items
+        .into_iter()
+        .filter_map(Value::as_str)
+        .filter_map(|s| parse_method(s.as_bytes()))
+        .collect()
 }
 
 /// Reads a whole body, refusing more than `max` bytes (checked against the
@@ -255,5 +279,10 @@ mod tests {
             Content-Type: text/plain\r\n\r\npatch\r\n--b\r\n\
             Content-Disposition: form-data; name=\"x\"\r\n\r\nGET\r\n--b--\r\n";
         assert_eq!(form_methods(Form::Multipart, multipart), vec![Method::PATCH]);
+        assert_eq!(
+            form_methods(Form::Json, br#"{"_method":["delete",1,"put"]}"#),
+            vec![Method::DELETE, Method::PUT]
+        );
+        assert!(form_methods(Form::Json, br#"[{"_method":"delete"}]"#).is_empty());
     }
 }
