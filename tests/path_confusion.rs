@@ -289,6 +289,11 @@ fn table() -> Vec<Case> {
         // --- host-scoped route
         case("host route", "GET", b"/tenant/1", Held("tenant-admin")).host("admin.example"),
         case("host route, upper case and port", "GET", b"/tenant/1", Held("tenant-admin")).host("ADMIN.example:443"),
+        // A fully qualified name: nginx, Django and most vhost lookups drop
+        // the trailing dot, so this is the same host to the upstream.
+        case("host route, trailing dot", "GET", b"/tenant/1", Held("tenant-admin")).host("admin.example."),
+        case("host route, trailing dot and port", "GET", b"/tenant/1", Held("tenant-admin")).host("Admin.Example.:443"),
+        case("absolute-form, trailing dot", "GET", b"https://admin.example./tenant/1", Held("tenant-admin")).host("admin.example."),
         case("two Host headers", "POST", b"/admin/users/bob/delete", Bad).headers(&[("host", "other.example")]),
         case("Host with userinfo", "POST", b"/admin/users/bob/delete", Bad).host("user@localhost"),
         // --- method overrides on a DELETE-only route
