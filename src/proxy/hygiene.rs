@@ -16,7 +16,8 @@ pub struct Target {
     pub query: Option<String>,
     /// `Host`/`:authority` as received (port kept), for `txn` and upstream.
     pub host: String,
-    /// Lower-case, port removed: what `match.host` compares with.
+    /// Lower-case, port and trailing dots removed: what `match.host`
+    /// compares with.
     pub host_name: String,
 }
 
@@ -83,7 +84,9 @@ pub fn target(parts: &Parts) -> Result<Target, Reject> {
     if host.is_empty() || host.contains('@') || !host.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Reject::BadRequest("invalid Host header"));
     }
-    let host_name = strip_port(host).to_ascii_lowercase();
+    // `admin.example.` is the fully qualified `admin.example`: nginx and
+    // Django drop the dot before choosing a virtual host.
+    let host_name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
     Ok(Target {
         path,
         query,
@@ -285,5 +288,14 @@ mod tests {
         let t = target(&parts).expect("target");
         assert_eq!(t.host_name, "a.example");
         assert_eq!(t.path_and_query(), "/y?q=1");
+        let req = http::Request::builder()
+            .uri("/x")
+            .header("host", "A.Example.:8443")
+            .body(())
+            .expect("request");
+        let (parts, _) = req.into_parts();
+        let t = target(&parts).expect("target");
+        assert_eq!(t.host_name, "a.example");
+        assert_eq!(t.host, "A.Example.:8443", "forwarded as received");
     }
 }
