@@ -329,6 +329,10 @@ fn table() -> Vec<Case> {
         case("HEAD on a GET route", "HEAD", b"/admin/keys/export", Held("export-keys")),
         case("HEAD through dot-dot", "HEAD", b"/public/../admin/keys/export/", Held("export-keys")),
         case("lower-case HEAD", "head", b"/admin/keys/export", Held("export-keys")),
+        // Rack accepts `_method=HEAD`, and Rails and Express route a HEAD to
+        // the GET handler (running it, dropping only the body).
+        case("override to HEAD on a GET route", "POST", b"/admin/keys/export", Held("export-keys")).headers(&[("X-HTTP-Method-Override", "HEAD")]),
+        case("_method=head on a GET route", "POST", b"/admin/keys/export?_method=head", Held("export-keys")),
         // --- headers with underscores
         case("underscore assertion header", "GET", b"/public", Bad).headers(&[("X_StepUp_Assertion", "x")]),
         case("underscore on a sensitive route", "POST", b"/admin/users/bob/delete", Bad).headers(&[("X_Original_URL", "/public")]),
