@@ -120,16 +120,13 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(crate::ids::random_token)
 }
 
-/// The method as sent, GET for HEAD, and every override a framework might
+/// The method as sent and every override a framework might
 /// honour: a route listing DELETE must also catch `POST` + `X-HTTP-Method-Override: DELETE`.
 fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Vec<Method> {
     let mut out = vec![method.clone()];
     // Django, Flask and Symfony upper-case the method before routing, so
     // `delete` is a DELETE to them.
     out.extend(parse_method(method.as_str().as_bytes()).filter(|m| m != method));
-    if out.contains(&Method::HEAD) {
-        out.push(Method::GET);
-    }
     for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
         // Express reads the first item of a comma list (Node joins repeated
         // headers with commas); every item is taken here.
@@ -262,11 +259,9 @@ mod tests {
         h.insert("x-http-method-override", "delete".parse().expect("hv"));
         let m = effective_methods(&Method::POST, &h, Some("a=1&_method=put"));
         assert_eq!(m, vec![Method::POST, Method::DELETE, Method::PUT]);
-        let m = effective_methods(&Method::HEAD, &HeaderMap::new(), None);
-        assert!(m.contains(&Method::GET));
         let lower = Method::from_bytes(b"head").expect("method");
         let m = effective_methods(&lower, &HeaderMap::new(), None);
-        assert_eq!(m, vec![lower, Method::HEAD, Method::GET]);
+        assert_eq!(m, vec![lower, Method::HEAD]);
         let mut h = HeaderMap::new();
         h.insert("x-method-override", "delete, GET,".parse().expect("hv"));
         let m = effective_methods(&Method::POST, &h, None);

@@ -55,8 +55,8 @@ impl PathPattern {
 pub struct MatchRequest<'a> {
     /// Lower-case host without port.
     pub host: &'a str,
-    /// The method as received plus every override the request carries, and
-    /// GET when the method is HEAD: a route matches if any of them is listed.
+    /// The method as received plus every override the request carries: a
+    /// route matches if any of them is listed (a listed GET also takes HEAD).
     pub methods: &'a [Method],
     pub path: &'a CanonicalPath,
     pub query: Option<&'a str>,
@@ -149,7 +149,10 @@ impl RouteTable {
 
 impl Route {
     fn method_ok(&self, methods: &[Method]) -> bool {
-        self.methods.is_empty() || methods.iter().any(|m| self.methods.contains(m))
+        // Frameworks run the GET handler for a HEAD, however HEAD was asked
+        // for (request line or override), and only drop the body.
+        let head_as_get = |m: &Method| *m == Method::HEAD && self.methods.contains(&Method::GET);
+        self.methods.is_empty() || methods.iter().any(|m| self.methods.contains(m) || head_as_get(m))
     }
 
     fn predicates_hold(&self, req: &MatchRequest<'_>) -> bool {

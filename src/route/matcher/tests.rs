@@ -137,6 +137,24 @@ fn params_case_and_method_miss() {
 }
 
 #[test]
+fn a_get_route_also_takes_head_from_any_source() {
+    let c = table(
+        "  - name: export
+    match: { methods: [GET], path: /export }
+  - name: purge
+    match: { methods: [DELETE], path: /purge }
+",
+    );
+    let h = HeaderMap::new();
+    let overridden = [Method::POST, Method::HEAD];
+    assert_eq!(
+        find(&c, &overridden, "h", "/export", None, &h).as_deref(),
+        Some("export")
+    );
+    assert_eq!(find(&c, &[Method::HEAD], "h", "/purge", None, &h), None);
+}
+
+#[test]
 fn thousand_routes_still_find_the_first() {
     let mut routes = String::new();
     for i in 0..1000 {
