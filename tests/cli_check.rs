@@ -1,0 +1,295 @@
+//! The command line as a user meets it (SPEC §8): the real binary, real
+//! files, exit codes 0 / 2, and errors an editor can jump to.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Six lines, so the first route is on line 7 of every file below.
+const BASE: &str = "listen: 127.0.0.1:0
+tls: { cert: cert.pem, key: key.pem }
+upstream: http://127.0.0.1:9
+session: { cookie: SESSIONID }
+assertion: { key: assertion.pem, issuer: stepgate, audience: legacy }
+routes:
+";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        let dir = std::env::temp_dir().join(format!("stepgate-cli-{}", stepgate::ids::random_token()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Dir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the binary to completion. `serve` would run forever on a valid
+/// config, so a run that outlives the deadline is killed and fails the test
+/// instead of hanging it.
+fn stepgate(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stepgate");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for stepgate"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("stepgate {args:?} did not exit");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn check(config: &Path) -> Output {
+    stepgate(&["check", "--config", config.to_str().expect("utf-8 path")])
+}
+
+/// Asserts exit 2 and exactly one stderr line `FILE:LINE:COL: message`
+/// whose message starts with `message`; returns that line.
+fn assert_located(out: &Output, file: &Path, line: usize, col: usize, message: &str) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {stderr:?}");
+    let want = format!("{}:{line}:{col}: {message}", file.display());
+    assert!(
+        lines[0].starts_with(&want),
+        "want a line starting with\n  {want}\ngot\n  {}",
+        lines[0]
+    );
+    lines[0].to_owned()
+}
+
+#[test]
+fn valid_file_checks_ok() {
+    let dir = Dir::new();
+    let f = dir.write(
+        "routes.yaml",
+        &format!(
+            "{BASE}  - name: delete-user
+    match: {{ methods: [POST], path: '/admin/users/[^/]+' }}
+  - name: sql
+    match: {{ prefix: /admin/sql }}
+    deny: true
+"
+        ),
+    );
+    let out = check(&f);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "no warnings for this file");
+    assert_eq!(text(&out.stdout).trim_end(), format!("{}: ok (2 routes)", f.display()));
+}
+
+#[test]
+fn yaml_syntax_error_is_located_at_the_offending_colon() {
+    let dir = Dir::new();
+    // Line 7, column 17 is the second `:` of `name: delete: user`.
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{BASE}  - name: delete: user\n    match: {{ path: /a }}\n"),
+    );
+    let line = assert_located(&check(&f), &f, 7, 17, "mapping values are not allowed in this context");
+    assert!(!line.contains(" at line "), "location only once: {line}");
+}
+
+#[test]
+fn unknown_keys_are_located_at_the_key() {
+    let dir = Dir::new();
+    // A misspelt route key in block style (line 9, column 5) ...
+    let f = dir.write(
+        "block.yaml",
+        &format!(
+            "{BASE}  - name: delete-user
+    match: {{ methods: [POST], path: /a }}
+    holdd: {{ mode: challenge }}
+"
+        ),
+    );
+    assert_located(&check(&f), &f, 9, 5, "routes[0]: unknown field `holdd`");
+    // ... and one inside a flow mapping (line 8, column 31).
+    let f = dir.write(
+        "flow.yaml",
+        &format!("{BASE}  - name: delete-user\n    match: {{ methods: [POST], pth: /a }}\n"),
+    );
+    assert_located(&check(&f), &f, 8, 31, "routes[0].match: unknown field `pth`");
+    // ... and at the top level (line 4, column 1).
+    let f = dir.write(
+        "top.yaml",
+        &BASE.replacen("upstream:", "upstream: http://127.0.0.1:9\nupstreams:", 1),
+    );
+    assert_located(&check(&f), &f, 4, 1, "unknown field `upstreams`");
+}
+
+#[test]
+fn bad_regex_is_located_at_the_pattern() {
+    let dir = Dir::new();
+    // The pattern's opening quote is line 8, column 37.
+    let f = dir.write(
+        "routes.yaml",
+        &format!(
+            "{BASE}  - name: delete-user
+    match: {{ methods: [POST], path: '/admin/(users' }}
+"
+        ),
+    );
+    let line = assert_located(&check(&f), &f, 8, 37, "routes[0].match.path: invalid regex: ");
+    assert!(line.contains("unclosed group"), "{line}");
+}
+
+#[test]
+fn shadowed_route_is_a_located_warning_not_an_error() {
+    let dir = Dir::new();
+    let f = dir.write(
+        "routes.yaml",
+        &format!(
+            "{BASE}  - name: users
+    match: {{ prefix: /admin/users }}
+  - name: delete-bob
+    match: {{ methods: [POST], path: /admin/users/bob/delete }}
+"
+        ),
+    );
+    let out = check(&f);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr:?}");
+    // Located at the shadowed route's first key (line 9, column 5).
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}:9:5: warning: routes[1] `delete-bob` is shadowed by routes[0] `users` and can never match",
+            f.display()
+        )
+    );
+}
+
+#[test]
+fn missing_file_is_bad_input() {
+    let dir = Dir::new();
+    let f = dir.0.join("absent.yaml");
+    assert_located(&check(&f), &f, 1, 1, "cannot read file: ");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_exactly_like_check() {
+    let dir = Dir::new();
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{BASE}  - name: a\n    match: {{ path: '(' }}\n"),
+    );
+    let checked = check(&f);
+    assert_located(&checked, &f, 8, 20, "routes[0].match.path: invalid regex");
+    let served = stepgate(&["serve", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(served.status.code(), Some(2), "{}", text(&served.stderr));
+    assert_eq!(text(&served.stderr), text(&checked.stderr));
+    assert!(
+        !dir.0.join("cert.pem").exists() && !dir.0.join("assertion.pem").exists(),
+        "nothing is generated for a config that does not load"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn keygen_writes_a_private_key_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let key = dir.0.join("keys").join("assertion.pem");
+    let key_arg = key.to_str().expect("utf-8 path");
+
+    let out = stepgate(&["keygen", "--out", key_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pem = std::fs::read_to_string(&key).expect("key written");
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8: {pem}");
+    let mode = std::fs::metadata(&key).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let again = stepgate(&["keygen", "--out", key_arg]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("key"),
+        pem,
+        "an existing key is never replaced without --force"
+    );
+
+    let forced = stepgate(&["keygen", "--out", key_arg, "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert_ne!(std::fs::read_to_string(&key).expect("key"), pem);
+    let mode = std::fs::metadata(&key).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn jwks_kid_is_the_rfc7638_thumbprint_of_the_configured_key() {
+    use p256::pkcs8::DecodePrivateKey;
+    let dir = Dir::new();
+    let key = dir.0.join("assertion.pem");
+    let made = stepgate(&["keygen", "--out", key.to_str().expect("utf-8 path")]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    // The key path in BASE is relative: it must resolve against the
+    // config's directory, not the working directory.
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{BASE}  - name: a\n    match: {{ path: /a }}\n"),
+    );
+
+    let out = stepgate(&["jwks", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{jwks}");
+    let jwk = &keys[0];
+    assert_eq!(jwk["kty"], "EC");
+    assert_eq!(jwk["crv"], "P-256");
+    assert!(jwk.get("d").is_none(), "no private part in a JWKS");
+    let (x, y) = (jwk["x"].as_str().expect("x"), jwk["y"].as_str().expect("y"));
+
+    // RFC 7638 §3.2: required members only, lexicographic order, no spaces.
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+    assert_eq!(jwk["kid"], thumbprint.as_str());
+
+    // And the JWK is the public half of the key file, not some other key.
+    let pem = std::fs::read_to_string(&key).expect("key");
+    let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 P-256 key");
+    let point = signing.verifying_key().to_sec1_point(false);
+    assert_eq!(point.x().map(|c| URL_SAFE_NO_PAD.encode(c)).as_deref(), Some(x));
+    assert_eq!(point.y().map(|c| URL_SAFE_NO_PAD.encode(c)).as_deref(), Some(y));
+
+    assert!(
+        text(&made.stdout).contains(&format!("kid {thumbprint}")),
+        "keygen names the same kid: {}",
+        text(&made.stdout)
+    );
+}
