@@ -89,8 +89,15 @@ impl MarkedEventReceiver for Receiver {
             Event::Scalar(value, ..) => {
                 let is_key = matches!(self.stack.last(), Some((Frame::Map { key: None }, _)));
                 if is_key {
-                    if let Some((Frame::Map { key }, _)) = self.stack.last_mut() {
+                    if let Some((Frame::Map { key }, path)) = self.stack.last_mut() {
                         *key = Some(value);
+                        // yaml-rust2 marks a block mapping at its first `:`,
+                        // not at its first key; the earlier of the two is
+                        // where the mapping starts (a flow one at its `{`).
+                        let here = (mark.line(), mark.col() + 1);
+                        if let Some(start) = self.at.get_mut(path.as_str()) {
+                            *start = (*start).min(here);
+                        }
                     }
                 } else if let Some(path) = self.child_path() {
                     self.at.insert(path, (mark.line(), mark.col() + 1));
@@ -117,5 +124,15 @@ mod tests {
         assert_eq!(loc.find("routes[1].name"), (6, 11));
         // unknown leaf falls back to its parent
         assert_eq!(loc.find("routes[1].match.path").0, 6);
+        // a block mapping starts at its first key, a flow one at its `{`
+        assert_eq!(loc.find("routes[0]"), (3, 5));
+        assert_eq!(loc.find("routes[0].match"), (5, 7));
+        let flow = Locations::index(
+            "routes:
+  - { name: a, match: { path: x } }
+",
+        );
+        assert_eq!(flow.find("routes[0]"), (2, 5));
+        assert_eq!(flow.find("routes[0].match"), (2, 23));
     }
 }
