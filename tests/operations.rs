@@ -178,9 +178,11 @@ async fn serve_binary(upstream: SocketAddr) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn stepgate");
+    // Owned by Served at once, so its Drop reaps the process on every path.
+    let served = Served { child, port, dir, pki };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Served { child, port, dir, pki };
+            return served;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
