@@ -116,6 +116,38 @@ async fn replayed_jti_is_refused_on_a_new_hold() {
     assert_eq!(up.requests().len(), 1, "the replay forwarded nothing");
 }
 
+/// A token past its `exp` but inside the verifier's clock-skew leeway is
+/// still accepted, so its jti must stay claimed for as long as that
+/// leeway lasts, not only until `exp`: the sweeper purges the replay
+/// record at `exp`, and the same token would then release a second hold.
+#[tokio::test]
+async fn token_accepted_within_the_expiry_leeway_cannot_be_replayed_after_a_purge() {
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let session = "sess-leeway";
+    let body = b"{\"confirm\":true}";
+    let (_, first) = challenge(&gw, session, DELETE_TARGET, body).await;
+    let now = now_secs();
+    let token = gw.token(json!({"sid": first["sid"], "txn": first["txn"], "iat": now - 60, "exp": now - 5}));
+    let resp = complete_with_token(&gw, &hold_id(&first), session, &token).await;
+    assert_eq!(
+        resp.status,
+        200,
+        "within the leeway: {}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(up.requests().len(), 1);
+
+    // What the gateway's once-a-second sweeper does.
+    gw.gw.replay.purge(now_secs());
+
+    let (_, second) = challenge(&gw, session, DELETE_TARGET, body).await;
+    let resp = complete_with_token(&gw, &hold_id(&second), session, &token).await;
+    assert_eq!(resp.status, 401, "replayed: {}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "invalid_proof");
+    assert_eq!(up.requests().len(), 1, "a replayed token released a second hold");
+}
+
 #[tokio::test]
 async fn expired_token_is_refused() {
     refused_then_control("expired", |gw, ch| {
