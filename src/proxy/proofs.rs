@@ -7,7 +7,7 @@ use crate::clock::unix_secs;
 use crate::hold::{HoldMeta, Proof};
 use crate::ids::HoldId;
 use crate::policy::{ProofMethod, Requirements};
-use crate::stepup::token::Binding;
+use crate::stepup::token::{Binding, LEEWAY};
 use crate::stepup::totp;
 use std::time::SystemTime;
 
@@ -43,7 +43,10 @@ pub(super) fn token(
     }
     actor_allowed(gw, meta, require, &t.sub)?;
     // Claimed last, so a token refused for another reason is not burnt.
-    if !gw.replay.claim(format!("jti:{}:{}", t.iss, t.jti), t.exp) {
+    // Kept past `exp` for as long as the verifier's skew leeway would still
+    // accept the token; purged at `exp`, it could be presented again.
+    let usable_until = t.exp.saturating_add(LEEWAY.as_secs());
+    if !gw.replay.claim(format!("jti:{}:{}", t.iss, t.jti), usable_until) {
         return Err("token jti was already used".into());
     }
     Ok(Proof {
