@@ -99,7 +99,16 @@ pub fn bound_token(gw: &Gateway, ch: &Value) -> String {
 /// A `hold`-mode client never sees its hold id; what a push notification
 /// would tell the person who steps up, the test reads from the engine.
 pub async fn find_open_hold(gw: &Gateway, sid: &str, txn: &str) -> String {
-    for _ in 0..1000 {
+    try_find_open_hold(gw, sid, txn, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no open hold appeared for sid {sid} and txn {txn}"))
+}
+
+/// Like [`find_open_hold`], for holds that may legitimately have ended
+/// before the test looked.
+pub async fn try_find_open_hold(gw: &Gateway, sid: &str, txn: &str, patience: Duration) -> Option<String> {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
         let found = gw
             .gw
             .holds
@@ -107,11 +116,13 @@ pub async fn find_open_hold(gw: &Gateway, sid: &str, txn: &str) -> String {
             .into_iter()
             .find(|(m, _)| m.sid.as_str() == sid && m.txn.as_str() == txn);
         if let Some((meta, _)) = found {
-            return meta.id.as_str().to_owned();
+            return Some(meta.id.as_str().to_owned());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if tokio::time::Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("no open hold appeared for sid {sid} and txn {txn}");
 }
 
 /// Assembles a compact JWS from parts chosen by the test, so the forged
