@@ -521,3 +521,98 @@ async fn hold_status_is_visible_only_to_its_own_session() {
     assert_eq!(resp.error_code(), "unknown_hold");
     assert_eq!(up.requests().len(), 0);
 }
+
+const PATIENT_HOLD_ROUTE: &str = "
+  - name: patient
+    action: batch.run
+    match: { methods: [POST], path: /batch }
+    require: { methods: [token] }
+    hold: { mode: hold, timeout: 60s }
+";
+
+#[tokio::test]
+async fn hold_mode_client_that_goes_away_abandons_its_hold() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(up.addr, &format!("{DEFAULT_ROUTES}{PATIENT_HOLD_ROUTE}"), "").await;
+    let session = "sess-gone";
+    let c = cookie(session);
+    let body = b"{\"job\":42}";
+    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+    tls.write_all(&request("POST", "/batch", &[("cookie", &c)], body))
+        .await
+        .expect("write");
+    let id = find_open_hold(&gw, &gw.sid(session), &txn_for("POST", "localhost", "/batch", body)).await;
+    tls.shutdown().await.expect("close");
+    drop(tls);
+
+    // Nobody would receive the upstream's answer now, so the action must
+    // not happen; the 60 s deadline is far off, so only the abandonment
+    // can end the hold.
+    let mut state = String::new();
+    for _ in 0..500 {
+        state = status_state(&gw, &id, session).await;
+        if state != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "expired", "an abandoned hold-mode hold is closed");
+    let token = gw.token(json!({"sid": gw.sid(session), "hold": id}));
+    let resp = complete_with_token(&gw, &id, session, &token).await;
+    assert_eq!(resp.status, 410, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "hold_expired");
+    assert_eq!(up.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn hold_mode_waiter_is_told_to_retry_when_the_gateway_stops() {
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start(up.addr, &format!("{DEFAULT_ROUTES}{PATIENT_HOLD_ROUTE}"), "").await;
+    let session = "sess-shutdown";
+    let c = cookie(session);
+    let body = b"{\"job\":7}";
+    let sid = gw.sid(session);
+    let txn = txn_for("POST", "localhost", "/batch", body);
+    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+    tokio::io::AsyncWriteExt::write_all(&mut tls, &request("POST", "/batch", &[("cookie", &c)], body))
+        .await
+        .expect("write");
+    let id = find_open_hold(&gw, &sid, &txn).await;
+    let (resp, ()) = tokio::join!(read_response(&mut tls), gw.shutdown());
+    assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "shutting_down");
+    assert!(resp.header("retry-after").is_some());
+    let id = stepgate::ids::HoldId::parse(&id).expect("id");
+    assert_eq!(
+        gw.gw.holds.phase(&id),
+        Some(stepgate::hold::Phase::Expired),
+        "the hold can never be released later"
+    );
+    assert_eq!(up.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn complete_accepts_the_token_form_encoded_as_the_step_up_page_posts_it() {
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let session = "sess-form";
+    let (_, ch) = challenge(&gw, session, DELETE_TARGET, b"{}").await;
+    let id = hold_id(&ch);
+    let token = bound_token(&gw, &ch);
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("method", "token")
+        .append_pair("token", &token)
+        .finish();
+    let c = cookie(session);
+    let resp = send(
+        &gw,
+        "POST",
+        &format!("/.stepup/holds/{id}/complete"),
+        &[("cookie", &c), ("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(up.requests().len(), 1);
+}
