@@ -530,38 +530,57 @@ const PATIENT_HOLD_ROUTE: &str = "
     hold: { mode: hold, timeout: 60s }
 ";
 
-#[tokio::test]
-async fn hold_mode_client_that_goes_away_abandons_its_hold() {
-    use tokio::io::AsyncWriteExt;
-    let up = Upstream::start().await;
-    let gw = Gateway::start(up.addr, &format!("{DEFAULT_ROUTES}{PATIENT_HOLD_ROUTE}"), "").await;
-    let session = "sess-gone";
-    let c = cookie(session);
-    let body = b"{\"job\":42}";
-    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
-    tls.write_all(&request("POST", "/batch", &[("cookie", &c)], body))
-        .await
-        .expect("write");
-    let id = find_open_hold(&gw, &gw.sid(session), &txn_for("POST", "localhost", "/batch", body)).await;
-    tls.shutdown().await.expect("close");
-    drop(tls);
-
-    // Nobody would receive the upstream's answer now, so the action must
-    // not happen; the 60 s deadline is far off, so only the abandonment
-    // can end the hold.
+/// Waits until the gateway no longer reports the hold as pending.
+async fn settled_state(gw: &Gateway, id: &str, session: &str) -> String {
     let mut state = String::new();
     for _ in 0..500 {
-        state = status_state(&gw, &id, session).await;
+        state = status_state(gw, id, session).await;
         if state != "pending" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(state, "expired", "an abandoned hold-mode hold is closed");
-    let token = gw.token(json!({"sid": gw.sid(session), "hold": id}));
-    let resp = complete_with_token(&gw, &id, session, &token).await;
-    assert_eq!(resp.status, 410, "{}", String::from_utf8_lossy(&resp.body));
-    assert_eq!(resp.error_code(), "hold_expired");
+    state
+}
+
+#[tokio::test]
+async fn hold_mode_client_that_goes_away_abandons_its_hold() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(up.addr, &format!("{DEFAULT_ROUTES}{PATIENT_HOLD_ROUTE}"), "").await;
+    // Clients leave at different points: some while the hold is still
+    // being set up (its audit record being written), some once it waits.
+    let mut abandoned = Vec::new();
+    for i in 0..20 {
+        let session = format!("sess-gone-{i}");
+        let c = cookie(&session);
+        let body = format!("{{\"job\":{i}}}").into_bytes();
+        let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+        tls.write_all(&request("POST", "/batch", &[("cookie", &c)], &body))
+            .await
+            .expect("write");
+        let id = find_open_hold(&gw, &gw.sid(&session), &txn_for("POST", "localhost", "/batch", &body)).await;
+        if i % 2 == 0 {
+            tls.shutdown().await.expect("close");
+        }
+        drop(tls);
+        abandoned.push((id, session));
+    }
+
+    // Nobody would receive the upstream's answer now, so the action must
+    // not happen; the 60 s deadline is far off, so only the abandonment
+    // can end these holds.
+    for (id, session) in &abandoned {
+        assert_eq!(
+            settled_state(&gw, id, session).await,
+            "expired",
+            "abandoned hold {id} is closed"
+        );
+        let token = gw.token(json!({"sid": gw.sid(session), "hold": id}));
+        let resp = complete_with_token(&gw, id, session, &token).await;
+        assert_eq!(resp.status, 410, "{}", String::from_utf8_lossy(&resp.body));
+        assert_eq!(resp.error_code(), "hold_expired");
+    }
     assert_eq!(up.requests().len(), 0);
 }
 

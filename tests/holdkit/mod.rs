@@ -121,7 +121,7 @@ pub async fn try_find_open_hold(gw: &Gateway, sid: &str, txn: &str, patience: Du
         if tokio::time::Instant::now() > until {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
