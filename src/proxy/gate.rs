@@ -177,6 +177,12 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         tracing::warn!(route = %route.name, reason = %e, "hold refused");
         Reject::TooManyHolds
     })?;
+    // Armed before the first await: a hold-mode client that goes away while
+    // the audit record is written must take its hold with it too.
+    let abandon = Abandon {
+        gw: gw.clone(),
+        id: (route.hold.mode == HoldMode::Hold).then(|| meta.id.clone()),
+    };
     tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
     let created = hold_record("hold.created", &meta)
         .with("method", meta.method.as_str())
@@ -190,7 +196,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     gw.metrics.transition("pending", None);
     gw.notify("hold.pending", &meta, now);
     match (route.hold.mode, rx) {
-        (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout).await,
+        (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout, abandon).await,
         (HoldMode::Auto, _) if browser => Ok(page::step_up(
             &gw.config().stepup.prefix,
             &meta,
@@ -270,11 +276,8 @@ async fn wait(
     meta: &Arc<HoldMeta>,
     mut rx: oneshot::Receiver<Delivery>,
     timeout: Duration,
+    mut guard: Abandon,
 ) -> Result<Response<Body>, Reject> {
-    let mut guard = Abandon {
-        gw: gw.clone(),
-        id: Some(meta.id.clone()),
-    };
     let mut shutdown = gw.shutting_down();
     let failure = tokio::select! {
         d = &mut rx => { guard.id = None; return delivered(d) }
