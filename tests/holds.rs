@@ -635,3 +635,53 @@ async fn complete_accepts_the_token_form_encoded_as_the_step_up_page_posts_it() 
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     assert_eq!(up.requests().len(), 1);
 }
+
+/// The shutdown signal must reach a hold-mode request that starts waiting
+/// only after the gateway began to stop (its body was still arriving), not
+/// just the waiters already parked at that moment.
+#[tokio::test]
+async fn hold_mode_request_that_starts_waiting_during_shutdown_is_told_to_retry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let mut gw = Gateway::start(up.addr, &format!("{DEFAULT_ROUTES}{PATIENT_HOLD_ROUTE}"), "").await;
+    let c = cookie("sess-late-waiter");
+    let body = b"{\"job\":9}";
+    let addr = gw.addr;
+    let mut tls = tls_connect(addr, &gw.pki, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST /batch HTTP/1.1\r\nhost: localhost\r\ncookie: {c}\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    // hyper sends 100 Continue once the handler reads the body: from here
+    // the request is inside the gateway, before any hold exists.
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.expect("100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+
+    let client = async {
+        // The listener closes right before the stop signal goes out, in
+        // the same step of the accept loop.
+        let mut probes = 0;
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            probes += 1;
+            assert!(probes < 2000, "the gateway never closed its listener");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tls.write_all(body).await.expect("write body");
+        read_response(&mut tls).await
+    };
+    let ((), resp) = tokio::join!(gw.shutdown(), client);
+    assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "shutting_down");
+    assert!(resp.header("retry-after").is_some());
+    assert_eq!(up.requests().len(), 0);
+}
