@@ -409,7 +409,9 @@ pub async fn run(
         });
     }
     drop(listener);
-    let _ = gw.shutdown.send(true);
+    // `send` would store nothing while no waiter is subscribed, and a
+    // waiter that subscribes later would then never hear of it.
+    gw.shutdown.send_replace(true);
     gw.audit.record_later(Record::new("gateway.shutdown").reason("signal"));
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
