@@ -2,6 +2,8 @@
 //! typed forms of a route's `require:` and `hold:` blocks; the hold state
 //! machine and the proof verifiers read them, nothing here does I/O.
 
+pub mod conditions;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -56,6 +58,17 @@ pub struct Requirements {
     /// both empty means anyone who can prove presence.
     pub users: Vec<String>,
     pub groups: Vec<String>,
+    /// Sudo mode: the same session may repeat the same action without a
+    /// new proof for this long after one (zero: never).
+    pub reuse: Duration,
+    /// `break_glass:` on the route: the requester may release their own
+    /// hold by stating a reason; always audited and announced.
+    pub break_glass: Option<BreakGlass>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakGlass {
+    pub reason_required: bool,
 }
 
 impl Default for Requirements {
@@ -67,6 +80,8 @@ impl Default for Requirements {
             approvers: Vec::new(),
             users: Vec::new(),
             groups: Vec::new(),
+            reuse: Duration::ZERO,
+            break_glass: None,
         }
     }
 }
@@ -149,4 +164,12 @@ pub enum DisplaySource {
     Json(String),
     /// A field of an urlencoded form body.
     Form(String),
+}
+
+/// Who is calling: a person (browser, CLI with a session cookie) or a
+/// workload (a service or agent authenticated by its client certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Person,
+    Workload,
 }

@@ -14,6 +14,7 @@ mod proofs;
 mod release;
 pub mod reload;
 pub mod respond;
+mod risk;
 pub mod tls;
 
 pub use crate::body::Body;
@@ -45,7 +46,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
-use crate::store::{FailureLimiter, ReplayCache, StepCounters};
+use crate::store::{FailureLimiter, ReplayCache, ReuseCache, SessionTracker, StepCounters};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -107,6 +108,8 @@ pub struct Gateway {
     pub holds: HoldEngine,
     pub users: UserStore,
     pub totp_steps: StepCounters,
+    pub sessions: SessionTracker,
+    pub reuse: ReuseCache,
     pub failures: FailureLimiter,
     pub notifier: Option<Notifier>,
     pub clock: Arc<dyn Clock>,
@@ -176,6 +179,8 @@ impl Gateway {
             audit,
             users,
             totp_steps: StepCounters::default(),
+            sessions: SessionTracker::default(),
+            reuse: ReuseCache::default(),
             failures: FailureLimiter::new(10, 900),
             notifier,
             live: ArcSwap::from_pointee(Live {
@@ -196,11 +201,16 @@ impl Gateway {
     /// Tells the webhook about a hold that involves approvers. Holds that
     /// only wait for the requester's own proof are not announced.
     pub fn notify(&self, event: &str, meta: &HoldMeta, now: std::time::SystemTime) {
-        let Some(n) = &self.notifier else { return };
-        if !meta.needs_approval {
-            return;
+        if meta.needs_approval {
+            self.notify_always(event, meta, now, None);
         }
+    }
+
+    /// Notifies whatever the hold needs (break-glass is always announced).
+    pub fn notify_always(&self, event: &str, meta: &HoldMeta, now: std::time::SystemTime, reason: Option<&str>) {
+        let Some(n) = &self.notifier else { return };
         n.send(serde_json::json!({
+            "reason": reason,
             "event": event,
             "hold_id": meta.id.as_str(),
             "route": meta.route,
@@ -325,7 +335,12 @@ impl Gateway {
                 .record_later(hold_record("hold.expired", &meta).reason("deadline passed"));
             self.notify("hold.expired", &meta, now);
         }
-        self.replay.purge(unix_secs(now));
+        let secs = unix_secs(now);
+        self.replay.purge(secs);
+        // Sessions idle for a day are forgotten; their next request counts
+        // as a first sighting.
+        self.sessions.purge(secs, 86_400);
+        self.reuse.purge(secs, 3600);
     }
 }
 

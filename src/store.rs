@@ -134,3 +134,69 @@ mod more_tests {
         assert!(l.allowed("a", 160));
     }
 }
+
+/// What the gateway remembers of a session it has seen: when it first saw
+/// it and from which device, for `session_age_over` and `new_device`.
+#[derive(Debug, Default)]
+pub struct SessionTracker {
+    seen: DashMap<String, Seen>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    first: u64,
+    last: u64,
+    fingerprint: String,
+}
+
+impl SessionTracker {
+    /// Records a sighting and returns (first seen, device changed since).
+    pub fn observe(&self, sid: &str, fingerprint: &str, now: u64) -> (u64, bool) {
+        let mut e = self.seen.entry(sid.to_owned()).or_insert_with(|| Seen {
+            first: now,
+            last: now,
+            fingerprint: fingerprint.to_owned(),
+        });
+        e.last = now;
+        (e.first, e.fingerprint != fingerprint)
+    }
+
+    /// Forgets sessions idle for longer than `idle` seconds.
+    pub fn purge(&self, now: u64, idle: u64) {
+        self.seen.retain(|_, s| now.saturating_sub(s.last) <= idle);
+    }
+}
+
+/// Sudo mode: a recent step-up for (session, action), reusable for the
+/// route's `require.reuse` window.
+#[derive(Debug, Default)]
+pub struct ReuseCache {
+    recent: DashMap<(String, String), Recent>,
+}
+
+/// The step-up being reused, as the assertion will name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    pub sub: String,
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub auth_time: u64,
+    pub at: u64,
+}
+
+impl ReuseCache {
+    pub fn remember(&self, sid: &str, action: &str, recent: Recent) {
+        self.recent.insert((sid.to_owned(), action.to_owned()), recent);
+    }
+
+    /// The step-up made for this session and action within `window`
+    /// seconds, if any.
+    pub fn find(&self, sid: &str, action: &str, now: u64, window: u64) -> Option<Recent> {
+        let r = self.recent.get(&(sid.to_owned(), action.to_owned()))?;
+        (now.saturating_sub(r.at) <= window).then(|| r.clone())
+    }
+
+    pub fn purge(&self, now: u64, max_window: u64) {
+        self.recent.retain(|_, r| now.saturating_sub(r.at) <= max_window);
+    }
+}

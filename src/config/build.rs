@@ -5,7 +5,8 @@ use super::locate::Locations;
 use super::raw::{RawConfig, RawRoute, Scalar};
 use super::units::{parse_duration, parse_size};
 use super::*;
-use crate::policy::{DisplayField, DisplaySource, HoldMode, HoldSpec, ProofMethod, Requirements};
+use crate::policy::conditions;
+use crate::policy::{BreakGlass, Caller, DisplayField, DisplaySource, HoldMode, HoldSpec, ProofMethod, Requirements};
 use crate::route::matcher::PathPattern;
 use crate::route::Route;
 use regex::Regex;
@@ -464,6 +465,13 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
                 );
             }
             let max_age = opt_duration(req.max_age.as_ref(), &format!("{at}.require.max_age"), d.max_age)?;
+            let reuse = opt_duration(req.reuse.as_ref(), &format!("{at}.require.reuse"), Duration::ZERO)?;
+            if reuse > Duration::from_secs(3600) {
+                return problem(
+                    format!("{at}.require.reuse"),
+                    "at most 1h: reuse is a short sudo window",
+                );
+            }
             Requirements {
                 methods,
                 max_age,
@@ -471,6 +479,8 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
                 approvers: req.approvers,
                 users: req.users,
                 groups: req.groups,
+                reuse,
+                break_glass: None,
             }
         }
     };
@@ -500,7 +510,28 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         .enumerate()
         .map(|(i, d)| display_field(d, &format!("{at}.display[{i}]"), regex.captures_len()))
         .collect::<Res<Vec<_>>>()?;
+    let when = match &r.when {
+        None => Vec::new(),
+        Some(v) => conditions::parse_when(v).map_err(|e| Problem(format!("{at}.when{}", e.path), e.message))?,
+    };
+    let caller = match m.caller.as_deref() {
+        None => None,
+        Some("person") => Some(Caller::Person),
+        Some("workload") => Some(Caller::Workload),
+        Some(other) => {
+            return problem(
+                format!("{at}.match.caller"),
+                format!("`{other}` is not person or workload"),
+            )
+        }
+    };
+    let mut require = require;
+    require.break_glass = r.break_glass.map(|b| BreakGlass {
+        reason_required: b.reason_required,
+    });
     Ok(Route {
+        when,
+        caller,
         display,
         action: r.action.unwrap_or_else(|| r.name.clone()),
         name: r.name,

@@ -166,6 +166,18 @@ pub struct RawRoute {
     pub hold: Option<RawHold>,
     #[serde(default)]
     pub display: Vec<RawDisplay>,
+    /// Parsed by `policy::conditions`, which reports its own sub-paths.
+    #[serde(default)]
+    pub when: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub break_glass: Option<RawBreakGlass>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreakGlass {
+    #[serde(default)]
+    pub reason_required: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +197,8 @@ pub struct RawMatch {
     pub query: BTreeMap<String, String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +216,8 @@ pub struct RawRequire {
     pub users: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    #[serde(default)]
+    pub reuse: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -69,6 +69,11 @@ pub enum Event {
     Deny {
         by: String,
     },
+    /// The requester released their own hold on a route that allows it,
+    /// stating a reason (incident use; audited and announced).
+    BreakGlass {
+        by: String,
+    },
     /// The deadline passed (sweeper) or the `hold`-mode waiter went away.
     Expire,
 }
@@ -114,6 +119,8 @@ pub struct HoldState {
     /// In `hold` mode nobody comes back to collect, so satisfying the hold
     /// releases it at once.
     pub release_on_satisfy: bool,
+    /// Released by break-glass rather than by its requirements.
+    pub break_glass: bool,
 }
 
 impl HoldState {
@@ -126,6 +133,7 @@ impl HoldState {
             proof: None,
             approvals: Vec::new(),
             release_on_satisfy,
+            break_glass: false,
         }
     }
 
@@ -199,6 +207,14 @@ impl HoldState {
             Event::Deny { .. } => {
                 self.phase = Phase::Denied;
                 Ok(Transition::Denied)
+            }
+            Event::BreakGlass { .. } => {
+                if self.requirements.break_glass.is_none() {
+                    return Err(HoldError::MethodNotAccepted);
+                }
+                self.break_glass = true;
+                self.phase = Phase::Released;
+                Ok(Transition::Release)
             }
             Event::Expire => unreachable_expire(self),
         }

@@ -133,6 +133,8 @@ pub(super) struct ProofBody {
     pub txn: Option<String>,
     #[serde(default)]
     pub comment: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Reject> {
@@ -155,6 +157,7 @@ pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Rejec
                 "code" => b.code = v,
                 "txn" => b.txn = v,
                 "comment" => b.comment = v,
+                "reason" => b.reason = v,
                 _ => {}
             }
         }
@@ -184,6 +187,26 @@ async fn complete(
     let req = parse_body(&parts, &bytes)?;
     let event = match req.method.as_deref() {
         None | Some("") => Event::Collect,
+        Some("break_glass") => {
+            let Some(bg) = state.requirements.break_glass else {
+                return Err(Reject::BadRequest("this action has no break-glass release"));
+            };
+            let reason = req.reason.as_deref().map(str::trim).unwrap_or("");
+            if bg.reason_required && reason.is_empty() {
+                return Err(Reject::BadRequest("break-glass needs a reason"));
+            }
+            let by = meta.identity.clone().unwrap_or_else(|| meta.requester());
+            let reason: String = reason.chars().take(500).collect();
+            gw.audit(
+                hold_record("break_glass.used", &meta)
+                    .actor(by.clone())
+                    .reason(reason.clone()),
+            )
+            .await?;
+            tracing::warn!(hold = %id, route = %meta.route, %by, %reason, "break-glass release");
+            gw.notify_always("hold.break_glass", &meta, now, Some(&reason));
+            Event::BreakGlass { by }
+        }
         Some(name) => {
             let method = ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
             if !state.requirements.accepts(method) {

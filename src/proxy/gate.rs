@@ -4,9 +4,10 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{display, hold_record, page, proofs, release, Gateway};
+use super::{display, hold_record, page, proofs, release, risk, Gateway};
 use crate::audit::Record;
 use crate::body::Body;
+use crate::clock::unix_secs;
 use crate::hold::engine::{Delivery, EngineError};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Phase};
 use crate::ids::HoldId;
@@ -27,6 +28,9 @@ pub struct Sensitive {
     pub client_ip: IpAddr,
     pub client_cert: Option<Arc<Vec<u8>>>,
     pub request_id: String,
+    /// Identity established by the connection (client certificate) or a
+    /// verified identity JWT, before header-based identity.
+    pub identity: Option<String>,
 }
 
 /// Forwards a request that needs no step-up, streaming both bodies. An
@@ -84,16 +88,30 @@ pub(super) fn upstream_failed(e: super::forward::ForwardError) -> Reject {
     Reject::UpstreamUnavailable
 }
 
-/// A request on a sensitive route: bind it to the session and the exact
-/// bytes, accept an up-front token, or park it.
+/// A request on a sensitive route: decide whether the risk calls for a
+/// step-up, bind it to the session and the exact bytes, accept a recent
+/// step-up (sudo window) or an up-front token, or park it.
 pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
     let route = ctx.route.clone();
+    let now = gw.clock.now();
+    let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
+    let value = session::session_value(&cfg.session, &parts.headers, cert)
+        .map_err(|_| Reject::BadRequest("the session is ambiguous"))?;
+    let sid = value.as_deref().map(|v| gw.session_key.sid(v));
+
+    // 1. Risk: a route with `when:` steps up only if a condition fires.
+    let (body, risk) = match risk::assess(gw, &route, &ctx, &parts, sid.as_ref(), body, now).await? {
+        risk::Assessed::Pass(body) => return pass_through(gw, parts, body, &ctx.target, None).await,
+        risk::Assessed::StepUp { body, reasons } => (body, reasons),
+    };
     if route.hold.mode == HoldMode::Shadow {
         let record = Record {
             event: "shadow.would_hold",
             route: Some(route.name.clone()),
             action: Some(route.action.clone()),
+            sid: sid.as_ref().map(|s| s.as_str().to_owned()),
+            reason: (!risk.is_empty()).then(|| risk.join(",")),
             ..Record::default()
         }
         .with("method", parts.method.as_str())
@@ -102,28 +120,29 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         gw.audit(record).await?;
         return pass_through(gw, parts, body, &ctx.target, None).await;
     }
-    let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
-    let value = session::session_value(&cfg.session, &parts.headers, cert)
-        .map_err(|_| Reject::BadRequest("the session is ambiguous"))?
-        .ok_or(Reject::NoSession)?;
+    let (Some(value), Some(sid)) = (value, sid) else {
+        return Err(Reject::NoSession);
+    };
     let bearer = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
+
+    // 2. Bind: the exact bytes that will be forwarded.
     let bytes = buffer(body, cfg.limits.max_body).await?;
     let path_and_query = ctx.target.path_and_query();
-    let now = gw.clock.now();
     // The identity header survived hygiene only if a trusted proxy sent it.
-    let identity = cfg
-        .identity
-        .header
-        .as_ref()
-        .and_then(|h| parts.headers.get(h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(|v| !v.is_empty());
+    let identity = ctx.identity.clone().or_else(|| {
+        cfg.identity
+            .header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|v| !v.is_empty())
+    });
     let meta = HoldMeta {
         id: HoldId::random(),
         route: route.name.clone(),
         action: route.action.clone(),
-        sid: gw.session_key.sid(&value),
+        sid,
         txn: session::txn(&parts.method, &ctx.target.host, &path_and_query, &bytes),
         method: parts.method.clone(),
         host: ctx.target.host.clone(),
@@ -132,7 +151,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         mode: route.hold.mode,
         created: now,
         client_ip: ctx.client_ip,
-        risk: Vec::new(),
+        risk,
         identity,
         display: display::values(&route, &ctx.target.path, &parts.headers, &bytes),
         needs_approval: route.require.approvals > 0,
@@ -144,19 +163,29 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         body: bytes,
     };
 
+    // 3. A step-up this session made for this action moments ago (sudo mode).
+    let window = route.require.reuse.as_secs();
+    if window > 0 && route.require.approvals == 0 {
+        if let Some(recent) = gw.reuse.find(meta.sid.as_str(), &meta.action, unix_secs(now), window) {
+            let mut facts = release::facts(&meta, &recent.clone().into(), &[], false);
+            facts.reuse = true;
+            return release::forward_signed(gw, facts, &meta, parked, "reuse.accepted").await;
+        }
+    }
+
+    // 4. An up-front token bound to this very request.
+    let mut early_proof = None;
     if let Some(token) = ctx.token {
         match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now) {
             Ok(proof) if route.require.approvals == 0 => {
-                tracing::info!(event = "token.accepted", route = %route.name, sub = %proof.sub, txn = %meta.txn, "up-front step-up token accepted");
+                tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, "up-front step-up token accepted");
+                release::remember(gw, &meta, &route.require, &proof, now);
                 let facts = release::facts(&meta, &(&proof).into(), &[], false);
                 return release::forward_signed(gw, facts, &meta, parked, "token.accepted").await;
             }
-            Ok(_) => {
-                tracing::info!(route = %route.name, "up-front token cannot replace the approvals this route needs; holding")
-            }
-            Err(e) => {
-                tracing::info!(event = "proof.rejected", route = %route.name, reason = %e, "up-front step-up token rejected; holding")
-            }
+            // The token proves presence; the approvals are still needed.
+            Ok(proof) => early_proof = Some(proof),
+            Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
         }
     }
 
@@ -195,6 +224,12 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     }
     gw.metrics.transition("pending", None);
     gw.notify("hold.pending", &meta, now);
+    let mut state = state;
+    if let Some(proof) = early_proof {
+        if let Ok(applied) = gw.holds.apply(&meta.id, Event::ProofAccepted(proof), now) {
+            state = applied.state;
+        }
+    }
     match (route.hold.mode, rx) {
         (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout, abandon).await,
         (HoldMode::Auto, _) if browser => Ok(page::step_up(
@@ -249,6 +284,12 @@ pub fn challenge(
         "complete": format!("{prefix}holds/{}/complete", meta.id),
         "status": format!("{prefix}holds/{}", meta.id),
     });
+    // The conditions that fired, when the route has any (an addition to
+    // the fixed members, present only then).
+    let mut body = body;
+    if !meta.risk.is_empty() {
+        body["risk"] = meta.risk.clone().into();
+    }
     let mut resp = respond::json(StatusCode::UNAUTHORIZED, &body);
     let stepup = format!(
         "StepUp hold=\"{}\", action=\"{}\", methods=\"{}\", max_age=\"{}\", txn=\"{}\"",

@@ -67,6 +67,7 @@ async fn serve(
             path: &target.path,
             query: target.query.as_deref(),
             headers: &parts.headers,
+            workload: conn.client_cert.is_some(),
         })
     };
     let mut lookup = find(&methods);
@@ -103,6 +104,7 @@ async fn serve(
                 client_ip,
                 client_cert: conn.client_cert.clone(),
                 request_id,
+                identity: None,
             };
             gate::sensitive(gw, ctx, parts, body).await
         }

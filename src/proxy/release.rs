@@ -7,12 +7,16 @@ use super::{hold_record, Gateway};
 use crate::assertion::{ApproverClaim, AssertionFacts};
 use crate::audit::Record;
 use crate::body::{full, Body};
+use crate::clock::unix_secs;
 use crate::hold::engine::{Applied, Delivery, Release};
 use crate::hold::state::Approval;
 use crate::hold::{HoldMeta, HoldState, Parked, Proof};
+use crate::policy::Requirements;
+use crate::store::Recent;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Who the assertion names as having stepped up, and how.
 pub(super) struct Actor {
@@ -31,6 +35,35 @@ impl From<&Proof> for Actor {
             auth_time: p.auth_time,
         }
     }
+}
+
+impl From<Recent> for Actor {
+    fn from(r: Recent) -> Self {
+        Actor {
+            sub: r.sub,
+            amr: r.amr,
+            acr: r.acr,
+            auth_time: r.auth_time,
+        }
+    }
+}
+
+/// Remembers a proof for the route's sudo window (`require.reuse`).
+pub(super) fn remember(gw: &Gateway, meta: &HoldMeta, require: &Requirements, proof: &Proof, now: SystemTime) {
+    if require.reuse.is_zero() {
+        return;
+    }
+    gw.reuse.remember(
+        meta.sid.as_str(),
+        &meta.action,
+        Recent {
+            sub: proof.sub.clone(),
+            amr: proof.amr.clone(),
+            acr: proof.acr.clone(),
+            auth_time: proof.auth_time,
+            at: unix_secs(now),
+        },
+    );
 }
 
 /// The assertion's claims for a forwarded request. `held` adds the hold id.
@@ -131,11 +164,17 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
         return Err(Reject::AlreadyReleased);
     };
     let proof = accountable(&meta, &state);
+    if let Some(p) = &state.proof {
+        if state.approvals.is_empty() && !state.break_glass {
+            remember(gw, &meta, &state.requirements, p, gw.clock.now());
+        }
+    }
     tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
     let now = gw.clock.now();
     gw.metrics.transition("released", now.duration_since(meta.created).ok());
     gw.notify("hold.released", &meta, now);
-    let facts = facts(&meta, &proof, &state.approvals, true);
+    let mut facts = facts(&meta, &proof, &state.approvals, true);
+    facts.break_glass = state.break_glass;
     match waiter {
         None => forward_signed(gw, facts, &meta, parked, "hold.released").await,
         Some(w) => {
@@ -161,6 +200,14 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
 fn accountable(meta: &HoldMeta, state: &HoldState) -> Actor {
     if let Some(p) = &state.proof {
         return p.into();
+    }
+    if state.break_glass {
+        return Actor {
+            sub: meta.identity.clone().unwrap_or_else(|| meta.requester()),
+            amr: Vec::new(),
+            acr: "break_glass".into(),
+            auth_time: unix_secs(SystemTime::now()),
+        };
     }
     let first = state.approvals.first();
     let sub = meta

@@ -4,7 +4,8 @@
 //! file order over only the routes whose path matched.
 
 use super::canonical::CanonicalPath;
-use crate::policy::{DisplayField, HoldSpec, Requirements};
+use crate::policy::conditions::Condition;
+use crate::policy::{Caller, DisplayField, HoldSpec, Requirements};
 use http::{HeaderMap, HeaderName, Method};
 use regex::{Regex, RegexSet};
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub struct Route {
     pub require: Requirements,
     pub hold: HoldSpec,
     pub display: Vec<DisplayField>,
+    /// `when:`: step up only if one of these fires; empty means always.
+    pub when: Vec<Condition>,
+    /// `match.caller`: only people, or only workloads.
+    pub caller: Option<Caller>,
 }
 
 #[derive(Debug)]
@@ -61,6 +66,8 @@ pub struct MatchRequest<'a> {
     pub path: &'a CanonicalPath,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The caller presented a verified client certificate.
+    pub workload: bool,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +163,11 @@ impl Route {
     }
 
     fn predicates_hold(&self, req: &MatchRequest<'_>) -> bool {
+        match self.caller {
+            Some(Caller::Workload) if !req.workload => return false,
+            Some(Caller::Person) if req.workload => return false,
+            _ => {}
+        }
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == req.host) {
             return false;
         }
@@ -197,7 +209,8 @@ impl Route {
                     .iter()
                     .any(|(on, or)| on == n && or.as_str() == r.as_str())
             });
-        methods && hosts && preds && self.path.covers(&other.path)
+        let caller = self.caller.is_none() || self.caller == other.caller;
+        methods && hosts && preds && caller && self.path.covers(&other.path)
     }
 }
 

@@ -134,3 +134,25 @@ fn a_deny_ends_the_hold() {
     assert_eq!(h.on(Event::Deny { by: "bob".into() }, t(1000)), Ok(Transition::Denied));
     assert_eq!(h.on(approval("carol"), t(1000)), Err(HoldError::Denied));
 }
+
+#[test]
+fn break_glass_releases_only_where_the_route_allows_it() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 2), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
+        Err(HoldError::MethodNotAccepted)
+    );
+    assert_eq!(h.phase, Phase::Pending);
+    let mut r = req(vec![ProofMethod::Totp], 2);
+    r.break_glass = Some(crate::policy::BreakGlass { reason_required: true });
+    let mut h = HoldState::new(r, t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
+        Ok(Transition::Release)
+    );
+    assert!(h.break_glass);
+    assert_eq!(
+        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
+        Err(HoldError::AlreadyReleased)
+    );
+}

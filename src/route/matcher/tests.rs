@@ -31,6 +31,7 @@ fn find(
         path: &path,
         query,
         headers,
+        workload: false,
     };
     c.routes.find(&req).route.map(|r| r.name.clone())
 }
@@ -131,6 +132,7 @@ fn params_case_and_method_miss() {
         path: &path,
         query: None,
         headers: &h,
+        workload: false,
     });
     assert!(lookup.route.is_none());
     assert!(lookup.method_miss, "a POST form could still carry _method=DELETE");
