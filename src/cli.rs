@@ -2,6 +2,7 @@
 
 mod audit;
 mod enroll;
+mod explain;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -57,6 +58,35 @@ enum Command {
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Show which route a request matches, which conditions fire and what
+    /// would be required.
+    Explain {
+        method: String,
+        url: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// A file with the request body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The client IP (after trusted proxies).
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// When (Unix seconds or RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// How long ago the gateway first saw the session, e.g. 9h.
+        #[arg(long)]
+        session_age: Option<String>,
+        /// The session's device fingerprint changed.
+        #[arg(long)]
+        new_device: bool,
+        /// The caller authenticated with a client certificate.
+        #[arg(long)]
+        workload: bool,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
     },
     /// Enroll a user's step-up credential.
     Enroll {
@@ -129,6 +159,37 @@ pub fn main() -> ExitCode {
         Command::Audit {
             cmd: AuditCmd::Show { hold, config, files },
         } => audit::show(&hold, &config, &files),
+        Command::Explain {
+            method,
+            url,
+            headers,
+            body,
+            ip,
+            at,
+            session_age,
+            new_device,
+            workload,
+            config,
+        } => load_config(&config).and_then(|c| {
+            let session_age = match session_age.as_deref() {
+                Some(s) => Some(stepgate::config::units::parse_duration(s).map_err(BadInput)?),
+                None => None,
+            };
+            explain::explain(
+                &c,
+                &explain::Request {
+                    method: &method,
+                    url: &url,
+                    headers: &headers,
+                    body: body.as_deref(),
+                    ip,
+                    at: at.as_deref(),
+                    session_age,
+                    new_device,
+                    workload,
+                },
+            )
+        }),
         Command::Enroll {
             kind:
                 EnrollKind::Totp {

@@ -4,5 +4,6 @@
 
 pub mod canonical;
 pub mod matcher;
+pub mod methods;
 
 pub use matcher::{Lookup, MatchRequest, Route, RouteTable};
