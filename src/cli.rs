@@ -1,6 +1,7 @@
 //! Command line (SPEC §8). Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
 mod audit;
+mod demo;
 mod enroll;
 mod explain;
 
@@ -35,6 +36,15 @@ enum Command {
     Serve {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
+    },
+    /// Run the gateway in front of a built-in legacy admin console
+    /// (development certificates and a TOTP enrollment on first run).
+    Demo {
+        /// Where the demo keeps its certificates, keys and state.
+        #[arg(long, default_value = "stepgate-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
     },
     /// Validate a config file; prints `file:line:col: message` on error.
     Check {
@@ -151,6 +161,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
+        Command::Demo { dir, port } => demo::run(&dir, port),
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Jwks { config } => jwks(&config),
         Command::Audit {
@@ -335,7 +346,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

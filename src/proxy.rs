@@ -19,6 +19,7 @@ pub mod tls;
 
 pub use crate::body::Body;
 pub use forward::Upstream;
+pub use page::escape as page_escape;
 use respond::Reject;
 
 /// An audit record about a hold, with the fields every hold event shares.
