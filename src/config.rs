@@ -65,6 +65,18 @@ pub struct SessionConfig {
 pub struct IdentityConfig {
     /// Set by an authenticating proxy; believed only from `trusted_proxies`.
     pub header: Option<HeaderName>,
+    /// A verified JWT (cookie or bearer) names the session's user.
+    pub jwt: Option<JwtIdentityConfig>,
+    /// A verified client certificate names the workload (SAN URI, else CN).
+    pub mtls: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtIdentityConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: PathBuf,
+    pub cookie: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +186,9 @@ impl Config {
         fix(&mut self.session.key_file);
         fix(&mut self.stepup.users);
         fix(&mut self.audit.path);
+        if let Some(j) = self.identity.jwt.as_mut() {
+            fix(&mut j.jwks);
+        }
         fix(&mut self.assertion.key);
         self.assertion.retired_keys.iter_mut().for_each(fix);
         for issuer in &mut self.stepup.token_issuers {

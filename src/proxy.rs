@@ -79,6 +79,18 @@ pub struct Live {
     pub config: Arc<Config>,
     pub upstream: Upstream,
     pub tokens: TokenVerifier,
+    pub identity_jwt: Option<crate::identity::JwtIdentity>,
+}
+
+fn identity_jwt(config: &Config) -> Result<Option<crate::identity::JwtIdentity>, StartError> {
+    let Some(j) = &config.identity.jwt else { return Ok(None) };
+    let text = keys::read_text(&j.jwks)?;
+    crate::identity::JwtIdentity::new(j.issuer.clone(), j.audience.clone(), &text)
+        .map(Some)
+        .map_err(|e| StartError::Invalid {
+            path: j.jwks.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 fn token_verifier(config: &Config) -> Result<TokenVerifier, StartError> {
@@ -152,6 +164,7 @@ impl Gateway {
         );
         let audit = Audit::open(config.audit.clone(), signer.clone()).map_err(|e| invalid(&config.audit.path, &e))?;
         let tokens = token_verifier(&config)?;
+        let identity_jwt = identity_jwt(&config)?;
         let metrics = Metrics::new();
         let upstream = Upstream::new(
             config.upstream.authority.clone(),
@@ -188,6 +201,7 @@ impl Gateway {
                 config: Arc::new(config),
                 upstream,
                 tokens,
+                identity_jwt,
             }),
             metrics,
             session_key,
@@ -276,6 +290,7 @@ impl Gateway {
     fn try_reload(&self, path: &std::path::Path) -> Result<usize, String> {
         let config = crate::config::load(path).map_err(|e| e.to_string())?;
         let tokens = token_verifier(&config).map_err(|e| e.to_string())?;
+        let identity_jwt = identity_jwt(&config).map_err(|e| e.to_string())?;
         let old = self.live();
         let o = &old.config;
         let fixed = [
@@ -317,6 +332,7 @@ impl Gateway {
             config: Arc::new(config),
             upstream,
             tokens,
+            identity_jwt,
         }));
         Ok(routes)
     }

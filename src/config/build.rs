@@ -138,6 +138,13 @@ fn typed(raw: RawConfig) -> Res<Config> {
                 ),
                 None => None,
             },
+            jwt: i.jwt.map(|j| JwtIdentityConfig {
+                issuer: j.issuer,
+                audience: j.audience,
+                jwks: j.jwks,
+                cookie: j.cookie,
+            }),
+            mtls: i.mtls,
         },
     };
     let audit = {
@@ -163,6 +170,18 @@ fn typed(raw: RawConfig) -> Res<Config> {
             checkpoint_every,
         }
     };
+    if identity.mtls && raw.tls.client_ca.is_none() {
+        return problem(
+            "identity.mtls",
+            "needs tls.client_ca: client certificates must chain to a CA you name",
+        );
+    }
+    if session.mtls && raw.tls.client_ca.is_none() {
+        return problem(
+            "session.mtls",
+            "needs tls.client_ca: client certificates must chain to a CA you name",
+        );
+    }
     let notify = match raw.notify {
         None => None,
         Some(n) => {

@@ -111,6 +111,21 @@ pub struct RawApprover {
 pub struct RawIdentity {
     #[serde(default)]
     pub header: Option<String>,
+    #[serde(default)]
+    pub jwt: Option<RawIdentityJwt>,
+    #[serde(default)]
+    pub mtls: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityJwt {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: PathBuf,
+    /// Read the JWT from this cookie; otherwise from `Authorization: Bearer`.
+    #[serde(default)]
+    pub cookie: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

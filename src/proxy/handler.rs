@@ -105,9 +105,33 @@ async fn serve(
                 client_ip,
                 client_cert: conn.client_cert.clone(),
                 request_id,
-                identity: None,
+                identity: identity(gw, &cfg, conn, &parts.headers),
             };
             gate::sensitive(gw, ctx, parts, body).await
+        }
+    }
+}
+
+/// The session's identity from the connection or a verified identity JWT
+/// (the identity header is read later, only if a trusted proxy sent it).
+fn identity(gw: &Gateway, cfg: &crate::config::Config, conn: &ConnInfo, headers: &HeaderMap) -> Option<String> {
+    if cfg.identity.mtls {
+        if let Some(der) = &conn.client_cert {
+            match crate::identity::cert_identity(der) {
+                Ok(id) => return Some(id),
+                Err(e) => tracing::info!(error = %e, "client certificate names no identity"),
+            }
+        }
+    }
+    let live = gw.live();
+    let jwt = live.identity_jwt.as_ref()?;
+    let cookie = cfg.identity.jwt.as_ref().and_then(|j| j.cookie.as_deref());
+    let token = crate::identity::token_from_request(headers, cookie)?;
+    match jwt.verify(&token, gw.clock.now()) {
+        Ok(sub) => Some(sub),
+        Err(e) => {
+            tracing::info!(error = %e, "identity JWT not accepted; identity unknown");
+            None
         }
     }
 }
