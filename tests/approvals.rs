@@ -371,6 +371,7 @@ async fn whoever_stepped_up_with_totp_cannot_also_be_the_approver() {
 async fn an_approver_cannot_then_step_up_for_the_hold_they_approved() {
     let Setup { up, gw, a } = setup("").await;
     let carol = enroll(&gw.dir, "carol");
+    let alice = enroll(&gw.dir, "alice");
     let cookie = "SESSIONID=shared-admin";
 
     // The shared legacy account hides who asked: carol approves first, then
@@ -386,17 +387,33 @@ async fn an_approver_cannot_then_step_up_for_the_hold_they_approved() {
         json!({"method": "totp", "user": "carol", "code": pyotp_now(&carol)}),
     )
     .await;
-    assert_ne!(
+    assert_eq!(
         r.status,
-        200,
+        403,
         "approver and requester are one person: {}",
         body_text(&r)
     );
+    assert_eq!(r.error_code(), "self_approval");
     assert_eq!(
         up.requests().len(),
         0,
         "nothing may be forwarded on one person's say-so"
     );
+
+    // Someone else stepping up completes it, with carol's approval intact.
+    let r = complete(
+        &gw,
+        cookie,
+        &hold,
+        json!({"method": "totp", "user": "alice", "code": pyotp_now(&alice)}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", body_text(&r));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let claims = verify_assertion(&gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(approvers_claim(&claims), ["carol"]);
 }
 
 #[tokio::test]

@@ -106,6 +106,8 @@ pub enum HoldError {
     DuplicateApproval,
     #[error("the proof method is not accepted by this route")]
     MethodNotAccepted,
+    #[error("the same person cannot both step up and approve")]
+    SelfApproval,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,11 @@ impl HoldState {
                 if !self.requirements.accepts(proof.method) {
                     return Err(HoldError::MethodNotAccepted);
                 }
+                // Separation of duties, checked here so that a proof and an
+                // approval racing each other cannot both slip past it.
+                if self.approvals.iter().any(|a| a.sub == proof.sub) {
+                    return Err(HoldError::SelfApproval);
+                }
                 if self.proof.is_none() {
                     self.proof = Some(proof);
                 }
@@ -200,6 +207,9 @@ impl HoldState {
             Event::Approve(approval) => {
                 if self.approvals.iter().any(|a| a.sub == approval.sub) {
                     return Err(HoldError::DuplicateApproval);
+                }
+                if self.proof.as_ref().is_some_and(|p| p.sub == approval.sub) {
+                    return Err(HoldError::SelfApproval);
                 }
                 self.approvals.push(approval);
                 Ok(self.settle(self.release_on_satisfy))

@@ -292,6 +292,7 @@ pub(super) fn engine_reject(e: EngineError) -> Reject {
         EngineError::Hold(HoldError::AlreadyReleased) => Reject::AlreadyReleased,
         EngineError::Hold(HoldError::Expired) => Reject::HoldExpired,
         EngineError::Hold(HoldError::Denied) => Reject::StepUpDenied,
+        EngineError::Hold(HoldError::SelfApproval) => Reject::SelfApproval,
         EngineError::Hold(HoldError::MethodNotAccepted) => {
             Reject::BadRequest("this proof method is not accepted for this action")
         }

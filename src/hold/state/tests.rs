@@ -156,3 +156,24 @@ fn break_glass_releases_only_where_the_route_allows_it() {
         Err(HoldError::AlreadyReleased)
     );
 }
+
+#[test]
+fn one_person_cannot_both_step_up_and_approve_in_either_order() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 1), t(2000), 5, false);
+    assert_eq!(h.on(approval("alice"), t(1000)), Ok(Transition::Progress));
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1001)),
+        Err(HoldError::SelfApproval)
+    );
+    assert_eq!((h.phase, h.proof.is_none()), (Phase::Pending, true));
+
+    let mut h = HoldState::new(req(vec![ProofMethod::Totp], 1), t(2000), 5, false);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1000)),
+        Ok(Transition::Progress)
+    );
+    assert_eq!(h.on(approval("alice"), t(1001)), Err(HoldError::SelfApproval));
+    assert!(h.approvals.is_empty());
+    assert_eq!(h.on(approval("bob"), t(1002)), Ok(Transition::Progress));
+    assert_eq!(h.phase, Phase::Satisfied);
+}
