@@ -297,6 +297,38 @@ async fn a_known_session_identity_must_be_the_one_who_steps_up() {
     assert_eq!(claims["sub"], "bob");
 }
 
+/// An identity the gateway cannot read unambiguously must not turn into
+/// "identity unknown" (anyone may step up) while the upstream reads one.
+#[tokio::test]
+async fn an_ambiguous_identity_header_is_refused_not_ignored() {
+    let up = Upstream::start().await;
+    let gw = gateway(
+        &up,
+        "trusted_proxies: [127.0.0.1/32]\nidentity: { header: X-Remote-User }\n",
+    )
+    .await;
+    let alice = enroll(&gw.dir, "alice");
+
+    // Twice (a proxy that appends instead of replacing): which one the
+    // upstream believes is up to the upstream.
+    let twice = [("x-remote-user", "alice"), ("x-remote-user", "mallory")];
+    // Not ASCII: the gateway cannot compare it with a user name.
+    let unreadable = [("x-remote-user", "jürgen")];
+    for headers in [&twice[..], &unreadable[..]] {
+        let mut h = vec![("cookie", COOKIE), ("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let resp = raw(gw.addr, &gw.pki, &request("POST", "/admin/users/x/delete", &h, b"{}")).await;
+        if resp.status == 401 && resp.error_code() == "step_up_required" {
+            let hold = hold_id(&resp.json());
+            let r = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+            assert_ne!(r.status, 200, "alice stepped up for {headers:?}");
+        }
+        assert_eq!(resp.status, 400, "{headers:?}: {}", body_text(&resp));
+        assert_eq!(resp.error_code(), "bad_request");
+    }
+    assert_eq!(up.requests().len(), 0);
+}
+
 #[tokio::test]
 async fn an_identity_header_from_an_untrusted_peer_is_stripped_and_ignored() {
     let up = Upstream::start().await;
