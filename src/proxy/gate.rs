@@ -129,15 +129,24 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     let bytes = buffer(body, cfg.limits.max_body).await?;
     let path_and_query = ctx.target.path_and_query();
     // The identity header survived hygiene only if a trusted proxy sent it.
-    let identity = ctx.identity.clone().or_else(|| {
-        cfg.identity
-            .header
-            .as_ref()
-            .and_then(|h| parts.headers.get(h))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .filter(|v| !v.is_empty())
-    });
+    // Read it unambiguously or refuse: treating a repeated or unreadable
+    // value as "no identity" would let anyone step up for that session.
+    let identity = match (ctx.identity.clone(), &cfg.identity.header) {
+        (Some(id), _) => Some(id),
+        (None, None) => None,
+        (None, Some(h)) => {
+            let mut values = parts.headers.get_all(h).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Reject::BadRequest("more than one identity header"));
+            }
+            match first.map(|v| v.to_str()) {
+                None => None,
+                Some(Ok(v)) => Some(v.to_owned()).filter(|v| !v.is_empty()),
+                Some(Err(_)) => return Err(Reject::BadRequest("unreadable identity header")),
+            }
+        }
+    };
     let meta = HoldMeta {
         id: HoldId::random(),
         route: route.name.clone(),
