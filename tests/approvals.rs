@@ -530,6 +530,7 @@ async fn an_approval_racing_the_deadline_releases_once_or_expires_never_both() {
             ),
         }
     }
+    eprintln!("deadline race: {released} of 8 released");
     assert_eq!(up.requests().len(), released);
 }
 
@@ -561,6 +562,16 @@ async fn the_queue_shows_pending_holds_only_to_their_approvers() {
         .expect("an anonymous session is named by its sid");
     assert!(gw.sid("queue-requester-secret").starts_with(short), "{requester}");
     assert!(!body_text(&queue(&gw, &a.bob).await).contains("queue-requester-secret"));
+    let bob = a.bob.bearer();
+    let one = get(
+        &gw,
+        &format!("/.stepup/holds/{hold}"),
+        &[("authorization", bob.as_str())],
+    )
+    .await;
+    assert_eq!(one.status, 200, "an approver may look at a hold they can decide");
+    assert_eq!(one.json()["state"], "pending");
+    assert_eq!(one.json()["display"], item["display"]);
 
     // Not an approver: no key, an unknown key, a session cookie.
     for headers in [
