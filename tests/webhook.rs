@@ -167,11 +167,22 @@ async fn denied_and_expired_holds_are_announced() {
     let resp = raw(gw.addr, &gw.pki, &post("/api/quick", "SESSIONID=q", &json!({"a": 3}))).await;
     assert_eq!(resp.status, 401, "{}", body_text(&resp));
     assert_eq!(resp.error_code(), "step_up_expired");
-    let quick = hook
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "hold.pending" && e["action"] == "money.quick")
-        .expect("the hold-mode hold was announced");
+    // Deliveries are asynchronous: the announcement may trail the answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let quick = loop {
+        let found = hook
+            .events()
+            .into_iter()
+            .find(|e| e["event"] == "hold.pending" && e["action"] == "money.quick");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hold-mode hold was never announced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     hook.wait_for("hold.expired", &s(&quick["hold_id"])).await;
 
     for id in [&denied, &lapsed] {
