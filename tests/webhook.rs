@@ -35,8 +35,10 @@ const ROUTES: &str = "
     hold: { mode: hold, timeout: 1s }
 ";
 
-/// What an event may carry; anything else would be a leak.
-const FIELDS: [&str; 10] = [
+/// What an event may carry; anything else would be a leak. (`reason` is
+/// the break-glass reason the requester typed, null otherwise.)
+const FIELDS: [&str; 11] = [
+    "reason",
     "event",
     "hold_id",
     "route",
