@@ -58,6 +58,14 @@ pub struct TotpRecord {
     pub confirmed: bool,
     #[serde(default)]
     pub created: u64,
+    /// The time step of the code that confirmed enrollment: that code has
+    /// been seen, so it must not also work as a step-up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub confirmed_step: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::fmt::Debug for TotpRecord {
@@ -70,6 +78,15 @@ impl std::fmt::Debug for TotpRecord {
 }
 
 impl UserFile {
+    /// The step of the code that confirmed the user's TOTP (0 if none).
+    pub fn totp_confirmed_step(&self, user: &str) -> u64 {
+        self.users
+            .get(user)
+            .and_then(|u| u.totp.as_ref())
+            .map(|t| t.confirmed_step)
+            .unwrap_or(0)
+    }
+
     /// The user's confirmed TOTP secret, if any.
     pub fn totp_secret(&self, user: &str) -> Option<&str> {
         let t = self.users.get(user)?.totp.as_ref()?;
@@ -181,6 +198,7 @@ mod tests {
                             secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
                             confirmed: false,
                             created: 1,
+                            confirmed_step: 0,
                         }),
                         webauthn: vec![],
                     },

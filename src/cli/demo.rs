@@ -66,6 +66,7 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
                     secret: s.clone(),
                     confirmed: true,
                     created: stepgate::clock::unix_secs(std::time::SystemTime::now()),
+                    confirmed_step: 0,
                 });
             })?;
             s

@@ -28,17 +28,18 @@ pub fn totp(config: &Config, user: &str, confirm: Option<&str>, force: bool) -> 
                 println!("{user}: TOTP is already active");
                 return Ok(());
             }
-            if totp::verify(&record.secret, code, now).is_err() {
+            let Ok(step) = totp::verify(&record.secret, code, now) else {
                 return Err(BadInput(format!(
                     "{user}: the code does not match; check the device clock and try the current code"
                 ))
                 .into());
-            }
+            };
             let secret = record.secret.clone();
             store.update(|f| {
                 if let Some(t) = f.users.get_mut(user).and_then(|u| u.totp.as_mut()) {
                     if t.secret == secret {
                         t.confirmed = true;
+                        t.confirmed_step = step;
                     }
                 }
             })?;
@@ -60,6 +61,7 @@ pub fn totp(config: &Config, user: &str, confirm: Option<&str>, force: bool) -> 
                     secret: secret.clone(),
                     confirmed: false,
                     created: now,
+                    confirmed_step: 0,
                 });
             })?;
             println!("{uri}");

@@ -225,24 +225,32 @@ async fn complete(
                 }
                 _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
             };
-            let (record, event) = match verified {
-                Ok(proof) => (
-                    hold_record("proof.accepted", &meta).actor(proof.sub.clone()),
-                    Event::ProofAccepted(proof),
-                ),
+            // The record is written after the state machine decided, so it
+            // says what happened (a proof the hold refuses is a rejection).
+            let (event, sub) = match verified {
+                Ok(proof) => {
+                    let sub = proof.sub.clone();
+                    (Event::ProofAccepted(proof), Ok(sub))
+                }
                 Err(reason) => {
                     tracing::info!(hold = %id, method = %method, %reason, "proof rejected");
-                    let sub = req.user.clone().unwrap_or_default();
-                    (
-                        hold_record("proof.rejected", &meta).actor(sub).reason(reason),
-                        Event::ProofRejected,
-                    )
+                    (Event::ProofRejected, Err(reason))
                 }
             };
-            gw.metrics
-                .proof(method.as_str(), matches!(event, Event::ProofAccepted(_)));
+            let applied = gw.holds.apply(&id, event, now);
+            let record = match (&sub, &applied) {
+                (Ok(sub), Ok(_)) => hold_record("proof.accepted", &meta).actor(sub.clone()),
+                (Ok(sub), Err(e)) => hold_record("proof.rejected", &meta)
+                    .actor(sub.clone())
+                    .reason(e.to_string()),
+                (Err(reason), _) => hold_record("proof.rejected", &meta)
+                    .actor(req.user.clone().unwrap_or_default())
+                    .reason(reason.clone()),
+            };
+            let accepted = sub.is_ok() && applied.is_ok();
+            gw.metrics.proof(method.as_str(), accepted);
             gw.audit(record.with("method", method.as_str())).await?;
-            event
+            return settle(gw, applied.map_err(engine_reject)?, now).await;
         }
     };
     let applied = gw.holds.apply(&id, event, now).map_err(engine_reject)?;

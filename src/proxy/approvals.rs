@@ -123,12 +123,6 @@ pub(super) async fn decide(
         comment.truncate(end);
     }
     let kind = if approve { "approval.granted" } else { "approval.denied" };
-    gw.audit(
-        hold_record(kind, &meta)
-            .actor(a.name.clone())
-            .with("comment", comment.clone()),
-    )
-    .await?;
     let event = if approve {
         Event::Approve(Approval {
             sub: a.name.clone(),
@@ -146,6 +140,14 @@ pub(super) async fn decide(
         }
         other => other.map_err(engine_reject)?,
     };
+    // Recorded once the state machine took the decision, so the trail never
+    // shows an approval that did not count.
+    gw.audit(
+        hold_record(kind, &meta)
+            .actor(a.name.clone())
+            .with("comment", comment.clone()),
+    )
+    .await?;
     tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {

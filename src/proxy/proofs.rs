@@ -95,6 +95,9 @@ fn check_totp(
         .totp_secret(user)
         .ok_or_else(|| format!("user {user} has no confirmed TOTP credential"))?;
     let step = totp::verify(secret, code, now).map_err(|e| e.to_string())?;
+    if step <= users.totp_confirmed_step(user) {
+        return Err(format!("TOTP code for step {step} was used to confirm enrollment"));
+    }
     if !gw.totp_steps.claim(user, step) {
         return Err(format!("TOTP code for step {step} was already used by {user}"));
     }
