@@ -266,6 +266,17 @@ impl Gateway {
     /// Starts a gateway with `routes` (the YAML list under `routes:`) and
     /// `extra` top-level YAML, in front of `upstream`.
     pub async fn start(upstream: SocketAddr, routes: &str, extra: &str) -> Gateway {
+        Self::start_with_clock(upstream, routes, extra, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Gateway::start`], on `clock`: a `ManualClock` lets a test
+    /// move the gateway's time (windows, ages, expiry) without sleeping.
+    pub async fn start_with_clock(
+        upstream: SocketAddr,
+        routes: &str,
+        extra: &str,
+        clock: Arc<dyn stepgate::clock::Clock>,
+    ) -> Gateway {
         let dir = std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pki = Pki::new();
@@ -301,7 +312,7 @@ routes:
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
         let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
-        let gw = stepgate::proxy::Gateway::load(config, Arc::new(SystemClock)).expect("gateway");
+        let gw = stepgate::proxy::Gateway::load(config, clock).expect("gateway");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
