@@ -175,7 +175,15 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     // 3. A step-up this session made for this action moments ago (sudo mode).
     let window = route.require.reuse.as_secs();
     if window > 0 && route.require.approvals == 0 {
-        if let Some(recent) = gw.reuse.find(meta.sid.as_str(), &meta.action, unix_secs(now), window) {
+        // The assertion names the original auth_time, so the reused step-up
+        // must still be as fresh as the route's max_age demands.
+        let fresh =
+            |r: &crate::store::Recent| unix_secs(now).saturating_sub(r.auth_time) <= route.require.max_age.as_secs();
+        if let Some(recent) = gw
+            .reuse
+            .find(meta.sid.as_str(), &meta.action, unix_secs(now), window)
+            .filter(fresh)
+        {
             let mut facts = release::facts(&meta, &recent.clone().into(), &[], false);
             facts.reuse = true;
             return release::forward_signed(gw, facts, &meta, parked, "reuse.accepted").await;
