@@ -55,6 +55,11 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         Some(t) => parse_time(t)?,
         None => SystemTime::now(),
     };
+    // The gateway refuses these before it even reads the path.
+    if stepgate::proxy::hygiene::check_header_names(&headers).is_err() {
+        println!("400 bad_request: a header name contains `_` (refused before matching)");
+        return Ok(());
+    }
     let path = match canonicalize(uri.path()) {
         Ok(p) => p,
         Err(e) => {
