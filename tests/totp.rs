@@ -110,7 +110,9 @@ async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private(
     );
     assert_eq!(up.requests().len(), 0);
 
-    let code = pyotp_now(&otp.secret);
+    // An authenticator a little behind: the previous step's code confirms
+    // (±1 step), which keeps the current step free for the step-up below.
+    let code = pyotp_at(&otp.secret, now_secs() - 30);
     let run = stepgate(&gw.dir, &["enroll", "totp", "alice", "--confirm", &code]);
     assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
     let text = std::fs::read_to_string(&users).expect("users");
@@ -120,6 +122,11 @@ async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private(
     let tokens: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).collect();
     assert!(!tokens.contains(&code.as_str()), "the confirm code was stored: {text}");
     assert!(!text.contains("code"), "{text}");
+
+    // The confirm code has been seen: it cannot also step up.
+    let ch = hold_on(&gw, "/admin/users/dave/delete", &[], b"{}").await;
+    let resp = totp(&gw, &hold_id(&ch), "alice", &code).await;
+    assert_eq!(resp.error_code(), "invalid_proof", "the confirm code is spent");
 
     // And now the same enrollment works for a step-up.
     let ch = hold_on(&gw, "/admin/users/carol/delete", &[], b"{}").await;
