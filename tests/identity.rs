@@ -24,7 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 const SPIFFE: &str = "spiffe://example.org/agent/payments";
-const APPROVER_KEY: &str = "carol-treasury-api-key-0123456789";
+const CAROL_KEY: &str = "carol-treasury-api-key-0123456789";
+const DAVE_KEY: &str = "dave-treasury-api-key-9876543210";
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -148,6 +149,17 @@ struct MtlsGateway {
 }
 
 async fn start_mtls(upstream: SocketAddr, client_ca: &ClientCa, session: &str, routes: &str) -> MtlsGateway {
+    start_gateway(upstream, client_ca, session, "{ mtls: true }", routes).await
+}
+
+/// `identity` is the YAML value of the top-level `identity:` key.
+async fn start_gateway(
+    upstream: SocketAddr,
+    client_ca: &ClientCa,
+    session: &str,
+    identity: &str,
+    routes: &str,
+) -> MtlsGateway {
     let dir = temp_dir("mtls");
     let server = Pki::new();
     std::fs::write(dir.join("cert.pem"), &server.cert_pem).expect("write");
@@ -160,13 +172,16 @@ async fn start_mtls(upstream: SocketAddr, client_ca: &ClientCa, session: &str, r
 tls: {{ cert: cert.pem, key: key.pem, client_ca: client-ca.pem }}
 upstream: http://{upstream}
 session: {session}
-identity: {{ mtls: true }}
+identity: {identity}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: legacy-admin, ttl: 60s }}
 stepup:
-  approvers: [ {{ name: carol, groups: [treasury], key_sha256: '{key}' }} ]
+  approvers:
+    - {{ name: carol, groups: [treasury], key_sha256: '{carol}' }}
+    - {{ name: dave, groups: [treasury], key_sha256: '{dave}' }}
 routes:
 {routes}",
-        key = sha256_hex(APPROVER_KEY),
+        carol = sha256_hex(CAROL_KEY),
+        dave = sha256_hex(DAVE_KEY),
     );
     std::fs::write(dir.join("routes.yaml"), &text).expect("write");
     let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
@@ -215,7 +230,11 @@ fn assertion_claims(gw: &stepgate::proxy::Gateway, token: &str) -> serde_json::M
 
 impl MtlsGateway {
     async fn approver(&self, method: &str, target: &str, body: &[u8]) -> RawResponse {
-        let auth = format!("Bearer {APPROVER_KEY}");
+        self.approver_as(CAROL_KEY, method, target, body).await
+    }
+
+    async fn approver_as(&self, key: &str, method: &str, target: &str, body: &[u8]) -> RawResponse {
+        let auth = format!("Bearer {key}");
         let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
         send(self.addr, &self.server, None, &request(method, target, &headers, body)).await
     }
@@ -386,6 +405,25 @@ async fn certificate_from_another_ca_is_refused_at_the_handshake() {
     assert_eq!(up.requests().len(), 1, "only the genuine workload got through");
 }
 
+#[tokio::test]
+async fn denied_workload_request_is_refused_on_its_open_connection_and_never_forwarded() {
+    let up = Upstream::start().await;
+    let ca = ClientCa::new("workload CA");
+    let gw = start_mtls(up.addr, &ca, "{ mtls: true }", WORKLOAD_ROUTE).await;
+    let waiting = gw.spawn_waiting(ca.issue(Some(SPIFFE), None), transfer(br#"{"amount":9}"#));
+    let hold = gw.wait_for_one_hold().await;
+    let id = hold["hold_id"].as_str().expect("hold id");
+    let decision = json!({"txn": hold["txn"], "comment": "unknown payee"}).to_string();
+    let resp = gw
+        .approver("POST", &format!("/.stepup/holds/{id}/deny"), decision.as_bytes())
+        .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let answered = waiting.await.expect("task");
+    assert_eq!(answered.status, 403);
+    assert_eq!(answered.error_code(), "step_up_denied");
+    assert_eq!(up.requests().len(), 0);
+}
+
 /// Challenge mode everywhere, so each answer names the route at once. The
 /// two paths list their routes in opposite orders, so reaching the second
 /// route proves the first one did not match.
@@ -474,12 +512,17 @@ impl Idp {
     }
 }
 
-fn identity_config(jwks: &Path, cookie: Option<&str>) -> String {
+/// The `identity:` value for session JWTs from the test IdP.
+fn jwt_identity(jwks: &Path, cookie: Option<&str>) -> String {
     let cookie = cookie.map(|c| format!(", cookie: {c}")).unwrap_or_default();
     format!(
-        "identity: {{ jwt: {{ issuer: 'https://login.test', audience: legacy, jwks: '{}'{cookie} }} }}",
+        "{{ jwt: {{ issuer: 'https://login.test', audience: legacy, jwks: '{}'{cookie} }} }}",
         jwks.display()
     )
+}
+
+fn identity_config(jwks: &Path, cookie: Option<&str>) -> String {
+    format!("identity: {}", jwt_identity(jwks, cookie))
 }
 
 const PERSON_ROUTE: &str = "
@@ -768,4 +811,65 @@ async fn rs256_cookie_identity_refuses_another_prover_and_names_the_owner() {
     assert_eq!(seen.len(), 1);
     let claims = verify_assertion(&gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
     assert_eq!(claims["sub"], "alice");
+}
+
+// ------------------------------------------------ JWT identity + approvals
+
+#[tokio::test]
+async fn jwt_identity_is_the_requester_cannot_self_approve_and_is_the_assertion_sub() {
+    let up = Upstream::start().await;
+    let ca = ClientCa::new("workload CA");
+    let idp = Idp::new();
+    let routes = "
+  - name: payout
+    action: money.payout
+    match: { methods: [POST], path: /api/payouts }
+    require: { approvals: 1, approvers: [treasury] }
+    hold: { mode: challenge, timeout: 30s }
+";
+    let identity = jwt_identity(&idp.jwks_path, Some("id_token"));
+    let gw = start_gateway(up.addr, &ca, "{ cookie: SESSIONID }", &identity, routes).await;
+    // Carol is a treasury approver who also uses the app herself.
+    let cookie = format!("SESSIONID=carol-session; id_token={}", idp.jwt(Idp::claims("carol")));
+    let session = [("cookie", cookie.as_str())];
+    let payout = request("POST", "/api/payouts", &session, br#"{"amount":70}"#);
+    let resp = send(gw.addr, &gw.server, None, &payout).await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    let id = resp.json()["hold_id"].as_str().expect("hold id").to_owned();
+
+    let hold = gw.wait_for_one_hold().await;
+    assert_eq!(hold["requester"], "carol");
+    let decision = json!({"txn": hold["txn"]}).to_string();
+    let approve = format!("/.stepup/holds/{id}/approve");
+    // A different session, but the verified identity is the requester's.
+    let resp = gw.approver_as(CAROL_KEY, "POST", &approve, decision.as_bytes()).await;
+    assert_eq!(resp.status, 403, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "self_approval");
+
+    let resp = gw.approver_as(DAVE_KEY, "POST", &approve, decision.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(up.requests().len(), 0, "in challenge mode the requester collects");
+
+    let collect = request(
+        "POST",
+        &format!("/.stepup/holds/{id}/complete"),
+        &[("cookie", cookie.as_str()), ("content-type", "application/json")],
+        b"{}",
+    );
+    let resp = send(gw.addr, &gw.server, None, &collect).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let claims = assertion_claims(&gw.gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(
+        claims["sub"], "carol",
+        "the requester is accountable, the approver is listed"
+    );
+    let approvers: Vec<&str> = claims["approvers"]
+        .as_array()
+        .expect("approvers")
+        .iter()
+        .filter_map(|a| a["sub"].as_str())
+        .collect();
+    assert_eq!(approvers, ["dave"]);
 }
