@@ -483,6 +483,67 @@ async fn caller_kind_selects_the_route_for_people_and_for_workloads() {
     assert_eq!(up.requests().len(), 0, "every request here was held or refused");
 }
 
+/// The caller kind is the client's choice (certificates are optional at
+/// the handshake), so it may pick between routes but never turn a covered
+/// path into an open one: an agent that drops its certificate must not
+/// skip the approval its route demands.
+#[tokio::test]
+async fn dropping_the_certificate_does_not_skip_a_workload_route() {
+    let up = Upstream::start().await;
+    let ca = ClientCa::new("workload CA");
+    let gw = start_mtls(up.addr, &ca, "{ mtls: true }", WORKLOAD_ROUTE).await;
+    let resp = send(gw.addr, &gw.server, None, &transfer(br#"{"amount":250000}"#)).await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "no_session");
+    assert_eq!(
+        up.requests().len(),
+        0,
+        "a certificate-less transfer was forwarded unapproved"
+    );
+}
+
+#[tokio::test]
+async fn a_route_for_the_other_caller_kind_applies_when_none_is_for_yours() {
+    let up = Upstream::start().await;
+    let ca = ClientCa::new("workload CA");
+    let routes = "
+  - name: console
+    action: console.write
+    match: { caller: person, methods: [POST], prefix: /console }
+    require: { approvals: 1, approvers: [treasury] }
+    hold: { mode: challenge, timeout: 10s }
+  - name: agent-jobs
+    action: jobs.run
+    match: { caller: workload, methods: [POST], prefix: /jobs }
+    require: { approvals: 1, approvers: [treasury] }
+    hold: { mode: challenge, timeout: 10s }
+";
+    let gw = start_mtls(up.addr, &ca, "{ cookie: SESSIONID, mtls: true }", routes).await;
+    let agent = ca.issue(Some(SPIFFE), None);
+    let cookie = [("cookie", "SESSIONID=alice-session")];
+
+    let resp = send(
+        gw.addr,
+        &gw.server,
+        Some(&agent),
+        &request("POST", "/console/x", &[], b""),
+    )
+    .await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.json()["route"], "console");
+    let resp = send(gw.addr, &gw.server, None, &request("POST", "/jobs/run", &cookie, b"")).await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.json()["route"], "agent-jobs");
+    assert_eq!(up.requests().len(), 0);
+
+    // Paths no route covers still pass for both kinds.
+    let resp = send(gw.addr, &gw.server, Some(&agent), &request("POST", "/other", &[], b"")).await;
+    assert_eq!(resp.status, 200);
+    let resp = send(gw.addr, &gw.server, None, &request("POST", "/other", &cookie, b"")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.count("/other"), 2);
+}
+
 // ------------------------------------------------------------- JWT identity
 
 /// The identity provider that signs the legacy app's session JWTs.
