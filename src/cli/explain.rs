@@ -93,7 +93,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
             lookup = req(&methods);
         }
     }
-    let Some(route) = lookup.route else {
+    let Some(route) = lookup.governing() else {
         println!("route:     none: forwarded untouched (streamed, no step-up)");
         return Ok(());
     };

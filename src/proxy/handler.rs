@@ -88,10 +88,11 @@ async fn serve(
     }
 
     // 4. decide.
-    if let Some(r) = &lookup.route {
+    let governing = lookup.governing();
+    if let Some(r) = &governing {
         route.clone_from(&r.name);
     }
-    match lookup.route {
+    match governing {
         None => gate::pass_through(gw, parts, body, &target, upgrade).await,
         Some(route) if route.deny => {
             tracing::info!(route = %route.name, path = %target.path.as_str(), "denied by route");

@@ -76,6 +76,20 @@ pub struct Lookup {
     /// Some route matched on everything but its methods. A form body may
     /// still carry a `_method` override that would select it.
     pub method_miss: bool,
+    /// The first route that matched on everything but `match.caller`. The
+    /// caller kind is the client's choice (a certificate is optional), so
+    /// when no route is for its kind this one applies: dropping or adding a
+    /// certificate must not turn a covered path into an open one.
+    pub other_kind: Option<Arc<Route>>,
+}
+
+impl Lookup {
+    /// The route that governs the request: one for its caller kind, else
+    /// one for the other kind. Taken after any `_method` re-lookup, so an
+    /// override can still select a route for the caller's own kind.
+    pub fn governing(self) -> Option<Arc<Route>> {
+        self.route.or(self.other_kind)
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +130,7 @@ impl RouteTable {
 
     fn first(&self, candidates: impl Iterator<Item = usize>, req: &MatchRequest<'_>) -> Lookup {
         let mut method_miss = false;
+        let mut other_kind = None;
         for i in candidates {
             let Some(route) = self.routes.get(i) else {
                 continue;
@@ -123,17 +138,24 @@ impl RouteTable {
             if !route.predicates_hold(req) {
                 continue;
             }
-            if route.method_ok(req.methods) {
-                return Lookup {
-                    route: Some(route.clone()),
-                    method_miss,
-                };
+            if !route.method_ok(req.methods) {
+                method_miss = true;
+                continue;
             }
-            method_miss = true;
+            if !route.caller_ok(req.workload) {
+                other_kind.get_or_insert_with(|| route.clone());
+                continue;
+            }
+            return Lookup {
+                route: Some(route.clone()),
+                method_miss,
+                other_kind,
+            };
         }
         Lookup {
             route: None,
             method_miss,
+            other_kind,
         }
     }
 
@@ -162,12 +184,15 @@ impl Route {
         self.methods.is_empty() || methods.iter().any(|m| self.methods.contains(m) || head_as_get(m))
     }
 
-    fn predicates_hold(&self, req: &MatchRequest<'_>) -> bool {
+    fn caller_ok(&self, workload: bool) -> bool {
         match self.caller {
-            Some(Caller::Workload) if !req.workload => return false,
-            Some(Caller::Person) if req.workload => return false,
-            _ => {}
+            Some(Caller::Workload) => workload,
+            Some(Caller::Person) => !workload,
+            None => true,
         }
+    }
+
+    fn predicates_hold(&self, req: &MatchRequest<'_>) -> bool {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == req.host) {
             return false;
         }
