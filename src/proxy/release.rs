@@ -163,7 +163,7 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
     let Some(Release { parked, waiter }) = release else {
         return Err(Reject::AlreadyReleased);
     };
-    let proof = accountable(&meta, &state);
+    let proof = accountable(&meta, &state, gw.clock.now());
     if let Some(p) = &state.proof {
         if state.approvals.is_empty() && !state.break_glass {
             remember(gw, &meta, &state.requirements, p, gw.clock.now());
@@ -197,7 +197,7 @@ pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Respo
 /// The accountable actor (`sub`) and how they are known. With a proof it
 /// is whoever proved; for approval-only holds it is the session's known
 /// identity, or else the approvers themselves (listed in `approvers`).
-fn accountable(meta: &HoldMeta, state: &HoldState) -> Actor {
+fn accountable(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> Actor {
     if let Some(p) = &state.proof {
         return p.into();
     }
@@ -206,7 +206,7 @@ fn accountable(meta: &HoldMeta, state: &HoldState) -> Actor {
             sub: meta.identity.clone().unwrap_or_else(|| meta.requester()),
             amr: Vec::new(),
             acr: "break_glass".into(),
-            auth_time: unix_secs(SystemTime::now()),
+            auth_time: unix_secs(now),
         };
     }
     let first = state.approvals.first();
