@@ -90,6 +90,15 @@ async fn the_office_passes_unheld_and_elsewhere_steps_up_with_the_reason_signed(
     assert_eq!(claims["route"], "wire");
     assert_eq!(claims["txn"], json!(txn_of(&seen[1], "localhost")));
     assert_eq!(claims["sid"], json!(gw.sid("sess-wire")));
+    // The audit trail records why the request was held.
+    let trail = std::fs::read_to_string(gw.dir.join("state/audit.jsonl")).expect("audit trail");
+    let created: serde_json::Value = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"] == "hold.created" && r["hold"] == ch["hold_id"])
+        .expect("hold.created record");
+    assert_eq!(created["risk"], json!(["client_ip_not_in"]));
+    assert_eq!(created["reason"], "client_ip_not_in");
 }
 
 #[tokio::test]

@@ -230,10 +230,14 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         id: (route.hold.mode == HoldMode::Hold).then(|| meta.id.clone()),
     };
     tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
-    let created = hold_record("hold.created", &meta)
+    let mut created = hold_record("hold.created", &meta)
         .with("method", meta.method.as_str())
         .with("target", meta.path_and_query.clone())
         .with("requester", meta.requester());
+    if !meta.risk.is_empty() {
+        // Why this request stepped up: the conditions that fired.
+        created = created.reason(meta.risk.join(",")).with("risk", meta.risk.clone());
+    }
     if let Err(e) = gw.audit(created).await {
         // Without its record the hold must not exist.
         let _ = gw.holds.apply(&meta.id, Event::Expire, now);
