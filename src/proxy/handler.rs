@@ -7,10 +7,14 @@ use crate::body::{full, Body, BoxError};
 use crate::route::methods::{effective_methods, form_kind, form_methods};
 use crate::route::MatchRequest;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
+
+// Built once: looking a header up by `&str` parses the name on every call.
+static X_STEPUP_TOKEN: HeaderName = HeaderName::from_static("x-stepup-token");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,7 +59,7 @@ async fn serve(
     // 2. read what the gateway consumes, then strip it.
     let trusted = hygiene::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
     let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
-    let token = parts.headers.get("x-stepup-token").cloned();
+    let token = parts.headers.get(&X_STEPUP_TOKEN).cloned();
     let request_id = request_id(&parts.headers);
     let upgrade = hygiene::upgrade_protocol(&parts.headers);
 
@@ -84,7 +88,7 @@ async fn serve(
     hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
     hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
-        parts.headers.insert("x-request-id", v);
+        parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
 
     // 4. decide.
@@ -141,7 +145,7 @@ fn identity(gw: &Gateway, cfg: &crate::config::Config, conn: &ConnInfo, headers:
 /// it ties the gateway's logs and audit records to the upstream's.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)

@@ -32,32 +32,40 @@ impl Target {
     }
 }
 
-const STRIPPED: [&str; 4] = [
-    "x-stepup-assertion",
-    "x-stepup-token",
-    "x-original-url",
-    "x-rewrite-url",
+// Header names are built once, not parsed from text on every request: each
+// lookup by `&str` re-validates and re-classifies the name before hashing,
+// and these lists are consulted for every request and response.
+static STRIPPED: [HeaderName; 4] = [
+    HeaderName::from_static("x-stepup-assertion"),
+    HeaderName::from_static("x-stepup-token"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers the gateway sets itself unless the peer is a trusted proxy.
-const FORWARDING: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-real-ip",
+static FORWARDING: [&HeaderName; 5] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &header::FORWARDED,
+    &X_REAL_IP,
 ];
 
 pub fn target(parts: &Parts) -> Result<Target, Reject> {
@@ -125,7 +133,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         return peer;
     }
     let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -151,7 +159,7 @@ pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untruste
         headers.remove(name);
     }
     for name in HOP_BY_HOP.iter().chain(STRIPPED.iter()) {
-        headers.remove(*name);
+        headers.remove(name);
     }
     // hyper frames the forwarded body itself; a copied length could
     // disagree with the bytes actually sent.
@@ -169,19 +177,19 @@ pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untruste
 /// Sets `X-Forwarded-*`. Runs after `strip_inbound`, so a `Connection`
 /// header can never remove what the gateway adds.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if trusted_peer => format!("{prev}, {peer}"),
         _ => peer.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !(trusted_peer && headers.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     }
-    if !(trusted_peer && headers.contains_key("x-forwarded-host")) {
+    if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST)) {
         if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert("x-forwarded-host", v);
+            headers.insert(X_FORWARDED_HOST.clone(), v);
         }
     }
 }
@@ -199,7 +207,7 @@ pub fn strip_outbound(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -3,7 +3,14 @@
 //! methods, so a route listing DELETE must also catch every spelling an
 //! upstream would route as DELETE. The set only ever widens.
 
-use http::{header, HeaderMap, Method};
+use http::{header, HeaderMap, HeaderName, Method};
+
+// Built once: looking a header up by `&str` parses the name on every call.
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 
 /// The method as sent and every override a framework might
 /// honour: a route listing DELETE must also catch `POST` + `X-HTTP-Method-Override: DELETE`.
@@ -12,7 +19,7 @@ pub fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&st
     // Django, Flask and Symfony upper-case the method before routing, so
     // `delete` is a DELETE to them.
     out.extend(parse_method(method.as_str().as_bytes()).filter(|m| m != method));
-    for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+    for name in &METHOD_OVERRIDES {
         // Express reads the first item of a comma list (Node joins repeated
         // headers with commas); every item is taken here.
         for v in headers.get_all(name) {
