@@ -332,11 +332,13 @@ describe() {
     echo "Peak RSS is VmHWM per run (reset with clear_refs before each run); for nginx it is the sum over master and workers, max over rounds."
     echo "CPU is the proxy's user+system time over the run divided by completed requests (all of its processes), median over rounds."
     echo
-    echo "| scenario | proxy | req/s | p50 ms | p99 ms | errors | peak RSS MiB | CPU µs/req | req/s ratio |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | proxy | req/s | p50 ms | p99 ms | errors | peak RSS MiB | CPU µs/req | req/s ratio | CPU/req ratio |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in "${SCENARIOS[@]}"; do
         sg_rps=$(col "$s" stepgate 4 | median)
         ngx_rps=$(col "$s" nginx 4 | median)
+        sg_cpu=$(col "$s" stepgate 9 | median)
+        ngx_cpu=$(col "$s" nginx 9 | median)
         for p in stepgate nginx; do
             rps=$(col "$s" "$p" 4 | median)
             p50=$(col "$s" "$p" 5 | median)
@@ -344,11 +346,20 @@ describe() {
             errs=$(col "$s" "$p" 7 | awk '{s += $1} END {print s + 0}')
             rss=$(awk -v k="$(maxcol "$s" "$p" 8)" 'BEGIN {printf "%.1f", k / 1024}')
             cpu=$(col "$s" "$p" 9 | median)
-            ratio=""
-            [[ $p == stepgate ]] && ratio=$(awk -v a="$sg_rps" -v b="$ngx_rps" 'BEGIN {printf "%.2f", a / b}')
-            echo "| $(describe "$s") | $p | $rps | $p50 | $p99 | $errs | $rss | $cpu | $ratio |"
+            ratio="" cpu_ratio=""
+            if [[ $p == stepgate ]]; then
+                ratio=$(awk -v a="$sg_rps" -v b="$ngx_rps" 'BEGIN {printf "%.2f", a / b}')
+                cpu_ratio=$(awk -v a="$sg_cpu" -v b="$ngx_cpu" 'BEGIN {printf "%.2f", a / b}')
+            fi
+            echo "| $(describe "$s") | $p | $rps | $p50 | $p99 | $errs | $rss | $cpu | $ratio | $cpu_ratio |"
         done
     done
+    echo
+    echo "How to read this on a shared 2-core machine: the load generator, the upstream and"
+    echo "the proxy share two cores (with whatever else runs), so req/s moves with outside load"
+    echo "from run to run; CPU µs/req (the proxy's own CPU time per completed request) is the"
+    echo "steadier measure of proxy efficiency. In (b) the client's TLS handshakes, not the"
+    echo "proxy, set the pace, so its req/s compares the generator more than the proxies."
     echo
     echo "### Per-round raw numbers"
     echo
