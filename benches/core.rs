@@ -107,6 +107,7 @@ fn route_match(c: &mut Criterion) {
                 path,
                 query: None,
                 headers: &headers,
+                workload: false,
             };
             let expect_hit = what != "miss";
             assert_eq!(config.routes.find(&req).route.is_some(), expect_hit, "{what}@{n}");
@@ -207,6 +208,7 @@ fn hold_meta(i: usize) -> HoldMeta {
         identity: None,
         display: Vec::new(),
         needs_approval: false,
+        request_id: String::new(),
     }
 }
 

@@ -83,6 +83,7 @@ fn main() {
             identity: None,
             display: vec![("User".into(), i.to_string())],
             needs_approval: false,
+            request_id: String::new(),
         };
         let parked = Parked {
             headers: headers(i),
