@@ -98,6 +98,9 @@ pub struct Limits {
     pub max_holds: usize,
     pub max_holds_per_session: usize,
     pub max_body: u64,
+    /// All parked bodies together: a client can mint session values, so
+    /// the per-session limit alone does not bound memory.
+    pub max_held_bytes: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -114,6 +117,7 @@ impl Default for Limits {
             max_holds: 10_000,
             max_holds_per_session: 8,
             max_body: 1 << 20,
+            max_held_bytes: 256 << 20,
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_connections: 10_000,

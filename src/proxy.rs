@@ -171,7 +171,8 @@ impl Gateway {
             config.limits.upstream_timeout,
             metrics.upstream_seconds.clone(),
         );
-        let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session);
+        let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session)
+            .with_max_held_bytes(config.limits.max_held_bytes);
         let (shutdown, _) = watch::channel(false);
         let notifier = match &config.notify {
             Some(n) => Some(

@@ -323,6 +323,7 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             d.max_holds_per_session,
         )?,
         max_body: size(raw.max_body.as_ref(), "limits.max_body", d.max_body)?,
+        max_held_bytes: size(raw.max_held_bytes.as_ref(), "limits.max_held_bytes", d.max_held_bytes)?,
         max_header_bytes: size(
             raw.max_header_bytes.as_ref(),
             "limits.max_header_bytes",

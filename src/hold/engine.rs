@@ -14,7 +14,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, Method, Response};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
@@ -78,6 +78,8 @@ struct Entry {
     meta: Arc<HoldMeta>,
     state: HoldState,
     parked: Option<Parked>,
+    /// Bytes charged against the engine's byte budget while parked.
+    charged: u64,
     waiter: Option<Waiter>,
     ended: Option<SystemTime>,
 }
@@ -107,6 +109,8 @@ pub enum EngineError {
     GlobalLimit,
     #[error("the per-session hold limit is reached")]
     SessionLimit,
+    #[error("the memory budget for parked requests is used up")]
+    ByteLimit,
     #[error(transparent)]
     Hold(#[from] HoldError),
 }
@@ -117,6 +121,8 @@ pub struct HoldEngine {
     open_by_session: DashMap<Sid, usize>,
     open: AtomicUsize,
     max_open: usize,
+    held_bytes: AtomicU64,
+    max_held_bytes: u64,
     max_per_session: usize,
     /// How long an ended hold is remembered, so late callers learn it was
     /// released or expired instead of hearing it never existed.
@@ -130,9 +136,21 @@ impl HoldEngine {
             open_by_session: DashMap::new(),
             open: AtomicUsize::new(0),
             max_open,
+            held_bytes: AtomicU64::new(0),
+            max_held_bytes: u64::MAX,
             max_per_session,
             linger: Duration::from_secs(300),
         }
+    }
+
+    /// Caps the bytes of all parked requests together.
+    pub fn with_max_held_bytes(mut self, max: u64) -> Self {
+        self.max_held_bytes = max;
+        self
+    }
+
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
     }
 
     pub fn open_count(&self) -> usize {
@@ -146,8 +164,19 @@ impl HoldEngine {
         parked: Parked,
         waiter: Option<Waiter>,
     ) -> Result<Arc<HoldMeta>, EngineError> {
+        let charged = parked_size(&parked);
+        if self
+            .held_bytes
+            .fetch_add(charged, Ordering::AcqRel)
+            .saturating_add(charged)
+            > self.max_held_bytes
+        {
+            self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
+            return Err(EngineError::ByteLimit);
+        }
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_open {
             self.open.fetch_sub(1, Ordering::AcqRel);
+            self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
             return Err(EngineError::GlobalLimit);
         }
         {
@@ -155,6 +184,7 @@ impl HoldEngine {
             if *n >= self.max_per_session {
                 drop(n);
                 self.open.fetch_sub(1, Ordering::AcqRel);
+                self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
                 return Err(EngineError::SessionLimit);
             }
             *n += 1;
@@ -166,6 +196,7 @@ impl HoldEngine {
                 meta: meta.clone(),
                 state,
                 parked: Some(parked),
+                charged,
                 waiter,
                 ended: None,
             },
@@ -202,6 +233,10 @@ impl HoldEngine {
                 }
             }
             Transition::Progress | Transition::Rejected { .. } => {}
+        }
+        if entry.parked.is_none() && entry.charged > 0 {
+            self.held_bytes.fetch_sub(entry.charged, Ordering::AcqRel);
+            entry.charged = 0;
         }
         let now_open = entry.state.phase.is_open();
         if was_open && !now_open {
@@ -270,6 +305,12 @@ impl HoldEngine {
     pub fn phase(&self, id: &HoldId) -> Option<Phase> {
         self.holds.get(id).map(|e| e.state.phase)
     }
+}
+
+/// What a parked request costs: its body and its header bytes.
+fn parked_size(p: &Parked) -> u64 {
+    let headers: usize = p.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+    (p.body.len() + headers) as u64
 }
 
 #[cfg(test)]

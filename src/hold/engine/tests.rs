@@ -110,3 +110,30 @@ fn sweep_expires_and_wakes_waiters_then_forgets() {
     e.sweep(t(2001 + 301));
     assert_eq!(e.phase(&m.id), None);
 }
+
+#[test]
+fn parked_bytes_are_capped_and_returned_on_release() {
+    let e = HoldEngine::new(100, 100).with_max_held_bytes(10);
+    let big = Parked {
+        headers: HeaderMap::new(),
+        body: Bytes::from_static(b"0123456789ab"),
+    };
+    assert_eq!(
+        e.create(meta("s"), state(), big, None).err(),
+        Some(EngineError::ByteLimit)
+    );
+    assert_eq!(e.held_bytes(), 0, "a refused hold is not charged");
+    let e = HoldEngine::new(100, 100).with_max_held_bytes(8);
+    let m = e.create(meta("s"), state(), parked(), None).expect("4 bytes fit");
+    assert_eq!(e.held_bytes(), 4);
+    assert_eq!(
+        e.create(meta("t"), state(), parked(), None).expect("8 bytes fit").sid,
+        Sid("t".into())
+    );
+    assert_eq!(
+        e.create(meta("u"), state(), parked(), None).err(),
+        Some(EngineError::ByteLimit)
+    );
+    e.apply(&m.id, proof(), t(1001)).expect("release");
+    assert_eq!(e.held_bytes(), 4, "a released request no longer counts");
+}
