@@ -22,6 +22,26 @@ pub use forward::Upstream;
 pub use page::escape as page_escape;
 use respond::Reject;
 
+/// What a person deciding about a hold is shown (approver queue, webhook):
+/// the request's facts, never its body or any secret.
+pub(crate) fn hold_summary(meta: &HoldMeta) -> serde_json::Map<String, serde_json::Value> {
+    let display: Vec<serde_json::Value> = meta
+        .display
+        .iter()
+        .map(|(l, v)| serde_json::json!({"label": l, "value": v}))
+        .collect();
+    let mut m = serde_json::Map::new();
+    m.insert("hold_id".into(), meta.id.as_str().into());
+    m.insert("route".into(), meta.route.clone().into());
+    m.insert("action".into(), meta.action.clone().into());
+    m.insert("requester".into(), meta.requester().into());
+    m.insert("method".into(), meta.method.as_str().into());
+    m.insert("target".into(), meta.path_and_query.clone().into());
+    m.insert("display".into(), display.into());
+    m.insert("txn".into(), meta.txn.as_str().into());
+    m
+}
+
 /// An audit record about a hold, with the fields every hold event shares.
 pub(crate) fn hold_record(event: &'static str, meta: &HoldMeta) -> Record {
     Record {
@@ -225,19 +245,11 @@ impl Gateway {
     /// Notifies whatever the hold needs (break-glass is always announced).
     pub fn notify_always(&self, event: &str, meta: &HoldMeta, now: std::time::SystemTime, reason: Option<&str>) {
         let Some(n) = &self.notifier else { return };
-        n.send(serde_json::json!({
-            "reason": reason,
-            "event": event,
-            "hold_id": meta.id.as_str(),
-            "route": meta.route,
-            "action": meta.action,
-            "requester": meta.requester(),
-            "method": meta.method.as_str(),
-            "target": meta.path_and_query,
-            "display": meta.display.iter().map(|(l, v)| serde_json::json!({"label": l, "value": v})).collect::<Vec<_>>(),
-            "txn": meta.txn.as_str(),
-            "at": unix_secs(now),
-        }));
+        let mut event_json = hold_summary(meta);
+        event_json.insert("event".into(), event.into());
+        event_json.insert("reason".into(), reason.into());
+        event_json.insert("at".into(), unix_secs(now).into());
+        n.send(serde_json::Value::Object(event_json));
     }
 
     /// Appends to the audit trail and waits for it to be durable; without

@@ -143,8 +143,8 @@ async fn a_hold_lifecycle_is_one_verifiable_chain() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("signatures verified"), "{out}");
-    let (code, out, _) = stepgate(&["audit", "show", "--hold", &hold, "--config", cfg.to_str().expect("p")]);
-    assert_eq!(code, 0);
+    let (code, out, err) = stepgate(&["audit", "show", "--hold", &hold, "--config", cfg.to_str().expect("p")]);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("hold.released") && out.contains("request.forwarded"),
         "{out}"

@@ -6,7 +6,7 @@
 use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
 use super::handler::buffer;
 use super::respond::{self, Reject};
-use super::{hold_record, proofs, ConnInfo, Gateway};
+use super::{hold_record, hold_summary, proofs, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::config::Approver;
@@ -46,17 +46,15 @@ pub(super) fn approver(gw: &Gateway, parts: &Parts) -> Option<Approver> {
 
 /// One hold as an approver sees it.
 pub(super) fn item(meta: &HoldMeta, now: SystemTime) -> serde_json::Value {
-    serde_json::json!({
-        "hold_id": meta.id.as_str(),
-        "route": meta.route,
-        "action": meta.action,
-        "requester": meta.requester(),
-        "method": meta.method.as_str(),
-        "target": meta.path_and_query,
-        "display": meta.display.iter().map(|(l, v)| serde_json::json!({"label": l, "value": v})).collect::<Vec<_>>(),
-        "txn": meta.txn.as_str(),
-        "age": now.duration_since(meta.created).unwrap_or(Duration::ZERO).as_secs(),
-    })
+    let mut m = hold_summary(meta);
+    m.insert(
+        "age".into(),
+        now.duration_since(meta.created)
+            .unwrap_or(Duration::ZERO)
+            .as_secs()
+            .into(),
+    );
+    serde_json::Value::Object(m)
 }
 
 /// `GET /.stepup/holds`: pending holds this approver may decide.

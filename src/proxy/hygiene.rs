@@ -145,17 +145,21 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
-/// Removes what must never reach the upstream. `extra_untrusted` names
-/// headers only a trusted proxy may set (the identity header).
-pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untrusted: Option<&HeaderName>) {
-    let named: Vec<HeaderName> = headers
+/// The header names a `Connection` header lists: hop-by-hop by declaration.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes what must never reach the upstream. `extra_untrusted` names
+/// headers only a trusted proxy may set (the identity header).
+pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untrusted: Option<&HeaderName>) {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP.iter().chain(STRIPPED.iter()) {
@@ -197,14 +201,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
 /// Hop-by-hop headers in an upstream response are about the upstream
 /// connection, not the client's (and are illegal over HTTP/2).
 pub fn strip_outbound(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in &HOP_BY_HOP {
