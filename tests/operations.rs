@@ -314,3 +314,55 @@ async fn shutdown_completes_in_flight_requests_and_answers_waiters_503() {
     let audit = std::fs::read_to_string(gw.dir.join("state/audit.jsonl")).expect("audit");
     assert!(audit.contains("gateway.shutdown"));
 }
+
+#[tokio::test]
+async fn a_pending_hold_keeps_the_requirements_it_was_created_with() {
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let cookie = ("cookie", "SESSIONID=reload-hold");
+    let ch = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", "/admin/users/zed/delete", &[cookie], b""),
+    )
+    .await
+    .json();
+    assert_eq!(ch["methods"], serde_json::json!(["token"]));
+
+    // The new file demands TOTP for the same route; the hold made before
+    // the reload still takes the token it was promised.
+    let path = gw.dir.join("routes.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let changed = text.replacen(
+        "require: { methods: [token], max_age: 5m }",
+        "require: { methods: [totp], max_age: 5m }",
+        1,
+    );
+    assert_ne!(text, changed, "the test edits the delete-user route");
+    std::fs::write(&path, changed).expect("write");
+    gw.gw.reload(&path).expect("valid reload");
+    let fresh = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", "/admin/users/amy/delete", &[cookie], b""),
+    )
+    .await
+    .json();
+    assert_eq!(
+        fresh["methods"],
+        serde_json::json!(["totp"]),
+        "new holds follow the new file"
+    );
+
+    let token = gw.token(serde_json::json!({"sid": ch["sid"], "txn": ch["txn"]}));
+    let complete = serde_json::json!({"method": "token", "token": token}).to_string();
+    let path = format!("/.stepup/holds/{}/complete", ch["hold_id"].as_str().expect("id"));
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", &path, &[cookie], complete.as_bytes()),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(up.count("/admin/users/zed/delete"), 1);
+}
