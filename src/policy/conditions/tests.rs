@@ -2,6 +2,8 @@
 //! exact reasons, so a wrong truth value, a lost reason or a leaked value fails it.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 
+use super::eval::numeric_str;
+use super::parse::{format_duration, parse_duration, MAX_DEPTH};
 use super::*;
 use http::HeaderValue;
 
