@@ -9,6 +9,7 @@
 
 pub mod jwk;
 pub mod jws;
+pub mod strict;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

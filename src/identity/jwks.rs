@@ -49,7 +49,12 @@ impl IdentityKeys {
     ///
     /// `JwksMalformed`, `JwksKey`, `JwksDuplicateKid` or `JwksNoUsableKey`.
     pub fn from_jwks(jwks_json: &str) -> Result<Self, IdentityError> {
-        let doc = parse_strict(jwks_json.as_bytes()).map_err(|e| IdentityError::JwksMalformed(e.to_string()))?;
+        let doc = crate::jose::strict::parse(jwks_json.as_bytes()).map_err(|e| {
+            IdentityError::JwksMalformed(match e {
+                StrictError::Syntax => "not JSON".to_owned(),
+                StrictError::Duplicate => "a member name appears twice".to_owned(),
+            })
+        })?;
         let entries = match doc {
             Value::Object(mut top) => match top.remove("keys") {
                 Some(Value::Array(entries)) => entries,

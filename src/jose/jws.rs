@@ -12,8 +12,7 @@
 
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::jose::{b64_decode, b64_encode, clip, JoseError, Part};
@@ -181,46 +180,15 @@ fn optional_string(raw: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-/// Parses a JSON object, refusing duplicate member names: two `alg`s or two
-/// `sub`s invite a different JSON parser downstream to read the other one.
+/// Parses a JSON object, refusing duplicate member names (at any depth):
+/// two `alg`s or two `sub`s invite a different JSON parser downstream to
+/// read the other one.
 fn parse_object(bytes: &[u8], part: Part) -> Result<Map<String, Value>, JoseError> {
-    match serde_json::from_slice::<StrictObject>(bytes) {
-        Ok(StrictObject(map)) => Ok(map),
-        // The error path is rare; re-parse to say precisely what was wrong.
-        Err(_) => match serde_json::from_slice::<Value>(bytes) {
-            Err(_) => Err(JoseError::Json(part)),
-            Ok(Value::Object(_)) => Err(JoseError::DuplicateMember(part)),
-            Ok(_) => Err(JoseError::NotObject(part)),
-        },
-    }
-}
-
-struct StrictObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for StrictObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(StrictObjectVisitor)
-    }
-}
-
-struct StrictObjectVisitor;
-
-impl<'de> Visitor<'de> for StrictObjectVisitor {
-    type Value = StrictObject;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
-        let mut map = Map::new();
-        while let Some(name) = access.next_key::<String>()? {
-            let value: Value = access.next_value()?;
-            if map.insert(name, value).is_some() {
-                return Err(A::Error::custom("duplicate member"));
-            }
-        }
-        Ok(StrictObject(map))
+    match super::strict::parse(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(JoseError::NotObject(part)),
+        Err(super::strict::StrictError::Duplicate) => Err(JoseError::DuplicateMember(part)),
+        Err(super::strict::StrictError::Syntax) => Err(JoseError::Json(part)),
     }
 }
 
