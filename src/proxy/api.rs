@@ -197,6 +197,13 @@ async fn complete(
             }
             let by = meta.identity.clone().unwrap_or_else(|| meta.requester());
             let reason: String = reason.chars().take(500).collect();
+            // Recorded once the hold has really been broken open, so the
+            // trail never shows a break-glass that did not happen; it is
+            // durable before the release forwards anything.
+            let applied = gw
+                .holds
+                .apply(&id, Event::BreakGlass { by: by.clone() }, now)
+                .map_err(engine_reject)?;
             gw.audit(
                 hold_record("break_glass.used", &meta)
                     .actor(by.clone())
@@ -205,7 +212,7 @@ async fn complete(
             .await?;
             tracing::warn!(hold = %id, route = %meta.route, %by, %reason, "break-glass release");
             gw.notify_always("hold.break_glass", &meta, now, Some(&reason));
-            Event::BreakGlass { by }
+            return settle(gw, applied, now).await;
         }
         Some(name) => {
             let method = ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
