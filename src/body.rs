@@ -11,7 +11,3 @@ pub type Body = BoxBody<Bytes, BoxError>;
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
-
-pub fn empty() -> Body {
-    full(Bytes::new())
-}

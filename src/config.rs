@@ -11,7 +11,6 @@ pub mod units;
 
 pub use error::ConfigError;
 
-use crate::policy::Requirements;
 use crate::route::RouteTable;
 use http::HeaderName;
 use ipnet::IpNet;
@@ -167,15 +166,6 @@ pub struct IssuerConfig {
 }
 
 impl Config {
-    /// The requirements a route would impose, for messages and `explain`.
-    pub fn requirements_of(&self, route: &str) -> Option<&Requirements> {
-        self.routes
-            .routes()
-            .iter()
-            .find(|r| r.name == route)
-            .map(|r| &r.require)
-    }
-
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {

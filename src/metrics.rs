@@ -67,8 +67,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("stepgate");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("stepgate"),
             requests: Family::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             holds_open: Gauge::default(),
@@ -79,31 +79,31 @@ impl Metrics {
             assertions: Counter::default(),
             reloads: Family::default(),
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
-            registry: Registry::default(),
         };
-        registry.register("requests", "Requests by route and outcome", m.requests.clone());
-        registry.register(
+        let r = &mut m.registry;
+        r.register("requests", "Requests by route and outcome", m.requests.clone());
+        r.register(
             "upstream_seconds",
             "Upstream response time (headers)",
             m.upstream_seconds.clone(),
         );
-        registry.register("holds_open", "Holds pending or satisfied", m.holds_open.clone());
-        registry.register("hold_transitions", "Holds reaching a state", m.hold_transitions.clone());
-        registry.register(
+        r.register("holds_open", "Holds pending or satisfied", m.holds_open.clone());
+        r.register("hold_transitions", "Holds reaching a state", m.hold_transitions.clone());
+        r.register(
             "hold_wait_seconds",
             "Time from hold to release or end",
             m.hold_wait_seconds.clone(),
         );
-        registry.register("proofs", "Proofs by method and result", m.proofs.clone());
-        registry.register("approvals", "Approver decisions", m.approvals.clone());
-        registry.register("assertions_signed", "Assertions signed", m.assertions.clone());
-        registry.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
-        registry.register(
+        r.register("proofs", "Proofs by method and result", m.proofs.clone());
+        r.register("approvals", "Approver decisions", m.approvals.clone());
+        r.register("assertions_signed", "Assertions signed", m.assertions.clone());
+        r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        r.register(
             "audit_write_seconds",
             "Durable audit append latency",
             m.audit_write_seconds.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn request(&self, route: &str, outcome: &str) {

@@ -171,9 +171,9 @@ impl HoldState {
             Phase::Expired => return Err(HoldError::Expired),
             Phase::Pending | Phase::Satisfied => {}
         }
-        if now > self.deadline || event == Event::Expire {
-            self.phase = Phase::Expired;
-            return Ok(Transition::Expired);
+        // A late event of any kind finds the hold expired.
+        if now > self.deadline {
+            return Ok(self.expire());
         }
         match event {
             Event::ProofAccepted(proof) => {
@@ -226,8 +226,13 @@ impl HoldState {
                 self.phase = Phase::Released;
                 Ok(Transition::Release)
             }
-            Event::Expire => unreachable_expire(self),
+            Event::Expire => Ok(self.expire()),
         }
+    }
+
+    fn expire(&mut self) -> Transition {
+        self.phase = Phase::Expired;
+        Transition::Expired
     }
 
     fn settle(&mut self, release_now: bool) -> Transition {
@@ -242,13 +247,6 @@ impl HoldState {
             Transition::Progress
         }
     }
-}
-
-// Handled above together with the deadline check; kept as a function so
-// the match stays exhaustive without a panic path.
-fn unreachable_expire(state: &mut HoldState) -> Result<Transition, HoldError> {
-    state.phase = Phase::Expired;
-    Ok(Transition::Expired)
 }
 
 #[cfg(test)]

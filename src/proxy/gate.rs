@@ -280,6 +280,19 @@ fn bearer_challenge(bearer: bool, route: &Route) -> Option<String> {
     })
 }
 
+/// The `WWW-Authenticate: StepUp ...` value of SPEC §4.1 (JSON challenge
+/// and browser page alike).
+pub(super) fn stepup_challenge(meta: &HoldMeta, req: &crate::policy::Requirements) -> String {
+    format!(
+        "StepUp hold=\"{}\", action=\"{}\", methods=\"{}\", max_age=\"{}\", txn=\"{}\"",
+        meta.id,
+        meta.action.replace(['"', '\\'], ""),
+        req.methods_joined(),
+        req.max_age.as_secs(),
+        meta.txn
+    )
+}
+
 /// The 401 `step_up_required` of SPEC §4.1, to the field.
 pub fn challenge(
     prefix: &str,
@@ -312,14 +325,7 @@ pub fn challenge(
         body["risk"] = meta.risk.clone().into();
     }
     let mut resp = respond::json(StatusCode::UNAUTHORIZED, &body);
-    let stepup = format!(
-        "StepUp hold=\"{}\", action=\"{}\", methods=\"{}\", max_age=\"{}\", txn=\"{}\"",
-        meta.id,
-        meta.action.replace(['"', '\\'], ""),
-        req.methods_joined(),
-        req.max_age.as_secs(),
-        meta.txn
-    );
+    let stepup = stepup_challenge(meta, req);
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&stepup) {
         h.append(header::WWW_AUTHENTICATE, v);

@@ -111,14 +111,7 @@ pub fn step_up(
     }
     p.push_str("</main></body></html>");
     let mut resp = html(StatusCode::UNAUTHORIZED, &nonce, p);
-    let stepup = format!(
-        "StepUp hold=\"{}\", action=\"{}\", methods=\"{}\", max_age=\"{}\", txn=\"{}\"",
-        meta.id,
-        meta.action.replace(['"', '\\'], ""),
-        state.requirements.methods_joined(),
-        state.requirements.max_age.as_secs(),
-        meta.txn
-    );
+    let stepup = super::gate::stepup_challenge(meta, &state.requirements);
     for v in std::iter::once(stepup).chain(challenge) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
