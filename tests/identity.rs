@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use stepgate::clock::SystemClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const SPIFFE: &str = "spiffe://example.org/agent/payments";
@@ -184,22 +184,7 @@ routes:
         dave = sha256_hex(DAVE_KEY),
     );
     std::fs::write(dir.join("routes.yaml"), &text).expect("write");
-    let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
-    let gw = stepgate::proxy::Gateway::load(config, Arc::new(SystemClock)).expect("gateway");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn({
-        let gw = gw.clone();
-        async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5))
-                .await
-                .expect("run");
-        }
-    });
+    let Launched { addr, gw, stop, .. } = launch(&dir.join("routes.yaml"), Arc::new(SystemClock)).await;
     MtlsGateway {
         addr,
         server,

@@ -311,22 +311,7 @@ routes:
 {routes}"
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
-        let config = stepgate::config::load(&dir.join("routes.yaml")).unwrap_or_else(|e| panic!("config: {e}"));
-        let gw = stepgate::proxy::Gateway::load(config, clock).expect("gateway");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let gw = gw.clone();
-            async move {
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5))
-                    .await
-                    .expect("run");
-            }
-        });
+        let Launched { addr, gw, stop, task } = launch(&dir.join("routes.yaml"), clock).await;
         Gateway {
             addr,
             dir,
@@ -382,6 +367,36 @@ routes:
     pub fn jwks(&self) -> serde_json::Value {
         self.gw.signer.jwks()
     }
+}
+
+/// A gateway serving `config` on its configured address's port 0.
+pub struct Launched {
+    pub addr: SocketAddr,
+    pub gw: Arc<stepgate::proxy::Gateway>,
+    /// Send (or drop) to begin a graceful shutdown.
+    pub stop: oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Loads `config` as `stepgate serve` would and runs it on 127.0.0.1:0.
+pub async fn launch(config: &std::path::Path, clock: Arc<dyn stepgate::clock::Clock>) -> Launched {
+    let cfg = stepgate::config::load(config).unwrap_or_else(|e| panic!("config: {e}"));
+    let gw = stepgate::proxy::Gateway::load(cfg, clock).expect("gateway");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5))
+                .await
+                .expect("run");
+        }
+    });
+    Launched { addr, gw, stop, task }
 }
 
 // ----------------------------------------------------------------- clients
