@@ -89,6 +89,9 @@ impl Record {
 struct Job {
     record: Record,
     ack: Option<oneshot::Sender<Result<u64, ()>>>,
+    /// Follow this record with a signed checkpoint (shutdown), so the tail
+    /// of the trail is covered by a signature too.
+    seal: bool,
 }
 
 /// Handle to the audit writer; cheap to clone.
@@ -127,7 +130,11 @@ impl Audit {
     pub async fn record(&self, record: Record) -> Result<u64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Job { record, ack: Some(ack) })
+            .send(Job {
+                record,
+                ack: Some(ack),
+                seal: false,
+            })
             .map_err(|_| AuditError::Unavailable)?;
         match done.await {
             Ok(Ok(seq)) => Ok(seq),
@@ -138,7 +145,28 @@ impl Audit {
     /// Appends without waiting (for records written after the fact, such
     /// as the upstream's status, where nothing further depends on them).
     pub fn record_later(&self, record: Record) {
-        let _ = self.tx.send(Job { record, ack: None });
+        let _ = self.tx.send(Job {
+            record,
+            ack: None,
+            seal: false,
+        });
+    }
+
+    /// Appends a final record followed by a signed checkpoint and waits for
+    /// both to be on disk (graceful shutdown).
+    pub async fn seal(&self, record: Record) -> Result<u64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job {
+                record,
+                ack: Some(ack),
+                seal: true,
+            })
+            .map_err(|_| AuditError::Unavailable)?;
+        match done.await {
+            Ok(Ok(seq)) => Ok(seq),
+            _ => Err(AuditError::Unavailable),
+        }
     }
 
     /// Whether the last write succeeded (`/readyz`).

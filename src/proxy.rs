@@ -457,12 +457,16 @@ pub async fn run(
     // `send` would store nothing while no waiter is subscribed, and a
     // waiter that subscribes later would then never hear of it.
     gw.shutdown.send_replace(true);
-    gw.audit.record_later(Record::new("gateway.shutdown").reason("signal"));
     tracing::info!("shutting down: draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out; closing remaining connections");
     }
     sweeper.abort();
+    // After the drain, so the records of drained requests are covered by
+    // the signed checkpoint that ends the trail.
+    if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
+        tracing::error!(error = %e, "could not seal the audit trail at shutdown");
+    }
     Ok(())
 }
 

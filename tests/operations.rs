@@ -312,7 +312,16 @@ async fn shutdown_completes_in_flight_requests_and_answers_waiters_503() {
     let gw = stop.await.expect("stopped");
     assert_eq!(up.count("/api/transfers"), 0, "the held request was never forwarded");
     let audit = std::fs::read_to_string(gw.dir.join("state/audit.jsonl")).expect("audit");
-    assert!(audit.contains("gateway.shutdown"));
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let n = events.len();
+    assert!(n >= 2, "{audit}");
+    assert_eq!(events[n - 2]["event"], "gateway.shutdown");
+    assert_eq!(
+        events[n - 1]["event"],
+        "checkpoint",
+        "the trail ends with a signed checkpoint"
+    );
+    assert_eq!(events[n - 1]["reason_code"], "shutdown");
 }
 
 #[tokio::test]

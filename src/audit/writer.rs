@@ -81,10 +81,13 @@ impl Writer {
             batch.extend(rx.try_iter().take(MAX_BATCH - 1));
             self.commit(batch);
         }
-        // Every sender is gone: the gateway has stopped. Seal the tail.
-        let mut buf = Vec::new();
-        self.checkpoint(&mut buf, "shutdown");
-        let _ = self.write(&buf);
+        // Every sender is gone without a seal (the gateway was dropped
+        // rather than shut down): seal the tail if there is anything to seal.
+        if self.since_checkpoint > 0 {
+            let mut buf = Vec::new();
+            self.checkpoint(&mut buf, "closed");
+            let _ = self.write(&buf);
+        }
     }
 
     fn commit(&mut self, batch: Vec<Job>) {
@@ -95,7 +98,9 @@ impl Writer {
             self.line(&mut buf, job.record.event, &job.record);
             acks.push((job.ack, self.seq));
             self.since_checkpoint += 1;
-            if self.since_checkpoint >= self.cfg.checkpoint_every {
+            if job.seal {
+                self.checkpoint(&mut buf, "shutdown");
+            } else if self.since_checkpoint >= self.cfg.checkpoint_every {
                 self.checkpoint(&mut buf, "interval");
             }
         }
