@@ -34,12 +34,16 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
     };
     let mut config = typed(raw).map_err(locate)?;
     let shadows = config.routes.shadowed();
+    // Indexed once, and only when there is something to locate.
+    let locations = (!shadows.is_empty())
+        .then(|| Locations::index(text))
+        .unwrap_or_default();
     for (later, earlier) in shadows {
         let routes = config.routes.routes();
         let (Some(l), Some(e)) = (routes.get(later), routes.get(earlier)) else {
             continue;
         };
-        let (line, col) = Locations::index(text).find(&format!("routes[{later}]"));
+        let (line, col) = locations.find(&format!("routes[{later}]"));
         config.warnings.push(format!(
             "{file}:{line}:{col}: warning: routes[{later}] `{}` is shadowed by routes[{earlier}] `{}` and can never match",
             l.name, e.name
