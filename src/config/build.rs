@@ -35,9 +35,11 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
     let mut config = typed(raw).map_err(locate)?;
     let shadows = config.routes.shadowed();
     // Indexed once, and only when there is something to locate.
-    let locations = (!shadows.is_empty())
-        .then(|| Locations::index(text))
-        .unwrap_or_default();
+    let locations = if shadows.is_empty() {
+        Locations::default()
+    } else {
+        Locations::index(text)
+    };
     for (later, earlier) in shadows {
         let routes = config.routes.routes();
         let (Some(l), Some(e)) = (routes.get(later), routes.get(earlier)) else {
