@@ -137,6 +137,21 @@ pub struct StepupConfig {
     /// The user store (TOTP secrets, groups, WebAuthn credentials).
     pub users: PathBuf,
     pub approvers: Vec<Approver>,
+    /// Passkeys; `None` means the `webauthn` method is not offered.
+    pub webauthn: Option<WebauthnConfig>,
+}
+
+/// `stepup.webauthn`: the relying party passkeys belong to. The RP id and
+/// the origins are pinned: an assertion made for any other site is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnConfig {
+    /// A registrable domain suffix of every origin's host, e.g. `example.com`.
+    pub rp_id: String,
+    /// Exact origins (`https://host[:port]`, serialised as browsers put them
+    /// in clientDataJSON) whose assertions are accepted.
+    pub origins: Vec<String>,
+    /// Shown by the authenticator when a passkey is created.
+    pub rp_name: String,
 }
 
 /// A person who may approve holds, known by the SHA-256 of their API key.

@@ -4,3 +4,4 @@
 
 pub mod token;
 pub mod totp;
+pub mod webauthn;

@@ -32,14 +32,20 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
             message: format!("{path}: {message}"),
         }
     };
-    let mut config = typed(raw).map_err(locate)?;
+    let (mut config, notes) = typed(raw).map_err(locate)?;
     let shadows = config.routes.shadowed();
     // Indexed once, and only when there is something to locate.
-    let locations = if shadows.is_empty() {
+    let locations = if shadows.is_empty() && notes.is_empty() {
         Locations::default()
     } else {
         Locations::index(text)
     };
+    for Problem(path, message) in notes {
+        let (line, col) = locations.find(&path);
+        config
+            .warnings
+            .push(format!("{file}:{line}:{col}: warning: {path}: {message}"));
+    }
     for (later, earlier) in shadows {
         let routes = config.routes.routes();
         let (Some(l), Some(e)) = (routes.get(later), routes.get(earlier)) else {
@@ -69,7 +75,9 @@ fn yaml_error(e: &serde_yaml::Error, file: &str) -> ConfigError {
     }
 }
 
-fn typed(raw: RawConfig) -> Res<Config> {
+/// The typed config, and warnings (unlocated) found on the way.
+fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
+    let mut notes = Vec::new();
     let listen = raw.listen.parse().or_else(|_| {
         problem(
             "listen",
@@ -128,11 +136,16 @@ fn typed(raw: RawConfig) -> Res<Config> {
         .enumerate()
         .map(|(i, a)| approver(a, &format!("stepup.approvers[{i}]")))
         .collect::<Res<Vec<_>>>()?;
+    let webauthn = match raw.stepup.webauthn {
+        Some(w) => Some(webauthn::relying_party(w)?),
+        None => None,
+    };
     let stepup = StepupConfig {
         prefix,
         token_issuers,
         users: raw.stepup.users.unwrap_or_else(|| PathBuf::from("state/users.yaml")),
         approvers,
+        webauthn,
     };
     let identity = match raw.identity {
         None => IdentityConfig::default(),
@@ -205,7 +218,17 @@ fn typed(raw: RawConfig) -> Res<Config> {
         if !names.insert(r.name.clone()) {
             return problem(format!("{at}.name"), format!("duplicate route name `{}`", r.name));
         }
-        let route = route(r, &at)?;
+        let lists_webauthn = r
+            .require
+            .as_ref()
+            .and_then(|q| q.methods.as_ref())
+            .is_some_and(|m| m.iter().any(|s| s == "webauthn"));
+        let mut route = route(r, &at)?;
+        if stepup.webauthn.is_none() {
+            if let Some(note) = webauthn::withdraw(&mut route.require, &at, lists_webauthn)? {
+                notes.push(note);
+            }
+        }
         if route.require.accepts(ProofMethod::Token) && stepup.token_issuers.is_empty() && !route.deny {
             return problem(
                 format!("{at}.require.methods"),
@@ -215,7 +238,7 @@ fn typed(raw: RawConfig) -> Res<Config> {
         routes.push(route);
     }
     let routes = RouteTable::new(routes).or_else(|e| problem("routes", format!("cannot compile route set: {e}")))?;
-    Ok(Config {
+    let config = Config {
         listen,
         tls: TlsConfig {
             cert: raw.tls.cert,
@@ -234,7 +257,8 @@ fn typed(raw: RawConfig) -> Res<Config> {
         stepup,
         routes,
         warnings: Vec::new(),
-    })
+    };
+    Ok((config, notes))
 }
 
 fn non_empty(s: String, path: &str) -> Res<String> {
@@ -645,3 +669,4 @@ fn one_line(e: &regex::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+mod webauthn;

@@ -93,6 +93,17 @@ pub struct RawStepup {
     pub approvers: Vec<RawApprover>,
     #[serde(default)]
     pub token_issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub webauthn: Option<RawWebauthn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebauthn {
+    pub rp_id: String,
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub rp_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -488,7 +488,7 @@ fn padded_base64_is_refused_in_every_part() {
     assert_eq!(check(&padded_header), Err(IdentityError::Base64(Part::Header)));
 
     // Seven extra bytes change the length mod 3, so one of the two needs padding.
-    let claims = if claims().len() % 3 == 0 {
+    let claims = if claims().len().is_multiple_of(3) {
         claims_with(r#","x":12"#)
     } else {
         claims()
