@@ -5,17 +5,20 @@ pub mod admin;
 mod api;
 mod approvals;
 mod display;
+mod enroll;
 mod forward;
 mod gate;
 mod handler;
 pub mod hygiene;
 mod page;
+mod passkey;
 mod proofs;
 mod release;
 pub mod reload;
 pub mod respond;
 mod risk;
 pub mod tls;
+mod webauthn;
 
 pub use crate::body::Body;
 pub use forward::Upstream;
@@ -67,6 +70,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
+use crate::stepup::webauthn::RelyingParty;
 use crate::store::{FailureLimiter, ReplayCache, ReuseCache, SessionTracker, StepCounters};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
@@ -100,6 +104,20 @@ pub struct Live {
     pub upstream: Upstream,
     pub tokens: TokenVerifier,
     pub identity_jwt: Option<crate::identity::JwtIdentity>,
+    /// `stepup.webauthn`, when passkeys are offered.
+    pub webauthn: Option<Arc<RelyingParty>>,
+}
+
+fn relying_party(config: &Config) -> Result<Option<Arc<RelyingParty>>, StartError> {
+    let Some(w) = &config.stepup.webauthn else {
+        return Ok(None);
+    };
+    RelyingParty::new(w)
+        .map(|rp| Some(Arc::new(rp)))
+        .map_err(|e| StartError::Invalid {
+            path: "stepup.webauthn".into(),
+            message: e.to_string(),
+        })
 }
 
 fn identity_jwt(config: &Config) -> Result<Option<crate::identity::JwtIdentity>, StartError> {
@@ -144,6 +162,8 @@ pub struct Gateway {
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
     pub failures: FailureLimiter,
+    /// WebAuthn challenges in flight.
+    pub(crate) passkeys: passkey::Challenges,
     pub notifier: Option<Notifier>,
     pub clock: Arc<dyn Clock>,
     shutdown: watch::Sender<bool>,
@@ -185,6 +205,7 @@ impl Gateway {
         let audit = Audit::open(config.audit.clone(), signer.clone()).map_err(|e| invalid(&config.audit.path, &e))?;
         let tokens = token_verifier(&config)?;
         let identity_jwt = identity_jwt(&config)?;
+        let webauthn = relying_party(&config)?;
         let metrics = Metrics::new();
         let upstream = Upstream::new(
             config.upstream.authority.clone(),
@@ -217,12 +238,14 @@ impl Gateway {
             sessions: SessionTracker::default(),
             reuse: ReuseCache::default(),
             failures: FailureLimiter::new(10, 900),
+            passkeys: passkey::Challenges::default(),
             notifier,
             live: ArcSwap::from_pointee(Live {
                 config: Arc::new(config),
                 upstream,
                 tokens,
                 identity_jwt,
+                webauthn,
             }),
             metrics,
             session_key,
@@ -304,6 +327,7 @@ impl Gateway {
         let config = crate::config::load(path).map_err(|e| e.to_string())?;
         let tokens = token_verifier(&config).map_err(|e| e.to_string())?;
         let identity_jwt = identity_jwt(&config).map_err(|e| e.to_string())?;
+        let webauthn = relying_party(&config).map_err(|e| e.to_string())?;
         let old = self.live();
         let o = &old.config;
         let fixed = [
@@ -346,6 +370,7 @@ impl Gateway {
             upstream,
             tokens,
             identity_jwt,
+            webauthn,
         }));
         Ok(routes)
     }
@@ -371,6 +396,7 @@ impl Gateway {
         // as a first sighting.
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
+        self.passkeys.purge(secs);
     }
 }
 

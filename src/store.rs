@@ -1,6 +1,10 @@
 //! Shared single-use records. In memory for one instance; the interface is
 //! the one a shared backend would offer (claim-once with an expiry).
 
+mod pending;
+
+pub use pending::Pending;
+
 use dashmap::DashMap;
 
 /// Remembers single-use values (token `jti`s, TOTP steps) until they

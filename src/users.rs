@@ -9,13 +9,28 @@
 //!   alice:
 //!     groups: [admins]
 //!     totp: { secret: JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP, confirmed: true, created: 1764000000 }
+//!     webauthn_user_id: 7b0c6a52-3f8e-4a51-9d1f-0c1e2f3a4b5c   # the user handle of all her passkeys
+//!     webauthn:                                  # registered passkeys / security keys
+//!       - label: laptop
+//!         created: 1764000000
+//!         last_used: 1764003600
+//!         passkey: { cred: { cred_id: ..., cred: ..., counter: 12, ... } }  # webauthn-rs's form
+//!     webauthn_enroll:                           # a pending `stepgate enroll webauthn` link
+//!       token_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!       expires: 1764000900
 //! ```
+//!
+//! The passkey's counter and backup state change with each use, so a
+//! successful WebAuthn step-up writes the file. An enrollment link is kept
+//! only as the SHA-256 of its token.
 
+use crate::stepup::webauthn::{CredentialID, Passkey, Uuid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,9 +59,62 @@ pub struct UserRecord {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpRecord>,
-    /// Registered passkeys / security keys, as webauthn-rs serialises them.
+    /// Registered passkeys and security keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub webauthn: Vec<serde_json::Value>,
+    pub webauthn: Vec<PasskeyRecord>,
+    /// The WebAuthn user handle, made at the first enrollment and kept, so
+    /// an authenticator sees every passkey of this user as one account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn_user_id: Option<Uuid>,
+    /// A pending enrollment link (one at a time: a new one replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn_enroll: Option<EnrollToken>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasskeyRecord {
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_used: u64,
+    /// webauthn-rs's credential: public key, id, counter, backup flags.
+    pub passkey: Passkey,
+}
+
+/// What is kept of an enrollment link: the hash of its token and when it
+/// stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollToken {
+    /// Lower-case hex SHA-256 of the token's UTF-8 bytes.
+    pub token_sha256: String,
+    pub expires: u64,
+}
+
+impl EnrollToken {
+    /// The stored form of a new link whose token is `token`.
+    pub fn new(token: &str, expires: u64) -> Self {
+        EnrollToken {
+            token_sha256: Self::digest(token),
+            expires,
+        }
+    }
+
+    /// Lower-case hex SHA-256 of a token, the only form that is kept.
+    pub fn digest(token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `token_sha256` (hex) is this link's and it is still valid.
+    pub fn admits(&self, token_sha256: &str, now: u64) -> bool {
+        let same: bool = self.token_sha256.as_bytes().ct_eq(token_sha256.as_bytes()).into();
+        same && now < self.expires
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -96,6 +164,37 @@ impl UserFile {
     pub fn groups(&self, user: &str) -> &[String] {
         self.users.get(user).map(|u| u.groups.as_slice()).unwrap_or(&[])
     }
+
+    /// The user's registered passkeys.
+    pub fn passkeys(&self, user: &str) -> Vec<Passkey> {
+        self.users
+            .get(user)
+            .map(|u| u.webauthn.iter().map(|r| r.passkey.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Who registered the credential `id`, if anyone: one credential must
+    /// never belong to two users.
+    pub fn passkey_owner(&self, id: &CredentialID) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(_, u)| u.webauthn.iter().any(|r| r.passkey.cred_id() == id))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The user a still-valid enrollment link belongs to. Every user is
+    /// compared, in constant time, so timing reveals nothing about tokens.
+    pub fn enrolling(&self, token_sha256: &str, now: u64) -> Option<(&str, u64)> {
+        let mut found = None;
+        for (name, u) in &self.users {
+            if let Some(t) = &u.webauthn_enroll {
+                if t.admits(token_sha256, now) {
+                    found = Some((name.as_str(), t.expires));
+                }
+            }
+        }
+        found
+    }
 }
 
 struct Cached {
@@ -106,6 +205,8 @@ struct Cached {
 pub struct UserStore {
     path: PathBuf,
     cache: RwLock<Cached>,
+    /// One read-modify-write at a time within this process.
+    writer: Mutex<()>,
 }
 
 impl std::fmt::Debug for UserStore {
@@ -124,6 +225,7 @@ impl UserStore {
                 mtime: None,
                 file: Arc::new(UserFile::default()),
             }),
+            writer: Mutex::new(()),
         }
     }
 
@@ -167,15 +269,40 @@ impl UserStore {
     /// Read-modify-write of the whole file (enrollment is rare; the file
     /// is small).
     pub fn update<T>(&self, f: impl FnOnce(&mut UserFile) -> T) -> Result<T, UserError> {
+        self.try_update(|file| Ok::<T, std::convert::Infallible>(f(file)))
+            .map(|r| match r {
+                Ok(v) => v,
+                Err(never) => match never {},
+            })
+    }
+
+    /// Like [`update`](Self::update), but nothing is written when `f`
+    /// refuses. Updates in this process are serialised, so a check made in
+    /// `f` (a sign count, a one-time token) holds when the file is written.
+    pub fn try_update<T, E>(&self, f: impl FnOnce(&mut UserFile) -> Result<T, E>) -> Result<Result<T, E>, UserError> {
+        let _one = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut file = self.read()?;
-        let out = f(&mut file);
+        let out = match f(&mut file) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
         let text = serde_yaml::to_string(&file).map_err(|e| UserError::Parse {
             path: self.path.display().to_string(),
             message: e.to_string(),
         })?;
         let body = format!("# stepgate user store: written by `stepgate enroll`. Keep it private (mode 0600).\n{text}");
         crate::keys::write_private(&self.path, body.as_bytes())?;
-        Ok(out)
+        // Two writes within the file system's timestamp granularity share
+        // an mtime; the cache takes what was written rather than trusting
+        // the next mtime check to notice.
+        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if let Ok(mut c) = self.cache.write() {
+            *c = Cached {
+                mtime,
+                file: Arc::new(file),
+            };
+        }
+        Ok(Ok(out))
     }
 }
 
@@ -200,7 +327,7 @@ mod tests {
                             created: 1,
                             confirmed_step: 0,
                         }),
-                        webauthn: vec![],
+                        ..UserRecord::default()
                     },
                 );
             })
@@ -210,6 +337,74 @@ mod tests {
         assert_eq!(snap.totp_secret("alice"), None, "unconfirmed secrets are unusable");
         let dbg = format!("{:?}", snap.users["alice"]);
         assert!(!dbg.contains("JBSWY3DP"), "{dbg}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn passkey(id: u8) -> Passkey {
+        use webauthn_rs_core::proto::*;
+        Passkey::from(Credential {
+            cred_id: vec![id; 16],
+            cred: COSEKey {
+                type_: COSEAlgorithm::ES256,
+                key: COSEKeyType::EC_EC2(COSEEC2Key {
+                    curve: ECDSACurve::SECP256R1,
+                    x: vec![1; 32],
+                    y: vec![2; 32],
+                }),
+            },
+            counter: 7,
+            transports: None,
+            user_verified: true,
+            backup_eligible: true,
+            backup_state: false,
+            registration_policy: UserVerificationPolicy::Required,
+            extensions: RegisteredExtensions::none(),
+            attestation: ParsedAttestation {
+                data: ParsedAttestationData::None,
+                metadata: AttestationMetadata::None,
+            },
+            attestation_format: AttestationFormat::None,
+        })
+    }
+
+    #[test]
+    fn passkeys_and_enrollment_links_round_trip_through_yaml() {
+        let dir = std::env::temp_dir().join(format!("stepgate-users-{}", crate::ids::random_token()));
+        let store = UserStore::open(&dir.join("users.yaml"));
+        store
+            .update(|f| {
+                let u = f.users.entry("alice".into()).or_default();
+                u.webauthn.push(PasskeyRecord {
+                    label: "laptop".into(),
+                    created: 5,
+                    last_used: 0,
+                    passkey: passkey(9),
+                });
+                u.webauthn_enroll = Some(EnrollToken {
+                    token_sha256: "ab".repeat(32),
+                    expires: 100,
+                });
+            })
+            .expect("write");
+        // Read back from the file, not the cache.
+        let snap = UserStore::open(&dir.join("users.yaml")).snapshot().expect("read");
+        let keys = snap.passkeys("alice");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].cred_id(), &vec![9u8; 16]);
+        assert_eq!(snap.passkey_owner(&vec![9u8; 16]), Some("alice"));
+        assert_eq!(snap.passkey_owner(&vec![8u8; 16]), None);
+        assert_eq!(snap.enrolling(&"ab".repeat(32), 99), Some(("alice", 100)));
+        assert_eq!(snap.enrolling(&"ab".repeat(32), 100), None, "expired");
+        assert_eq!(snap.enrolling(&"ac".repeat(32), 99), None, "another token");
+        // A refused update writes nothing.
+        let refused = store
+            .try_update(|f| {
+                f.users.clear();
+                Err::<(), _>("no")
+            })
+            .expect("io");
+        assert_eq!(refused, Err("no"));
+        assert_eq!(store.snapshot().expect("read").passkeys("alice").len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -4,7 +4,7 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{approvals, hold_record, page, proofs, release, ConnInfo, Gateway};
+use super::{approvals, enroll, hold_record, page, proofs, release, webauthn, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
@@ -55,6 +55,10 @@ pub async fn handle(
         (&Method::POST, ["holds", id, "complete"]) => complete(gw, conn, parts, body, id).await,
         (&Method::POST, ["holds", id, "approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
         (&Method::POST, ["holds", id, "deny"]) => approvals::decide(gw, conn, parts, body, id, false).await,
+        (&Method::GET, ["holds", id, "webauthn"]) => webauthn::options(gw, conn, &parts, id),
+        (&Method::GET, ["enroll"]) => enroll::page(gw, &parts),
+        (&Method::POST, ["enroll", "options"]) => enroll::options(gw, parts, body).await,
+        (&Method::POST, ["enroll", "finish"]) => enroll::finish(gw, parts, body).await,
         _ => Err(Reject::NotFound),
     }
 }
@@ -69,7 +73,12 @@ pub(super) fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option
 
 /// Looks a hold up for its own session. Anyone else learns nothing, not
 /// even that the hold exists.
-fn own_hold(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
+pub(super) fn own_hold(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    id: &str,
+) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
     let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
     let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
     match caller_sid(gw, conn, parts) {
@@ -135,6 +144,20 @@ pub(super) struct ProofBody {
     pub comment: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// A WebAuthn assertion (`PublicKeyCredential` JSON) for `complete`.
+    #[serde(default)]
+    pub credential: Option<serde_json::Value>,
+    /// An approver's WebAuthn assertion next to a decision.
+    #[serde(default)]
+    pub webauthn: Option<serde_json::Value>,
+}
+
+/// A form carries JSON as text; JSON may too.
+fn json_text(v: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    match v {
+        Some(serde_json::Value::String(text)) => serde_json::from_str(&text).ok(),
+        other => other,
+    }
 }
 
 pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Reject> {
@@ -158,12 +181,17 @@ pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Rejec
                 "txn" => b.txn = v,
                 "comment" => b.comment = v,
                 "reason" => b.reason = v,
+                "credential" => b.credential = json_text(v.map(Into::into)),
+                "webauthn" => b.webauthn = json_text(v.map(Into::into)),
                 _ => {}
             }
         }
         return Ok(b);
     }
-    serde_json::from_slice(bytes).map_err(|_| Reject::BadRequest("malformed proof"))
+    let mut b: ProofBody = serde_json::from_slice(bytes).map_err(|_| Reject::BadRequest("malformed proof"))?;
+    b.credential = json_text(b.credential);
+    b.webauthn = json_text(b.webauthn);
+    Ok(b)
 }
 
 async fn complete(
@@ -229,6 +257,11 @@ async fn complete(
                         return Err(Reject::BadRequest("malformed proof: user and code are required"));
                     };
                     proofs::totp(gw, user.trim(), &code, &meta, &state.requirements, now)
+                }
+                ProofMethod::Webauthn => {
+                    let credential = req.credential.as_ref().filter(|c| webauthn::well_formed(c));
+                    let credential = credential.ok_or(Reject::BadRequest("malformed proof: credential missing"))?;
+                    proofs::webauthn(gw, credential, req.user.as_deref(), &meta, &state.requirements, now)
                 }
                 _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
             };

@@ -12,7 +12,7 @@ use crate::clock::unix_secs;
 use crate::config::Approver;
 use crate::hold::engine::EngineError;
 use crate::hold::state::Approval;
-use crate::hold::{Event, HoldError, HoldMeta};
+use crate::hold::{Event, HoldError, HoldMeta, HoldState};
 use crate::ids::HoldId;
 use http::request::Parts;
 use http::{header, Response, StatusCode};
@@ -75,6 +75,30 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
     Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
 }
 
+/// The hold `id` if approver `a` may decide it: it needs approvals from a
+/// group of theirs, and it is not their own request.
+pub(super) fn decidable(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    a: &Approver,
+    id: &str,
+) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
+    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+    if state.requirements.approvals == 0 || !state.requirements.allows_approver(&a.groups) {
+        return Err(Reject::Forbidden);
+    }
+    let same_session = caller_sid(gw, conn, parts).is_some_and(|sid| sid == meta.sid);
+    let same_person =
+        meta.identity.as_deref() == Some(a.name.as_str()) || state.proof.as_ref().is_some_and(|p| p.sub == a.name);
+    if same_session || same_person {
+        tracing::warn!(hold = %id, approver = %a.name, "self-approval refused");
+        return Err(Reject::SelfApproval);
+    }
+    Ok((meta, state))
+}
+
 /// `POST .../approve` and `.../deny`.
 pub(super) async fn decide(
     gw: &Arc<Gateway>,
@@ -85,18 +109,8 @@ pub(super) async fn decide(
     approve: bool,
 ) -> Result<Response<Body>, Reject> {
     let a = approver(gw, &parts).ok_or(Reject::Forbidden)?;
-    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
-    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
-    if state.requirements.approvals == 0 || !state.requirements.allows_approver(&a.groups) {
-        return Err(Reject::Forbidden);
-    }
-    let same_session = caller_sid(gw, conn, &parts).is_some_and(|sid| sid == meta.sid);
-    let same_person =
-        meta.identity.as_deref() == Some(a.name.as_str()) || state.proof.as_ref().is_some_and(|p| p.sub == a.name);
-    if same_session || same_person {
-        tracing::warn!(hold = %id, approver = %a.name, "self-approval refused");
-        return Err(Reject::SelfApproval);
-    }
+    let (meta, state) = decidable(gw, conn, &parts, &a, id)?;
+    let id = meta.id.clone();
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req = parse_body(&parts, &bytes)?;
     closed(state.phase)?;
@@ -105,12 +119,22 @@ pub(super) async fn decide(
         return Err(Reject::TxnMismatch);
     }
     let now = gw.clock.now();
-    if a.totp {
-        let code = req.code.as_deref().unwrap_or("");
-        if let Err(reason) = proofs::approver_totp(gw, &a.name, code, now) {
-            tracing::info!(hold = %id, approver = %a.name, %reason, "approver code rejected");
-            return Err(Reject::InvalidProof { attempts_left: 0 });
-        }
+    // A passkey assertion, when sent, must be good; it also stands in for
+    // the code of an approver configured with `totp: true`.
+    let fresh = match (&req.webauthn, a.totp) {
+        (Some(credential), _) => Some((
+            "webauthn",
+            proofs::approver_webauthn(gw, &a.name, &meta, credential, now),
+        )),
+        (None, true) => Some((
+            "totp",
+            proofs::approver_totp(gw, &a.name, req.code.as_deref().unwrap_or(""), now),
+        )),
+        (None, false) => None,
+    };
+    if let Some((method, Err(reason))) = &fresh {
+        tracing::info!(hold = %id, approver = %a.name, %method, %reason, "approver proof rejected");
+        return Err(Reject::InvalidProof { attempts_left: 0 });
     }
     let mut comment = req.comment.unwrap_or_default();
     if comment.len() > 500 {
@@ -140,12 +164,13 @@ pub(super) async fn decide(
     };
     // Recorded once the state machine took the decision, so the trail never
     // shows an approval that did not count.
-    gw.audit(
-        hold_record(kind, &meta)
-            .actor(a.name.clone())
-            .with("comment", comment.clone()),
-    )
-    .await?;
+    let mut record = hold_record(kind, &meta)
+        .actor(a.name.clone())
+        .with("comment", comment.clone());
+    if let Some((method, _)) = fresh {
+        record = record.with("proof", method);
+    }
+    gw.audit(record).await?;
     tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {

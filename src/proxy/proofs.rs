@@ -2,6 +2,7 @@
 //! request). Every failure reason goes to the log; the client only ever
 //! learns `invalid_proof`.
 
+use super::passkey::{self, ChallengeKey};
 use super::Gateway;
 use crate::clock::unix_secs;
 use crate::hold::{HoldMeta, Proof};
@@ -108,6 +109,48 @@ fn check_totp(
         amr: vec!["otp".into()],
         acr: "aal2".into(),
     })
+}
+
+/// Verifies a passkey assertion answering this hold's own challenge (bound
+/// to its `txn`), made by `user` when the body names one.
+pub(super) fn webauthn(
+    gw: &Gateway,
+    credential: &serde_json::Value,
+    user: Option<&str>,
+    meta: &HoldMeta,
+    require: &Requirements,
+    now: SystemTime,
+) -> Result<Proof, String> {
+    if !require.accepts(ProofMethod::Webauthn) {
+        return Err("route does not accept webauthn proofs".into());
+    }
+    let user = user.map(str::trim).filter(|u| !u.is_empty());
+    let key = ChallengeKey::Requester(meta.id.clone());
+    let v = passkey::finish(gw, &key, user, meta.txn.as_str(), credential, now)?;
+    tracing::debug!(hold = %meta.id, user = %v.user, synced = v.backup_eligible, "passkey assertion verified");
+    actor_allowed(gw, meta, require, &v.user)?;
+    Ok(Proof {
+        method: ProofMethod::Webauthn,
+        sub: v.user,
+        auth_time: unix_secs(now),
+        amr: v.amr,
+        acr: v.acr,
+    })
+}
+
+/// Checks an approver's passkey assertion for their decision on `meta`.
+pub(super) fn approver_webauthn(
+    gw: &Gateway,
+    name: &str,
+    meta: &HoldMeta,
+    credential: &serde_json::Value,
+    now: SystemTime,
+) -> Result<(), String> {
+    let key = ChallengeKey::ApproverDecision {
+        hold: meta.id.clone(),
+        approver: name.to_owned(),
+    };
+    passkey::finish(gw, &key, Some(name), meta.txn.as_str(), credential, now).map(|_| ())
 }
 
 /// Who may step up: the session's own identity when it is known (SPEC §3),

@@ -1,0 +1,200 @@
+//! Passkey ceremonies as the gateway runs them: the challenges in flight
+//! (kept here, never in the browser), the user store, and the relying party
+//! of the live config. Every endpoint that takes a WebAuthn proof comes
+//! through [`start`] and [`finish`]; what a proof is *for* is its
+//! [`ChallengeKey`], so a challenge issued for one purpose never verifies
+//! another.
+
+use super::respond::Reject;
+use super::Gateway;
+use crate::clock::unix_secs;
+use crate::ids::HoldId;
+use crate::stepup::webauthn::{self, Nonce, PasskeyRegistration, PublicKeyCredential, RelyingParty, Uuid};
+use crate::store::Pending;
+use crate::users::EnrollToken;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What a challenge was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChallengeKey {
+    /// The requester's own proof for a hold.
+    Requester(HoldId),
+    /// An approver's decision on a hold.
+    ApproverDecision { hold: HoldId, approver: String },
+    /// An approver signing in on the approval page.
+    #[allow(dead_code)] // issued by the approval page's sign-in
+    ApproverLogin(String),
+}
+
+/// A WebAuthn proof that verified.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub user: String,
+    /// `["hwk"|"swk", "user", "mfa"]`.
+    pub amr: Vec<String>,
+    /// `"phr"`.
+    pub acr: String,
+    pub backup_eligible: bool,
+}
+
+/// A still-valid enrollment link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Enrollment {
+    pub user: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+#[derive(Debug)]
+struct Issued {
+    user: String,
+    nonce: Nonce,
+}
+
+#[derive(Debug)]
+pub(super) struct Registering {
+    pub user: String,
+    /// The user handle the options named (kept at the first enrollment).
+    pub user_id: Uuid,
+    pub state: PasskeyRegistration,
+}
+
+/// Challenges issued and not yet answered. The bounds keep an attacker
+/// who calls the options endpoints in a loop from growing memory; a
+/// purpose keeps its newest few, so a second tab does not break the first.
+#[derive(Debug)]
+pub(crate) struct Challenges {
+    assertions: Pending<ChallengeKey, Issued>,
+    pub(super) registrations: Pending<String, Registering>,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Challenges {
+            assertions: Pending::new(4096, 4),
+            registrations: Pending::new(256, 4),
+        }
+    }
+}
+
+impl Challenges {
+    pub(crate) fn purge(&self, now: u64) {
+        self.assertions.purge(now);
+        self.registrations.purge(now);
+    }
+}
+
+/// The relying party, when `stepup.webauthn` is configured.
+pub(super) fn relying_party(gw: &Gateway) -> Option<Arc<RelyingParty>> {
+    gw.live().webauthn.clone()
+}
+
+pub(super) fn expiry(now: SystemTime) -> u64 {
+    unix_secs(now) + webauthn::CEREMONY_TIMEOUT.as_secs()
+}
+
+/// Request options (`{"publicKey": {...}}`) for `user`'s passkeys, with a
+/// challenge bound to `binding` and remembered for `key`.
+/// 404 `not_found` without `stepup.webauthn`; 400 when the user has no passkey.
+pub(super) fn start(
+    gw: &Gateway,
+    key: ChallengeKey,
+    user: &str,
+    binding: &str,
+    now: SystemTime,
+) -> Result<serde_json::Value, Reject> {
+    let rp = relying_party(gw).ok_or(Reject::NotFound)?;
+    let users = gw.users.snapshot().map_err(|e| {
+        tracing::error!(error = %e, "user store unreadable");
+        Reject::BadRequest("no passkey is registered for this user")
+    })?;
+    let passkeys = users.passkeys(user);
+    if passkeys.is_empty() {
+        return Err(Reject::BadRequest("no passkey is registered for this user"));
+    }
+    let nonce: Nonce = rand::random();
+    let options = rp.request(&passkeys, &nonce, binding).map_err(|e| {
+        tracing::error!(error = %e, "passkey options failed");
+        Reject::BadRequest("passkey options could not be made")
+    })?;
+    let challenge = webauthn::challenge(&nonce, binding).to_vec();
+    gw.passkeys.assertions.insert(
+        challenge,
+        key,
+        Issued {
+            user: user.to_owned(),
+            nonce,
+        },
+        expiry(now),
+        unix_secs(now),
+    );
+    Ok(options)
+}
+
+/// Verifies `credential` (webauthn-rs's `PublicKeyCredential` JSON)
+/// against the challenge issued for `key` and `binding`, spending the
+/// challenge, and stores the passkey's new counter. `user`, when given,
+/// must be whom the challenge was issued to. The error is a reason for the
+/// log, never for the client.
+pub(super) fn finish(
+    gw: &Gateway,
+    key: &ChallengeKey,
+    user: Option<&str>,
+    binding: &str,
+    credential: &serde_json::Value,
+    now: SystemTime,
+) -> Result<Verified, String> {
+    let rp = relying_party(gw).ok_or("webauthn is not configured")?;
+    let assertion: PublicKeyCredential =
+        serde_json::from_value(credential.clone()).map_err(|e| format!("malformed credential: {e}"))?;
+    let signed =
+        webauthn::signed_challenge(&assertion.response.client_data_json).ok_or("clientDataJSON names no challenge")?;
+    let issued = gw
+        .passkeys
+        .assertions
+        .take(&signed, key, unix_secs(now))
+        .ok_or("no pending challenge for this purpose (unknown, used, expired or issued for another request)")?;
+    if user.is_some_and(|u| u != issued.user) {
+        return Err(format!("challenge was issued to {}, not {user:?}", issued.user));
+    }
+    let at = unix_secs(now);
+    // Verified and counted under the store's write lock, so two
+    // assertions cannot both pass against the same old counter.
+    let verified = gw
+        .users
+        .try_update(|f| {
+            let record = f.users.get_mut(&issued.user).ok_or("user is gone")?;
+            let passkeys: Vec<_> = record.webauthn.iter().map(|r| r.passkey.clone()).collect();
+            let v = rp
+                .verify(&passkeys, &issued.nonce, binding, &assertion)
+                .map_err(|e| e.to_string())?;
+            for r in &mut record.webauthn {
+                if v.update(&mut r.passkey).is_some() {
+                    r.last_used = at;
+                }
+            }
+            Ok::<_, String>(v)
+        })
+        .map_err(|e| format!("user store: {e}"))??;
+    Ok(Verified {
+        user: issued.user,
+        amr: verified.amr(),
+        acr: webauthn::ACR.to_owned(),
+        backup_eligible: verified.backup_eligible,
+    })
+}
+
+/// Whom an enrollment link is for, if it is still valid. Does not use it up.
+pub(super) fn enrollment(gw: &Gateway, token: &str, now: SystemTime) -> Option<Enrollment> {
+    let token = token.trim();
+    if token.is_empty() || token.len() > 128 {
+        return None;
+    }
+    let users = gw.users.snapshot().ok()?;
+    let (user, expires) = users.enrolling(&EnrollToken::digest(token), unix_secs(now))?;
+    Some(Enrollment {
+        user: user.to_owned(),
+        expires,
+    })
+}

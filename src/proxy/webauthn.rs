@@ -1,0 +1,79 @@
+//! `GET holds/{id}/webauthn`: passkey request options whose challenge is
+//! bound to the hold's `txn`, for the requester (the hold's own session)
+//! or, with `?as=approver`, for an approver about to decide.
+//!
+//! Without `stepup.webauthn` the endpoint answers 404 `not_found`: the
+//! method does not exist on this gateway.
+
+use super::api::{closed, own_hold};
+use super::passkey::{self, ChallengeKey};
+use super::respond::{self, Reject};
+use super::{approvals, proofs, ConnInfo, Gateway};
+use crate::body::Body;
+use crate::policy::ProofMethod;
+use crate::stepup::webauthn::PublicKeyCredential;
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+/// Whether `v` has the shape of an assertion; anything else is a malformed
+/// proof (400), not a failed one, and spends no attempt.
+pub(super) fn well_formed(v: &serde_json::Value) -> bool {
+    serde_json::from_value::<PublicKeyCredential>(v.clone()).is_ok()
+}
+
+fn query(parts: &Parts, name: &str) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub(super) fn options(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Response<Body>, Reject> {
+    if passkey::relying_party(gw).is_none() {
+        return Err(Reject::NotFound);
+    }
+    let now = gw.clock.now();
+    if query(parts, "as").as_deref() == Some("approver") {
+        let a = approvals::approver(gw, parts).ok_or(Reject::Forbidden)?;
+        let (meta, state) = approvals::decidable(gw, conn, parts, &a, id)?;
+        closed(state.phase)?;
+        if now > state.deadline {
+            return Err(Reject::HoldExpired);
+        }
+        let key = ChallengeKey::ApproverDecision {
+            hold: meta.id.clone(),
+            approver: a.name.clone(),
+        };
+        let options = passkey::start(gw, key, &a.name, meta.txn.as_str(), now)?;
+        return Ok(respond::json(StatusCode::OK, &options));
+    }
+    let (meta, state) = own_hold(gw, conn, parts, id)?;
+    closed(state.phase)?;
+    if now > state.deadline {
+        return Err(Reject::HoldExpired);
+    }
+    if !state.requirements.accepts(ProofMethod::Webauthn) {
+        return Err(Reject::BadRequest("this proof method is not accepted for this action"));
+    }
+    // The session's own identity steps up when it is known (SPEC §3).
+    let user = match (&meta.identity, query(parts, "user")) {
+        (Some(id), Some(asked)) if *id != asked => {
+            return Err(Reject::BadRequest("this session belongs to another user"));
+        }
+        (Some(id), _) => id.clone(),
+        (None, Some(asked)) => asked,
+        (None, None) => return Err(Reject::BadRequest("name the user who steps up (?user=)")),
+    };
+    if let Err(reason) = proofs::actor_allowed(gw, &meta, &state.requirements, &user) {
+        tracing::info!(hold = %meta.id, %user, %reason, "passkey options refused");
+        return Err(Reject::BadRequest("this user may not step up for this action"));
+    }
+    let options = passkey::start(
+        gw,
+        ChallengeKey::Requester(meta.id.clone()),
+        &user,
+        meta.txn.as_str(),
+        now,
+    )?;
+    Ok(respond::json(StatusCode::OK, &options))
+}
