@@ -141,6 +141,15 @@ enum EnrollKind {
         #[arg(long)]
         force: bool,
     },
+    /// Print a one-time link that registers a passkey or security key.
+    Webauthn {
+        user: String,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// How long the link works, e.g. 15m, 1h (at most 7d).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
 }
 
 /// A failure caused by the caller's input (exit 2) rather than at run time.
@@ -210,6 +219,9 @@ pub fn main() -> ExitCode {
                     force,
                 },
         } => load_config(&config).and_then(|c| enroll::totp(&c, &user, confirm.as_deref(), force)),
+        Command::Enroll {
+            kind: EnrollKind::Webauthn { user, config, ttl },
+        } => load_config(&config).and_then(|c| enroll::webauthn(&c, &user, &ttl)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

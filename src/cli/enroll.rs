@@ -4,14 +4,19 @@ use super::BadInput;
 use stepgate::clock::unix_secs;
 use stepgate::config::Config;
 use stepgate::stepup::totp;
-use stepgate::users::{TotpRecord, UserStore};
+use stepgate::users::{EnrollToken, TotpRecord, UserStore};
+
+fn check_user(user: &str) -> anyhow::Result<()> {
+    if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
+        return Err(BadInput(format!("`{user}` is not a valid user name (letters, digits, . _ @ -)")).into());
+    }
+    Ok(())
+}
 
 /// Without `confirm`: creates a pending secret and prints it for the app.
 /// With `confirm`: activates the pending secret if the code is current.
 pub fn totp(config: &Config, user: &str, confirm: Option<&str>, force: bool) -> anyhow::Result<()> {
-    if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
-        return Err(BadInput(format!("`{user}` is not a valid user name (letters, digits, . _ @ -)")).into());
-    }
+    check_user(user)?;
     let store = UserStore::open(&config.stepup.users);
     let now = unix_secs(std::time::SystemTime::now());
     match confirm {
@@ -81,4 +86,43 @@ pub fn totp(config: &Config, user: &str, confirm: Option<&str>, force: bool) -> 
             Ok(())
         }
     }
+}
+
+/// Stores the SHA-256 of a fresh one-time token (a new link replaces an
+/// unused one) and prints the enrollment link with its expiry.
+pub fn webauthn(config: &Config, user: &str, ttl: &str) -> anyhow::Result<()> {
+    check_user(user)?;
+    let Some(rp) = &config.stepup.webauthn else {
+        return Err(BadInput(
+            "stepup.webauthn is not configured: passkeys need an rp_id and origins (see routes.yaml)".into(),
+        )
+        .into());
+    };
+    let ttl = stepgate::config::units::parse_duration(ttl).map_err(|e| BadInput(format!("--ttl: {e}")))?;
+    if ttl < std::time::Duration::from_secs(60) || ttl > std::time::Duration::from_secs(7 * 86_400) {
+        return Err(BadInput("--ttl must be between 1m and 7d".into()).into());
+    }
+    let Some(origin) = rp.origins.first() else {
+        return Err(BadInput("stepup.webauthn.origins is empty".into()).into());
+    };
+    let token = {
+        use base64::Engine;
+        let bytes: [u8; 32] = rand::random();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let expires = unix_secs(std::time::SystemTime::now()) + ttl.as_secs();
+    UserStore::open(&config.stepup.users).update(|f| {
+        f.users.entry(user.to_owned()).or_default().webauthn_enroll = Some(EnrollToken::new(&token, expires));
+    })?;
+    let when = i64::try_from(expires)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| expires.to_string());
+    println!("{origin}{}enroll?token={token}", config.stepup.prefix);
+    println!();
+    println!(
+        "Open this link in a browser to register a passkey or security key for {user}. It works once, until {when}."
+    );
+    Ok(())
 }

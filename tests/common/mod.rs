@@ -4,6 +4,8 @@
 //! a hyper client for HTTP/2.
 #![allow(dead_code)]
 
+pub mod authenticator;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
