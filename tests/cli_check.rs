@@ -195,6 +195,35 @@ fn shadowed_route_is_a_located_warning_not_an_error() {
 }
 
 #[test]
+fn webauthn_relying_party_errors_are_located() {
+    let dir = Dir::new();
+    let head = BASE.trim_end_matches("routes:\n");
+    let route = "routes:\n  - name: a\n    match: { path: /a }\n    require: { methods: [webauthn] }\n";
+    // Line 7, column 45 is the origin whose host is not under the RP id.
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{head}stepup:\n  webauthn: {{ rp_id: example.com, origins: ['https://example.org'] }}\n{route}"),
+    );
+    assert_located(
+        &check(&f),
+        &f,
+        7,
+        45,
+        "stepup.webauthn.origins[0]: the host of `https://example.org` is not example.com",
+    );
+    // Without a relying party, a route that can only be proved by a
+    // passkey could never be satisfied (line 9, column 25: the method list).
+    let f = dir.write("routes.yaml", &format!("{head}{route}"));
+    assert_located(
+        &check(&f),
+        &f,
+        9,
+        25,
+        "routes[0].require.methods: requires `webauthn` but stepup.webauthn is not configured",
+    );
+}
+
+#[test]
 fn missing_file_is_bad_input() {
     let dir = Dir::new();
     let f = dir.0.join("absent.yaml");
