@@ -17,6 +17,7 @@ mod release;
 pub mod reload;
 pub mod respond;
 mod risk;
+mod signin;
 pub mod tls;
 mod webauthn;
 

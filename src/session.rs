@@ -12,6 +12,8 @@ use hmac::{KeyInit, Mac};
 use http::{header, HeaderMap, Method};
 use sha2::{Digest, Sha256};
 
+pub mod approver;
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -48,6 +50,18 @@ impl SessionKey {
         };
         mac.update(value);
         Sid(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// An HMAC for another `purpose` than `sid`, so a value signed for one
+    /// use can never be presented as another.
+    pub fn mac(&self, purpose: &str, msg: &[u8]) -> [u8; 32] {
+        let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return [0; 32];
+        };
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
     }
 }
 

@@ -323,8 +323,20 @@ async fn auto_mode_shows_browsers_a_page_that_echoes_nothing_unescaped() {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
 
     let page = String::from_utf8(resp.body.clone()).expect("UTF-8 page");
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("a nonce in the CSP");
     let lower = page.to_ascii_lowercase();
-    assert!(!lower.contains("<script"), "no script element at all:\n{page}");
+    assert_eq!(
+        lower.matches("<script").count(),
+        lower
+            .matches(&format!("<script nonce=\"{}\">", nonce.to_ascii_lowercase()))
+            .count(),
+        "every script element is the gateway's own, with this response's nonce:\n{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
     assert!(!page.contains("x'y"), "a quote from the path is escaped:\n{page}");
     assert!(page.contains("x&#39;y"), "the target is shown, escaped:\n{page}");
     assert!(page.contains("%3Cscript%3E"), "encoded markup stays encoded:\n{page}");

@@ -1,12 +1,15 @@
 //! Approvers: the queue of holds waiting for them, and their decisions.
 //! An approver is known by an API key (`Authorization: Bearer <key>`, the
-//! config holds only its SHA-256); every decision names the `txn` it
-//! reviewed, so an approval can never be spent on a different request.
+//! config holds only its SHA-256) or by the sign-in cookie of the approval
+//! page; every decision names the `txn` it reviewed, so an approval can
+//! never be spent on a different request. A signed-in approver adds a
+//! fresh proof of their own to every decision and must post from the
+//! gateway's own origin.
 
 use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
 use super::handler::buffer;
 use super::respond::{self, Reject};
-use super::{hold_record, hold_summary, proofs, ConnInfo, Gateway};
+use super::{hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::config::Approver;
@@ -21,8 +24,28 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 
-/// The approver whose API key the request carries, if any.
+/// How an approver authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    ApiKey,
+    /// The approval page's sign-in cookie.
+    SignedIn,
+}
+
+/// The approver the request carries an API key or a sign-in cookie for.
 pub(super) fn approver(gw: &Gateway, parts: &Parts) -> Option<Approver> {
+    approver_via(gw, parts).map(|(a, _)| a)
+}
+
+pub(super) fn approver_via(gw: &Gateway, parts: &Parts) -> Option<(Approver, Via)> {
+    if let Some(a) = api_key(gw, parts) {
+        return Some((a, Via::ApiKey));
+    }
+    signin::signed_in(gw, parts).map(|a| (a, Via::SignedIn))
+}
+
+/// The approver whose API key the request carries, if any.
+fn api_key(gw: &Gateway, parts: &Parts) -> Option<Approver> {
     let auth = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let key = auth
         .strip_prefix("Bearer ")
@@ -57,10 +80,28 @@ pub(super) fn item(meta: &HoldMeta, now: SystemTime) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-/// `GET /.stepup/holds`: pending holds this approver may decide.
+/// `GET /.stepup/holds`: pending holds this approver may decide (the
+/// approval page for a browser, the sign-in page if nobody is signed in).
 pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
-    let a = approver(gw, parts).ok_or(Reject::Forbidden)?;
+    let html = page::wants_html(&parts.headers);
+    let prefix = gw.config().stepup.prefix.clone();
+    let Some(a) = approver(gw, parts) else {
+        if html {
+            let webauthn = signin::webauthn_enabled(gw);
+            return Ok(page::approvals::signin(&prefix, webauthn, "", None, StatusCode::OK));
+        }
+        return Err(Reject::Forbidden);
+    };
     let now = gw.clock.now();
+    let holds = waiting_for(gw, &a, now);
+    if html {
+        return Ok(page::approvals::list(&prefix, &a.name, &holds, now));
+    }
+    let items: Vec<_> = holds.iter().map(|(m, _)| item(m, now)).collect();
+    Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
+}
+
+fn waiting_for(gw: &Gateway, a: &Approver, now: SystemTime) -> Vec<(Arc<HoldMeta>, HoldState)> {
     let mut holds: Vec<_> = gw
         .holds
         .open_holds()
@@ -71,8 +112,39 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
         .filter(|(_, s)| now <= s.deadline)
         .collect();
     holds.sort_by_key(|(m, _)| m.created);
-    let items: Vec<_> = holds.iter().map(|(m, _)| item(m, now)).collect();
-    Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
+    holds
+}
+
+/// What the approver can prove themselves with on the page.
+pub(super) fn page_proofs(gw: &Gateway, a: &Approver) -> page::approvals::Proofs {
+    let users = gw.users.snapshot().ok();
+    let record = users.as_ref().and_then(|u| u.users.get(&a.name));
+    page::approvals::Proofs {
+        code: users.as_ref().is_some_and(|u| u.totp_secret(&a.name).is_some()),
+        passkey: signin::webauthn_enabled(gw) && record.is_some_and(|r| !r.webauthn.is_empty()),
+    }
+}
+
+/// The approver's view of one hold (`GET holds/{id}` from their browser).
+pub(super) fn review_page(
+    gw: &Gateway,
+    a: &Approver,
+    meta: &HoldMeta,
+    state: &HoldState,
+    alert: Option<&str>,
+    status: StatusCode,
+) -> Response<Body> {
+    let prefix = gw.config().stepup.prefix.clone();
+    if !state.phase.is_open() {
+        let text = format!("This request is {} and needs no decision.", state.phase.as_str());
+        return page::message(
+            StatusCode::OK,
+            "Nothing to decide",
+            &text,
+            Some((&format!("{prefix}holds"), "Back to pending approvals")),
+        );
+    }
+    page::approvals::detail(&prefix, &a.name, meta, state, &page_proofs(gw, a), alert, status)
 }
 
 /// The hold `id` if approver `a` may decide it: it needs approvals from a
@@ -99,7 +171,8 @@ pub(super) fn decidable(
     Ok((meta, state))
 }
 
-/// `POST .../approve` and `.../deny`.
+/// `POST .../approve` and `.../deny`; refusals of a decision taken on the
+/// approval page come back as that page with the reason.
 pub(super) async fn decide(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
@@ -108,7 +181,51 @@ pub(super) async fn decide(
     id: &str,
     approve: bool,
 ) -> Result<Response<Body>, Reject> {
-    let a = approver(gw, &parts).ok_or(Reject::Forbidden)?;
+    let html = page::from_page(&parts.headers);
+    let who = approver_via(gw, &parts);
+    let result = decide_json(gw, conn, parts, body, id, approve, who.clone()).await;
+    let (Some((a, Via::SignedIn)), true) = (who, html) else {
+        return result;
+    };
+    let hold = HoldId::parse(id).and_then(|h| gw.holds.get(&h));
+    let prefix = gw.config().stepup.prefix.clone();
+    match (result, hold) {
+        (Ok(resp), Some((meta, state))) if resp.status() == StatusCode::OK => {
+            Ok(page::approvals::decided(&prefix, &a.name, approve, &meta, Some(&state)))
+        }
+        (Ok(resp), _) => Ok(resp),
+        (Err(r @ (Reject::InvalidProof { .. } | Reject::BadRequest(_) | Reject::TxnMismatch)), Some((meta, state))) => {
+            let text = match &r {
+                Reject::InvalidProof { .. } => {
+                    "Your code or passkey was not accepted. Codes work once: wait for the next one.".to_owned()
+                }
+                other => page::stepup::alert_text(other),
+            };
+            Ok(review_page(gw, &a, &meta, &state, Some(&text), r.status()))
+        }
+        (Err(r), _) => Ok(page::message(
+            r.status(),
+            "This decision was not taken",
+            &page::stepup::alert_text(&r),
+            Some((&format!("{prefix}holds"), "Back to pending approvals")),
+        )),
+    }
+}
+
+async fn decide_json(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+    id: &str,
+    approve: bool,
+    who: Option<(Approver, Via)>,
+) -> Result<Response<Body>, Reject> {
+    let (a, via) = who.ok_or(Reject::Forbidden)?;
+    if via == Via::SignedIn && !signin::origin_ok(gw, &parts) {
+        tracing::warn!(approver = %a.name, "cookie decision without the gateway's Origin refused");
+        return Err(Reject::Forbidden);
+    }
     let (meta, state) = decidable(gw, conn, &parts, &a, id)?;
     let id = meta.id.clone();
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
@@ -120,8 +237,10 @@ pub(super) async fn decide(
     }
     let now = gw.clock.now();
     // A passkey assertion, when sent, must be good; it also stands in for
-    // the code of an approver configured with `totp: true`.
-    let fresh = match (&req.webauthn, a.totp) {
+    // the code of an approver configured with `totp: true`. A signed-in
+    // approver proves it is them for every decision: the cookie alone only
+    // shows the queue.
+    let fresh = match (&req.webauthn, a.totp || via == Via::SignedIn) {
         (Some(credential), _) => Some((
             "webauthn",
             proofs::approver_webauthn(gw, &a.name, &meta, credential, now),

@@ -57,23 +57,6 @@ async fn read(parts: &Parts, body: Body) -> Result<EnrollBody, Reject> {
     Ok(b)
 }
 
-/// `GET enroll?token=`: the enrollment page. The page itself is built by
-/// the pages module; until then this says where the ceremony's endpoints are.
-pub(super) fn page(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
-    if passkey::relying_party(gw).is_none() {
-        return Err(Reject::NotFound);
-    }
-    let token = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let ticket = passkey::enrollment(gw, &token, gw.clock.now()).ok_or(Reject::Forbidden)?;
-    Ok(respond::json(
-        StatusCode::OK,
-        &serde_json::json!({"user": ticket.user, "expires": ticket.expires}),
-    ))
-}
-
 /// `POST enroll/options {"token"}` → `{"user", "publicKey": {...}}`.
 pub(super) async fn options(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let rp = passkey::relying_party(gw).ok_or(Reject::NotFound)?;

@@ -253,13 +253,17 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     }
     match (route.hold.mode, rx) {
         (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout, abandon).await,
-        (HoldMode::Auto, _) if browser => Ok(page::step_up(
-            &gw.config().stepup.prefix,
-            &meta,
-            &state,
-            now,
-            bearer_challenge(bearer, &route),
-        )),
+        (HoldMode::Auto, _) if browser => {
+            let view = page::stepup::View {
+                prefix: &cfg.stepup.prefix,
+                meta: &meta,
+                state: &state,
+                now,
+                webauthn: super::signin::webauthn_enabled(gw),
+                alert: None,
+            };
+            Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
+        }
         _ => Ok(challenge(
             &gw.config().stepup.prefix,
             &meta,

@@ -86,6 +86,7 @@ async fn serve(
     }
 
     hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
+    hygiene::strip_gateway_cookies(&mut parts.headers);
     hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);

@@ -178,6 +178,43 @@ pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untruste
     }
 }
 
+/// Takes the gateway's own cookies (the approver sign-in) out of the
+/// `Cookie` headers: they are for the gateway, and the upstream, which
+/// shares the host, must never see them.
+pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    let name = crate::session::approver::COOKIE;
+    let ours = |pair: &str| {
+        pair.trim()
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    if !headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(';').any(ours)))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| match v.to_str() {
+            Ok(text) => {
+                let rest: Vec<&str> = text.split(';').filter(|p| !ours(p)).map(str::trim).collect();
+                (!rest.is_empty())
+                    .then(|| HeaderValue::from_str(&rest.join("; ")).ok())
+                    .flatten()
+            }
+            // Not text: cannot hold our cookie in a readable form; keep as is.
+            Err(_) => Some(v.clone()),
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
+    }
+}
+
 /// Sets `X-Forwarded-*`. Runs after `strip_inbound`, so a `Connection`
 /// header can never remove what the gateway adds.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
@@ -266,6 +303,20 @@ mod tests {
         set_forwarded(&mut h, peer, true, "example");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.1.1, 10.2.2.2");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn the_approver_cookie_never_reaches_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "a=1; __Host-stepgate-approver=v1.x.y.z; b=2".parse().expect("hv"),
+        );
+        h.append(header::COOKIE, "__Host-stepgate-approver=v1.q".parse().expect("hv"));
+        h.append(header::COOKIE, "SESSIONID=s".parse().expect("hv"));
+        strip_gateway_cookies(&mut h);
+        let left: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(left, ["a=1; b=2", "SESSIONID=s"]);
     }
 
     #[test]

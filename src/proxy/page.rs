@@ -1,13 +1,24 @@
-//! The step-up page a browser sees while its request is held. Every value
-//! shown is escaped, and the headers forbid framing, caching and any
-//! script or style that the gateway did not put there itself.
+//! The gateway's own HTML pages: the step-up page a held browser request
+//! sees, the approvers' pages and the passkey enrollment page. This file is
+//! the part they share: one layout, one stylesheet, one script, escaping
+//! and the response headers.
+//!
+//! Every response carries a fresh CSP nonce and only the gateway's own
+//! `<style>` and `<script>` elements carry it, so nothing a request
+//! smuggles into a page can run or restyle it; every value from a request
+//! goes through [`escape`], and values the script needs travel in escaped
+//! `data-*` attributes, never inside script text.
+
+pub mod approvals;
+pub mod enroll;
+pub mod stepup;
 
 use super::Body;
 use crate::body::full;
-use crate::hold::{HoldMeta, HoldState};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use std::fmt::Write;
-use std::time::{Duration, SystemTime};
+
+const CSS: &str = include_str!("page/style.css");
+const JS: &str = include_str!("page/pages.js");
 
 pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
@@ -15,6 +26,17 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/html"))
+}
+
+/// Whether a request came from one of the gateway's pages (a browser
+/// navigation or a plain HTML form), so refusals are shown as a page and
+/// not as JSON.
+pub fn from_page(headers: &HeaderMap) -> bool {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    form || wants_html(headers)
 }
 
 pub fn escape(s: &str) -> String {
@@ -40,6 +62,52 @@ pub fn short_code(txn: &str) -> String {
     format!("{}-{}", a.to_ascii_uppercase(), b.to_ascii_uppercase())
 }
 
+/// "1 person", "2 people".
+pub fn people(n: u32) -> String {
+    if n == 1 {
+        "1 person".into()
+    } else {
+        format!("{n} people")
+    }
+}
+
+/// A page under construction: its nonce and its `<main>` content.
+pub struct Page {
+    nonce: String,
+    title: String,
+    pub body: String,
+}
+
+impl Page {
+    pub fn new(title: &str) -> Self {
+        Page {
+            nonce: crate::ids::random_token(),
+            title: escape(title),
+            body: String::with_capacity(4096),
+        }
+    }
+
+    /// The whole document with the shared header, style and script, sent
+    /// with the headers every gateway page carries.
+    pub fn respond(self, status: StatusCode) -> Response<Body> {
+        let Page { nonce, title, body } = self;
+        let doc = format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark"><title>{title}</title><style nonce="{nonce}">{CSS}</style></head>
+<body><header class="brand"><span class="logo" aria-hidden="true"></span><span>Security check</span></header>
+<main class="card">
+{body}
+</main>
+<footer class="foot">Protected by stepgate</footer>
+<script nonce="{nonce}">{JS}</script>
+</body></html>"#
+        );
+        html(status, &nonce, doc)
+    }
+}
+
+/// The headers of every gateway page.
 pub fn html(status: StatusCode, nonce: &str, page: String) -> Response<Body> {
     let mut resp = Response::new(full(page));
     *resp.status_mut() = status;
@@ -61,66 +129,28 @@ pub fn html(status: StatusCode, nonce: &str, page: String) -> Response<Body> {
     resp
 }
 
-/// The step-up page for a held browser request. `challenge` is an extra
-/// `WWW-Authenticate` value (the bearer one) when it applies.
-pub fn step_up(
-    prefix: &str,
-    meta: &HoldMeta,
-    state: &HoldState,
-    now: SystemTime,
-    challenge: Option<String>,
-) -> Response<Body> {
-    let nonce = crate::ids::random_token();
-    let left = state.deadline.duration_since(now).unwrap_or(Duration::ZERO).as_secs();
-    let mut p = String::with_capacity(4096);
-    let _ = write!(
-        p,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Confirm: {action}</title><style nonce="{nonce}">{css}</style></head><body><main>
-<h1>Confirm this action</h1>
-<p class="lead">The action below needs you to prove it is you again before it goes ahead.</p>
-<dl><dt>Action</dt><dd>{action}</dd><dt>Request</dt><dd><code>{method} {target}</code></dd><dt>Check code</dt><dd><code>{code}</code></dd><dt>Time left</dt><dd>{min}:{sec:02}</dd></dl>
-"#,
-        action = escape(&meta.action),
-        nonce = nonce,
-        css = CSS,
-        method = escape(meta.method.as_str()),
-        target = escape(&meta.path_and_query),
-        code = short_code(meta.txn.as_str()),
-        min = left / 60,
-        sec = left % 60,
-    );
-    let complete = format!("{prefix}holds/{}/complete", meta.id);
-    if state.requirements.accepts(crate::policy::ProofMethod::Totp) {
-        let _ = write!(
-            p,
-            r#"<form method="post" action="{complete}"><input type="hidden" name="method" value="totp">
-<label>User <input name="user" autocomplete="username" required></label>
-<label>Authenticator code <input name="code" inputmode="numeric" pattern="[0-9]{{6}}" autocomplete="one-time-code" required></label>
-<button type="submit">Confirm</button></form>
-"#,
-            complete = escape(&complete)
-        );
+/// A page that only says something: a heading, a message and maybe a link.
+pub fn message(status: StatusCode, heading: &str, text: &str, link: Option<(&str, &str)>) -> Response<Body> {
+    let mut p = Page::new(heading);
+    p.body.push_str(&format!(
+        "<h1>{}</h1>\n<p class=\"lead\">{}</p>\n",
+        escape(heading),
+        escape(text)
+    ));
+    if let Some((href, label)) = link {
+        p.body.push_str(&format!(
+            "<p><a class=\"button secondary\" href=\"{}\">{}</a></p>\n",
+            escape(href),
+            escape(label)
+        ));
     }
-    if state.requirements.approvals > 0 {
-        let _ = write!(
-            p,
-            "<p>Waiting for approval by {} people.</p>",
-            state.requirements.approvals
-        );
-    }
-    p.push_str("</main></body></html>");
-    let mut resp = html(StatusCode::UNAUTHORIZED, &nonce, p);
-    let stepup = super::gate::stepup_challenge(meta, &state.requirements);
-    for v in std::iter::once(stepup).chain(challenge) {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
-        }
-    }
-    resp
+    p.respond(status)
 }
 
-const CSS: &str = "body{font:16px/1.5 system-ui,sans-serif;background:#f4f5f7;color:#1d2433;margin:0}main{max-width:34rem;margin:3rem auto;background:#fff;border-radius:12px;padding:2rem;box-shadow:0 2px 12px #0001}h1{margin-top:0;font-size:1.4rem}dl{display:grid;grid-template-columns:8rem 1fr;gap:.4rem}dt{color:#5b6475}dd{margin:0}code{background:#eef0f4;padding:0 .3rem;border-radius:4px}form{display:grid;gap:.8rem;margin-top:1.5rem}input{font:inherit;padding:.5rem;border:1px solid #c6cbd4;border-radius:6px;width:100%;box-sizing:border-box}button{font:inherit;padding:.6rem;border:0;border-radius:6px;background:#2456d3;color:#fff;cursor:pointer}.lead{color:#5b6475}";
+/// One row of a details list.
+pub fn fact(label: &str, value_html: &str) -> String {
+    format!("<div><dt>{}</dt><dd>{value_html}</dd></div>\n", escape(label))
+}
 
 #[cfg(test)]
 mod tests {
@@ -130,5 +160,7 @@ mod tests {
     fn escapes_markup() {
         assert_eq!(escape("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;&#39;");
         assert_eq!(short_code("ab-cdEFGHIJ"), "ABCD-EFGH");
+        assert_eq!(people(1), "1 person");
+        assert_eq!(people(3), "3 people");
     }
 }

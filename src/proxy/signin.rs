@@ -1,0 +1,223 @@
+//! Approvers signing in on the approval page: `POST approver/login` with
+//! their own TOTP code (or passkey), `approver/login/options` for the
+//! passkey challenge, `approver/logout`. A sign-in sets the signed
+//! `__Host-stepgate-approver` cookie (see `session::approver`); decisions
+//! taken with it still need a fresh proof each (see `approvals::decide`).
+
+use super::api::MAX_PROOF_BODY;
+use super::handler::buffer;
+use super::respond::{self, Reject};
+use super::{hygiene, page, proofs, Gateway};
+use crate::audit::Record;
+use crate::body::{full, Body};
+use crate::clock::unix_secs;
+use crate::config::Approver;
+use crate::session::approver as cookie;
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The approver signed in with a valid cookie, if any. The name must
+/// still be a configured approver: removing one from the config ends
+/// their sign-in at once.
+pub(super) fn signed_in(gw: &Gateway, parts: &Parts) -> Option<Approver> {
+    let mut values = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(cookie::COOKIE)?.strip_prefix('='));
+    let value = values.next()?;
+    // Two different copies: the browser never sends that for a __Host-
+    // cookie, so someone is playing games.
+    if values.any(|v| v != value) {
+        return None;
+    }
+    let name = cookie::verify(&gw.session_key, value, unix_secs(gw.clock.now()))?;
+    gw.config().stepup.approvers.iter().find(|a| a.name == name).cloned()
+}
+
+/// A browser's `Origin` on a POST must be the gateway itself (the host the
+/// request was sent to, over HTTPS, or one of the configured WebAuthn
+/// origins). Cross-site form posts are refused even if a cookie came along.
+pub(super) fn origin_ok(gw: &Gateway, parts: &Parts) -> bool {
+    let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Ok(target) = hygiene::target(parts) else {
+        return false;
+    };
+    if origin.eq_ignore_ascii_case(&format!("https://{}", target.host)) {
+        return true;
+    }
+    webauthn_origins(gw).iter().any(|o| o == origin)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Login {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    credential: Option<serde_json::Value>,
+}
+
+fn parse(parts: &Parts, bytes: &[u8]) -> Result<Login, Reject> {
+    if page::from_page(&parts.headers) && !is_json(parts) {
+        let mut l = Login::default();
+        for (k, v) in form_urlencoded::parse(bytes) {
+            match k.as_ref() {
+                "name" => l.name = v.trim().to_owned(),
+                "method" => l.method = Some(v.into_owned()),
+                "code" => l.code = Some(v.into_owned()),
+                "credential" if !v.is_empty() => {
+                    l.credential =
+                        Some(serde_json::from_str(&v).map_err(|_| Reject::BadRequest("malformed passkey credential"))?)
+                }
+                _ => {}
+            }
+        }
+        return Ok(l);
+    }
+    serde_json::from_slice(bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))
+}
+
+fn is_json(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// `POST approver/login`.
+pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+    let html = page::from_page(&parts.headers);
+    if parts.headers.contains_key(header::ORIGIN) && !origin_ok(gw, &parts) {
+        tracing::warn!("approver sign-in from a foreign origin refused");
+        return Err(Reject::Forbidden);
+    }
+    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let req = parse(&parts, &bytes)?;
+    let now = gw.clock.now();
+    let config = gw.config();
+    let known = config.stepup.approvers.iter().any(|a| a.name == req.name);
+    let method = req.method.as_deref().unwrap_or("totp");
+    let verified = match method {
+        _ if !known => Err(format!("{:?} is not an approver", req.name)),
+        "totp" => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), now),
+        "webauthn" => match &req.credential {
+            Some(c) => approver_login_passkey(gw, &req.name, c, now),
+            None => Err("no passkey credential".into()),
+        },
+        _ => return Err(Reject::BadRequest("unknown sign-in method")),
+    };
+    if let Err(reason) = verified {
+        tracing::info!(approver = %req.name, %reason, "approver sign-in refused");
+        if html {
+            return Ok(page::approvals::signin(
+                &config.stepup.prefix,
+                webauthn_enabled(gw),
+                &req.name,
+                Some("That did not work. Check your name and code and try again."),
+                StatusCode::UNAUTHORIZED,
+            ));
+        }
+        return Err(Reject::InvalidProof { attempts_left: 0 });
+    }
+    gw.audit(
+        Record::new("approver.signed_in")
+            .actor(req.name.clone())
+            .with("method", method),
+    )
+    .await?;
+    tracing::info!(approver = %req.name, method, "approver signed in");
+    let value = cookie::issue(&gw.session_key, &req.name, unix_secs(now));
+    Ok(see_other(
+        &format!("{}holds", config.stepup.prefix),
+        &cookie::set_cookie(&value),
+    ))
+}
+
+/// `POST approver/login/options`: the passkey challenge for signing in.
+pub(super) async fn options(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+    if parts.headers.contains_key(header::ORIGIN) && !origin_ok(gw, &parts) {
+        return Err(Reject::Forbidden);
+    }
+    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
+    if !gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
+        return Err(Reject::Forbidden);
+    }
+    let options = approver_login_options(gw, &req.name, gw.clock.now())?;
+    Ok(respond::json(StatusCode::OK, &options))
+}
+
+/// `POST approver/logout`: ends the sign-in on this browser.
+pub(super) fn logout(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
+    if !origin_ok(gw, parts) {
+        return Err(Reject::Forbidden);
+    }
+    if let Some(a) = signed_in(gw, parts) {
+        tracing::info!(approver = %a.name, "approver signed out");
+    }
+    Ok(see_other(
+        &format!("{}holds", gw.config().stepup.prefix),
+        &cookie::clear_cookie(),
+    ))
+}
+
+fn see_other(location: &str, set_cookie: &str) -> Response<Body> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(set_cookie) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+// The WebAuthn seams the pages use. Until the gateway has WebAuthn
+// configured (`stepup.webauthn`), passkeys are simply not offered.
+
+/// Whether the gateway offers passkeys at all.
+pub(super) fn webauthn_enabled(_gw: &Gateway) -> bool {
+    false
+}
+
+/// The configured WebAuthn origins (also accepted as `Origin` of a POST).
+pub(super) fn webauthn_origins(_gw: &Gateway) -> Vec<String> {
+    Vec::new()
+}
+
+fn approver_login_options(
+    _gw: &Gateway,
+    _name: &str,
+    _now: std::time::SystemTime,
+) -> Result<serde_json::Value, Reject> {
+    Err(Reject::NotFound)
+}
+
+fn approver_login_passkey(
+    _gw: &Gateway,
+    _name: &str,
+    _credential: &serde_json::Value,
+    _now: std::time::SystemTime,
+) -> Result<(), String> {
+    Err("passkeys are not configured".into())
+}
+
+/// Who a one-time enrollment link is for, if it is still valid (looked up,
+/// not consumed).
+pub(super) fn enrollment_user(_gw: &Gateway, _token: &str, _now: std::time::SystemTime) -> Option<String> {
+    None
+}
