@@ -1,5 +1,5 @@
 //! `stepgate demo`: the gateway in front of the built-in legacy console,
-//! with development certificates, keys and a TOTP enrollment created on
+//! with development certificates, keys and TOTP enrollments created on
 //! first run under `./stepgate-demo/`.
 
 use anyhow::Context;
@@ -23,55 +23,48 @@ assertion: { key: certs/assertion-key.pem, issuer: stepgate-demo, audience: acme
 audit: { path: state/audit.jsonl }
 stepup:
   users: state/users.yaml
-  approvers: [ { name: bob, groups: [treasury], key_sha256: "{BOBKEY}" } ]
+{WEBAUTHN}  approvers: [ { name: bob, groups: [treasury], key_sha256: "{BOBKEY}" } ]
 routes:
   - name: delete-user
     action: user.delete
     match: { methods: [POST], path: '/admin/users/([^/]+)/delete', case_insensitive: true }
-    require: { methods: [totp], max_age: 5m }
+    require: { methods: [webauthn, totp], max_age: 5m }
     display: [ { label: User, capture: 1 } ]
     hold: { mode: auto, timeout: 3m }
   - name: view-secrets
     action: secrets.view
     match: { methods: [GET], prefix: /admin/secrets, case_insensitive: true }
-    require: { methods: [totp], reuse: 5m }
+    require: { methods: [webauthn, totp], reuse: 5m }
+    hold: { mode: auto, timeout: 3m }
   - name: big-transfer
     action: money.transfer
     match: { methods: [POST], path: /api/transfers }
     when: [ { form: { field: amount, gt: 10000 } } ]
-    require: { methods: [totp] }
-    display: [ { label: Amount, form: amount }, { label: Payee, form: payee } ]
+    require: { approvals: 1, approvers: [treasury] }
+    display: [ { label: Amount (EUR), form: amount }, { label: Payee, form: payee }, { label: IBAN, form: iban } ]
+    hold: { mode: auto, timeout: 10m }
   - name: settings
     action: console.settings.write
     match: { methods: [POST], prefix: /admin/settings, case_insensitive: true }
-    require: { methods: [totp] }
+    require: { methods: [webauthn, totp] }
+    hold: { mode: auto, timeout: 3m }
 "#;
+
+/// The WebAuthn relying party the demo's passkeys belong to.
+const WEBAUTHN: &str =
+    "  webauthn: { rp_id: localhost, origins: [ \"https://localhost:{PORT}\" ], rp_name: Acme Admin }\n";
 
 pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("certs")).with_context(|| dir.display().to_string())?;
+    std::fs::create_dir_all(dir.join("state")).with_context(|| dir.display().to_string())?;
     keys::ensure_dev_tls(&dir.join("certs/gateway.pem"), &dir.join("certs/gateway-key.pem"))?;
     let key_path = dir.join("certs/assertion-key.pem");
     if !key_path.exists() {
         keys::write_private(&key_path, generate_signing_key().1.as_bytes())?;
     }
     let store = UserStore::open(&dir.join("state/users.yaml"));
-    let secret = match store.snapshot()?.totp_secret("admin") {
-        Some(s) => s.to_owned(),
-        None => {
-            let s = totp::generate_secret();
-            store.update(|f| {
-                let u = f.users.entry("admin".into()).or_default();
-                u.groups = vec!["admins".into()];
-                u.totp = Some(TotpRecord {
-                    secret: s.clone(),
-                    confirmed: true,
-                    created: stepgate::clock::unix_secs(std::time::SystemTime::now()),
-                    confirmed_step: 0,
-                });
-            })?;
-            s
-        }
-    };
+    let admin = ensure_totp(&store, "admin", &["admins"])?;
+    let bob = ensure_totp(&store, "bob", &["treasury"])?;
     let bob_key = stepgate::ids::random_token();
     let bob_sha: String = Sha256::digest(bob_key.as_bytes())
         .iter()
@@ -82,9 +75,10 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let console = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let console_addr = console.local_addr()?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin_addr = admin.local_addr()?;
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin_addr = admin_listener.local_addr()?;
         let text = ROUTES
+            .replace("{WEBAUTHN}", if WEBAUTHN_READY { WEBAUTHN } else { "" })
             .replace("{PORT}", &port.to_string())
             .replace("{CONSOLE}", &console_addr.to_string())
             .replace("{ADMIN}", &admin_addr.port().to_string())
@@ -96,22 +90,37 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
-        tokio::spawn(stepgate::demo::run(console));
-        tokio::spawn(proxy::admin::run(gw.clone(), admin, std::future::pending()));
-        banner(port, admin_addr.port(), &secret, &bob_key, dir);
+        tokio::spawn(stepgate::demo::run(console, Some(dir.join("state/console.jsonl"))));
+        tokio::spawn(proxy::admin::run(gw.clone(), admin_listener, std::future::pending()));
+        banner(port, admin_addr.port(), &admin, &bob, &bob_key, dir);
         proxy::run(gw, listener, super::shutdown_signal(), Duration::from_secs(5)).await?;
         Ok(())
     })
 }
 
-fn banner(port: u16, admin: u16, secret: &str, bob_key: &str, dir: &Path) {
-    let uri = totp::otpauth_uri(secret, "admin").unwrap_or_default();
-    println!("\nstepgate demo: a legacy admin console behind step-up authentication\n");
-    println!("  console (through the gateway)  https://localhost:{port}/   (self-signed dev certificate)");
-    println!("  metrics / health                http://127.0.0.1:{admin}/metrics");
-    println!("  files                           {}", dir.display());
-    println!("\nStep-up user `admin`: add this TOTP secret to an authenticator app:");
-    println!("  {uri}");
+/// Whether this build understands `stepup.webauthn`.
+const WEBAUTHN_READY: bool = false;
+
+/// The user's active TOTP secret, created (already confirmed) on first run.
+fn ensure_totp(store: &UserStore, user: &str, groups: &[&str]) -> anyhow::Result<String> {
+    if let Some(s) = store.snapshot()?.totp_secret(user) {
+        return Ok(s.to_owned());
+    }
+    let secret = totp::generate_secret();
+    store.update(|f| {
+        let u = f.users.entry(user.into()).or_default();
+        u.groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        u.totp = Some(TotpRecord {
+            secret: secret.clone(),
+            confirmed: true,
+            created: stepgate::clock::unix_secs(std::time::SystemTime::now()),
+            confirmed_step: 0,
+        });
+    })?;
+    Ok(secret)
+}
+
+fn qr(uri: &str) {
     if let Ok(qr) = qrcode::QrCode::new(uri.as_bytes()) {
         println!(
             "{}",
@@ -120,16 +129,37 @@ fn banner(port: u16, admin: u16, secret: &str, bob_key: &str, dir: &Path) {
                 .build()
         );
     }
-    println!("  (or: oathtool --totp -b {secret})\n");
-    println!("Try:");
-    println!("  1. sign in, delete a user: the gateway holds the form POST and asks for a code;");
-    println!("     enter user `admin` and the current code; the console deletes the user and shows the assertion");
-    println!("  2. open Secrets: one code, then 5 minutes of reuse (sudo mode)");
-    println!("  3. transfer 25000 (steps up) and 500 (passes straight through)");
-    println!("  4. approver API key for `bob` (this run only): {bob_key}");
-    println!(
-        "  5. stepgate audit verify {}/state/audit.jsonl --config {}/routes.yaml\n",
-        dir.display(),
-        dir.display()
-    );
+}
+
+fn banner(port: u16, admin_port: u16, admin: &str, bob: &str, bob_key: &str, dir: &Path) {
+    let base = format!("https://localhost:{port}");
+    let d = dir.display();
+    println!("\nstepgate demo: a legacy admin console behind step-up authentication\n");
+    println!("  console (through the gateway)  {base}/   (self-signed dev certificate; accept it once)");
+    println!("  approval page                  {base}/.stepup/holds");
+    println!("  metrics / health               http://127.0.0.1:{admin_port}/metrics");
+    println!("  files                          {d}   (routes.yaml, state/audit.jsonl, state/console.jsonl)");
+    println!("\nUser `admin` (step-up): add this TOTP secret to an authenticator app:");
+    println!("  {}", totp::otpauth_uri(admin, "admin").unwrap_or_default());
+    qr(&totp::otpauth_uri(admin, "admin").unwrap_or_default());
+    println!("  (or: oathtool --totp -b {admin})");
+    println!("\nApprover `bob` (approves payments over 10,000 EUR):");
+    println!("  TOTP  {}", totp::otpauth_uri(bob, "bob").unwrap_or_default());
+    println!("        (or: oathtool --totp -b {bob})");
+    println!("  API key (this run only): {bob_key}");
+    println!("\nWhat to try:");
+    println!("  1. Open {base}/ and sign in (any password). Users → Delete next to carol:");
+    println!("     the gateway holds the form and shows its step-up page. Enter user `admin` and the");
+    println!("     current code; you land on the console's user list, and it shows the assertion it got.");
+    println!("  2. Register a passkey for admin, then delete another user with \"Use a passkey\":");
+    println!("       stepgate enroll webauthn admin --config {d}/routes.yaml");
+    println!("     and open the link it prints in the same browser.");
+    println!("  3. Secrets: one step-up, then 5 minutes without asking again (sudo mode).");
+    println!("  4. Payments: send 25000. The page waits for an approval and updates by itself.");
+    println!("     In a private window open {base}/.stepup/holds, sign in as `bob` with bob's code,");
+    println!("     review the payment and approve with bob's next code. The first window continues.");
+    println!("     500 EUR passes straight through. Approvers can also use the API:");
+    println!("       curl -k -H 'Authorization: Bearer {bob_key}' {base}/.stepup/holds");
+    println!("  5. What the console executed, with each X-StepUp-Assertion:  cat {d}/state/console.jsonl");
+    println!("     The audit trail:  stepgate audit verify {d}/state/audit.jsonl --config {d}/routes.yaml\n");
 }
