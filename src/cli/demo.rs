@@ -78,7 +78,7 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin_addr = admin_listener.local_addr()?;
         let text = ROUTES
-            .replace("{WEBAUTHN}", if WEBAUTHN_READY { WEBAUTHN } else { "" })
+            .replace("{WEBAUTHN}", WEBAUTHN)
             .replace("{PORT}", &port.to_string())
             .replace("{CONSOLE}", &console_addr.to_string())
             .replace("{ADMIN}", &admin_addr.port().to_string())
@@ -97,9 +97,6 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         Ok(())
     })
 }
-
-/// Whether this build understands `stepup.webauthn`.
-const WEBAUTHN_READY: bool = false;
 
 /// The user's active TOTP secret, created (already confirmed) on first run.
 fn ensure_totp(store: &UserStore, user: &str, groups: &[&str]) -> anyhow::Result<String> {

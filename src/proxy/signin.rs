@@ -186,17 +186,22 @@ fn see_other(location: &str, set_cookie: &str) -> Response<Body> {
     resp
 }
 
-// The WebAuthn seams the pages use. Until the gateway has WebAuthn
-// configured (`stepup.webauthn`), passkeys are simply not offered.
+// The WebAuthn seams the pages use. Without `stepup.webauthn`, passkeys
+// are simply not offered.
 
 /// Whether the gateway offers passkeys at all.
-pub(super) fn webauthn_enabled(_gw: &Gateway) -> bool {
-    false
+pub(super) fn webauthn_enabled(gw: &Gateway) -> bool {
+    gw.config().stepup.webauthn.is_some()
 }
 
 /// The configured WebAuthn origins (also accepted as `Origin` of a POST).
-pub(super) fn webauthn_origins(_gw: &Gateway) -> Vec<String> {
-    Vec::new()
+pub(super) fn webauthn_origins(gw: &Gateway) -> Vec<String> {
+    gw.config()
+        .stepup
+        .webauthn
+        .as_ref()
+        .map(|w| w.origins.clone())
+        .unwrap_or_default()
 }
 
 fn approver_login_options(
