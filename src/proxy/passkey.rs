@@ -23,7 +23,6 @@ pub(crate) enum ChallengeKey {
     /// An approver's decision on a hold.
     ApproverDecision { hold: HoldId, approver: String },
     /// An approver signing in on the approval page.
-    #[allow(dead_code)] // issued by the approval page's sign-in
     ApproverLogin(String),
 }
 

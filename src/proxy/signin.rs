@@ -6,6 +6,7 @@
 
 use super::api::MAX_PROOF_BODY;
 use super::handler::buffer;
+use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{hygiene, page, proofs, Gateway};
 use crate::audit::Record;
@@ -204,25 +205,29 @@ pub(super) fn webauthn_origins(gw: &Gateway) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn approver_login_options(
-    _gw: &Gateway,
-    _name: &str,
-    _now: std::time::SystemTime,
-) -> Result<serde_json::Value, Reject> {
-    Err(Reject::NotFound)
+/// The binding of an approver's sign-in challenge: it names the purpose
+/// and the person, so it can never pass as a hold's `txn`.
+fn login_binding(name: &str) -> String {
+    format!("approver-login:{name}")
+}
+
+fn approver_login_options(gw: &Gateway, name: &str, now: std::time::SystemTime) -> Result<serde_json::Value, Reject> {
+    let key = ChallengeKey::ApproverLogin(name.to_owned());
+    passkey::start(gw, key, name, &login_binding(name), now)
 }
 
 fn approver_login_passkey(
-    _gw: &Gateway,
-    _name: &str,
-    _credential: &serde_json::Value,
-    _now: std::time::SystemTime,
+    gw: &Gateway,
+    name: &str,
+    credential: &serde_json::Value,
+    now: std::time::SystemTime,
 ) -> Result<(), String> {
-    Err("passkeys are not configured".into())
+    let key = ChallengeKey::ApproverLogin(name.to_owned());
+    passkey::finish(gw, &key, Some(name), &login_binding(name), credential, now).map(|_| ())
 }
 
 /// Who a one-time enrollment link is for, if it is still valid (looked up,
 /// not consumed).
-pub(super) fn enrollment_user(_gw: &Gateway, _token: &str, _now: std::time::SystemTime) -> Option<String> {
-    None
+pub(super) fn enrollment_user(gw: &Gateway, token: &str, now: std::time::SystemTime) -> Option<String> {
+    passkey::enrollment(gw, token, now).map(|e| e.user)
 }
