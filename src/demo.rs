@@ -195,13 +195,18 @@ fn assertion_note(headers: &HeaderMap) -> String {
                     })
                     .unwrap_or_default()
             };
-            let approvers = list("approvers");
+            let (amr, approvers) = (list("amr"), list("approvers"));
+            let how = match (amr.is_empty(), approvers.is_empty()) {
+                (false, true) => format!("Stepped up by <b>{}</b> with {amr} ({})", s("sub"), s("acr")),
+                (false, false) => format!(
+                    "Stepped up by <b>{}</b> with {amr}, approved by <b>{approvers}</b>",
+                    s("sub")
+                ),
+                (true, false) => format!("Approved by <b>{approvers}</b>"),
+                (true, true) => format!("Released for <b>{}</b> ({})", s("sub"), s("acr")),
+            };
             format!(
-                "<p class=ok>Stepped up by <b>{}</b> (amr: {}; acr: {}){} for <code>{}</code>, txn <code>{}</code>.</p>",
-                s("sub"),
-                list("amr"),
-                s("acr"),
-                if approvers.is_empty() { String::new() } else { format!(", approved by <b>{approvers}</b>") },
+                "<p class=ok>X-StepUp-Assertion: {how}, for <code>{}</code>, txn <code>{}</code>.</p>",
                 s("act"),
                 s("txn"),
             )
