@@ -118,7 +118,7 @@ fn assert_page(r: &RawResponse) -> String {
     );
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
-    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     let csp = r.header("content-security-policy").expect("CSP");
     for d in [
