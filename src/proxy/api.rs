@@ -4,7 +4,7 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{approvals, enroll, hold_record, page, proofs, release, signin, webauthn, ConnInfo, Gateway};
+use super::{approvals, browser, enroll, hold_record, page, proofs, release, signin, webauthn, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
@@ -52,11 +52,11 @@ pub async fn handle(
         }
         (&Method::GET, ["holds"]) => approvals::queue(gw, &parts),
         (&Method::GET, ["holds", id]) => status(gw, conn, &parts, id),
-        (&Method::POST, ["holds", id, "complete"]) => complete_from(gw, conn, parts, body, id).await,
+        (&Method::POST, ["holds", id, "complete"]) => browser::complete(gw, conn, parts, body, id).await,
         (&Method::POST, ["approver", "login"]) => signin::login(gw, parts, body).await,
         (&Method::POST, ["approver", "login", "options"]) => signin::options(gw, parts, body).await,
         (&Method::POST, ["approver", "logout"]) => signin::logout(gw, &parts),
-        (&Method::GET, ["enroll"]) => Ok(enroll_page(gw, target)),
+        (&Method::GET, ["enroll"]) => Ok(browser::enroll_page(gw, target)),
         (&Method::POST, ["holds", id, "approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
         (&Method::POST, ["holds", id, "deny"]) => approvals::decide(gw, conn, parts, body, id, false).await,
         (&Method::GET, ["holds", id, "webauthn"]) => webauthn::options(gw, conn, &parts, id),
@@ -64,18 +64,6 @@ pub async fn handle(
         (&Method::POST, ["enroll", "finish"]) => enroll::finish(gw, parts, body).await,
         _ => Err(Reject::NotFound),
     }
-}
-
-/// `GET enroll?token=T`: the passkey enrollment page for a one-time link.
-fn enroll_page(gw: &Gateway, target: &Target) -> Response<Body> {
-    let token = target
-        .query
-        .as_deref()
-        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let user = signin::enrollment_user(gw, &token, gw.clock.now());
-    page::enroll::page(&gw.config().stepup.prefix, &token, user.as_deref())
 }
 
 pub(super) fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts) -> Option<Sid> {
@@ -111,7 +99,7 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
     // as an approver still sees their own step-up page.
     if let Ok((meta, state)) = own_hold(gw, conn, parts, id) {
         if html && state.phase.is_open() {
-            return Ok(step_up_page(gw, &meta, &state, None, StatusCode::OK));
+            return Ok(browser::step_up_page(gw, &meta, &state, None, StatusCode::OK));
         }
         return Ok(respond::json(StatusCode::OK, &status_json(&meta, &state, now)));
     }
@@ -136,25 +124,6 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
         o.extend(extra);
     }
     Ok(respond::json(StatusCode::OK, &v))
-}
-
-/// The step-up page for one hold as it stands now.
-pub(super) fn step_up_page(
-    gw: &Gateway,
-    meta: &HoldMeta,
-    state: &HoldState,
-    alert: Option<String>,
-    status: StatusCode,
-) -> Response<Body> {
-    let view = page::stepup::View {
-        prefix: &gw.config().stepup.prefix,
-        meta,
-        state,
-        now: gw.clock.now(),
-        webauthn: signin::webauthn_enabled(gw),
-        alert,
-    };
-    page::stepup::render(&view, status)
 }
 
 pub(super) fn status_json(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> serde_json::Value {
@@ -240,56 +209,7 @@ pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Rejec
     Ok(b)
 }
 
-/// `POST holds/{id}/complete`. From the step-up page, a refusal comes back
-/// as the page with the reason, and a proof that leaves the hold waiting
-/// for approvals sends the browser back to the page (303), so reloading
-/// never posts the proof again. A release is the upstream's own response
-/// either way, so the browser lands where the application meant it to.
-async fn complete_from(
-    gw: &Arc<Gateway>,
-    conn: &ConnInfo,
-    parts: Parts,
-    body: Body,
-    id: &str,
-) -> Result<Response<Body>, Reject> {
-    if !page::from_page(&parts.headers) {
-        return complete(gw, conn, parts, body, id).await;
-    }
-    let result = complete(gw, conn, parts, body, id).await;
-    let prefix = gw.config().stepup.prefix.clone();
-    match result {
-        Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-            let mut r = Response::new(crate::body::full(""));
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            if let Ok(v) = http::HeaderValue::from_str(&format!("{prefix}holds/{id}")) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-            Ok(r)
-        }
-        Ok(resp) => Ok(resp),
-        Err(reject) => {
-            let open = HoldId::parse(id)
-                .and_then(|h| gw.holds.get(&h))
-                .filter(|(_, s)| s.phase.is_open() && gw.clock.now() <= s.deadline);
-            match (&reject, open) {
-                (Reject::InvalidProof { .. } | Reject::BadRequest(_), Some((meta, state))) => Ok(step_up_page(
-                    gw,
-                    &meta,
-                    &state,
-                    Some(page::stepup::alert_text(&reject)),
-                    reject.status(),
-                )),
-                // Refusals that say nothing about the hold (another
-                // session's, a full trail) keep their usual status.
-                _ => Ok(page::stepup::closed(&reject)),
-            }
-        }
-    }
-}
-
-async fn complete(
+pub(super) async fn complete(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
     parts: Parts,
