@@ -470,6 +470,13 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
             .contains("stepgate-approver"),
         "never forwarded"
     );
+    // Going back to the page afterwards says it is done, and posting again
+    // sends nothing more.
+    let after = get(&s.gw, &format!("/.stepup/holds/{hold}"), &[HTML, ("cookie", c)]).await;
+    assert!(assert_page(&after).contains("<h1>Already done</h1>"));
+    let again = s.form(&complete, &[HTML, ("cookie", c)], "").await;
+    assert_eq!(again.status, 409);
+    assert_eq!(s.up.requests().len(), 1);
 }
 
 #[tokio::test]

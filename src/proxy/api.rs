@@ -98,7 +98,10 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
     // The requester first: in one browser, a person who is also signed in
     // as an approver still sees their own step-up page.
     if let Ok((meta, state)) = own_hold(gw, conn, parts, id) {
-        if html && state.phase.is_open() {
+        if html {
+            if let Err(reject) = closed(state.phase) {
+                return Ok(page::stepup::closed(&reject));
+            }
             return Ok(browser::step_up_page(gw, &meta, &state, None, StatusCode::OK));
         }
         return Ok(respond::json(StatusCode::OK, &status_json(&meta, &state, now)));
