@@ -606,3 +606,40 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     assert_eq!(claims["sub"], "alice");
     let _ = std::fs::remove_file(log);
 }
+
+#[tokio::test]
+async fn the_enrollment_page_names_the_user_of_a_valid_link_only() {
+    let s = setup("").await;
+    let no_webauthn = get(&s.gw, "/.stepup/enroll?token=whatever", &[HTML]).await;
+    assert!(assert_page(&no_webauthn).contains("This enrollment link is not valid"));
+
+    let up = Upstream::start().await;
+    let webauthn = vec!["webauthn: { rp_id: localhost, origins: [ \"https://localhost\" ] }".to_owned()];
+    let gw = Gateway::start(up.addr, ROUTES, &extra(&webauthn, "")).await;
+    let token = "tok\"><script>alert(1)</script>";
+    let store = stepgate::users::UserStore::open(&gw.dir.join("state/users.yaml"));
+    store
+        .update(|f| {
+            f.users.entry("al<i>ce".into()).or_default().webauthn_enroll =
+                Some(stepgate::users::EnrollToken::new(token, now_secs() + 600));
+        })
+        .unwrap();
+    let query: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let ok = get(&gw, &format!("/.stepup/enroll?token={query}"), &[HTML]).await;
+    assert_eq!(ok.status, 200, "{}", body_text(&ok));
+    let html = assert_page(&ok);
+    for shown in [
+        "<h1>Register a passkey</h1>",
+        "<b>al&lt;i&gt;ce</b>",
+        "Register passkey</button>",
+    ] {
+        assert!(html.contains(shown), "{shown}:\n{html}");
+    }
+    assert!(html.contains("data-token=\"tok&quot;&gt;&lt;script&gt;"), "{html}");
+    assert!(!html.contains("<script>alert"), "{html}");
+    for bad in ["tok", "", &format!("{query}x")] {
+        let r = get(&gw, &format!("/.stepup/enroll?token={bad}"), &[HTML]).await;
+        assert_eq!(r.status, 403);
+        assert!(assert_page(&r).contains("This enrollment link is not valid"));
+    }
+}

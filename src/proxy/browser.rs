@@ -88,6 +88,9 @@ pub(super) fn enroll_page(gw: &Gateway, target: &Target) -> Response<Body> {
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let user = signin::enrollment_user(gw, &token, gw.clock.now());
+    // Without `stepup.webauthn` no link can be used, whatever the store says.
+    let user = signin::webauthn_enabled(gw)
+        .then(|| signin::enrollment_user(gw, &token, gw.clock.now()))
+        .flatten();
     page::enroll::page(&gw.config().stepup.prefix, &token, user.as_deref())
 }
