@@ -102,6 +102,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
         "Amount</dt><dd>25000",
         "Payee</dt><dd>ACME",
         "Approve with code",
+        "Requester</dt><dd>unknown user, session ",
     ] {
         assert!(review.contains(shown), "{shown}:\n{review}");
     }
@@ -117,6 +118,16 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
         let r = s.form(&approve, &h, &with(&next)).await;
         assert_eq!(r.status, 403, "origin {origin:?}");
     }
+    // A sign-in posted from another site's page is refused, as a page.
+    let foreign = s
+        .form(
+            "/.stepup/approver/login",
+            &[HTML, ("origin", "https://evil.example")],
+            &format!("name=bob&code={next}"),
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+    assert!(assert_page(&foreign).contains("role=\"alert\""));
     // The cookie alone is not enough: no code, or the code bob signed in with.
     let r = post_json(
         &s.gw,

@@ -238,6 +238,10 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     let html = assert_page(&r);
     assert!(html.contains("role=\"alert\""), "{html}");
     assert!(html.contains("4 attempts left"), "{html}");
+    assert!(
+        html.contains("name=\"user\" value=\"alice\""),
+        "the user name is kept:\n{html}"
+    );
     assert!(!html.trim_start().starts_with('{'), "a page, not JSON");
 
     fresh_step(5).await;

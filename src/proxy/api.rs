@@ -102,7 +102,7 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
             if let Err(reject) = closed(state.phase) {
                 return Ok(page::stepup::closed(&reject));
             }
-            return Ok(browser::step_up_page(gw, &meta, &state, None, StatusCode::OK));
+            return Ok(browser::step_up_page(gw, &meta, &state, None, None, StatusCode::OK));
         }
         return Ok(respond::json(StatusCode::OK, &status_json(&meta, &state, now)));
     }

@@ -2,10 +2,11 @@
 //! the JSON API, answered with a page (the step-up page with the reason
 //! for a refusal, a redirect back to it while approvals are outstanding).
 
+use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::Reject;
 use super::{api, page, signin, ConnInfo, Gateway};
-use crate::body::Body;
+use crate::body::{full, Body};
 use crate::hold::{HoldMeta, HoldState};
 use crate::ids::HoldId;
 use http::request::Parts;
@@ -18,6 +19,7 @@ pub(super) fn step_up_page(
     meta: &HoldMeta,
     state: &HoldState,
     alert: Option<String>,
+    user: Option<String>,
     status: StatusCode,
 ) -> Response<Body> {
     let view = page::stepup::View {
@@ -27,6 +29,7 @@ pub(super) fn step_up_page(
         now: gw.clock.now(),
         webauthn: signin::webauthn_enabled(gw),
         alert,
+        user,
     };
     page::stepup::render(&view, status)
 }
@@ -46,7 +49,10 @@ pub(super) async fn complete(
     if !page::from_page(&parts.headers) {
         return api::complete(gw, conn, parts, body, id).await;
     }
-    let result = api::complete(gw, conn, parts, body, id).await;
+    // Read here so a refused attempt can keep the user name that was typed.
+    let bytes = buffer(body, api::MAX_PROOF_BODY).await?;
+    let user = api::parse_body(&parts, &bytes).ok().and_then(|b| b.user);
+    let result = api::complete(gw, conn, parts, full(bytes), id).await;
     let prefix = gw.config().stepup.prefix.clone();
     match result {
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
@@ -70,6 +76,7 @@ pub(super) async fn complete(
                     &meta,
                     &state,
                     Some(page::stepup::alert_text(&reject)),
+                    user,
                     reject.status(),
                 )),
                 // Refusals that say nothing about the hold (another

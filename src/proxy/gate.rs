@@ -261,6 +261,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
                 now,
                 webauthn: super::signin::webauthn_enabled(gw),
                 alert: None,
+                user: None,
             };
             Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
         }

@@ -62,6 +62,16 @@ pub fn short_code(txn: &str) -> String {
     format!("{}-{}", a.to_ascii_uppercase(), b.to_ascii_uppercase())
 }
 
+/// Who asked, in words: the session's identity when the gateway knows it,
+/// otherwise the session it came from.
+pub fn requester(meta: &crate::hold::HoldMeta) -> String {
+    let who = meta.requester();
+    match who.strip_prefix("session:") {
+        Some(sid) if meta.identity.is_none() => format!("unknown user, session {sid}"),
+        _ => who,
+    }
+}
+
 /// "1 person", "2 people".
 pub fn people(n: u32) -> String {
     if n == 1 {

@@ -99,14 +99,23 @@ fn is_json(parts: &Parts) -> bool {
 /// `POST approver/login`.
 pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
+    let config = gw.config();
     if parts.headers.contains_key(header::ORIGIN) && !origin_ok(gw, &parts) {
         tracing::warn!("approver sign-in from a foreign origin refused");
+        if html {
+            return Ok(page::approvals::signin(
+                &config.stepup.prefix,
+                webauthn_enabled(gw),
+                "",
+                Some("This sign-in did not come from this site's own page, so it was refused."),
+                StatusCode::FORBIDDEN,
+            ));
+        }
         return Err(Reject::Forbidden);
     }
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req = parse(&parts, &bytes)?;
     let now = gw.clock.now();
-    let config = gw.config();
     let known = config.stepup.approvers.iter().any(|a| a.name == req.name);
     let method = req.method.as_deref().unwrap_or("totp");
     let verified = match method {

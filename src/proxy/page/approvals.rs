@@ -94,7 +94,7 @@ pub fn list(prefix: &str, name: &str, holds: &[(Arc<HoldMeta>, HoldState)], now:
                 code = short_code(meta.txn.as_str()),
                 method = escape(meta.method.as_str()),
                 target = escape(&meta.path_and_query),
-                who = escape(&meta.requester()),
+                who = escape(&super::requester(meta)),
                 age = age(meta, now),
                 have = state.approvals.len(),
                 need = state.requirements.approvals,
@@ -144,7 +144,7 @@ pub fn detail(
             escape(&meta.path_and_query)
         ),
     ));
-    b.push_str(&fact("Requester", &escape(&meta.requester())));
+    b.push_str(&fact("Requester", &escape(&super::requester(meta))));
     for (label, value) in &meta.display {
         b.push_str(&fact(label, &escape(value)));
     }

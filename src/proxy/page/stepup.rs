@@ -22,6 +22,8 @@ pub struct View<'a> {
     pub webauthn: bool,
     /// A refusal to show above the form (wrong code, ...).
     pub alert: Option<String>,
+    /// The user name the person typed last time, kept after a refusal.
+    pub user: Option<String>,
 }
 
 /// The page for a held browser request (401, with the `StepUp` challenge
@@ -106,10 +108,14 @@ fn proof_form(b: &mut String, v: &View, complete: &str, passkey: bool, code: boo
                 u = escape(user)
             );
         }
-        None => b.push_str(
-            "<div class=\"field\"><label for=\"user\">User</label>\
-             <input id=\"user\" name=\"user\" autocomplete=\"username webauthn\" autocapitalize=\"none\" spellcheck=\"false\" required></div>\n",
-        ),
+        None => {
+            let _ = writeln!(
+                b,
+                "<div class=\"field\"><label for=\"user\">User</label>\
+                 <input id=\"user\" name=\"user\" value=\"{}\" autocomplete=\"username webauthn\" autocapitalize=\"none\" spellcheck=\"false\" required></div>",
+                escape(v.user.as_deref().unwrap_or(""))
+            );
+        }
     }
     if passkey {
         b.push_str(
