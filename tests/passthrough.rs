@@ -71,6 +71,60 @@ async fn http2_by_alpn_is_forwarded_as_http1() {
     assert_eq!(&seen[2].body[..], b"hello h2");
 }
 
+/// The gateway keeps its upstream connections: requests one after another
+/// (whatever their body: none, HEAD, streamed, uploaded) share one upstream
+/// connection; one the upstream closes is replaced, not reused.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+    let (mut client, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let requests: [(&str, &str, &'static [u8], usize); 5] = [
+        ("GET", "/a", b"", 0),
+        ("HEAD", "/b", b"", 0),
+        ("GET", "/download/200000", b"", 200_000),
+        ("POST", "/c", b"uploaded", 0),
+        ("GET", "/d", b"", 0),
+    ];
+    for (method, target, body, want_len) in requests {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("request");
+        let resp = client.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200, "{method} {target}");
+        let got = resp.into_body().collect().await.expect("body").to_bytes();
+        if want_len > 0 {
+            assert_eq!(got.len(), want_len);
+        }
+    }
+    assert_eq!(up.count("/"), 5);
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "one upstream connection for all five"
+    );
+
+    // A second client connection takes the idle upstream connection too.
+    let again = raw(gw.addr, &gw.pki, &request("GET", "/e", &[], b"")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+
+    // The upstream closes after `/close`; the next request opens a new one.
+    let closed = raw(gw.addr, &gw.pki, &request("GET", "/close", &[], b"")).await;
+    assert_eq!((closed.status, &closed.body[..]), (200, &b"bye"[..]));
+    let after = raw(gw.addr, &gw.pki, &request("GET", "/f", &[], b"")).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn ten_mib_bodies_stream_both_ways() {
     let up = Upstream::start().await;

@@ -1,48 +1,89 @@
-//! The upstream side: one pooled HTTP/1.1 client, bodies streamed through.
+//! The upstream side: HTTP/1.1 connections kept in a small pool of our own,
+//! driven by the request that uses them, bodies streamed through.
+//!
+//! A pooled client that runs each upstream connection as its own task costs
+//! several task wake-ups per request (request handed over, response handed
+//! back, body chunks relayed, connection returned). Here the task serving the
+//! request polls the upstream connection itself, first while waiting for the
+//! response head and then from the response body, so bytes move between the
+//! two sockets without another task in between. A connection goes back to
+//! the pool only once its response body has been read to the end.
 
-use super::hygiene;
 use crate::body::{Body, BoxError};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{header, HeaderValue, Request, Response, Uri, Version};
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{header, HeaderValue, Request, Response, Version};
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ForwardError {
+    #[error("upstream connect failed: {0}")]
+    Connect(#[source] std::io::Error),
     #[error("upstream request failed: {0}")]
-    Failed(#[source] hyper_util::client::legacy::Error),
+    Failed(#[source] hyper::Error),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("invalid upstream target: {0}")]
-    Target(#[source] http::Error),
 }
 
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections older than this are closed rather than reused: the
+/// upstream may have timed them out already.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_IDLE: usize = 256;
+
+type Conn = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// One upstream HTTP/1.1 connection: the sending half and the connection
+/// future that does its I/O, polled by whoever holds it.
+struct UpConn {
+    tx: http1::SendRequest<Body>,
+    conn: Conn,
+}
+
+struct Idle {
+    up: Box<UpConn>,
+    since: Instant,
+}
+
+struct Pool {
     authority: Authority,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pool: Arc<Pool>,
     timeout: Duration,
     latency: Histogram,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.pool.authority)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
     pub fn new(authority: Authority, timeout: Duration, latency: Histogram) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Upstream {
-            client,
-            authority,
+            pool: Arc::new(Pool {
+                authority,
+                idle: Mutex::new(Vec::new()),
+            }),
             timeout,
             latency,
         }
@@ -50,36 +91,188 @@ impl Upstream {
 
     /// Sends `req` (whose URI carries only the path and query) upstream.
     /// `host` is the client's Host, preserved for virtual-hosted upstreams.
+    /// An upgrade request (WebSocket) gets a connection of its own that is
+    /// never pooled.
     pub async fn send(&self, mut req: Request<Body>, host: &str) -> Result<Response<Body>, ForwardError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(ForwardError::Target)?;
-        *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         if let Ok(v) = HeaderValue::from_str(host) {
             req.headers_mut().insert(header::HOST, v);
         }
-        let started = std::time::Instant::now();
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| ForwardError::Timeout(self.timeout))?
-            .map_err(ForwardError::Failed)?;
+        let started = Instant::now();
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let sent = if upgrade {
+            tokio::time::timeout(self.timeout, self.send_upgrade(req)).await
+        } else {
+            tokio::time::timeout(self.timeout, self.send_pooled(req)).await
+        };
+        let resp = sent.map_err(|_| ForwardError::Timeout(self.timeout))??;
         self.latency.observe(started.elapsed().as_secs_f64());
         let (mut parts, body) = resp.into_parts();
         if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            hygiene::strip_outbound(&mut parts.headers);
+            super::hygiene::strip_outbound(&mut parts.headers);
         }
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as BoxError).boxed(),
-        ))
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn send_pooled(&self, mut req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+        loop {
+            let (mut up, reused) = match self.pool.take() {
+                Some(up) => (up, true),
+                None => (self.pool.connect().await?, false),
+            };
+            let mut conn_done = false;
+            let result = {
+                let mut resp = pin!(up.tx.try_send_request(req));
+                std::future::poll_fn(|cx| {
+                    if !conn_done {
+                        if let Poll::Ready(r) = Pin::new(&mut up.conn).poll(cx) {
+                            conn_done = true;
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "upstream connection ended");
+                            }
+                        }
+                    }
+                    resp.as_mut().poll(cx)
+                })
+                .await
+            };
+            match result {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let conn = (!conn_done).then_some(up);
+                    let body = UpstreamBody {
+                        body,
+                        conn,
+                        pool: self.pool.clone(),
+                        ended: false,
+                    };
+                    return Ok(Response::from_parts(parts, body.boxed()));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: an idle connection the upstream had
+                    // closed. Any other connection will do.
+                    Some(r) if reused => req = r,
+                    _ => return Err(ForwardError::Failed(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Body>, ForwardError> {
+        let io = self.pool.dial().await?;
+        let (mut tx, conn) = http1::handshake(io).await.map_err(ForwardError::Failed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended");
+            }
+        });
+        let resp = tx.send_request(req).await.map_err(ForwardError::Failed)?;
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+    }
+}
+
+impl Pool {
+    /// The most recently used idle connection that is still open.
+    fn take(&self) -> Option<Box<UpConn>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let Idle { mut up, since } = self.idle.lock().ok()?.pop()?;
+            if since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            // One poll lets the connection notice a close from the
+            // upstream and become ready for the next request; nothing
+            // waits on this waker, the request that takes it polls again.
+            if Pin::new(&mut up.conn).poll(&mut cx).is_ready() || !up.tx.is_ready() {
+                continue;
+            }
+            return Some(up);
+        }
+    }
+
+    fn put(&self, up: Box<UpConn>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    up,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<TokioIo<TcpStream>, ForwardError> {
+        let host = self.authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let port = self.authority.port_u16().unwrap_or(80);
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| ForwardError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(ForwardError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        Ok(TokioIo::new(tcp))
+    }
+
+    /// Boxed: the connection state is large, and it moves between the
+    /// pool, the request and the response body.
+    async fn connect(&self) -> Result<Box<UpConn>, ForwardError> {
+        let io = self.dial().await?;
+        let (tx, conn) = http1::handshake(io).await.map_err(ForwardError::Failed)?;
+        Ok(Box::new(UpConn { tx, conn }))
+    }
+}
+
+/// The upstream response body. Polling it also drives the upstream
+/// connection; once the body has been read to the end the connection is
+/// returned to the pool (dropped earlier, it is closed).
+struct UpstreamBody {
+    body: Incoming,
+    conn: Option<Box<UpConn>>,
+    pool: Arc<Pool>,
+    /// The body reported its end (a chunked body only says so by
+    /// returning `None`, not through `is_end_stream`).
+    ended: bool,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(up) = &mut this.conn {
+            if let Poll::Ready(r) = Pin::new(&mut up.conn).poll(cx) {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                this.conn = None;
+            }
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame.map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The server stops polling a body once it reports its end, so the
+        // hand-back happens here rather than in `poll_frame`.
+        if self.ended || self.body.is_end_stream() {
+            if let Some(up) = self.conn.take() {
+                self.pool.put(up);
+            }
+        }
     }
 }

@@ -44,11 +44,13 @@ impl Recorded {
 
 /// A real HTTP/1.1 upstream on its own socket that records every request.
 /// Paths: `/ws` upgrades to a WebSocket echo; `/download/N` streams N
-/// bytes; `/slow` answers after 1.5 s; anything else answers 200 with a
-/// JSON summary of what arrived.
+/// bytes; `/slow` answers after 1.5 s; `/close` answers and closes the
+/// connection; anything else answers 200 with a JSON summary of what arrived.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -59,12 +61,15 @@ impl Upstream {
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel::<()>();
         let rec = seen.clone();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = tokio::select! {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                     _ = &mut stopped => return,
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let rec = rec.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| upstream_handle(rec.clone(), req));
@@ -78,6 +83,7 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            connections,
             stop: Some(stop),
         }
     }
@@ -164,6 +170,11 @@ async fn upstream_handle(
     }
     if target == "/slow" {
         tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    if target == "/close" {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"bye")).boxed());
+        resp.headers_mut().insert("connection", "close".parse().expect("hv"));
+        return Ok(resp);
     }
     let summary = serde_json::json!({"method": parts.method.as_str(), "target": target, "len": len});
     let mut resp = Response::new(Full::new(Bytes::from(summary.to_string())).boxed());
