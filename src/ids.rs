@@ -64,9 +64,41 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A fresh request id: unique within the process and, by a random prefix
+/// drawn at start-up, across restarts and instances; not a secret (it is
+/// logged and sent upstream), so a counter does instead of the CSPRNG.
+pub fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Hex by hand: the general base64 engine costs more than the rest of
+    // the request's header handling.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for word in [prefix, n] {
+        for shift in (0..16).rev() {
+            out.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_do_not_repeat() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a[..16], b[..16], "one process, one prefix");
+    }
 
     #[test]
     fn hold_ids_are_distinct_and_parse_back() {

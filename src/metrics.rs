@@ -41,6 +41,9 @@ pub struct ResultLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// `requests` counters of unrouted requests by status code, resolved
+    /// once: the family lookup hashes two fresh strings under a lock.
+    unrouted: Box<[std::sync::OnceLock<Counter>]>,
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_seconds: Histogram,
     pub holds_open: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -69,6 +72,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("stepgate"),
+            unrouted: (0..1000).map(|_| std::sync::OnceLock::new()).collect(),
             requests: Family::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             holds_open: Gauge::default(),
@@ -115,6 +119,22 @@ impl Metrics {
             .inc();
     }
 
+    /// `request("none", status)`, without the family lookup.
+    pub fn unrouted_request(&self, status: http::StatusCode) {
+        let Some(slot) = self.unrouted.get(usize::from(status.as_u16())) else {
+            return self.request("none", status.as_str());
+        };
+        slot.get_or_init(|| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: "none".to_owned(),
+                    outcome: status.as_str().to_owned(),
+                })
+                .clone()
+        })
+        .inc();
+    }
+
     pub fn transition(&self, state: &str, waited: Option<Duration>) {
         self.hold_transitions
             .get_or_create(&StateLabels {
@@ -158,5 +178,28 @@ impl Metrics {
             tracing::error!("metrics encoding failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrouted_requests_count_in_the_requests_family() {
+        let m = Metrics::new();
+        m.unrouted_request(http::StatusCode::OK);
+        m.unrouted_request(http::StatusCode::OK);
+        m.request("none", "200");
+        m.unrouted_request(http::StatusCode::BAD_GATEWAY);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"stepgate_requests_total{route="none",outcome="200"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"stepgate_requests_total{route="none",outcome="502"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -46,10 +46,14 @@ pub async fn pass_through(
         Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         None => None,
     };
-    parts.uri = target
-        .path_and_query()
-        .parse()
-        .map_err(|_| Reject::BadRequest("invalid request target"))?;
+    parts.uri = match parts.uri.path_and_query() {
+        // Already canonical: forward the parsed target as it is.
+        Some(pq) if pq.path() == target.path.as_str() => http::Uri::from(pq.clone()),
+        _ => target
+            .path_and_query()
+            .parse()
+            .map_err(|_| Reject::BadRequest("invalid request target"))?,
+    };
     if let Some(proto) = upgrade {
         parts
             .headers

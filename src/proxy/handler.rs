@@ -10,7 +10,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::convert::Infallible;
+
+/// The metrics label of a request no route governs.
+const UNROUTED: &str = "none";
 
 // Built once: looking a header up by `&str` parses the name on every call.
 static X_STEPUP_TOKEN: HeaderName = HeaderName::from_static("x-stepup-token");
@@ -27,12 +31,16 @@ pub fn handle(
     req: Request<Incoming>,
 ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
     Box::pin(async move {
-        let mut route = String::from("none");
+        let mut route = Cow::Borrowed(UNROUTED);
         let resp = match serve(&gw, &conn, req, &mut route).await {
             Ok(resp) => resp,
             Err(reject) => reject.into_response(),
         };
-        gw.metrics.request(&route, resp.status().as_str());
+        if route == UNROUTED {
+            gw.metrics.unrouted_request(resp.status());
+        } else {
+            gw.metrics.request(&route, resp.status().as_str());
+        }
         Ok(resp)
     })
 }
@@ -42,7 +50,7 @@ async fn serve(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    route: &mut String,
+    route: &mut Cow<'static, str>,
 ) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
     let (mut parts, body) = req.into_parts();
@@ -52,8 +60,10 @@ async fn serve(
     hygiene::check_header_names(&parts.headers)?;
     let target = hygiene::target(&parts)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
-        *route = "stepup-api".into();
-        return api::handle(gw, conn, parts, body, &target).await;
+        *route = Cow::Borrowed("stepup-api");
+        // Boxed, like the sensitive path below: the request future is
+        // allocated for every request, and it is sized by its largest arm.
+        return Box::pin(api::handle(gw, conn, parts, body, &target)).await;
     }
 
     // 2. read what the gateway consumes, then strip it.
@@ -95,7 +105,7 @@ async fn serve(
     // 4. decide.
     let governing = lookup.governing();
     if let Some(r) = &governing {
-        route.clone_from(&r.name);
+        *route = Cow::Owned(r.name.clone());
     }
     match governing {
         None => gate::pass_through(gw, parts, body, &target, upgrade).await,
@@ -113,7 +123,7 @@ async fn serve(
                 request_id,
                 identity: identity(gw, &cfg, conn, &parts.headers),
             };
-            gate::sensitive(gw, ctx, parts, body).await
+            Box::pin(gate::sensitive(gw, ctx, parts, body)).await
         }
     }
 }
@@ -150,7 +160,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(crate::ids::random_token)
+        .unwrap_or_else(crate::ids::request_id)
 }
 
 /// Reads a whole body, refusing more than `max` bytes (checked against the

@@ -32,41 +32,47 @@ impl Target {
     }
 }
 
-// Header names are built once, not parsed from text on every request: each
-// lookup by `&str` re-validates and re-classifies the name before hashing,
-// and these lists are consulted for every request and response.
-static STRIPPED: [HeaderName; 4] = [
-    HeaderName::from_static("x-stepup-assertion"),
-    HeaderName::from_static("x-stepup-token"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
-
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
+// Header names are built once, not parsed from text on every request.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+// The lists below are tested by name, once per header present, rather than
+// removed one by one: a removal hashes the name even when it is absent, and
+// a request carries far fewer headers than these lists name.
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// What only the gateway may send upstream, and URL overrides some
+/// frameworks route by.
+fn is_stripped(name: &str) -> bool {
+    matches!(
+        name,
+        "x-stepup-assertion" | "x-stepup-token" | "x-original-url" | "x-rewrite-url"
+    )
+}
 
 /// Headers the gateway sets itself unless the peer is a trusted proxy.
-static FORWARDING: [&HeaderName; 5] = [
-    &X_FORWARDED_FOR,
-    &X_FORWARDED_PROTO,
-    &X_FORWARDED_HOST,
-    &header::FORWARDED,
-    &X_REAL_IP,
-];
+fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" | "x-real-ip"
+    )
+}
 
 pub fn target(parts: &Parts) -> Result<Target, Reject> {
     let path = canonicalize(parts.uri.path()).map_err(|_| Reject::BadRequest("ambiguous request path"))?;
@@ -145,37 +151,57 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
-/// The header names a `Connection` header lists: hop-by-hop by declaration.
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
+/// Removes every header `doomed` names, and every header a `Connection`
+/// header lists (hop-by-hop by declaration).
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    // Usually one or two names go (`Connection` itself): kept on the stack.
+    let mut few: [Option<HeaderName>; 4] = Default::default();
+    let mut more: Vec<HeaderName> = Vec::new();
+    let mut n = 0;
+    let mut doom = |name: HeaderName| {
+        match few.get_mut(n) {
+            Some(slot) => *slot = Some(name),
+            None => more.push(name),
+        }
+        n += 1;
+    };
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect()
+    {
+        let token = token.trim();
+        // The usual tokens name headers that are hop-by-hop anyway.
+        if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            doom(name);
+        }
+    }
+    for name in headers.keys() {
+        if doomed(name.as_str()) {
+            doom(name.clone());
+        }
+    }
+    for name in few.into_iter().flatten().chain(more) {
+        headers.remove(name);
+    }
 }
 
 /// Removes what must never reach the upstream. `extra_untrusted` names
 /// headers only a trusted proxy may set (the identity header).
 pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool, extra_untrusted: Option<&HeaderName>) {
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP.iter().chain(STRIPPED.iter()) {
-        headers.remove(name);
-    }
-    // hyper frames the forwarded body itself; a copied length could
-    // disagree with the bytes actually sent.
-    headers.remove(header::CONTENT_LENGTH);
-    if !trusted_peer {
-        for name in FORWARDING {
-            headers.remove(name);
-        }
-        if let Some(name) = extra_untrusted {
-            headers.remove(name);
-        }
-    }
+    let extra = extra_untrusted.map(HeaderName::as_str);
+    remove_where(headers, |n| {
+        // hyper frames the forwarded body itself; a copied length could
+        // disagree with the bytes actually sent.
+        is_hop_by_hop(n)
+            || is_stripped(n)
+            || n == "content-length"
+            || (!trusted_peer && (is_forwarding(n) || Some(n) == extra))
+    });
 }
 
 /// Takes the gateway's own cookies (the approver sign-in) out of the
@@ -219,10 +245,10 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
 /// header can never remove what the gateway adds.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted_peer => format!("{prev}, {peer}"),
-        _ => peer.to_string(),
+        Some(prev) if trusted_peer => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        _ => Some(ip_value(peer)),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -235,15 +261,37 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
     }
 }
 
+/// An address as a header value; IPv4 without the formatting machinery,
+/// which costs more than the rest of `set_forwarded`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Hop-by-hop headers in an upstream response are about the upstream
 /// connection, not the client's (and are illegal over HTTP/2).
 pub fn strip_outbound(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_where(headers, is_hop_by_hop);
 }
 
 /// A WebSocket (or other HTTP/1.1) upgrade request.
@@ -317,6 +365,80 @@ mod tests {
         strip_gateway_cookies(&mut h);
         let left: Vec<_> = h.get_all(header::COOKIE).iter().collect();
         assert_eq!(left, ["a=1; b=2", "SESSIONID=s"]);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_value(ip), ip.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn every_listed_header_is_removed_in_any_case() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "x-stepup-assertion",
+            "x-stepup-token",
+            "x-original-url",
+            "x-rewrite-url",
+            "content-length",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "x-real-ip",
+            "x-identity",
+            "x-listed",
+            "x-kept",
+        ] {
+            h.append(HeaderName::from_static(name), "1".parse().expect("hv"));
+        }
+        h.append(header::CONNECTION, "close, X-Listed".parse().expect("hv"));
+        let identity = HeaderName::from_static("x-identity");
+        let mut untrusted = h.clone();
+        strip_inbound(&mut untrusted, false, Some(&identity));
+        let left: Vec<&str> = untrusted.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+        let mut trusted = h.clone();
+        strip_inbound(&mut trusted, true, Some(&identity));
+        let mut left: Vec<&str> = trusted.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-identity",
+                "x-kept",
+                "x-real-ip"
+            ]
+        );
+        strip_outbound(&mut h);
+        assert!(h.get("x-listed").is_none() && h.get("keep-alive").is_none() && h.get("te").is_none());
+        assert!(
+            h.get("x-stepup-token").is_some(),
+            "responses keep non-hop-by-hop headers"
+        );
     }
 
     #[test]

@@ -112,6 +112,14 @@ impl RouteTable {
     }
 
     pub fn find(&self, req: &MatchRequest<'_>) -> Lookup {
+        // Most requests match no route: a yes/no search answers that
+        // without collecting the set of matches (an allocation and a
+        // search for every pattern).
+        let any = self.set.is_match(req.path.match_form())
+            || req.path.without_params().is_some_and(|bare| self.set.is_match(bare));
+        if !any {
+            return Lookup::default();
+        }
         let hits = self.set.matches(req.path.match_form());
         if let Some(bare) = req.path.without_params() {
             let more = self.set.matches(bare);

@@ -37,8 +37,11 @@ pub fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&st
 }
 
 pub fn parse_method(v: &[u8]) -> Option<Method> {
-    let up = v.trim_ascii().to_ascii_uppercase();
-    Method::from_bytes(&up).ok()
+    let v = v.trim_ascii();
+    if !v.iter().any(u8::is_ascii_lowercase) {
+        return Method::from_bytes(v).ok();
+    }
+    Method::from_bytes(&v.to_ascii_uppercase()).ok()
 }
 
 /// A body a framework may read a `_method` override from.
