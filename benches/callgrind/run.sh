@@ -5,6 +5,7 @@
 #   bash benches/callgrind/run.sh --compare   # ... and the delta vs baseline.txt
 #   bash benches/callgrind/run.sh --update    # ... and rewrite baseline.txt
 #   STEPGATE=/path/to/stepgate bash benches/callgrind/run.sh   # measure a given binary
+#   WITH_NGINX=1 bash benches/callgrind/run.sh  # also nginx as the same proxy, for reference
 #
 # Runs the release binary under `valgrind --tool=callgrind` in front of a
 # static upstream (nginx, one worker) and drives fixed workloads with h2load:
@@ -27,6 +28,7 @@ NEW_REQS=${NEW_REQS:-50}
 TOP=${TOP:-15}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18180}
 SG_PORT=${SG_PORT:-18543}
+NGX_PORT=${NGX_PORT:-18544}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BASELINE="$ROOT/benches/callgrind/baseline.txt"
@@ -118,21 +120,22 @@ routes:
     match: { prefix: /admin/sql }
     deny: true
 EOF
-URL="https://127.0.0.1:$SG_PORT/static/1k"
 
 # Ir of one dump file: the "totals:" line callgrind writes.
 total_ir() { awk '/^totals:/ {print $2}' "$1"; }
 
-# One run: every workload against one stepgate under callgrind.
-# Writes "scenario requests Ir" lines to $1, top functions to $1.top.
+# One run: every workload against one server under callgrind.
+# Usage: measure OUT PORT COMMAND...; writes "scenario requests Ir" lines to
+# OUT, top functions to OUT.top.
 measure() {
-    local out=$1 cg="$WORK/cg.out" pid
+    local out=$1 port=$2 cg="$WORK/cg.out" pid
+    shift 2
+    local URL="https://127.0.0.1:$port/static/1k"
     rm -f "$cg"*
-    valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no \
-        "$STEPGATE" serve --config "$WORK/stepgate.yaml" 2>"$WORK/stepgate.log" &
+    valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no "$@" 2>"$WORK/server.log" &
     pid=$!
     PIDS+=("$pid")
-    wait_port "$SG_PORT"
+    wait_port "$port"
     # Warm-up: the upstream connection, lazily built state, first-use paths.
     h2load --h1 -n 20 -c 1 "$URL" >/dev/null
     h2load -n 20 -c 1 -m 10 "$URL" >/dev/null
@@ -176,8 +179,45 @@ measure() {
 
 for r in $(seq 1 "$RUNS"); do
     log "run $r of $RUNS"
-    measure "$WORK/run$r.txt"
+    measure "$WORK/run$r.txt" "$SG_PORT" "$STEPGATE" serve --config "$WORK/stepgate.yaml"
 done
+
+# The reference: nginx as the same TLS proxy (the load comparison's
+# settings, one process, same certificate), same workloads.
+if [[ -n ${WITH_NGINX:-} ]]; then
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$NGX_PORT ssl http2;
+        ssl_certificate $WORK/gateway.pem;
+        ssl_certificate_key $WORK/gateway-key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
+EOF
+    log "nginx reference"
+    measure "$WORK/nginx.txt" "$NGX_PORT" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+fi
 
 # ------------------------------------------------------------------ report
 report="$WORK/report.txt"
@@ -186,6 +226,7 @@ report="$WORK/report.txt"
     printf '%-4s %8s' scenario reqs
     for r in $(seq 1 "$RUNS"); do printf ' %12s' "run$r"; done
     ((RUNS > 1)) && printf ' %9s' spread
+    [[ -f $WORK/nginx.txt ]] && printf ' %12s %8s' nginx ratio
     echo
     for s in h1 h2 new; do
         n=$(awk -v s="$s" '$1 == s {print $2}' "$WORK/run1.txt")
@@ -199,12 +240,20 @@ report="$WORK/report.txt"
         if ((RUNS > 1)); then
             printf ' %8s%%' "$(printf '%s\n' "${vals[@]}" | sort -n | awk '{v[NR] = $1} END {printf "%.2f", (v[NR] - v[1]) * 100 / v[1]}')"
         fi
+        if [[ -f $WORK/nginx.txt ]]; then
+            ngx=$(awk -v s="$s" '$1 == s {printf "%.0f", $3 / $2}' "$WORK/nginx.txt")
+            printf ' %12s %8s' "$ngx" "$(awk -v a="${vals[0]}" -v b="$ngx" 'BEGIN {printf "%.2f", a / b}')"
+        fi
         echo
     done
 } >"$report"
 cat "$report"
 echo
 cat "$WORK/run1.txt.top"
+if [[ -f $WORK/nginx.txt.top ]]; then
+    echo "# nginx"
+    cat "$WORK/nginx.txt.top"
+fi
 
 # The run-1 per-request figure per scenario, "scenario ir_per_request".
 current() { awk '{printf "%s %.0f\n", $1, $3 / $2}' "$WORK/run1.txt"; }
