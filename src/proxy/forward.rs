@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,8 @@ struct Idle {
 
 struct Pool {
     authority: Authority,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest at the front; taken from the back (the warmest connection).
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 #[derive(Clone)]
@@ -82,7 +84,7 @@ impl Upstream {
         Upstream {
             pool: Arc::new(Pool {
                 authority,
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(VecDeque::new()),
             }),
             timeout,
             latency,
@@ -177,7 +179,7 @@ impl Pool {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         loop {
-            let Idle { mut up, since } = self.idle.lock().ok()?.pop()?;
+            let Idle { mut up, since } = self.idle.lock().ok()?.pop_back()?;
             if since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
@@ -191,13 +193,16 @@ impl Pool {
         }
     }
 
+    /// Parks a connection; connections idle too long are closed here, so
+    /// a quiet pool does not hold sockets the upstream has given up on.
     fn put(&self, up: Box<UpConn>) {
+        let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
+            while idle.front().is_some_and(|i| now.duration_since(i.since) > IDLE_TIMEOUT) {
+                idle.pop_front();
+            }
             if idle.len() < MAX_IDLE {
-                idle.push(Idle {
-                    up,
-                    since: Instant::now(),
-                });
+                idle.push_back(Idle { up, since: now });
             }
         }
     }
