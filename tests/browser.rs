@@ -1,0 +1,97 @@
+//! End-to-end tests in a real browser: headless Debian Chromium, driven by
+//! playwright-core from `tests/browser/`, against the built `stepgate demo`
+//! binary in a fresh working directory. Passkeys come from the DevTools
+//! virtual authenticator (a software stand-in for a platform authenticator
+//! that performs user verification). Each test is one scenario file under
+//! `tests/browser/scenarios/`; see `tests/browser/run.mjs`.
+//!
+//! A missing Chromium, Node or npm install fails these tests on purpose:
+//! `.ci/run` installs them, and a skipped browser test would look like a
+//! passing one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn preflight() {
+    let chromium = std::env::var("STEPGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium not found at {chromium}: install Debian's `chromium` package (`apt-get install chromium`, \
+         which .ci/run does) or point STEPGATE_CHROMIUM at a Chromium binary"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core/package.json").exists()
+            && browser_dir().join("node_modules/jose/package.json").exists(),
+        "the browser test driver is not installed: run `cd tests/browser && npm ci` (.ci/run does)"
+    );
+}
+
+fn scenario(name: &str) {
+    preflight();
+    let out = Command::new("node")
+        .arg("run.mjs")
+        .arg(name)
+        .current_dir(browser_dir())
+        .env("STEPGATE_BIN", env!("CARGO_BIN_EXE_stepgate"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `node` ({e}): install Node.js (.ci/run does)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser scenario `{name}` failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The runner prints this only after every check in the scenario ran.
+    assert!(
+        stdout.lines().any(|l| l == format!("ok {name}")),
+        "scenario `{name}` did not report completion:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Issue #5 steps 1-5: enroll a passkey through the printed link, sign in
+/// to the console, submit the delete-user form, complete with the passkey,
+/// land on the console's answer; the console executed exactly one delete,
+/// with an assertion (verified with `jose`) whose `amr` shows WebAuthn.
+#[test]
+fn passkey_journey() {
+    scenario("passkey_journey");
+}
+
+/// An assertion over another hold's challenge is refused for this hold,
+/// and the same assertion is accepted by the hold it was made for.
+#[test]
+fn passkey_for_another_hold_is_refused() {
+    scenario("cross_hold");
+}
+
+/// A passkey assertion made on a page at an origin the config does not
+/// list is refused, although everything else about it is valid.
+#[test]
+fn passkey_from_wrong_origin_is_refused() {
+    scenario("wrong_origin");
+}
+
+/// TOTP on the step-up page with JavaScript disabled.
+#[test]
+fn totp_without_javascript() {
+    scenario("totp_nojs");
+}
+
+/// A transfer waiting for bob: bob signs in on the approval page in a
+/// second browser context and approves; the requester's page updates live
+/// and lands on the console's answer.
+#[test]
+fn approval_in_second_browser() {
+    scenario("approval");
+}
+
+/// docs/screenshots/*.png, shown in the README, come from here.
+#[test]
+fn screenshots() {
+    scenario("screenshots");
+}

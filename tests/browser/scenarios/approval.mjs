@@ -1,0 +1,91 @@
+// A transfer over 10,000 waits for bob's approval. The requester (admin)
+// and the approver (bob) are two separate browser contexts, so they share
+// no cookies. Bob signs in on /.stepup/holds with his TOTP, finds the
+// request by its check code, reviews it and approves with a fresh code;
+// the requester's page, which the test never reloads, updates by itself
+// and lands on the console's answer to the original transfer POST.
+
+import assert from "node:assert/strict";
+import { verifyAssertion, txnOf } from "../lib/assertion.mjs";
+import { newContext } from "../lib/browser.mjs";
+import { executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
+import { totp } from "../lib/totp.mjs";
+
+export default async function ({ demo, browser, track, log }) {
+  const requesterCtx = await newContext(browser);
+  const approverCtx = await newContext(browser);
+  track(requesterCtx);
+  track(approverCtx);
+  const req = await requesterCtx.newPage();
+  const bob = await approverCtx.newPage();
+
+  // The requester sends 25,000.
+  await signIn(req, demo);
+  await req.goto(`${demo.origin}/admin/transfer`);
+  await expectHeading(req, "Transfer money");
+  await req.getByLabel("Amount").fill("25000");
+  const { hold, txn } = await submitHeld(req, "/api/transfers", () => req.getByRole("button", { name: "Send" }).click());
+  const body = new URLSearchParams({ payee: "ACME Supplies", amount: "25000" }).toString();
+  assert.equal(txn, txnOf("POST", `localhost:${demo.port}`, "/api/transfers", body), "txn is not the held request's");
+  const status = req.getByRole("status").filter({ hasText: /approv/i });
+  await status.filter({ hasText: "Waiting for approval by 1" }).waitFor();
+  const checkCode = (await req.locator("dl").innerText()).match(/[A-Z0-9]{4}-[A-Z0-9]{4}/)?.[0];
+  assert.ok(checkCode, "the step-up page shows no check code");
+
+  // Where the route also asks the requester for a code, give it now; the
+  // hold must still wait for bob.
+  const adminCode = req.getByLabel("Authenticator code");
+  if (await adminCode.isVisible()) {
+    await req.getByLabel("User", { exact: true }).first().fill("admin");
+    await adminCode.fill(totp(demo.totpSecret("admin")));
+    const r = await responseTo(req, (r) => isComplete(r, hold), () => req.getByRole("button", { name: "Confirm with code" }).click());
+    assert.equal(r.status(), 202, `a code alone answered ${r.status()} on a hold that needs bob`);
+    await status.filter({ hasText: "Waiting for approval by 1" }).waitFor();
+  }
+  assert.equal(executed(demo, "POST", "/api/transfers").length, 0, "the transfer ran before bob approved");
+
+  // Bob, in his own browser.
+  await bob.goto(`${demo.origin}/.stepup/holds`);
+  await expectHeading(bob, "Approver sign-in");
+  const bobSecret = demo.totpSecret("bob");
+  await bob.getByLabel("Name").fill("bob");
+  await bob.getByLabel("Authenticator code").fill(totp(bobSecret));
+  await bob.getByRole("button", { name: "Sign in with code" }).click();
+  await expectHeading(bob, "Pending approvals");
+  const link = bob.getByRole("link").filter({ hasText: checkCode });
+  assert.equal(await link.count(), 1, `bob's list has no single entry with check code ${checkCode}`);
+  await link.click();
+  const review = bob.locator("main");
+  await review.getByText(checkCode).first().waitFor();
+  await review.getByText("money.transfer").first().waitFor();
+  await review.getByText("25000").first().waitFor();
+  await review.getByText("ACME Supplies").first().waitFor();
+  await review.getByText("admin").first().waitFor();
+
+  // Approving needs a fresh proof: the code of the next step, since the
+  // sign-in used this step's (each code counts once).
+  await bob.getByLabel("Comment").fill("invoice 4711 checked");
+  await bob.getByLabel("Authenticator code").fill(totp(bobSecret, 1));
+  const approved = await responseTo(
+    bob,
+    (r) => r.request().method() === "POST" && r.url().endsWith(`/.stepup/holds/${hold}/approve`),
+    () => bob.getByRole("button", { name: "Approve with code" }).click(),
+  );
+  assert.ok(approved.status() < 400, `approve answered ${approved.status()}`);
+  await bob.getByRole("status").filter({ hasText: "Approved" }).waitFor();
+  log(`bob approved ${checkCode}`);
+
+  // The requester's page collects by itself and shows the console's answer.
+  await expectHeading(req, "Transfer sent");
+  await req.getByText("Sent 25000 EUR to ACME Supplies").waitFor({ timeout: TIMEOUT });
+  const transfers = executed(demo, "POST", "/api/transfers");
+  assert.equal(transfers.length, 1, `the console executed ${transfers.length} transfers`);
+  const claims = await verifyAssertion(transfers[0].assertion, await demo.jwks());
+  assert.equal(claims.sub, "admin");
+  assert.equal(claims.txn, txn);
+  assert.deepEqual(
+    (claims.approvers ?? []).map((a) => a.sub),
+    ["bob"],
+    `approvers ${JSON.stringify(claims.approvers)}`,
+  );
+}
