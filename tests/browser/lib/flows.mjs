@@ -53,10 +53,22 @@ export async function submitHeld(page, pathPart, click) {
   return { resp, hold, txn };
 }
 
-/// Presses Delete on the dashboard row of `user`.
-export async function deleteUser(page, user) {
-  const row = page.getByRole("row").filter({ hasText: user });
-  return submitHeld(page, `/admin/users/${user}/delete`, () => row.getByRole("button", { name: "Delete" }).click());
+/// Opens the console's user list and presses Delete next to `user`.
+export async function deleteUser(page, demo, user) {
+  await page.goto(`${demo.origin}/admin/users`);
+  await expectHeading(page, "Users");
+  return submitHeld(page, `/admin/users/${user}/delete`, () =>
+    page.getByRole("button", { name: `Delete ${user}`, exact: true }).click(),
+  );
+}
+
+/// After a released delete: the console's user list, without `user`,
+/// saying it was deleted.
+export async function expectDeleted(page, user) {
+  await expectHeading(page, "Users");
+  assert.equal(new URL(page.url()).pathname, "/admin/users");
+  await page.getByText(`User ${user} was deleted.`).waitFor();
+  assert.equal(await page.getByRole("button", { name: `Delete ${user}`, exact: true }).count(), 0, `${user} is still listed`);
 }
 
 export function isComplete(r, hold) {

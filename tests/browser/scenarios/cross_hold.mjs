@@ -21,9 +21,8 @@ export default async function ({ demo, browser, track, log }) {
   await enrollPasskey(page, demo, "admin");
   await signIn(page, demo);
 
-  const a = await deleteUser(page, "dave");
-  await page.goto(`${demo.origin}/admin`);
-  const b = await deleteUser(page, "mallory");
+  const a = await deleteUser(page, demo, "dave");
+  const b = await deleteUser(page, demo, "mallory");
   assert.notEqual(a.hold, b.hold);
   log(`hold A ${a.hold}, hold B ${b.hold}`);
 

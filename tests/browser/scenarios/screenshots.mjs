@@ -60,7 +60,7 @@ export default async function ({ demo, browser, track, log }) {
   await shoot(page, "enroll");
 
   await signIn(page, demo);
-  await deleteUser(page, "carol");
+  await deleteUser(page, demo, "carol");
   await page.getByRole("button", { name: "Use a passkey" }).waitFor();
   await page.getByRole("button", { name: "Confirm with code" }).waitFor();
   await shoot(page, "step-up");

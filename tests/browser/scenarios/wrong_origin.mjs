@@ -37,7 +37,7 @@ export default async function ({ demo, browser, track, log }) {
   await enrollPasskey(page, demo, "admin");
   const [cred] = await authenticator.credentials();
   await signIn(page, demo);
-  const { hold } = await deleteUser(page, "carol");
+  const { hold } = await deleteUser(page, demo, "carol");
   const cookie = await cookieHeader(ctx);
 
   // The relay: the gateway's real challenge for this hold.
