@@ -83,15 +83,21 @@ export class Demo {
     this.exited.then((x) => (exited = x));
     while (Date.now() < deadline) {
       if (exited) throw new Error(`stepgate demo exited (${JSON.stringify(exited)}):\n${this.stdout}\n${this.stderr}`);
-      if (/console \(through the gateway\)/.test(this.stdout) && (await this.#listening())) {
+      // The banner is complete once the output stops growing.
+      const seen = this.stdout.length;
+      if (/console \(through the gateway\)/.test(this.stdout) && (await this.#listening()) && (await this.#quiet(seen))) {
         this.certPem = fs.readFileSync(path.join(this.dir, "certs/gateway.pem"), "utf8");
         this.keyPem = fs.readFileSync(path.join(this.dir, "certs/gateway-key.pem"), "utf8");
-        this.totpSecrets = otpSecrets(this.stdout);
         return;
       }
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`stepgate demo did not come up in 60 s:\n${this.stdout}\n${this.stderr}`);
+  }
+
+  async #quiet(seen) {
+    await new Promise((r) => setTimeout(r, 300));
+    return this.stdout.length === seen;
   }
 
   #listening() {
@@ -114,7 +120,7 @@ export class Demo {
   }
 
   totpSecret(user) {
-    const s = this.totpSecrets?.[user];
+    const s = otpSecrets(this.stdout)[user];
     if (!s) throw new Error(`the demo printed no TOTP secret for ${user}:\n${this.stdout}`);
     return s;
   }
@@ -191,6 +197,17 @@ export class Demo {
       if (body !== undefined) req.write(body);
       req.end();
     });
+  }
+
+  /// Waits for the gateway's log (stderr) to show a line matching `re`.
+  async logLine(re, ms = 5000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const line = this.stderr.split("\n").find((l) => re.test(l));
+      if (line) return line;
+      if (Date.now() > deadline) throw new Error(`the gateway never logged ${re}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   async jwks() {

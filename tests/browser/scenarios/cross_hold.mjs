@@ -58,6 +58,8 @@ export default async function ({ demo, browser, track, log }) {
   assert.equal(executed(demo, "POST", "/admin/users/mallory/delete").length, 0, "hold B was released");
   assert.equal(executed(demo, "POST", "/admin/users/dave/delete").length, 0, "hold A was released");
   log(`hold B refused it with ${refused.status()}`);
+  const why = await demo.logLine(new RegExp(`proof rejected hold=${b.hold} method=webauthn`));
+  assert.match(why, /reason=.*(pending challenge|another request)/i, why);
 
   // The same assertion, posted to the hold whose challenge it signed.
   const accepted = await demo.request("POST", `/.stepup/holds/${a.hold}/complete`, {

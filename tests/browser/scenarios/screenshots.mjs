@@ -17,34 +17,37 @@ import { totp } from "../lib/totp.mjs";
 
 const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../docs/screenshots");
 const FROZEN = new Date("2026-03-02T09:41:00Z");
+// Sample check codes and times left: the delete holds for 3 minutes, the
+// payment for 10.
+const DELETE = { code: "K7QF-2MXP", timeLeft: "2:54" };
+const PAYMENT = { code: "R4WD-9TLC", timeLeft: "9:41" };
 
-async function pinVolatile(page) {
-  await page.evaluate(() => {
-    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-    const codes = new Map();
-    const samples = ["K7QF-2MXP", "R4WD-9TLC", "H2NB-6VZE"];
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      n.textContent = n.textContent.replace(/\b[A-Z0-9]{4}-[A-Z0-9]{4}\b/g, (c) => {
-        if (!codes.has(c)) codes.set(c, samples[codes.size % samples.length]);
-        return codes.get(c);
-      });
-      n.textContent = n.textContent.replace(/\b\d+ ?s ago\b/g, "12 s ago");
-    }
-    for (const t of document.querySelectorAll('[role="timer"]')) t.textContent = "2:54";
-    // Expiry times of enrollment links and the like.
-    for (const t of document.querySelectorAll("time")) t.textContent = "09:56 UTC";
-  });
+async function pinVolatile(page, { code, timeLeft }) {
+  await page.evaluate(
+    ({ code, timeLeft }) => {
+      const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        n.textContent = n.textContent
+          .replace(/\b[A-Z0-9]{4}-[A-Z0-9]{4}\b/g, code)
+          .replace(/\bsession:[A-Za-z0-9_-]{6,}/g, "session:Q3vX8kLm2RtA");
+      }
+      for (const t of document.querySelectorAll('[role="timer"]')) t.textContent = timeLeft;
+    },
+    { code, timeLeft },
+  );
 }
 
-async function shoot(page, name) {
-  await pinVolatile(page);
+/// A full-page picture at the context's 1200 px width, scale 1.
+async function shoot(page, name, pins) {
+  await pinVolatile(page, pins);
   fs.mkdirSync(OUT, { recursive: true });
-  await page.screenshot({ path: path.join(OUT, `${name}.png`), animations: "disabled", caret: "hide" });
+  await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true, animations: "disabled", caret: "hide" });
 }
 
 async function frozenPage(ctx) {
   const page = await ctx.newPage();
-  await page.clock.install({ time: FROZEN });
+  // Installed a minute early: pauseAt only moves forward.
+  await page.clock.install({ time: new Date(FROZEN.getTime() - 60_000) });
   await page.clock.pauseAt(FROZEN);
   return page;
 }
@@ -57,33 +60,35 @@ export default async function ({ demo, browser, track, log }) {
 
   await page.goto(await demo.enrollLink("admin"));
   await expectHeading(page, "Register a passkey");
-  await shoot(page, "enroll");
+  await shoot(page, "enroll", DELETE);
 
   await signIn(page, demo);
   await deleteUser(page, demo, "carol");
   await page.getByRole("button", { name: "Use a passkey" }).waitFor();
   await page.getByRole("button", { name: "Confirm with code" }).waitFor();
-  await shoot(page, "step-up");
+  await shoot(page, "step-up", DELETE);
 
   await page.goto(`${demo.origin}/admin/transfer`);
   await page.getByLabel("Amount").fill("25000");
-  const transfer = await submitHeld(page, "/api/transfers", () => page.getByRole("button", { name: "Send" }).click());
+  const transfer = await submitHeld(page, "/api/transfers", () =>
+    page.getByRole("button", { name: "Send payment" }).click(),
+  );
   await page.getByRole("status").filter({ hasText: "Waiting for approval by 1" }).waitFor();
-  await shoot(page, "step-up-approval");
+  await shoot(page, "step-up-approval", PAYMENT);
 
   const approverCtx = await newContext(browser);
   track(approverCtx);
   const bob = await frozenPage(approverCtx);
   await bob.goto(`${demo.origin}/.stepup/holds`);
   await expectHeading(bob, "Approver sign-in");
-  await shoot(bob, "approver-sign-in");
+  await shoot(bob, "approver-sign-in", PAYMENT);
   await bob.getByLabel("Name").fill("bob");
   await bob.getByLabel("Authenticator code").fill(totp(demo.totpSecret("bob")));
   await bob.getByRole("button", { name: "Sign in with code" }).click();
   await expectHeading(bob, "Pending approvals");
-  await shoot(bob, "approvals");
+  await shoot(bob, "approvals", PAYMENT);
   await bob.locator(`a[href*="${transfer.hold}"]`).first().click();
   await bob.getByRole("button", { name: "Approve with code" }).waitFor();
-  await shoot(bob, "approval");
+  await shoot(bob, "approval", PAYMENT);
   log(`wrote ${fs.readdirSync(OUT).join(", ")} to ${OUT}`);
 }

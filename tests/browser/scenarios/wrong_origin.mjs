@@ -8,8 +8,9 @@
 // exactly what the gateway asked for — the challenge it issued for this
 // hold, type webauthn.get, the RP id hash of "localhost", user presence and
 // verification flags, and a signature that verifies with the enrolled key
-// (taken from the virtual authenticator). The same browser, credential and
-// hold then complete on the gateway's own origin.
+// (taken from the virtual authenticator). The gateway's log names the
+// origin as the reason, and the same browser, credential and hold then
+// complete on the gateway's own origin.
 // The passkey lives in the DevTools virtual authenticator (a software
 // stand-in for a platform authenticator with user verification).
 
@@ -98,6 +99,9 @@ export default async function ({ demo, browser, track, log }) {
   assert.equal(refused.json().error, "invalid_proof", refused.text);
   assert.equal(executed(demo, "POST", "/admin/users/carol/delete").length, 0, "the phished assertion released the delete");
   log(`origin ${evil} refused: ${refused.status} ${refused.text}`);
+  // And the gateway says why: its origin check.
+  const why = await demo.logLine(new RegExp(`proof rejected hold=${hold} method=webauthn`));
+  assert.match(why, /reason=.*origin/i, why);
 
   // The victim on the real origin: same browser, credential and hold.
   await page.goto(`${demo.origin}/.stepup/holds/${hold}`);
