@@ -90,6 +90,13 @@ fn approval_in_second_browser() {
     scenario("approval");
 }
 
+/// The same with passkeys only: bob enrolls one through his link, signs in
+/// on the approval page with it and approves with a fresh assertion.
+#[test]
+fn approval_with_passkeys_in_second_browser() {
+    scenario("approval_passkey");
+}
+
 /// docs/screenshots/*.png, shown in the README, come from here.
 #[test]
 fn screenshots() {
