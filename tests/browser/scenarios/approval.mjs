@@ -60,7 +60,7 @@ export default async function ({ demo, browser, track, log }) {
   await review.getByText("DE89 3704 0044 0532 0130 00").first().waitFor();
   // The demo's gateway does not learn the console's user names, so the
   // requester is named by session.
-  await review.getByText(/^session:/).first().waitFor();
+  await review.getByText(/^unknown user, session \S+/).first().waitFor();
 
   // Approving needs a fresh proof: the code of the next step, since the
   // sign-in used this step's (each code counts once).

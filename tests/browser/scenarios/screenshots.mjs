@@ -29,7 +29,7 @@ async function pinVolatile(page, { code, timeLeft }) {
       for (let n = walker.nextNode(); n; n = walker.nextNode()) {
         n.textContent = n.textContent
           .replace(/\b[A-Z0-9]{4}-[A-Z0-9]{4}\b/g, code)
-          .replace(/\bsession:[A-Za-z0-9_-]{6,}/g, "session:Q3vX8kLm2RtA");
+          .replace(/\bsession[: ]\s*[A-Za-z0-9_-]{10,}/g, "session Q3vX8kLm2RtA");
       }
       for (const t of document.querySelectorAll('[role="timer"]')) t.textContent = timeLeft;
     },

@@ -33,8 +33,9 @@ export default async function ({ demo, browser, track, log }) {
   await page.getByRole("alert").waitFor({ timeout: TIMEOUT });
   assert.equal(executed(demo, "POST", "/admin/users/dave/delete").length, 0, "a wrong code released the delete");
 
-  // The page after a refusal still offers the form (a person retries).
-  await page.getByLabel("User").fill("admin");
+  // The page after a refusal offers the form again, with the user name
+  // the person typed (a person retries with the next code).
+  assert.equal(await page.getByLabel("User").inputValue(), "admin", "the refusal dropped the typed user name");
   await page.getByLabel("Authenticator code").fill(good);
   const released = await responseTo(page, (r) => isComplete(r, hold), confirm);
   // The console answers the delete with a redirect to its dashboard; the
