@@ -12,7 +12,7 @@ use crate::ids::{HoldId, Sid, Txn};
 use crate::policy::HoldMode;
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -62,6 +62,36 @@ impl HoldMeta {
 pub struct Parked {
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl Parked {
+    /// Parks `headers` by copying their values. Values parsed by hyper are
+    /// slices of its connection read buffer, and one slice keeps the whole
+    /// buffer allocation alive: parked as they are, a few hundred bytes of
+    /// headers held a page of that buffer for as long as the hold lived
+    /// (measured: ~8 KiB of RSS per challenge hold instead of ~3.5 KiB).
+    pub fn detached(headers: HeaderMap, body: Bytes) -> Parked {
+        let mut copy = HeaderMap::with_capacity(headers.len());
+        let mut last = None;
+        for (name, value) in headers {
+            // `None` repeats the previous name (a header sent more than once).
+            let name = match name {
+                Some(n) => {
+                    last = Some(n.clone());
+                    n
+                }
+                None => match &last {
+                    Some(n) => n.clone(),
+                    None => continue,
+                },
+            };
+            let sensitive = value.is_sensitive();
+            let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value);
+            v.set_sensitive(sensitive);
+            copy.append(name, v);
+        }
+        Parked { headers: copy, body }
+    }
 }
 
 /// What a `hold`-mode waiter is woken with.

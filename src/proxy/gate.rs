@@ -171,10 +171,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         request_id: ctx.request_id.clone(),
     };
     let browser = page::wants_html(&parts.headers);
-    let parked = Parked {
-        headers: parts.headers,
-        body: bytes,
-    };
+    let parked = Parked::detached(parts.headers, bytes);
 
     // 3. A step-up this session made for this action moments ago (sudo mode).
     let window = route.require.reuse.as_secs();

@@ -137,3 +137,30 @@ fn parked_bytes_are_capped_and_returned_on_release() {
     e.apply(&m.id, proof(), t(1001)).expect("release");
     assert_eq!(e.held_bytes(), 4, "a released request no longer counts");
 }
+
+#[test]
+fn parked_headers_do_not_pin_the_read_buffer() {
+    // What hyper hands over: every value a slice of one connection buffer.
+    let buffer = Bytes::from(b"SESSIONID=abc; theme=dark|application/json|a|b|secret".repeat(64));
+    let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+    let shared = |from: usize, to: usize| HeaderValue::from_maybe_shared(buffer.slice(from..to)).expect("valid value");
+    let mut headers = HeaderMap::new();
+    headers.insert("cookie", shared(0, 25));
+    headers.insert("content-type", shared(26, 42));
+    headers.append("x-list", shared(43, 44));
+    headers.append("x-list", shared(45, 46));
+    let mut secret = shared(47, 53);
+    secret.set_sensitive(true);
+    headers.insert("authorization", secret);
+    assert!(range.contains(&(headers["cookie"].as_bytes().as_ptr() as usize)));
+
+    let parked = Parked::detached(headers.clone(), Bytes::from_static(b"{}"));
+    assert_eq!(parked.headers, headers, "same names, values and repeats");
+    let repeats: Vec<_> = parked.headers.get_all("x-list").iter().collect();
+    assert_eq!(repeats, ["a", "b"]);
+    assert!(parked.headers["authorization"].is_sensitive());
+    for (name, value) in &parked.headers {
+        let at = value.as_bytes().as_ptr() as usize;
+        assert!(!range.contains(&at), "{name} still points into the read buffer");
+    }
+}
