@@ -19,6 +19,7 @@ use stepgate::assertion::{AssertionFacts, AssertionSigner};
 use stepgate::hold::{Event, HoldEngine, HoldMeta, HoldState, Parked, Proof, Transition};
 use stepgate::ids::{HoldId, Sid, Txn};
 use stepgate::jose::{jwk, jws, Jwks};
+use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use stepgate::policy::{HoldMode, ProofMethod, Requirements};
 use stepgate::route::canonical::canonicalize;
 use stepgate::route::MatchRequest;
@@ -116,6 +117,66 @@ fn route_match(c: &mut Criterion) {
             });
         }
     }
+    g.finish();
+}
+
+/// A route's `when:` list, evaluated for one request. The five conditions of
+/// the SPEC's example route; the passing request is the worst case, since
+/// `any_of` must evaluate every leaf (JSON body parse included) to say no.
+fn condition_eval(c: &mut Criterion) {
+    let five = "
+- client_ip_not_in: [10.0.0.0/8]
+- outside_hours: { days: Mon-Fri, from: '08:00', to: '18:00', tz: Europe/Berlin }
+- json: { pointer: /amount, gt: 10000 }
+- session_age_over: 8h
+- new_device: true
+";
+    let five = conditions::parse_when(&serde_yaml::from_str(five).unwrap()).unwrap();
+    let ip_only = conditions::parse_when(&serde_yaml::from_str("- client_ip_not_in: [10.0.0.0/8]").unwrap()).unwrap();
+    // Wednesday 2027-01-13 10:00 UTC: inside Berlin office hours.
+    let now = at(1_799_834_400);
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let small = br#"{"payee":"ACME GmbH","amount":1200,"currency":"EUR","memo":"invoice 2026-118"}"#;
+    let large = br#"{"payee":"ACME GmbH","amount":25000,"currency":"EUR","memo":"invoice 2026-118"}"#;
+    let facts = |ip: [u8; 4], body: &'static [u8]| RequestFacts {
+        client_ip: IpAddr::V4(Ipv4Addr::from(ip)),
+        headers: &headers,
+        body: Some(body),
+        content_type: Some("application/json"),
+    };
+    let young = SessionFacts {
+        first_seen: at(1_799_834_400 - 600),
+        device_changed: false,
+    };
+    let inside = facts([10, 1, 2, 3], small);
+    let outside = facts([192, 0, 2, 7], small);
+    let big = facts([10, 1, 2, 3], large);
+    assert_eq!(
+        conditions::evaluate(&five, &inside, &young, now).unwrap(),
+        Verdict::Pass
+    );
+    assert_eq!(
+        conditions::evaluate(&ip_only, &inside, &young, now).unwrap(),
+        Verdict::Pass
+    );
+    assert!(matches!(
+        conditions::evaluate(&five, &big, &young, now).unwrap(),
+        Verdict::StepUp { .. }
+    ));
+    let mut g = c.benchmark_group("conditions");
+    g.bench_function("ip_only/pass", |b| {
+        b.iter(|| conditions::evaluate(black_box(&ip_only), black_box(&inside), &young, now))
+    });
+    g.bench_function("ip_only/fire", |b| {
+        b.iter(|| conditions::evaluate(black_box(&ip_only), black_box(&outside), &young, now))
+    });
+    g.bench_function("five/pass", |b| {
+        b.iter(|| conditions::evaluate(black_box(&five), black_box(&inside), &young, now))
+    });
+    g.bench_function("five/fire_json", |b| {
+        b.iter(|| conditions::evaluate(black_box(&five), black_box(&big), &young, now))
+    });
     g.finish();
 }
 
@@ -359,7 +420,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = canonical, route_match, hygiene, assertion, token_verify, hold, totp_verify
+    targets = canonical, route_match, condition_eval, hygiene, assertion, token_verify, hold, totp_verify
 }
 
 /// `criterion_main!` plus one thing: the project's test command
