@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Load comparison: stepgate vs nginx as TLS-terminating reverse proxies in
-# front of the same static upstream, driven by the same load generators.
+# front of the same static upstream, driven by the same load generators, in
+# alternating rounds; plus stepgate's sensitive route with a valid up-front
+# X-StepUp-Token against stepgate's own pass-through.
 #
-#   bash benches/load/run.sh            # 3 alternating rounds, 10 s per run
-#   ROUNDS=1 DURATION=5 bash benches/load/run.sh   # a quick look
+#   bash benches/load/run.sh                        # 3 rounds, 10 s per run (~6 min)
+#   ROUNDS=1 DURATION=5 bash benches/load/run.sh    # a quick look
 #
-# Writes benches/load/results.md. Everything listens on 127.0.0.1 only,
-# every run is bounded in time, and every process started here is stopped
-# on exit. Needs root only when it has to apt-get install a tool.
+# Writes benches/load/results.md, results.json and chart.svg. Everything
+# listens on 127.0.0.1 only, every run is bounded in time, and every process
+# started here is stopped on exit. Needs root only to apt-get install a tool.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -15,6 +17,7 @@ DURATION=${DURATION:-10}          # seconds per measured run
 UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 SG_PORT=${SG_PORT:-18443}
 NGX_PORT=${NGX_PORT:-18444}
+ADMIN_PORT=${ADMIN_PORT:-18445}
 # A shared 2-core machine: the load generator competes with the proxy for
 # CPU, so keep it at two threads (wrk) / one thread (h2load).
 WRK_THREADS=${WRK_THREADS:-2}
@@ -22,9 +25,19 @@ KEEPALIVE_CONNS=${KEEPALIVE_CONNS:-50}
 CLOSE_CONNS=${CLOSE_CONNS:-10}
 H2_CONNS=${H2_CONNS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
+TOKEN_CONNS=${TOKEN_CONNS:-50}
+# Tokens minted per second of a token run; a thread that runs out says so
+# ("tokens wrapped" in the per-round table) and the run does not count.
+TOKEN_RATE=${TOKEN_RATE:-8000}
+SCENARIOS=${SCENARIOS:-"keepalive close h2 token"}
+
+if ((DURATION > 240)); then
+    echo "DURATION must be at most 240 s: step-up tokens live 300 s" >&2
+    exit 2
+fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT_MD="$ROOT/benches/load/results.md"
+HERE="$ROOT/benches/load"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/stepgate-load.XXXXXX)
 PIDS=()
@@ -55,6 +68,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     apt-get update
@@ -62,21 +76,25 @@ if ((${#need[@]})); then
 fi
 NGINX=$(command -v nginx)
 
-for port in "$UPSTREAM_PORT" "$SG_PORT" "$NGX_PORT"; do
+for port in "$UPSTREAM_PORT" "$SG_PORT" "$NGX_PORT" "$ADMIN_PORT"; do
     if ss -Hltn "sport = :$port" | grep -q .; then
-        echo "port $port is in use; set UPSTREAM_PORT/SG_PORT/NGX_PORT" >&2
+        echo "port $port is in use; set UPSTREAM_PORT/SG_PORT/NGX_PORT/ADMIN_PORT" >&2
         exit 1
     fi
 done
 
 log "building stepgate (release)"
-(cd "$ROOT" && cargo build --release --bin stepgate)
+(cd "$ROOT" && cargo build --release --bin stepgate --example bench_tokens)
 STEPGATE="$TARGET_DIR/release/stepgate"
+TOKENS_BIN="$TARGET_DIR/release/examples/bench_tokens"
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------ upstream
 # nginx answering from memory with one worker: it does far less per request
 # than either proxy (no TLS, no proxying), so it is not the bottleneck.
-mkdir -p "$WORK/upstream" "$WORK/nginx"
+# GET /static/1k is a 1 KiB file; POST /api/... a short JSON answer.
+mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/state"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/upstream/1k"
 # nginx workers drop root and run as nobody; they must be able to read it.
 chmod 755 "$WORK" "$WORK/upstream"
@@ -95,6 +113,7 @@ http {
     server {
         listen 127.0.0.1:$UPSTREAM_PORT reuseport;
         root $WORK/upstream;
+        location /api/ { default_type application/json; return 200 '{"ok":true}'; }
         location / { default_type application/octet-stream; try_files /1k =404; }
     }
 }
@@ -105,15 +124,28 @@ PIDS+=($!)
 # ------------------------------------------------------------------ stepgate
 # First run generates the dev certificate (rcgen, ECDSA P-256) and the
 # assertion key next to the config; nginx then serves the same certificate.
+# The token issuer is a key made here; tokens are minted per run.
+"$TOKENS_BIN" init "$WORK"
 cat >"$WORK/stepgate.yaml" <<EOF
 listen: 127.0.0.1:$SG_PORT
+admin_listen: 127.0.0.1:$ADMIN_PORT
 tls: { cert: gateway.pem, key: gateway-key.pem }
 upstream: http://127.0.0.1:$UPSTREAM_PORT
 session: { cookie: SESSIONID }
 assertion: { key: assertion-key.pem, issuer: stepgate, audience: bench }
+audit: { path: state/audit.jsonl }
+stepup:
+  token_issuers: [ { issuer: 'https://idp.bench', audience: stepgate-bench, jwks: idp-jwks.json } ]
 routes:
-  # A sensitive route so the matcher has work; the load path misses it
-  # and is forwarded straight through.
+  # The sensitive route of the token scenario: a valid up-front token is
+  # verified, its jti claimed, the assertion signed, the decision written
+  # ahead to the audit trail, then the request is forwarded.
+  - name: sensitive-write
+    action: bench.write
+    match: { methods: [POST], path: /api/write }
+    require: { methods: [token], max_age: 5m }
+    hold: { mode: challenge, timeout: 2m }
+  # More routes so the matcher has work; the pass-through paths miss them.
   - name: delete-user
     match: { methods: [POST, DELETE], path: '/admin/users/([^/]+)(/delete)?' }
     require: { methods: [totp] }
@@ -180,6 +212,33 @@ NGX_PID=$!
 PIDS+=("$NGX_PID")
 wait_port "$NGX_PORT"
 
+# ------------------------------------------------------------------ measuring
+# A proxy's processes: stepgate is one; nginx is the master plus workers.
+proxy_pids() {
+    case $1 in
+    stepgate) echo "$SG_PID" ;;
+    nginx) echo "$NGX_PID" $(pgrep -P "$NGX_PID") ;;
+    esac
+}
+
+# Sum of a /proc/PID/status field over a proxy's processes, in KiB. For
+# nginx the sum counts pages shared by the master and workers more than
+# once, so it is an upper bound.
+status_kib() {
+    local p total=0 v
+    for p in $(proxy_pids "$1"); do
+        v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status")
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
+# Idle: after start-up, before any request.
+sleep 1
+IDLE_SG=$(status_kib stepgate VmRSS)
+IDLE_NGX=$(status_kib nginx VmRSS)
+log "idle RSS: stepgate $IDLE_SG KiB, nginx $IDLE_NGX KiB"
+
 URL_PATH=/static/1k
 SG_URL="https://127.0.0.1:$SG_PORT$URL_PATH"
 NGX_URL="https://127.0.0.1:$NGX_PORT$URL_PATH"
@@ -196,31 +255,34 @@ for url in "$SG_URL" "$NGX_URL"; do
     done
 done
 
-# ------------------------------------------------------------------ measuring
-# A proxy's processes: stepgate is one; nginx is the master plus workers.
-proxy_pids() {
-    case $1 in
-    stepgate) echo "$SG_PID" ;;
-    nginx) echo "$NGX_PID" $(pgrep -P "$NGX_PID") ;;
-    esac
+# The token scenario's request: one session, one body. Its challenge names
+# the sid and txn every token must be bound to.
+SESSION_COOKIE="SESSIONID=bench-session-0001"
+printf '%s' '{"user":"u-4711","role":"admin","comment":"load benchmark: a sensitive write with an up-front step-up token"}' \
+    >"$WORK/body.json"
+TOKEN_PATH=/api/write
+BASE_PATH=/api/pass
+challenge=$(curl -sk --http1.1 -H "Cookie: $SESSION_COOKIE" -H 'Content-Type: application/json' \
+    --data-binary @"$WORK/body.json" "https://127.0.0.1:$SG_PORT$TOKEN_PATH")
+read -r BIND_SID BIND_TXN < <(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); print(c["sid"], c["txn"])' "$challenge")
+mint() {
+    "$TOKENS_BIN" mint --key "$WORK/idp-key.pem" --iss https://idp.bench --aud stepgate-bench \
+        --sid "$BIND_SID" --txn "$BIND_TXN" --count "$1" --out "$2"
 }
-
-# VmHWM is reset per run (clear_refs 5), so each run reports its own peak.
-reset_hwm() {
-    local p
-    for p in $(proxy_pids "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
+# One token works once: forwarded the first time, held (401) the second.
+mint 1 "$WORK/one.tok"
+post_token() {
+    curl -sk --http1.1 -o /dev/null -w '%{http_code}' -H "Cookie: $SESSION_COOKIE" -H 'Content-Type: application/json' \
+        -H "X-StepUp-Token: $(cat "$WORK/one.tok")" --data-binary @"$WORK/body.json" "https://127.0.0.1:$SG_PORT$1"
 }
-
-# Sum over processes, in KiB. For nginx the sum counts pages shared by the
-# master and workers more than once, so it is an upper bound.
-peak_rss_kib() {
-    local p total=0 v
-    for p in $(proxy_pids "$1"); do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status")
-        total=$((total + v))
-    done
-    echo "$total"
-}
+first=$(post_token "$TOKEN_PATH")
+again=$(post_token "$TOKEN_PATH")
+base=$(post_token "$BASE_PATH")
+log "check token: first use $first, replay $again, pass-through $base"
+if [[ "$first $again $base" != "200 401 200" ]]; then
+    echo "token check failed: expected 200 401 200" >&2
+    exit 1
+fi
 
 cpu_ticks() {
     local p total=0 v
@@ -233,6 +295,24 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# Reset VmHWM (clear_refs 5), so each run reports its own peak.
+reset_hwm() {
+    local p
+    for p in $(proxy_pids "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
+}
+
+# TCP connections accepted on this machine (all of loopback): in the
+# new-connection scenario it shows that every request had its own.
+passive_opens() {
+    awk '$1 == "Tcp:" { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else print $col["PassiveOpens"] }' /proc/net/snmp
+}
+
+# stepgate's durable audit writes so far: "count sum_seconds".
+audit_writes() {
+    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '/^stepgate_audit_write_seconds_count / {c = $2} /^stepgate_audit_write_seconds_sum / {s = $2} END {print c + 0, s + 0}'
+}
+
 # wrk latency "1.23ms" / "812.00us" / "1.02s" -> ms
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -243,30 +323,63 @@ to_ms() {
 }
 
 RAW="$WORK/raw.tsv"
-printf 'round\tscenario\tproxy\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_kib\tcpu_us_per_req\n' >"$RAW"
+printf 'round\tscenario\tproxy\trps\tp50_ms\tp99_ms\terrors\tpeak_rss_kib\tcpu_us_per_req\trequests\tconns_per_req\taudit_ms\tnote\n' >"$RAW"
 
-# One measured run; appends a row to $RAW.
+# One measured run; appends a row to $RAW. Scenario "token" is stepgate's
+# sensitive route with a fresh token per request; "token-base" sends the
+# very same requests (same script, headers and body) to a path no route
+# matches, so it is stepgate's own pass-through for that traffic.
 run_one() {
-    local round=$1 scenario=$2 proxy=$3 url out rps p50 p99 errors cpu0 cpu1 reqs
+    local round=$1 scenario=$2 proxy=$3 url out rps p50 p99 errors cpu0 cpu1 reqs opens0 opens1 note="" audit0 audit1
     url=$SG_URL
     [[ $proxy == nginx ]] && url=$NGX_URL
     out="$WORK/$scenario-$proxy-$round.txt"
+    local wait=$((DURATION + 30))
+    if [[ $scenario == token ]]; then
+        # Fresh tokens for every run: a jti works once, a token lives 300 s.
+        mint $(((DURATION + 2) * TOKEN_RATE)) "$WORK/tokens.txt"
+    elif [[ $scenario == token-base && ! -s $WORK/tokens.txt ]]; then
+        # On the pass-through path the header is stripped unread: the same
+        # shape of token is enough, and reusing one is harmless.
+        mint 1000 "$WORK/tokens.txt"
+    fi
     reset_hwm "$proxy"
+    read -r audit0 < <(audit_writes)
+    opens0=$(passive_opens)
     cpu0=$(cpu_ticks "$proxy")
     case $scenario in
     keepalive)
-        timeout $((DURATION + 30)) wrk -t "$WRK_THREADS" -c "$KEEPALIVE_CONNS" -d "${DURATION}s" --latency "$url" >"$out"
+        timeout $wait wrk -t "$WRK_THREADS" -c "$KEEPALIVE_CONNS" -d "${DURATION}s" --latency "$url" >"$out"
         ;;
     close)
-        timeout $((DURATION + 30)) wrk -t "$WRK_THREADS" -c "$CLOSE_CONNS" -d "${DURATION}s" --latency \
+        # The server closes after each answer and wrk opens a new connection
+        # with a full TLS handshake (wrk does not resume TLS sessions).
+        timeout $wait wrk -t "$WRK_THREADS" -c "$CLOSE_CONNS" -d "${DURATION}s" --latency \
             -H 'Connection: close' "$url" >"$out"
         ;;
     h2)
-        timeout $((DURATION + 30)) h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$DURATION" --warm-up-time=1 \
-            --log-file="$out.log" "$url" >"$out"
+        # CPU is counted after h2load's 1 s warm-up, like its requests.
+        timeout $wait h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$DURATION" --warm-up-time=1 \
+            --log-file="$out.log" "$url" >"$out" &
+        local h2=$!
+        sleep 1
+        cpu0=$(cpu_ticks "$proxy")
+        wait "$h2"
+        ;;
+    token | token-base)
+        local path=$TOKEN_PATH
+        [[ $scenario == token-base ]] && path=$BASE_PATH
+        timeout $wait wrk -t "$WRK_THREADS" -c "$TOKEN_CONNS" -d "${DURATION}s" --latency \
+            -s "$HERE/token.lua" "https://127.0.0.1:$SG_PORT$path" \
+            -- "$path" "$WORK/tokens.txt" "$WRK_THREADS" "$SESSION_COOKIE" "$WORK/body.json" >"$out"
+        if [[ $scenario == token ]] && grep -q '^tokens wrapped' "$out"; then
+            note="tokens wrapped: raise TOKEN_RATE"
+        fi
         ;;
     esac
     cpu1=$(cpu_ticks "$proxy")
+    opens1=$(passive_opens)
+    read -r audit1 < <(audit_writes)
     if [[ $scenario == h2 ]]; then
         rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")
         reqs=$(awk '/^requests:/ {print $8}' "$out")
@@ -288,122 +401,63 @@ run_one() {
         errors=$(awk '/Socket errors:/ {gsub(",", ""); n += $4 + $6 + $8 + $10}
             /Non-2xx or 3xx/ {n += $5} END {print n + 0}' "$out")
     fi
-    local cpu_us="nan"
+    local cpu_us="nan" conns="nan" audit_ms="-"
     if [[ ${reqs:-0} -gt 0 ]]; then
         cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+        conns=$(awk -v o=$((opens1 - opens0)) -v n="$reqs" 'BEGIN {printf "%.3f", o / n}')
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$proxy" "$rps" "$p50" "$p99" \
-        "$errors" "$(peak_rss_kib "$proxy")" "$cpu_us" >>"$RAW"
-    log "round $round $scenario $proxy: $rps req/s p50 ${p50}ms p99 ${p99}ms errors $errors"
+    if [[ $scenario == token ]]; then
+        audit_ms=$(awk -v a="$audit0" -v b="$audit1" 'BEGIN {split(a, x, " "); split(b, y, " ");
+            n = y[1] - x[1]; if (n > 0) printf "%.3f", (y[2] - x[2]) / n * 1000; else print "-"}')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$proxy" "$rps" "$p50" "$p99" \
+        "$errors" "$(status_kib "$proxy" VmHWM)" "$cpu_us" "$reqs" "$conns" "$audit_ms" "$note" >>"$RAW"
+    log "round $round $scenario $proxy: $rps req/s p50 ${p50}ms p99 ${p99}ms errors $errors cpu ${cpu_us}us/req $note"
 }
 
-SCENARIOS=(keepalive close h2)
 for round in $(seq 1 "$ROUNDS"); do
-    for scenario in "${SCENARIOS[@]}"; do
+    for scenario in $SCENARIOS; do
         # Alternate who goes first, so a drift in machine load (other
         # builds on the shared cores) does not always favour one side.
-        if ((round % 2)); then order=(stepgate nginx); else order=(nginx stepgate); fi
-        for proxy in "${order[@]}"; do
-            run_one "$round" "$scenario" "$proxy"
+        if [[ $scenario == token ]]; then
+            pair=("token stepgate" "token-base stepgate")
+        else
+            pair=("$scenario stepgate" "$scenario nginx")
+        fi
+        if ((round % 2 == 0)); then pair=("${pair[1]}" "${pair[0]}"); fi
+        for run in "${pair[@]}"; do
+            read -r s p <<<"$run"
+            run_one "$round" "$s" "$p"
             sleep 1
         done
     done
 done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------ report
-median() { sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { awk -F'\t' -v s="$1" -v p="$2" -v c="$3" 'NR > 1 && $2 == s && $3 == p {print $c}' "$RAW"; }
-maxcol() { col "$@" | sort -g | tail -1; }
-
-describe() {
-    case $1 in
-    keepalive) echo "(a) HTTP/1.1 keep-alive, wrk -c $KEEPALIVE_CONNS" ;;
-    close) echo "(b) new TLS conn per request, wrk -c $CLOSE_CONNS Connection: close" ;;
-    h2) echo "(c) HTTP/2, h2load -c $H2_CONNS -m $H2_STREAMS" ;;
-    esac
-}
-
+cat >"$WORK/meta.json" <<EOF
 {
-    echo "# stepgate vs nginx: TLS reverse proxy load comparison"
-    echo
-    echo "Generated by \`benches/load/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), stepgate commit $(git -C "$ROOT" rev-parse --short HEAD)."
-    echo
-    echo "Median of $ROUNDS alternating rounds, ${DURATION} s each. Ratio = stepgate / nginx (req/s: higher is better for stepgate; latency, RSS and CPU: lower is better)."
-    echo "Peak RSS is VmHWM per run (reset with clear_refs before each run); for nginx it is the sum over master and workers, max over rounds."
-    echo "CPU is the proxy's user+system time over the run divided by completed requests (all of its processes), median over rounds."
-    echo
-    echo "| scenario | proxy | req/s | p50 ms | p99 ms | errors | peak RSS MiB | CPU µs/req | req/s ratio | CPU/req ratio |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for s in "${SCENARIOS[@]}"; do
-        sg_rps=$(col "$s" stepgate 4 | median)
-        ngx_rps=$(col "$s" nginx 4 | median)
-        sg_cpu=$(col "$s" stepgate 9 | median)
-        ngx_cpu=$(col "$s" nginx 9 | median)
-        for p in stepgate nginx; do
-            rps=$(col "$s" "$p" 4 | median)
-            p50=$(col "$s" "$p" 5 | median)
-            p99=$(col "$s" "$p" 6 | median)
-            errs=$(col "$s" "$p" 7 | awk '{s += $1} END {print s + 0}')
-            rss=$(awk -v k="$(maxcol "$s" "$p" 8)" 'BEGIN {printf "%.1f", k / 1024}')
-            cpu=$(col "$s" "$p" 9 | median)
-            ratio="" cpu_ratio=""
-            if [[ $p == stepgate ]]; then
-                ratio=$(awk -v a="$sg_rps" -v b="$ngx_rps" 'BEGIN {printf "%.2f", a / b}')
-                cpu_ratio=$(awk -v a="$sg_cpu" -v b="$ngx_cpu" 'BEGIN {printf "%.2f", a / b}')
-            fi
-            echo "| $(describe "$s") | $p | $rps | $p50 | $p99 | $errs | $rss | $cpu | $ratio | $cpu_ratio |"
-        done
-    done
-    echo
-    echo "How to read this on a shared 2-core machine: the load generator, the upstream and"
-    echo "the proxy share two cores (with whatever else runs), so req/s moves with outside load"
-    echo "from run to run; CPU µs/req (the proxy's own CPU time per completed request) is the"
-    echo "steadier measure of proxy efficiency. In (b) the client's TLS handshakes, not the"
-    echo "proxy, set the pace, so its req/s compares the generator more than the proxies."
-    echo
-    echo "### Per-round raw numbers"
-    echo
-    echo '```'
-    column -t -s $'\t' "$RAW"
-    echo '```'
-    echo
-    echo "### Commands"
-    echo
-    echo '```'
-    echo "upstream: nginx, 1 worker, static 1 KiB file, 127.0.0.1:$UPSTREAM_PORT"
-    echo "stepgate: $STEPGATE serve --config stepgate.yaml   (listen 127.0.0.1:$SG_PORT)"
-    echo "nginx:    nginx -c nginx.conf   (worker_processes auto, listen 127.0.0.1:$NGX_PORT ssl http2)"
-    echo "(a) wrk -t $WRK_THREADS -c $KEEPALIVE_CONNS -d ${DURATION}s --latency https://127.0.0.1:PORT$URL_PATH"
-    echo "(b) wrk -t $WRK_THREADS -c $CLOSE_CONNS -d ${DURATION}s --latency -H 'Connection: close' https://127.0.0.1:PORT$URL_PATH"
-    echo "(c) h2load -t 1 -c $H2_CONNS -m $H2_STREAMS -D $DURATION --warm-up-time=1 --log-file=LOG https://127.0.0.1:PORT$URL_PATH"
-    echo '```'
-    echo
-    echo "stepgate config:"
-    echo
-    echo '```yaml'
-    cat "$WORK/stepgate.yaml"
-    echo '```'
-    echo
-    echo "nginx proxy config:"
-    echo
-    echo '```nginx'
-    cat "$WORK/nginx/nginx.conf"
-    echo '```'
-    echo
-    echo "### Machine"
-    echo
-    echo '```'
-    echo "nproc: $(nproc)"
-    echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-    echo "kernel: $(uname -sr)"
-    echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "$("$NGINX" -v 2>&1)"
-    echo "wrk: $(wrk -v 2>&1 | head -1)"
-    echo "h2load: $(h2load --version 2>&1 | head -1)"
-    echo "rustc: $(rustc --version 2>/dev/null || echo unknown)"
-    echo '```'
-} >"$OUT_MD"
-
-log "wrote $OUT_MD"
-cat "$OUT_MD"
+  "commit": "$(git -C "$ROOT" rev-parse --short HEAD)",
+  "rounds": $ROUNDS, "duration_s": $DURATION,
+  "idle_rss_kib": { "stepgate": $IDLE_SG, "nginx": $IDLE_NGX },
+  "params": { "wrk_threads": $WRK_THREADS, "keepalive_conns": $KEEPALIVE_CONNS, "close_conns": $CLOSE_CONNS,
+              "h2_conns": $H2_CONNS, "h2_streams": $H2_STREAMS, "token_conns": $TOKEN_CONNS, "token_rate": $TOKEN_RATE },
+  "machine": {
+    "nproc": $(nproc),
+    "cpu": "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)",
+    "kernel": "$(uname -sr)",
+    "memory": "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)",
+    "load_before": "$LOAD_BEFORE",
+    "load_after": "$LOAD_AFTER",
+    "nginx": "$("$NGINX" -v 2>&1 | sed 's/.*: //')",
+    "wrk": "$(wrk -v 2>&1 | head -1 | awk '{print $2}')",
+    "h2load": "$(h2load --version 2>&1 | head -1 | sed 's/^h2load //')",
+    "rustc": "$(rustc --version 2>/dev/null || echo unknown)"
+  }
+}
+EOF
+cp "$WORK/stepgate.yaml" "$WORK/stepgate-config.txt"
+sed "s#$WORK#\$WORK#g" "$WORK/nginx/nginx.conf" >"$WORK/nginx-config.txt"
+python3 "$HERE/report.py" "$WORK" "$HERE"
+python3 "$HERE/chart.py" "$HERE/results.json" "$HERE/chart.svg"
+log "wrote $HERE/results.md, results.json and chart.svg"
