@@ -1,0 +1,219 @@
+//! The gateway under test: a real `stepgate serve` child process with its
+//! own config, read from the outside through /proc and its admin listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+use crate::net::{self, Pki};
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub approver_key: String,
+    pub dir: PathBuf,
+    child: Child,
+    pid: u32,
+}
+
+/// The bench's routes: a `challenge` route (the request is answered 401 at
+/// once and parked) and a `hold` route (the connection waits) that one
+/// approval releases. Both take a 1-based capture so every hold is distinct.
+fn config(port: u16, admin: u16, upstream: SocketAddr, holds: usize, key_sha256: &str) -> String {
+    // Both kinds are pending at once, plus the warm-up holds; every hold-mode
+    // request keeps its own connection open.
+    let max_holds = 2 * holds + 1000;
+    let max_connections = holds + 1000;
+    format!(
+        "listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:{admin}
+tls: {{ cert: cert.pem, key: key.pem }}
+upstream: http://{upstream}
+session: {{ cookie: SESSIONID }}
+assertion: {{ key: assertion.pem, issuer: stepgate, audience: bench }}
+audit: {{ path: state/audit.jsonl }}
+limits: {{ max_holds: {max_holds}, max_connections: {max_connections} }}
+stepup:
+  users: state/users.yaml
+  approvers: [ {{ name: ops-bot, groups: [ops], key_sha256: '{key_sha256}' }} ]
+routes:
+  - name: delete-user
+    action: user.delete
+    match: {{ methods: [POST], path: '/admin/users/([^/]+)/delete' }}
+    require: {{ methods: [totp], max_age: 5m }}
+    display: [ {{ label: User, capture: 1 }} ]
+    hold: {{ mode: challenge, timeout: 30m }}
+  - name: agent-transfer
+    action: money.transfer
+    match: {{ methods: [POST], path: '/api/agent/([0-9]+)' }}
+    require: {{ approvals: 1, approvers: [ops] }}
+    display: [ {{ label: Amount, json: /amount }}, {{ label: Payee, json: /payee }} ]
+    hold: {{ mode: hold, timeout: 30m }}
+"
+    )
+}
+
+impl Gateway {
+    pub async fn start(binary: &Path, upstream: SocketAddr, holds: usize, pki: &Pki) -> Result<Gateway> {
+        let dir = std::env::temp_dir().join(format!("stepgate-holdcap-{}", stepgate::ids::random_token()));
+        std::fs::create_dir_all(dir.join("state"))?;
+        std::fs::write(dir.join("cert.pem"), &pki.cert_pem)?;
+        std::fs::write(dir.join("key.pem"), &pki.key_pem)?;
+        let (_, pem) = stepgate::assertion::generate_signing_key();
+        std::fs::write(dir.join("assertion.pem"), pem)?;
+        let approver_key = stepgate::ids::random_token();
+        let digest: String = Sha256::digest(approver_key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (port, admin) = (net::free_port()?, net::free_port()?);
+        std::fs::write(dir.join("routes.yaml"), config(port, admin, upstream, holds, &digest))?;
+        let log = std::fs::File::create(dir.join("gateway.log"))?;
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(dir.join("routes.yaml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let pid = child.id().context("the gateway exited at once")?;
+        let gw = Gateway {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            approver_key,
+            dir,
+            child,
+            pid,
+        };
+        gw.wait_ready().await?;
+        Ok(gw)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let up = tokio::net::TcpStream::connect(self.addr).await.is_ok();
+            if up && self.metrics().await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "the gateway did not come up; see {}",
+            self.dir.join("gateway.log").display()
+        )
+    }
+
+    /// A field of the gateway's /proc/PID/status, in KiB.
+    pub fn status_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{}/status", self.pid))
+    }
+
+    /// VmRSS once it has stopped moving (two reads 300 ms apart within
+    /// 16 KiB), so allocations still in flight are not missed.
+    pub async fn settled_rss_kib(&self) -> Result<u64> {
+        let mut last = self.status_kib("VmRSS")?;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = self.status_kib("VmRSS")?;
+            if now.abs_diff(last) <= 16 {
+                return Ok(now);
+            }
+            last = now;
+        }
+        Ok(last)
+    }
+
+    /// The admin listener's Prometheus page.
+    pub async fn metrics(&self) -> Result<String> {
+        let mut c = net::connect_plain(self.admin).await?;
+        let req = net::request("GET", "admin", "/metrics", &[], Bytes::new());
+        let (status, body) = net::call(&mut c, req).await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn holds_open(&self) -> Result<usize> {
+        Ok(net::metric(&self.metrics().await?, "stepgate_holds_open")? as usize)
+    }
+
+    /// Waits until the gateway reports `n` open holds.
+    pub async fn wait_holds(&self, n: usize, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let open = self.holds_open().await?;
+            if open >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {open} of {n} holds open after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The durable audit writes (count, total seconds, and the cumulative
+/// bucket counts) as the gateway's histogram reports them.
+pub struct AuditWrites {
+    pub count: f64,
+    pub sum: f64,
+    pub buckets: Vec<(f64, f64)>,
+}
+
+impl AuditWrites {
+    pub fn read(page: &str) -> Result<AuditWrites> {
+        let name = "stepgate_audit_write_seconds";
+        let mut buckets = Vec::new();
+        for line in page.lines() {
+            let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix("_bucket{le=\"")) else {
+                continue;
+            };
+            let Some((le, n)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse()? };
+            buckets.push((le, n.trim().parse()?));
+        }
+        Ok(AuditWrites {
+            count: net::metric(page, &format!("{name}_count"))?,
+            sum: net::metric(page, &format!("{name}_sum"))?,
+            buckets,
+        })
+    }
+
+    /// What happened between `before` and `self`: writes, mean seconds and
+    /// the upper bound of the bucket holding the 99th percentile.
+    pub fn since(&self, before: &AuditWrites) -> (f64, f64, f64) {
+        let n = self.count - before.count;
+        let mean = if n > 0.0 { (self.sum - before.sum) / n } else { 0.0 };
+        let mut p99 = f64::NAN;
+        for ((le, c), (_, b)) in self.buckets.iter().zip(&before.buckets) {
+            if n > 0.0 && c - b >= 0.99 * n {
+                p99 = *le;
+                break;
+            }
+        }
+        (n, mean, p99)
+    }
+}
