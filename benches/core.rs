@@ -200,6 +200,10 @@ fn facts() -> AssertionFacts {
 fn assertion(c: &mut Criterion) {
     let k = key(7);
     let public = *k.verifying_key();
+    let pkcs8 = {
+        use p256::pkcs8::EncodePrivateKey as _;
+        k.to_pkcs8_der().unwrap()
+    };
     let signer = AssertionSigner::new(
         k,
         vec![],
@@ -219,6 +223,27 @@ fn assertion(c: &mut Criterion) {
         })
     });
     g.bench_function("decode_only", |b| b.iter(|| jws::decode(black_box(&token)).unwrap()));
+
+    // The same two ES256 operations in aws-lc, which is linked for TLS
+    // anyway: what the token route would save per request with it.
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair as _, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+    };
+    use base64::Engine as _;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_bytes()).unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap();
+    let point = public.to_sec1_point(false);
+    assert_eq!(pair.public_key().as_ref(), point.as_bytes(), "one key pair");
+    let aws_public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point.as_bytes().to_vec());
+    aws_public.verify(input.as_bytes(), &sig).unwrap();
+    g.bench_function("sign_aws_lc", |b| {
+        b.iter(|| pair.sign(&rng, black_box(input.as_bytes())).unwrap())
+    });
+    g.bench_function("verify_aws_lc", |b| {
+        b.iter(|| aws_public.verify(black_box(input.as_bytes()), black_box(&sig)).unwrap())
+    });
     g.finish();
 }
 
