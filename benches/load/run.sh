@@ -4,12 +4,13 @@
 # alternating rounds; plus stepgate's sensitive route with a valid up-front
 # X-StepUp-Token against stepgate's own pass-through.
 #
-#   bash benches/load/run.sh                        # 3 rounds, 10 s per run (~6 min)
-#   ROUNDS=1 DURATION=5 bash benches/load/run.sh    # a quick look
+#   bash benches/load/run.sh                        # 3 rounds, 10 s per run (~7 min)
+#   ROUNDS=1 DURATION=5 OUT=/tmp/look bash benches/load/run.sh   # a quick look
 #
-# Writes benches/load/results.md, results.json and chart.svg. Everything
-# listens on 127.0.0.1 only, every run is bounded in time, and every process
-# started here is stopped on exit. Needs root only to apt-get install a tool.
+# Writes benches/load/results.md, results.json and chart.svg (or into $OUT).
+# Everything listens on 127.0.0.1 only, every run is bounded in time, and
+# every process started here is stopped on exit. Needs root only to
+# apt-get install a tool.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -30,6 +31,10 @@ TOKEN_CONNS=${TOKEN_CONNS:-50}
 # ("tokens wrapped" in the per-round table) and the run does not count.
 TOKEN_RATE=${TOKEN_RATE:-8000}
 SCENARIOS=${SCENARIOS:-"keepalive close h2 token"}
+# PERF="token keepalive" also samples stepgate with `perf record` during the
+# first round of those scenarios and writes benches/load/perf-SCENARIO.txt
+# (flat profile by symbol). The profiled runs are left out of the medians.
+PERF=${PERF:-}
 
 if ((DURATION > 240)); then
     echo "DURATION must be at most 240 s: step-up tokens live 300 s" >&2
@@ -38,6 +43,9 @@ fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/benches/load"
+# Where results go; point a quick look elsewhere to keep the committed ones.
+OUT=${OUT:-$HERE}
+mkdir -p "$OUT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/stepgate-load.XXXXXX)
 PIDS=()
@@ -313,6 +321,28 @@ audit_writes() {
         awk '/^stepgate_audit_write_seconds_count / {c = $2} /^stepgate_audit_write_seconds_sum / {s = $2} END {print c + 0, s + 0}'
 }
 
+# A flat perf profile: shares by kind of work, then the top symbols.
+perf_summary() {
+    local data=$1 scenario=$2 flat="$WORK/perf-flat.txt"
+    perf report -i "$data" --stdio --no-children -g none --sort dso,symbol 2>/dev/null |
+        awk '$1 ~ /%$/' | sed 's/ *- *- *$//' >"$flat"
+    echo "# stepgate CPU profile during the $scenario run (perf record -F 499 -p PID, cpu-clock)"
+    echo "# share of samples by kind of work:"
+    awk '{
+        p = $1; sub(/%/, "", p); k = "other"
+        if ($0 ~ /p256::|crypto_bigint::|primeorder::|elliptic_curve::|ecdsa::/) k = "ECDSA P-256 (p256 crate)"
+        else if ($0 ~ /aws_lc|rustls/) k = "TLS (rustls, aws-lc)"
+        else if ($0 ~ /\[kernel/) k = "kernel (syscalls, network, scheduling, disk)"
+        else if ($0 ~ /libc\.so/) k = "libc (malloc, memcpy)"
+        else if ($0 ~ /sha2::/) k = "SHA-256"
+        else if ($0 ~ /serde_json|serde_core/) k = "JSON"
+        else if ($0 ~ /hyper|h2::|tokio|http::/) k = "hyper, h2, tokio, http"
+        share[k] += p
+    } END { for (k in share) printf "%6.2f%%  %s\n", share[k], k }' "$flat" | sort -rn
+    echo "# top symbols:"
+    head -40 "$flat"
+}
+
 # wrk latency "1.23ms" / "812.00us" / "1.02s" -> ms
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -342,6 +372,11 @@ run_one() {
         # On the pass-through path the header is stripped unread: the same
         # shape of token is enough, and reusing one is harmless.
         mint 1000 "$WORK/tokens.txt"
+    fi
+    local perf_pid=""
+    if [[ $proxy == stepgate && $round == 1 && " $PERF " == *" $scenario "* ]]; then
+        perf record -F 499 -o "$WORK/perf-$scenario.data" -p "$SG_PID" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
     fi
     reset_hwm "$proxy"
     read -r audit0 < <(audit_writes)
@@ -379,6 +414,11 @@ run_one() {
     esac
     cpu1=$(cpu_ticks "$proxy")
     opens1=$(passive_opens)
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || true
+        perf_summary "$WORK/perf-$scenario.data" "$scenario" >"$OUT/perf-$scenario.txt" || true
+        note="profiled"
+    fi
     read -r audit1 < <(audit_writes)
     if [[ $scenario == h2 ]]; then
         rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")
@@ -415,22 +455,33 @@ run_one() {
     log "round $round $scenario $proxy: $rps req/s p50 ${p50}ms p99 ${p99}ms errors $errors cpu ${cpu_us}us/req $note"
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-    for scenario in $SCENARIOS; do
-        # Alternate who goes first, so a drift in machine load (other
-        # builds on the shared cores) does not always favour one side.
-        if [[ $scenario == token ]]; then
-            pair=("token stepgate" "token-base stepgate")
-        else
-            pair=("$scenario stepgate" "$scenario nginx")
-        fi
-        if ((round % 2 == 0)); then pair=("${pair[1]}" "${pair[0]}"); fi
-        for run in "${pair[@]}"; do
-            read -r s p <<<"$run"
-            run_one "$round" "$s" "$p"
-            sleep 1
+# The token runs come after every pass-through round: each leaves its
+# claimed jti values in the replay store until they expire, and that memory
+# must not show up in the pass-through runs' peak RSS.
+passthrough=() token=()
+for scenario in $SCENARIOS; do
+    if [[ $scenario == token ]]; then token+=("$scenario"); else passthrough+=("$scenario"); fi
+done
+for group in passthrough token; do
+    declare -n list=$group
+    for round in $(seq 1 "$ROUNDS"); do
+        for scenario in "${list[@]}"; do
+            # Alternate who goes first, so a drift in machine load (other
+            # builds on the shared cores) does not always favour one side.
+            if [[ $scenario == token ]]; then
+                pair=("token stepgate" "token-base stepgate")
+            else
+                pair=("$scenario stepgate" "$scenario nginx")
+            fi
+            if ((round % 2 == 0)); then pair=("${pair[1]}" "${pair[0]}"); fi
+            for run in "${pair[@]}"; do
+                read -r s p <<<"$run"
+                run_one "$round" "$s" "$p"
+                sleep 1
+            done
         done
     done
+    unset -n list
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -458,6 +509,6 @@ cat >"$WORK/meta.json" <<EOF
 EOF
 cp "$WORK/stepgate.yaml" "$WORK/stepgate-config.txt"
 sed "s#$WORK#\$WORK#g" "$WORK/nginx/nginx.conf" >"$WORK/nginx-config.txt"
-python3 "$HERE/report.py" "$WORK" "$HERE"
-python3 "$HERE/chart.py" "$HERE/results.json" "$HERE/chart.svg"
-log "wrote $HERE/results.md, results.json and chart.svg"
+python3 "$HERE/report.py" "$WORK" "$OUT"
+python3 "$HERE/chart.py" "$OUT/results.json" "$OUT/chart.svg"
+log "wrote $OUT/results.md, results.json and chart.svg"
