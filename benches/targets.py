@@ -46,6 +46,19 @@ def criterion(target_dir):
     return out
 
 
+def perf_share(path, kind):
+    """The share of samples a `PERF=...` profile gives a kind of work, e.g. "53.15%"."""
+    try:
+        with open(path) as f:
+            for line in f:
+                share = line.strip().split()[0] if line.strip() else ""
+                if kind in line and share.endswith("%"):
+                    return f"{float(share[:-1]):.0f}%"
+    except FileNotFoundError:
+        pass
+    return None
+
+
 def t(ns):
     if ns is None:
         return "–"
@@ -97,8 +110,9 @@ def targets(lr, hr, cr):
             extra = None if a["cpu_us_per_req"] is None or b["cpu_us_per_req"] is None else a["cpu_us_per_req"] - b["cpu_us_per_req"]
             sign, verify = cr.get("assertion/sign"), cr.get("token/verify")
             aws = (cr.get("assertion/sign_aws_lc") or 0) + (cr.get("assertion/verify_aws_lc") or 0)
-            why = (f"+{n(extra, 0)} µs CPU per request over pass-through; ECDSA P-256 in the p256 crate is half "
-                   f"of the token path's CPU (perf), token verify {t(verify)} + assertion sign {t(sign)} "
+            ecdsa = perf_share(os.path.join(ROOT, "benches/load/perf-token.txt"), "ECDSA")
+            why = (f"+{n(extra, 0)} µs CPU per request over pass-through; ECDSA P-256 in the p256 crate takes "
+                   f"{ecdsa or '?'} of stepgate's CPU on this route (perf), token verify {t(verify)} + assertion sign {t(sign)} "
                    f"(criterion; in aws-lc {t(aws or None)} together); each request also waits for a durable "
                    f"audit write (mean {n(a['audit_ms'], 2)} ms)")
         rows.append((target, f"{n(a['rps'])} vs {n(b['rps'])} req/s", f"{n(s['rps_ratio'], 2)}×", verdict(s["met"]), why))
@@ -200,10 +214,11 @@ def micro(cr):
 
 
 def replace(text, name, body):
-    pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        sys.exit(f"README has no <!-- bench:{name} --> ... <!-- /bench:{name} --> section")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        sys.exit(f"README has no {start} ... {end} section")
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
 
 
 def main():

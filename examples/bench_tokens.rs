@@ -9,7 +9,6 @@
 //! Tokens are bound to one session and one request (`sid` + `txn`, taken
 //! from the gateway's challenge for that request) and live 300 s, the most
 //! the gateway accepts: mint them just before the run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -21,7 +21,6 @@
 //!    process: one clock.
 //!
 //! RSS is the gateway's own (/proc/PID/status), read once it stops moving.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod gateway;
 mod net;
