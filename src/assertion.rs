@@ -76,7 +76,8 @@ pub struct Signed {
 }
 
 pub struct AssertionSigner {
-    key: SigningKey,
+    /// Prepared for aws-lc once, rather than per request.
+    es256: jose::jws::Es256Key,
     kid: String,
     jwks: Jwks,
     issuer: String,
@@ -117,10 +118,11 @@ impl AssertionSigner {
             return Err(AssertionError::Empty("audience"));
         }
         let current = *key.verifying_key();
+        let es256 = jose::jws::Es256Key::new(&key).map_err(|_| AssertionError::Key("not a usable P-256 key"))?;
         Ok(AssertionSigner {
+            es256,
             kid: jwk::thumbprint(&current),
             jwks: Jwks::from_keys(std::iter::once(current).chain(retired)),
-            key,
             issuer,
             audience,
             ttl_secs: ttl.as_secs(),
@@ -141,7 +143,7 @@ impl AssertionSigner {
     /// keeps a checkpoint from ever being mistaken for an assertion.
     pub fn sign_checkpoint(&self, claims: &serde_json::Value) -> Result<String, AssertionError> {
         let header = serde_json::json!({"alg": jose::jws::ES256, "typ": CHECKPOINT_TYP, "kid": self.kid});
-        Ok(jose::jws::encode_es256(&self.key, &header, claims)?)
+        Ok(jose::jws::encode_es256_with(&self.es256, &header, claims)?)
     }
 
     pub fn sign(&self, facts: &AssertionFacts, now: SystemTime) -> Result<Signed, AssertionError> {
@@ -185,7 +187,7 @@ impl AssertionSigner {
             break_glass: facts.break_glass,
             reuse: facts.reuse,
         };
-        let token = jose::jws::encode_es256_typed(&self.key, &header, &claims)?;
+        let token = jose::jws::encode_es256_typed(&self.es256, &header, &claims)?;
         Ok(Signed { token, jti, exp })
     }
 }

@@ -36,8 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
-use p256::ecdsa::signature::Verifier as _;
-use p256::ecdsa::{Signature, VerifyingKey};
+use p256::ecdsa::VerifyingKey;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use x509_parser::extensions::GeneralName;
@@ -429,10 +428,11 @@ fn verify_signature(key: &KeyMaterial, signing_input: &[u8], signature: &[u8]) -
             if signature.len() != ES256_SIGNATURE_LEN {
                 return Err(IdentityError::SignatureEncoding(signature.len()));
             }
-            // from_slice rejects r or s of zero or not below the group order.
-            let signature = Signature::from_slice(signature).map_err(|_| IdentityError::BadSignature)?;
-            key.verify(signing_input, &signature)
-                .map_err(|_| IdentityError::BadSignature)
+            if crate::jose::jws::verify_p256(key, signing_input, signature) {
+                Ok(())
+            } else {
+                Err(IdentityError::BadSignature)
+            }
         }
         KeyMaterial::Rsa(key) => key
             .verify_sig(signing_input, signature)

@@ -10,8 +10,10 @@
 //! external issuers. Malleability is harmless here: replay protection keys on
 //! the `jti` claim, never on the token or signature bytes.
 
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::elliptic_curve::zeroize::Zeroizing;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -87,15 +89,60 @@ pub fn verify_es256(decoded: &Decoded, key: &VerifyingKey) -> Result<(), JoseErr
     if decoded.signature.len() != SIGNATURE_LEN {
         return Err(JoseError::SignatureLength(decoded.signature.len()));
     }
-    // Rejects r or s equal to zero or not below the group order.
-    let signature = Signature::from_slice(&decoded.signature).map_err(|_| JoseError::BadSignature)?;
-    key.verify(decoded.signing_input.as_bytes(), &signature)
-        .map_err(|_| JoseError::BadSignature)
+    if verify_p256(key, decoded.signing_input.as_bytes(), &decoded.signature) {
+        Ok(())
+    } else {
+        Err(JoseError::BadSignature)
+    }
+}
+
+/// ES256 check of a fixed 64-byte `R || S` signature. The arithmetic runs in
+/// aws-lc (already linked for TLS), about three times faster than the pure
+/// Rust p256 verifier; p256 keeps parsing keys and computing thumbprints.
+pub(crate) fn verify_p256(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
+    // Rejects r or s equal to zero or not below the group order before the
+    // bytes reach aws-lc, whose own range checks then repeat this.
+    if Signature::from_slice(signature).is_err() {
+        return false;
+    }
+    let point = key.to_sec1_point(false);
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point.as_bytes())
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// An ES256 signing key in aws-lc form. Building one checks that the private
+/// and public halves belong together, so a signer builds it once and keeps it.
+pub struct Es256Key {
+    pair: EcdsaKeyPair,
+}
+
+impl std::fmt::Debug for Es256Key {
+    // Spelled out so the private key can never end up in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Es256Key").finish_non_exhaustive()
+    }
+}
+
+impl Es256Key {
+    pub fn new(key: &SigningKey) -> Result<Self, JoseError> {
+        let scalar = Zeroizing::new(key.to_bytes());
+        let point = key.verifying_key().to_sec1_point(false);
+        let pair =
+            EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &scalar, point.as_bytes())
+                .map_err(|_| JoseError::Signing)?;
+        Ok(Es256Key { pair })
+    }
 }
 
 /// Signs `claims` under `header`, which must be an object with
 /// `"alg": "ES256"` and no `crit`. Member order follows `serde_json::Value`.
 pub fn encode_es256(key: &SigningKey, header: &Value, claims: &Value) -> Result<String, JoseError> {
+    encode_es256_with(&Es256Key::new(key)?, header, claims)
+}
+
+/// [`encode_es256`] with a key prepared once (what a long-lived signer uses).
+pub fn encode_es256_with(key: &Es256Key, header: &Value, claims: &Value) -> Result<String, JoseError> {
     check_header(header)?;
     if !claims.is_object() {
         return Err(JoseError::NotObject(Part::Payload));
@@ -107,7 +154,7 @@ pub fn encode_es256(key: &SigningKey, header: &Value, claims: &Value) -> Result<
 
 /// Like [`encode_es256`] but serializes typed values directly, so struct
 /// field order is kept in the output (the assertion header is fixed text).
-pub fn encode_es256_typed<H, C>(key: &SigningKey, header: &H, claims: &C) -> Result<String, JoseError>
+pub fn encode_es256_typed<H, C>(key: &Es256Key, header: &H, claims: &C) -> Result<String, JoseError>
 where
     H: Serialize + ?Sized,
     C: Serialize + ?Sized,
@@ -147,10 +194,16 @@ fn check_header(header: &Value) -> Result<(), JoseError> {
     Ok(())
 }
 
-fn sign_parts(key: &SigningKey, header: &[u8], claims: &[u8]) -> Result<String, JoseError> {
+fn sign_parts(key: &Es256Key, header: &[u8], claims: &[u8]) -> Result<String, JoseError> {
     let signing_input = format!("{}.{}", b64_encode(header), b64_encode(claims));
-    let signature: Signature = key.try_sign(signing_input.as_bytes()).map_err(|_| JoseError::Signing)?;
-    // Low-S keeps our output acceptable to verifiers that insist on it.
+    // aws-lc ignores the generator argument and draws its own nonce.
+    let fixed = key
+        .pair
+        .sign(&SystemRandom::new(), signing_input.as_bytes())
+        .map_err(|_| JoseError::Signing)?;
+    let signature = Signature::from_slice(fixed.as_ref()).map_err(|_| JoseError::Signing)?;
+    // aws-lc does not normalise; low-S keeps our output acceptable to
+    // verifiers that insist on it.
     let signature = signature.normalize_s();
     Ok(format!("{signing_input}.{}", b64_encode(signature.to_bytes())))
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::jose::jwk::public_jwk;
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use proptest::prelude::*;
 use serde_json::json;
@@ -289,6 +290,22 @@ fn signatures_we_make_are_low_s() {
         let decoded = decode(&token).unwrap();
         let signature = Signature::from_slice(&decoded.signature).unwrap();
         assert_eq!(signature.normalize_s(), signature);
+    }
+}
+
+/// Signing runs in aws-lc and so does our verification; the pure Rust p256
+/// verifier is an independent second opinion, so a fault shared by both
+/// aws-lc paths (wrong digest, DER where R || S belongs) still fails here.
+#[test]
+fn signatures_we_make_verify_with_an_independent_implementation() {
+    let key = key(5);
+    for n in 0..8 {
+        let token = mint_es256(&key, "k", json!({ "n": n }));
+        let decoded = decode(&token).unwrap();
+        let signature = Signature::from_slice(&decoded.signature).unwrap();
+        key.verifying_key()
+            .verify(decoded.signing_input.as_bytes(), &signature)
+            .unwrap();
     }
 }
 
