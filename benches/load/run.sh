@@ -331,6 +331,7 @@ perf_summary() {
     awk '{
         p = $1; sub(/%/, "", p); k = "other"
         if ($0 ~ /p256::|crypto_bigint::|primeorder::|elliptic_curve::|ecdsa::/) k = "ECDSA P-256 (p256 crate)"
+        else if ($0 ~ /ECDSA_|ecdsa_|nistz256|ec_GFp|ec_point_|ec_scalar|ec_random|p256_point/) k = "ECDSA P-256 (aws-lc)"
         else if ($0 ~ /aws_lc|rustls/) k = "TLS (rustls, aws-lc)"
         else if ($0 ~ /\[kernel/) k = "kernel (syscalls, network, scheduling, disk)"
         else if ($0 ~ /libc\.so/) k = "libc (malloc, memcpy)"
