@@ -324,14 +324,17 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     first_run_files(&config)?;
+    // Serving happens on threads of its own (see `proxy::run_per_core`);
+    // this runtime runs the admin listener, reloads, signals and the sweeper.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listen = config.listen;
         let admin = config.admin_listen;
         let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        // One listener per core on the same address (SO_REUSEPORT): the
+        // kernel spreads connections over them.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let listeners = reuseport_listeners(listen, threads).with_context(|| format!("cannot listen on {listen}"))?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(addr) = admin {
             let admin_listener = tokio::net::TcpListener::bind(addr)
@@ -352,10 +355,41 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         #[cfg(unix)]
         proxy::reload::on_sighup(gw.clone(), path.to_path_buf());
         tracing::info!(%listen, upstream = %gw.config().upstream.authority, "stepgate listening");
-        proxy::run(gw, listener, shutdown_signal(), Duration::from_secs(30)).await?;
+        proxy::run_per_core(gw, listeners, shutdown_signal(), Duration::from_secs(30)).await?;
         let _ = stop_admin.send(());
         Ok(())
     })
+}
+
+/// `n` listeners on `addr` sharing it through `SO_REUSEPORT` (one
+/// without it elsewhere). A port another process already listens on is
+/// refused, as a single bind would be, rather than shared with it.
+fn reuseport_listeners(addr: std::net::SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let first = reuseport_listener(addr)?;
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    if cfg!(unix) {
+        for _ in 1..n {
+            all.push(reuseport_listener(addr)?);
+        }
+    }
+    Ok(all)
+}
+
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -18,6 +18,7 @@ mod release;
 pub mod reload;
 pub mod respond;
 mod risk;
+mod serve;
 mod signin;
 pub mod tls;
 mod webauthn;
@@ -26,6 +27,7 @@ pub use crate::body::Body;
 pub use forward::Upstream;
 pub use page::escape as page_escape;
 use respond::Reject;
+pub use serve::{run, run_per_core};
 
 /// What a person deciding about a hold is shown (approver queue, webhook):
 /// the request's facts, never its body or any secret.
@@ -76,17 +78,10 @@ use crate::stepup::webauthn::RelyingParty;
 use crate::store::{FailureLimiter, ReplayCache, ReuseCache, SessionTracker, StepCounters};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -400,117 +395,4 @@ impl Gateway {
         self.reuse.purge(secs, 3600);
         self.passkeys.purge(secs);
     }
-}
-
-/// Serves TLS connections from `listener` until `shutdown` resolves, then
-/// stops accepting, tells `hold`-mode waiters to come back later, and
-/// drains in-flight requests (at most `drain` long).
-pub async fn run(
-    gw: Arc<Gateway>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) -> Result<(), StartError> {
-    let c = gw.config();
-    let c = &c;
-    let tls = tls::server_config(&c.tls.cert, &c.tls.key, c.tls.client_ca.as_deref())?;
-    let acceptor = TlsAcceptor::from(tls);
-    let builder = http_builder(c);
-    let slots = Arc::new(Semaphore::new(c.limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let sweeper = tokio::spawn({
-        let gw = gw.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                gw.sweep();
-            }
-        }
-    });
-    tokio::pin!(shutdown);
-    loop {
-        // Waiting for a slot before accepting applies back-pressure at the
-        // kernel's accept queue instead of accepting and dropping.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let gw = gw.clone();
-        let handshake_timeout = c.limits.tls_handshake_timeout;
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(c.as_ref().to_vec()));
-            let conn = ConnInfo { peer, client_cert };
-            let service = service_fn(move |req| handler::handle(gw.clone(), conn.clone(), req));
-            let io = TokioIo::new(tls);
-            let served = builder.serve_connection_with_upgrades(io, service);
-            if let Err(e) = watcher.watch(served).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    // `send` would store nothing while no waiter is subscribed, and a
-    // waiter that subscribes later would then never hear of it.
-    gw.shutdown.send_replace(true);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
-    sweeper.abort();
-    // After the drain, so the records of drained requests are covered by
-    // the signed checkpoint that ends the trail.
-    if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
-        tracing::error!(error = %e, "could not seal the audit trail at shutdown");
-    }
-    Ok(())
-}
-
-fn http_builder(c: &Config) -> auto::Builder<TokioExecutor> {
-    let l = &c.limits;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(l.header_read_timeout)
-        .max_buf_size(l.max_header_bytes.max(8192))
-        .max_headers(l.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(l.h2_max_concurrent_streams)
-        .max_header_list_size(l.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_pending_accept_reset_streams(Some(50))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
 }

@@ -51,6 +51,10 @@ type Conn = http1::Connection<TokioIo<TcpStream>, Body>;
 struct UpConn {
     tx: http1::SendRequest<Body>,
     conn: Conn,
+    /// The pool shard of the thread that opened it, whose runtime's reactor
+    /// its socket is registered with; it goes back there even when another
+    /// thread (a `hold`-mode waiter's) read the response.
+    shard: usize,
 }
 
 struct Idle {
@@ -60,8 +64,32 @@ struct Idle {
 
 struct Pool {
     authority: Authority,
+    /// One idle list per serving thread (see `set_shard`), so a thread
+    /// takes only connections registered with its own runtime's reactor.
     /// Oldest at the front; taken from the back (the warmest connection).
-    idle: Mutex<VecDeque<Idle>>,
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+}
+
+const SHARDS: usize = 16;
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn current_shard() -> usize {
+    SHARD.with(|s| s.get())
+}
+
+/// Marks the calling thread as a serving thread with a runtime of its own:
+/// upstream connections it opens are pooled for it alone.
+pub(super) fn set_shard(i: usize) {
+    SHARD.with(|s| s.set(i % SHARDS));
+}
+
+impl Pool {
+    fn idle(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.idle[current_shard()]
+    }
 }
 
 #[derive(Clone)]
@@ -84,7 +112,7 @@ impl Upstream {
         Upstream {
             pool: Arc::new(Pool {
                 authority,
-                idle: Mutex::new(VecDeque::new()),
+                idle: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
             }),
             timeout,
             latency,
@@ -179,7 +207,7 @@ impl Pool {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         loop {
-            let Idle { mut up, since } = self.idle.lock().ok()?.pop_back()?;
+            let Idle { mut up, since } = self.idle().lock().ok()?.pop_back()?;
             if since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
@@ -197,7 +225,7 @@ impl Pool {
     /// a quiet pool does not hold sockets the upstream has given up on.
     fn put(&self, up: Box<UpConn>) {
         let now = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle[up.shard].lock() {
             while idle.front().is_some_and(|i| now.duration_since(i.since) > IDLE_TIMEOUT) {
                 idle.pop_front();
             }
@@ -224,7 +252,11 @@ impl Pool {
     async fn connect(&self) -> Result<Box<UpConn>, ForwardError> {
         let io = self.dial().await?;
         let (tx, conn) = http1::handshake(io).await.map_err(ForwardError::Failed)?;
-        Ok(Box::new(UpConn { tx, conn }))
+        Ok(Box::new(UpConn {
+            tx,
+            conn,
+            shard: current_shard(),
+        }))
     }
 }
 

@@ -1,0 +1,236 @@
+//! Accepting and serving client connections.
+//!
+//! Two serving models share one accept loop. `run` serves one listener on
+//! the caller's runtime. `run_per_core` gives each listener (all bound to
+//! the same address with `SO_REUSEPORT`) a thread with a single-threaded
+//! runtime of its own: the kernel spreads connections over the listeners,
+//! and a connection, its requests and the upstream connections they use
+//! stay on one thread, with no work-stealing or cross-thread wake-ups.
+//! Everything shared between connections (holds, caches, the audit writer)
+//! is thread-safe and wakes waiters through channels that work across
+//! runtimes.
+
+use super::{forward, handler, tls, ConnInfo, Gateway, StartError};
+use crate::audit::Record;
+use crate::config::Config;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+/// What every accept loop shares.
+#[derive(Clone)]
+struct Serving {
+    gw: Arc<Gateway>,
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    slots: Arc<Semaphore>,
+    handshake_timeout: Duration,
+}
+
+impl Serving {
+    fn new(gw: Arc<Gateway>) -> Result<Self, StartError> {
+        let c = gw.config();
+        let tls = tls::server_config(&c.tls.cert, &c.tls.key, c.tls.client_ca.as_deref())?;
+        Ok(Serving {
+            acceptor: TlsAcceptor::from(tls),
+            builder: http_builder(&c),
+            slots: Arc::new(Semaphore::new(c.limits.max_connections)),
+            handshake_timeout: c.limits.tls_handshake_timeout,
+            gw: gw.clone(),
+        })
+    }
+}
+
+fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            gw.sweep();
+        }
+    })
+}
+
+/// The end of a serve: seal the audit trail after the drain, so the
+/// records of drained requests are covered by the checkpoint that ends it.
+async fn seal(gw: &Gateway) {
+    if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
+        tracing::error!(error = %e, "could not seal the audit trail at shutdown");
+    }
+}
+
+/// Serves TLS connections from `listener` until `shutdown` resolves, then
+/// stops accepting, tells `hold`-mode waiters to come back later, and
+/// drains in-flight requests (at most `drain` long).
+pub async fn run(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<(), StartError> {
+    let serving = Serving::new(gw.clone())?;
+    let graceful = GracefulShutdown::new();
+    let sweeper = spawn_sweeper(&gw);
+    accept_loop(&serving, listener, &graceful, shutdown).await;
+    // `send` would store nothing while no waiter is subscribed, and a
+    // waiter that subscribes later would then never hear of it.
+    gw.shutdown.send_replace(true);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+    sweeper.abort();
+    seal(&gw).await;
+    Ok(())
+}
+
+/// Like `run`, with one thread and single-threaded runtime per listener.
+/// The listeners share the connection limit; each thread drains its own
+/// connections at shutdown.
+pub async fn run_per_core(
+    gw: Arc<Gateway>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> Result<(), StartError> {
+    let serving = Serving::new(gw.clone())?;
+    let sweeper = spawn_sweeper(&gw);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut done = Vec::new();
+    for (i, std_listener) in listeners.into_iter().enumerate() {
+        let serving = serving.clone();
+        let mut stop = stop_rx.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        done.push(done_rx);
+        let spawned = std::thread::Builder::new()
+            .name(format!("stepgate-serve-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a serving runtime");
+                        return;
+                    }
+                };
+                forward::set_shard(i + 1);
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register a listener");
+                            return;
+                        }
+                    };
+                    let graceful = GracefulShutdown::new();
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    accept_loop(&serving, listener, &graceful, stopped).await;
+                    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+                        tracing::warn!("drain timed out; closing remaining connections");
+                    }
+                });
+                drop(done_tx);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a serving thread");
+        }
+    }
+    shutdown.await;
+    stop_tx.send_replace(true);
+    gw.shutdown.send_replace(true);
+    tracing::info!("shutting down: draining in-flight requests");
+    for d in done {
+        let _ = d.await;
+    }
+    sweeper.abort();
+    seal(&gw).await;
+    Ok(())
+}
+
+async fn accept_loop(
+    s: &Serving,
+    listener: TcpListener,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        // Waiting for a slot before accepting applies back-pressure at the
+        // kernel's accept queue instead of accepting and dropping.
+        let permit = tokio::select! {
+            p = s.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = s.acceptor.clone();
+        let builder = s.builder.clone();
+        let gw = s.gw.clone();
+        let handshake_timeout = s.handshake_timeout;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let conn = ConnInfo { peer, client_cert };
+            let service = service_fn(move |req| handler::handle(gw.clone(), conn.clone(), req));
+            let io = TokioIo::new(tls);
+            let served = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(served).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+}
+
+fn http_builder(c: &Config) -> auto::Builder<TokioExecutor> {
+    let l = &c.limits;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout)
+        .max_buf_size(l.max_header_bytes.max(8192))
+        .max_headers(l.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_header_list_size(l.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_pending_accept_reset_streams(Some(50))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
