@@ -697,3 +697,34 @@ async fn hold_mode_request_that_starts_waiting_during_shutdown_is_told_to_retry(
     assert!(resp.header("retry-after").is_some());
     assert_eq!(up.requests().len(), 0);
 }
+
+/// Each serving thread has its own runtime: the waiter's connection and
+/// the completing connection land on different threads here (two
+/// listeners, one per thread), so the release must wake a waiter on
+/// another runtime and the upstream answer must reach it.
+#[tokio::test]
+async fn hold_mode_waiter_on_one_serving_thread_is_released_from_another() {
+    let up = Upstream::start().await;
+    let (gw, second) = Gateway::start_per_core(up.addr, DEFAULT_ROUTES, "").await;
+    let session = "sess-cross-thread";
+    let c = cookie(session);
+    let body = br#"{"amount":7,"payee":"acme"}"#;
+    let txn = txn_for("POST", "localhost", "/api/transfers", body);
+    let sid = gw.sid(session);
+    let headers = [("cookie", c.as_str()), ("content-type", "application/json")];
+    let waiter = send(&gw, "POST", "/api/transfers", &headers, body);
+    let completer = async {
+        let id = find_open_hold(&gw, &sid, &txn).await;
+        let token = gw.token(json!({"sid": sid, "txn": txn}));
+        let complete = json!({"method": "token", "token": token}).to_string();
+        let target = format!("/.stepup/holds/{id}/complete");
+        let h = [("cookie", c.as_str()), ("content-type", "application/json")];
+        raw(second, &gw.pki, &request("POST", &target, &h, complete.as_bytes())).await
+    };
+    let (waited, completed) = tokio::join!(waiter, completer);
+    assert_eq!(completed.status, 200, "{}", String::from_utf8_lossy(&completed.body));
+    assert_eq!(completed.json()["status"], "released");
+    assert_eq!(waited.status, 200, "{}", String::from_utf8_lossy(&waited.body));
+    assert_eq!(waited.header("x-upstream"), Some("recorder"));
+    assert_eq!(up.requests().len(), 1, "forwarded exactly once");
+}

@@ -290,6 +290,25 @@ impl Gateway {
         extra: &str,
         clock: Arc<dyn stepgate::clock::Clock>,
     ) -> Gateway {
+        Self::start_inner(upstream, routes, extra, clock, false).await.0
+    }
+
+    /// Like [`Gateway::start`], served as `stepgate serve` does, by
+    /// `run_per_core`, here with two listeners on different ports so a test
+    /// chooses which serving thread a connection lands on: `addr` is the
+    /// first, the returned address the second.
+    pub async fn start_per_core(upstream: SocketAddr, routes: &str, extra: &str) -> (Gateway, SocketAddr) {
+        let (gw, second) = Self::start_inner(upstream, routes, extra, Arc::new(SystemClock), true).await;
+        (gw, second.expect("second listener"))
+    }
+
+    async fn start_inner(
+        upstream: SocketAddr,
+        routes: &str,
+        extra: &str,
+        clock: Arc<dyn stepgate::clock::Clock>,
+        per_core: bool,
+    ) -> (Gateway, Option<SocketAddr>) {
         let dir = std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pki = Pki::new();
@@ -324,8 +343,13 @@ routes:
 {routes}"
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
-        let Launched { addr, gw, stop, task } = launch(&dir.join("routes.yaml"), clock).await;
-        Gateway {
+        let (Launched { addr, gw, stop, task }, second) = if per_core {
+            let (l, second) = launch_per_core(&dir.join("routes.yaml"), clock).await;
+            (l, Some(second))
+        } else {
+            (launch(&dir.join("routes.yaml"), clock).await, None)
+        };
+        let gw = Gateway {
             addr,
             dir,
             pki,
@@ -333,7 +357,8 @@ routes:
             gw,
             stop: Some(stop),
             task: Some(task),
-        }
+        };
+        (gw, second)
     }
 
     pub async fn default(upstream: SocketAddr) -> Gateway {
@@ -410,6 +435,38 @@ pub async fn launch(config: &std::path::Path, clock: Arc<dyn stepgate::clock::Cl
         }
     });
     Launched { addr, gw, stop, task }
+}
+
+/// Like [`launch`], by `run_per_core` with two listeners (two serving
+/// threads, each with its own runtime); returns the second's address too.
+pub async fn launch_per_core(
+    config: &std::path::Path,
+    clock: Arc<dyn stepgate::clock::Clock>,
+) -> (Launched, SocketAddr) {
+    let cfg = stepgate::config::load(config).unwrap_or_else(|e| panic!("config: {e}"));
+    let gw = stepgate::proxy::Gateway::load(cfg, clock).expect("gateway");
+    let listeners: Vec<_> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        })
+        .collect();
+    let addr = listeners[0].local_addr().expect("addr");
+    let second = listeners[1].local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            stepgate::proxy::run_per_core(gw, listeners, shutdown, Duration::from_secs(5))
+                .await
+                .expect("run");
+        }
+    });
+    (Launched { addr, gw, stop, task }, second)
 }
 
 // ----------------------------------------------------------------- clients
