@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod stepup_kit;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -15,10 +16,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use stepgate::clock::SystemClock;
+use stepup_kit::{enroll, now_secs, pyotp_now};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -26,13 +27,6 @@ use tokio::sync::oneshot;
 const SPIFFE: &str = "spiffe://example.org/agent/payments";
 const CAROL_KEY: &str = "carol-treasury-api-key-0123456789";
 const DAVE_KEY: &str = "dave-treasury-api-key-9876543210";
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stepgate-identity-{tag}-{}", stepgate::ids::random_token()));
@@ -611,51 +605,28 @@ fn token_proof(gw: &Gateway, ch: &Value, sub: &str) -> Value {
     json!({"method": "token", "token": token})
 }
 
-/// Enrolls `user` for TOTP with the real binary and returns the secret.
-fn enroll_totp(gw: &Gateway, user: &str) -> String {
-    let config = gw.dir.join("routes.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
-        .args(["enroll", "totp", user, "--config"])
-        .arg(&config)
-        .output()
-        .expect("run stepgate enroll");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let uri = stdout
-        .lines()
-        .find(|l| l.starts_with("otpauth://"))
-        .unwrap_or_else(|| panic!("no otpauth URI in {stdout}"));
-    let secret = uri
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("secret="))
-        .expect("secret parameter")
-        .to_owned();
-    let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
-        .args(["enroll", "totp", user, "--config"])
-        .arg(&config)
-        .args(["--confirm", &totp_code(&secret)])
-        .output()
-        .expect("run stepgate enroll --confirm");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    secret
-}
+/// On a hold whose session names `owner`, a token proof for `other` is
+/// refused and releases nothing; the owner's own proof then releases the
+/// request once, asserted as `owner`.
+async fn only_the_owner_completes(
+    up: &Upstream,
+    gw: &Gateway,
+    session: &[(&str, &str)],
+    ch: &Value,
+    owner: &str,
+    other: &str,
+) {
+    let resp = complete(gw, session, ch, token_proof(gw, ch, other)).await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "invalid_proof");
+    assert_eq!(up.requests().len(), 0);
 
-/// The current code from an implementation we did not write.
-fn totp_code(secret: &str) -> String {
-    totp_code_at(secret, 0)
-}
-
-/// The code `offset` seconds from now. The gateway accepts one step of
-/// skew, and the code that confirmed the enrollment is spent, so a step-up
-/// right after enrolling uses the next step's code.
-fn totp_code_at(secret: &str, offset: u64) -> String {
-    let script = "import pyotp, sys, time; print(pyotp.TOTP(sys.argv[1]).at(time.time() + int(sys.argv[2])))";
-    let out = Command::new("python3")
-        .args(["-c", script, secret, &offset.to_string()])
-        .output()
-        .expect("python3 with pyotp (pip install -r tests/interop/requirements.txt)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    let resp = complete(gw, session, ch, token_proof(gw, ch, owner)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let claims = verify_assertion(gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["sub"], owner);
 }
 
 #[tokio::test]
@@ -663,10 +634,10 @@ async fn es256_bearer_identity_refuses_a_totp_step_up_by_anyone_else() {
     let up = Upstream::start().await;
     let idp = Idp::new();
     let gw = Gateway::start(up.addr, PERSON_ROUTE, &identity_config(&idp.jwks_path, None)).await;
-    let bob = enroll_totp(&gw, "bob");
-    let alice = enroll_totp(&gw, "alice");
+    let bob = enroll(&gw.dir, "bob");
+    let alice = enroll(&gw.dir, "alice");
 
-    let bob_code = totp_code_at(&bob, 30);
+    let bob_code = pyotp_now(&bob);
     let bearer = format!("Bearer {}", idp.jwt(Idp::claims("alice")));
     let session = [("authorization", bearer.as_str())];
     let ch = challenge(&gw, &session).await;
@@ -678,7 +649,7 @@ async fn es256_bearer_identity_refuses_a_totp_step_up_by_anyone_else() {
     assert!(resp.json()["attempts_left"].is_number());
     assert_eq!(up.requests().len(), 0, "bob's code does not release alice's request");
 
-    let by_alice = json!({"method": "totp", "user": "alice", "code": totp_code_at(&alice, 30)});
+    let by_alice = json!({"method": "totp", "user": "alice", "code": pyotp_now(&alice)});
     let resp = complete(&gw, &session, &ch, by_alice).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     let seen = up.requests();
@@ -709,17 +680,7 @@ async fn es256_bearer_identity_also_binds_token_proofs() {
     let session = [("authorization", bearer.as_str())];
     let ch = challenge(&gw, &session).await;
 
-    let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "bob")).await;
-    assert_eq!(resp.status, 401);
-    assert_eq!(resp.error_code(), "invalid_proof");
-    assert_eq!(up.requests().len(), 0);
-
-    let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "alice")).await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
-    let seen = up.requests();
-    assert_eq!(seen.len(), 1);
-    let claims = verify_assertion(&gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
-    assert_eq!(claims["sub"], "alice");
+    only_the_owner_completes(&up, &gw, &session, &ch, "alice", "bob").await;
 }
 
 #[tokio::test]
@@ -846,17 +807,7 @@ async fn rs256_cookie_identity_refuses_another_prover_and_names_the_owner() {
     let ch = challenge(&gw, &session).await;
     assert_eq!(ch["sid"], gw.sid("opaque-legacy-session"));
 
-    let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "bob")).await;
-    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
-    assert_eq!(resp.error_code(), "invalid_proof");
-    assert_eq!(up.requests().len(), 0);
-
-    let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "alice")).await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
-    let seen = up.requests();
-    assert_eq!(seen.len(), 1);
-    let claims = verify_assertion(&gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
-    assert_eq!(claims["sub"], "alice");
+    only_the_owner_completes(&up, &gw, &session, &ch, "alice", "bob").await;
 }
 
 // ------------------------------------------------ JWT identity + approvals
