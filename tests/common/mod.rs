@@ -418,23 +418,9 @@ pub struct Launched {
 
 /// Loads `config` as `stepgate serve` would and runs it on 127.0.0.1:0.
 pub async fn launch(config: &std::path::Path, clock: Arc<dyn stepgate::clock::Clock>) -> Launched {
-    let cfg = stepgate::config::load(config).unwrap_or_else(|e| panic!("config: {e}"));
-    let gw = stepgate::proxy::Gateway::load(cfg, clock).expect("gateway");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let gw = gw.clone();
-        async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            stepgate::proxy::run(gw, listener, shutdown, Duration::from_secs(5))
-                .await
-                .expect("run");
-        }
-    });
-    Launched { addr, gw, stop, task }
+    serve(config, clock, addr, Listeners::One(listener))
 }
 
 /// Like [`launch`], by `run_per_core` with two listeners (two serving
@@ -443,8 +429,6 @@ pub async fn launch_per_core(
     config: &std::path::Path,
     clock: Arc<dyn stepgate::clock::Clock>,
 ) -> (Launched, SocketAddr) {
-    let cfg = stepgate::config::load(config).unwrap_or_else(|e| panic!("config: {e}"));
-    let gw = stepgate::proxy::Gateway::load(cfg, clock).expect("gateway");
     let listeners: Vec<_> = (0..2)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -454,6 +438,24 @@ pub async fn launch_per_core(
         .collect();
     let addr = listeners[0].local_addr().expect("addr");
     let second = listeners[1].local_addr().expect("addr");
+    (serve(config, clock, addr, Listeners::PerCore(listeners)), second)
+}
+
+enum Listeners {
+    One(TcpListener),
+    PerCore(Vec<std::net::TcpListener>),
+}
+
+/// The part [`launch`] and [`launch_per_core`] share: load, then serve
+/// until `stop` is sent or dropped.
+fn serve(
+    config: &std::path::Path,
+    clock: Arc<dyn stepgate::clock::Clock>,
+    addr: SocketAddr,
+    listeners: Listeners,
+) -> Launched {
+    let cfg = stepgate::config::load(config).unwrap_or_else(|e| panic!("config: {e}"));
+    let gw = stepgate::proxy::Gateway::load(cfg, clock).expect("gateway");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn({
         let gw = gw.clone();
@@ -461,12 +463,15 @@ pub async fn launch_per_core(
             let shutdown = async {
                 let _ = stopped.await;
             };
-            stepgate::proxy::run_per_core(gw, listeners, shutdown, Duration::from_secs(5))
-                .await
-                .expect("run");
+            let drain = Duration::from_secs(5);
+            match listeners {
+                Listeners::One(l) => stepgate::proxy::run(gw, l, shutdown, drain).await,
+                Listeners::PerCore(ls) => stepgate::proxy::run_per_core(gw, ls, shutdown, drain).await,
+            }
+            .expect("run");
         }
     });
-    (Launched { addr, gw, stop, task }, second)
+    Launched { addr, gw, stop, task }
 }
 
 // ----------------------------------------------------------------- clients
