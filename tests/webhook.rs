@@ -51,11 +51,13 @@ const FIELDS: [&str; 11] = [
     "at",
 ];
 
-async fn gateway(webhook: &str, bob: &ApproverKey) -> (Upstream, Arc<Gateway>) {
+/// A gateway notifying `webhook`, with one approver, bob (treasury).
+async fn gateway(webhook: &str) -> (Upstream, Arc<Gateway>, ApproverKey) {
     let up = Upstream::start().await;
+    let bob = ApproverKey::new("bob");
     let stepup = [approvers_line(&[bob.yaml(&["treasury"], false)])];
     let gw = Gateway::start(up.addr, ROUTES, &extra(&stepup, &notify_yaml(webhook))).await;
-    (up, Arc::new(gw))
+    (up, Arc::new(gw), bob)
 }
 
 fn post(path: &str, cookie: &str, body: &serde_json::Value) -> Vec<u8> {
@@ -79,8 +81,7 @@ fn s(v: &serde_json::Value) -> String {
 #[tokio::test]
 async fn pending_then_released_events_describe_the_hold_without_body_or_secrets() {
     let hook = Hook::start(HookMode::Ok).await;
-    let bob = ApproverKey::new("bob");
-    let (up, gw) = gateway(&hook.url(), &bob).await;
+    let (up, gw, bob) = gateway(&hook.url()).await;
     let session = "hook-session-secret-9f2";
     let body = json!({
         "amount": 2500, "payee": "ACME Corp",
@@ -141,8 +142,7 @@ async fn pending_then_released_events_describe_the_hold_without_body_or_secrets(
 #[tokio::test]
 async fn denied_and_expired_holds_are_announced() {
     let hook = Hook::start(HookMode::Ok).await;
-    let bob = ApproverKey::new("bob");
-    let (up, gw) = gateway(&hook.url(), &bob).await;
+    let (up, gw, bob) = gateway(&hook.url()).await;
 
     let resp = raw(gw.addr, &gw.pki, &post("/api/wires", "SESSIONID=d", &json!({"a": 1}))).await;
     assert_eq!(resp.status, 401);
@@ -202,8 +202,7 @@ async fn denied_and_expired_holds_are_announced() {
 /// A full hold-mode approval with the webhook at `url`: it must complete
 /// whatever the receiver does.
 async fn approval_completes_despite(url: &str) -> (Upstream, Arc<Gateway>, String) {
-    let bob = ApproverKey::new("bob");
-    let (up, gw) = gateway(url, &bob).await;
+    let (up, gw, bob) = gateway(url).await;
     let client = waiter(
         &gw,
         post("/api/transfers", "SESSIONID=w", &json!({"amount": 1, "payee": "p"})),
