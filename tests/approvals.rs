@@ -353,13 +353,7 @@ async fn whoever_stepped_up_with_totp_cannot_also_be_the_approver() {
     // TOTP first, then the same person tries to approve.
     let ch = held(&gw, "/admin/vendors", cookie, &json!({"name": "Shell Co"})).await;
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
-    let r = complete(
-        &gw,
-        cookie,
-        &hold,
-        json!({"method": "totp", "user": "carol", "code": pyotp_now(&carol)}),
-    )
-    .await;
+    let r = complete_totp(&gw, cookie, &hold, "carol", &pyotp_now(&carol)).await;
     assert_eq!(r.status, 202, "{}", body_text(&r));
     let r = approve(&gw, &a.carol, &hold, &txn).await;
     assert_eq!(r.status, 403, "{}", body_text(&r));
@@ -380,13 +374,7 @@ async fn an_approver_cannot_then_step_up_for_the_hold_they_approved() {
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
     let r = approve(&gw, &a.carol, &hold, &txn).await;
     assert_eq!(r.status, 200, "{}", body_text(&r));
-    let r = complete(
-        &gw,
-        cookie,
-        &hold,
-        json!({"method": "totp", "user": "carol", "code": pyotp_now(&carol)}),
-    )
-    .await;
+    let r = complete_totp(&gw, cookie, &hold, "carol", &pyotp_now(&carol)).await;
     assert_eq!(
         r.status,
         403,
@@ -401,13 +389,7 @@ async fn an_approver_cannot_then_step_up_for_the_hold_they_approved() {
     );
 
     // Someone else stepping up completes it, with carol's approval intact.
-    let r = complete(
-        &gw,
-        cookie,
-        &hold,
-        json!({"method": "totp", "user": "alice", "code": pyotp_now(&alice)}),
-    )
-    .await;
+    let r = complete_totp(&gw, cookie, &hold, "alice", &pyotp_now(&alice)).await;
     assert_eq!(r.status, 200, "{}", body_text(&r));
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
@@ -621,13 +603,7 @@ async fn totp_and_one_approval_combine_on_one_route() {
     assert_eq!(ch["approvals"], 1);
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
     let code = pyotp_now(&alice);
-    let r = complete(
-        &gw,
-        cookie,
-        &hold,
-        json!({"method": "totp", "user": "alice", "code": code}),
-    )
-    .await;
+    let r = complete_totp(&gw, cookie, &hold, "alice", &code).await;
     assert_eq!(r.status, 202, "{}", body_text(&r));
     assert_eq!(r.json()["missing"], json!(["approvals:1"]));
     assert_eq!(up.requests().len(), 0);
@@ -642,13 +618,7 @@ async fn totp_and_one_approval_combine_on_one_route() {
     let r = complete(&gw, cookie, &hold, json!({})).await;
     assert_eq!(r.status, 202, "an approval alone is not enough: {}", body_text(&r));
     let code = pyotp_now(&mallory);
-    let r = complete(
-        &gw,
-        cookie,
-        &hold,
-        json!({"method": "totp", "user": "mallory", "code": code}),
-    )
-    .await;
+    let r = complete_totp(&gw, cookie, &hold, "mallory", &code).await;
     assert_eq!(r.status, 200, "{}", body_text(&r));
 
     let seen = up.requests();

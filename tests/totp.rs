@@ -52,10 +52,6 @@ fn hold_id(ch: &serde_json::Value) -> String {
     ch["hold_id"].as_str().expect("hold id").to_owned()
 }
 
-async fn totp(gw: &Gateway, hold: &str, user: &str, code: &str) -> RawResponse {
-    complete(gw, COOKIE, hold, json!({"method": "totp", "user": user, "code": code})).await
-}
-
 #[tokio::test]
 async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private() {
     let up = Upstream::start().await;
@@ -89,7 +85,7 @@ async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private(
 
     // A pending credential is not a credential.
     let ch = hold_on(&gw, "/admin/users/bob/delete", &[], b"{}").await;
-    let resp = totp(&gw, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
     assert_eq!(resp.status, 401, "{}", body_text(&resp));
     assert_eq!(resp.error_code(), "invalid_proof");
 
@@ -102,7 +98,7 @@ async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private(
     );
     let text = std::fs::read_to_string(&users).expect("users");
     assert!(text.contains("confirmed: false"), "{text}");
-    let resp = totp(&gw, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
     assert_eq!(
         resp.error_code(),
         "invalid_proof",
@@ -125,12 +121,12 @@ async fn cli_enrollment_is_inactive_until_confirmed_and_keeps_the_store_private(
 
     // The confirm code has been seen: it cannot also step up.
     let ch = hold_on(&gw, "/admin/users/dave/delete", &[], b"{}").await;
-    let resp = totp(&gw, &hold_id(&ch), "alice", &code).await;
+    let resp = complete_totp(&gw, COOKIE, &hold_id(&ch), "alice", &code).await;
     assert_eq!(resp.error_code(), "invalid_proof", "the confirm code is spent");
 
     // And now the same enrollment works for a step-up.
     let ch = hold_on(&gw, "/admin/users/carol/delete", &[], b"{}").await;
-    let resp = totp(&gw, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold_id(&ch), "alice", &pyotp_now(&otp.secret)).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
     assert_eq!(up.count("/admin/users/carol/delete"), 1);
     assert_eq!(up.count("/admin/users/bob/delete"), 0);
@@ -147,7 +143,7 @@ async fn a_totp_proof_releases_the_hold_once_with_an_otp_assertion() {
     let hold = hold_id(&ch);
     assert_eq!(up.requests().len(), 0, "held, not forwarded");
 
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&secret)).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
     assert_eq!(
         resp.header("x-upstream"),
@@ -169,7 +165,7 @@ async fn a_totp_proof_releases_the_hold_once_with_an_otp_assertion() {
     assert_eq!(claims["act"], "user.delete");
     assert_eq!(claims["sid"], gw.sid("totp-session-1"));
 
-    let again = totp(&gw, &hold, "alice", &pyotp_now(&secret)).await;
+    let again = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&secret)).await;
     assert_eq!(again.status, 409);
     assert_eq!(again.error_code(), "already_released");
     assert_eq!(up.requests().len(), 1, "forwarded exactly once");
@@ -184,16 +180,16 @@ async fn wrong_codes_count_down_and_then_deny_for_good() {
     let hold = hold_id(&ch);
 
     for left in [4, 3, 2, 1] {
-        let resp = totp(&gw, &hold, "alice", &wrong_code(&secret)).await;
+        let resp = complete_totp(&gw, COOKIE, &hold, "alice", &wrong_code(&secret)).await;
         assert_eq!(resp.status, 401, "{}", body_text(&resp));
         assert_eq!(resp.error_code(), "invalid_proof");
         assert_eq!(resp.json()["attempts_left"], left);
     }
-    let resp = totp(&gw, &hold, "alice", &wrong_code(&secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &wrong_code(&secret)).await;
     assert_eq!(resp.status, 403, "{}", body_text(&resp));
     assert_eq!(resp.error_code(), "step_up_denied");
 
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&secret)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&secret)).await;
     assert_eq!(resp.status, 403, "a denied hold stays denied: {}", body_text(&resp));
     assert_eq!(resp.error_code(), "step_up_denied");
     let status = get(&gw, &format!("/.stepup/holds/{hold}"), &[("cookie", COOKIE)]).await;
@@ -210,9 +206,9 @@ async fn a_code_is_accepted_once_per_user_even_across_holds_and_races() {
     let first = hold_id(&hold_on(&gw, "/admin/users/u1/delete", &[], b"{}").await);
     let second = hold_id(&hold_on(&gw, "/admin/users/u2/delete", &[], b"{}").await);
     let code = pyotp_now(&secret);
-    let resp = totp(&gw, &first, "alice", &code).await;
+    let resp = complete_totp(&gw, COOKIE, &first, "alice", &code).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
-    let resp = totp(&gw, &second, "alice", &code).await;
+    let resp = complete_totp(&gw, COOKIE, &second, "alice", &code).await;
     assert_eq!(resp.status, 401, "a replayed code: {}", body_text(&resp));
     assert_eq!(resp.error_code(), "invalid_proof");
     assert_eq!(up.count("/admin/users/u1/"), 1);
@@ -224,7 +220,10 @@ async fn a_code_is_accepted_once_per_user_even_across_holds_and_races() {
     let a = hold_id(&hold_on(&gw, "/admin/users/r1/delete", &[], b"{}").await);
     let b = hold_id(&hold_on(&gw, "/admin/users/r2/delete", &[], b"{}").await);
     let code = pyotp_now(&bob);
-    let (ra, rb) = tokio::join!(totp(&gw, &a, "bob", &code), totp(&gw, &b, "bob", &code));
+    let (ra, rb) = tokio::join!(
+        complete_totp(&gw, COOKIE, &a, "bob", &code),
+        complete_totp(&gw, COOKIE, &b, "bob", &code)
+    );
     let mut statuses = [ra.status, rb.status];
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 401], "{} / {}", body_text(&ra), body_text(&rb));
@@ -251,14 +250,14 @@ async fn a_code_one_step_old_is_accepted_but_not_two_steps() {
         "codes collide across steps (one in ~10^5 runs); rerun"
     );
 
-    let resp = totp(&gw, &hold, "alice", &two_ago).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &two_ago).await;
     assert_eq!(resp.status, 401, "two steps old: {}", body_text(&resp));
     assert_eq!(resp.json()["attempts_left"], 4);
-    let resp = totp(&gw, &hold, "alice", &two_ahead).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &two_ahead).await;
     assert_eq!(resp.status, 401, "two steps ahead: {}", body_text(&resp));
     assert_eq!(up.requests().len(), 0);
 
-    let resp = totp(&gw, &hold, "alice", &one_ago).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &one_ago).await;
     assert_eq!(
         resp.status,
         200,
@@ -281,7 +280,7 @@ async fn a_known_session_identity_must_be_the_one_who_steps_up() {
 
     let ch = hold_on(&gw, "/admin/users/eve/delete", &[("x-remote-user", "bob")], b"{}").await;
     let hold = hold_id(&ch);
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&alice)).await;
     assert_eq!(
         resp.status,
         401,
@@ -291,7 +290,7 @@ async fn a_known_session_identity_must_be_the_one_who_steps_up() {
     assert_eq!(resp.error_code(), "invalid_proof");
     assert_eq!(up.requests().len(), 0);
 
-    let resp = totp(&gw, &hold, "bob", &pyotp_now(&bob)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "bob", &pyotp_now(&bob)).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
     let seen = up.requests();
     assert_eq!(seen.len(), 1);
@@ -327,7 +326,7 @@ async fn an_ambiguous_identity_header_is_refused_not_ignored() {
         let resp = raw(gw.addr, &gw.pki, &request("POST", "/admin/users/x/delete", &h, b"{}")).await;
         if resp.status == 401 && resp.error_code() == "step_up_required" {
             let hold = hold_id(&resp.json());
-            let r = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+            let r = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&alice)).await;
             assert_ne!(r.status, 200, "alice stepped up for {headers:?}");
         }
         assert_eq!(resp.status, 400, "{headers:?}: {}", body_text(&resp));
@@ -344,7 +343,7 @@ async fn an_identity_header_from_an_untrusted_peer_is_stripped_and_ignored() {
     let alice = enroll(&gw.dir, "alice");
 
     let ch = hold_on(&gw, "/admin/users/eve/delete", &[("x-remote-user", "bob")], b"{}").await;
-    let resp = totp(&gw, &hold_id(&ch), "alice", &pyotp_now(&alice)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold_id(&ch), "alice", &pyotp_now(&alice)).await;
     assert_eq!(
         resp.status,
         200,
@@ -389,24 +388,24 @@ async fn route_users_and_groups_restrict_who_may_step_up() {
     // can refuse it), bob may.
     let ch = hold_on(&gw, "/admin/payroll", &[], b"{}").await;
     let hold = hold_id(&ch);
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&alice)).await;
     assert_eq!(resp.status, 401, "alice is not listed: {}", body_text(&resp));
     assert_eq!(resp.error_code(), "invalid_proof");
     assert_eq!(up.count("/admin/payroll"), 0);
-    let resp = totp(&gw, &hold, "bob", &pyotp_now(&bob)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "bob", &pyotp_now(&bob)).await;
     assert_eq!(resp.status, 200, "{}", body_text(&resp));
     assert_eq!(up.count("/admin/payroll"), 1);
 
     // groups: [admins], and alice is in no group yet.
     let ch = hold_on(&gw, "/admin/config", &[], br#"{"mode":"strict"}"#).await;
     let hold = hold_id(&ch);
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&alice)).await;
     assert_eq!(resp.status, 401, "{}", body_text(&resp));
     assert_eq!(resp.error_code(), "invalid_proof");
     assert_eq!(up.count("/admin/config"), 0);
 
     set_groups(&gw.dir, "alice", &["admins"]);
-    let resp = totp(&gw, &hold, "alice", &pyotp_now(&alice)).await;
+    let resp = complete_totp(&gw, COOKIE, &hold, "alice", &pyotp_now(&alice)).await;
     assert_eq!(resp.status, 200, "alice is an admin now: {}", body_text(&resp));
     assert_eq!(up.count("/admin/config"), 1);
     let r = up

@@ -308,6 +308,17 @@ pub async fn complete(gw: &Gateway, cookie: &str, hold: &str, body: serde_json::
     .await
 }
 
+/// Completes `hold` with a TOTP proof: `user`'s `code`.
+pub async fn complete_totp(gw: &Gateway, cookie: &str, hold: &str, user: &str, code: &str) -> RawResponse {
+    complete(
+        gw,
+        cookie,
+        hold,
+        serde_json::json!({"method": "totp", "user": user, "code": code}),
+    )
+    .await
+}
+
 pub async fn queue(gw: &Gateway, who: &ApproverKey) -> RawResponse {
     let auth = who.bearer();
     get(gw, "/.stepup/holds", &[("authorization", auth.as_str())]).await
