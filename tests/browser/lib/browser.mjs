@@ -57,6 +57,16 @@ export async function newContext(browser, options = {}) {
   return ctx;
 }
 
+/// A requester's page and an approver's page in two separate contexts, so
+/// they share no cookies; both contexts are handed to `track` to be closed.
+export async function requesterAndApprover(browser, track) {
+  const requesterCtx = await newContext(browser);
+  const approverCtx = await newContext(browser);
+  track(requesterCtx);
+  track(approverCtx);
+  return { req: await requesterCtx.newPage(), approver: await approverCtx.newPage() };
+}
+
 /// The DevTools virtual authenticator: a software stand-in for a platform
 /// authenticator (CTAP2, internal transport, resident keys) that performs
 /// user verification, attached to `page`'s tab.

@@ -7,17 +7,12 @@
 
 import assert from "node:assert/strict";
 import { verifyAssertion, txnOf } from "../lib/assertion.mjs";
-import { newContext } from "../lib/browser.mjs";
+import { requesterAndApprover } from "../lib/browser.mjs";
 import { executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
 import { totp } from "../lib/totp.mjs";
 
 export default async function ({ demo, browser, track, log }) {
-  const requesterCtx = await newContext(browser);
-  const approverCtx = await newContext(browser);
-  track(requesterCtx);
-  track(approverCtx);
-  const req = await requesterCtx.newPage();
-  const bob = await approverCtx.newPage();
+  const { req, approver: bob } = await requesterAndApprover(browser, track);
 
   // The requester sends 25,000.
   await signIn(req, demo);

@@ -7,16 +7,11 @@
 
 import assert from "node:assert/strict";
 import { verifyAssertion } from "../lib/assertion.mjs";
-import { addAuthenticator, newContext } from "../lib/browser.mjs";
+import { addAuthenticator, requesterAndApprover } from "../lib/browser.mjs";
 import { enrollPasskey, executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
 
 export default async function ({ demo, browser, track, log }) {
-  const requesterCtx = await newContext(browser);
-  const approverCtx = await newContext(browser);
-  track(requesterCtx);
-  track(approverCtx);
-  const req = await requesterCtx.newPage();
-  const bob = await approverCtx.newPage();
+  const { req, approver: bob } = await requesterAndApprover(browser, track);
   const bobKey = await addAuthenticator(bob);
   await enrollPasskey(bob, demo, "bob");
 
