@@ -239,21 +239,13 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     .await;
     assert_eq!(done.status, 200, "{}", body_text(&done));
 
-    let form = |path: &str, headers: Vec<(&str, &str)>, body: String| {
-        let mut h = vec![FORM];
-        h.extend(headers);
-        request("POST", path, &h, body.as_bytes())
-    };
     let enc = |v: &serde_json::Value| form_urlencoded::byte_serialize(v.to_string().as_bytes()).collect::<String>();
     let c = "SESSIONID=pages-passkey-payer";
-    let held = raw(
-        gw.addr,
-        &gw.pki,
-        &form(
-            "/api/transfers",
-            vec![HTML, ("cookie", c)],
-            "amount=70000&payee=Globex".into(),
-        ),
+    let held = post_form(
+        &gw,
+        "/api/transfers",
+        &[HTML, ("cookie", c)],
+        "amount=70000&payee=Globex",
     )
     .await;
     let hold = form_action(&page_text(&held), "/complete")
@@ -270,10 +262,10 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     assert_eq!(o.status, 200, "{}", body_text(&o));
     let signed_in = key.assert(&o.json());
     let login = |credential: &serde_json::Value| {
-        form(
+        form_request(
             "/.stepup/approver/login",
-            vec![HTML, ORIGIN],
-            format!("name=bob&method=webauthn&credential={}", enc(credential)),
+            &[HTML, ORIGIN],
+            &format!("name=bob&method=webauthn&credential={}", enc(credential)),
         )
     };
     let r = raw(gw.addr, &gw.pki, &login(&signed_in)).await;
@@ -289,10 +281,10 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     let txn = hidden(&review, "txn");
     let approve = format!("/.stepup/holds/{hold}/approve");
     let decide = |credential: &serde_json::Value| {
-        form(
+        form_request(
             &approve,
-            vec![HTML, ORIGIN, ("cookie", cookie.as_str())],
-            format!("txn={txn}&webauthn={}", enc(credential)),
+            &[HTML, ORIGIN, ("cookie", cookie.as_str())],
+            &format!("txn={txn}&webauthn={}", enc(credential)),
         )
     };
     // An assertion made for signing in is no decision.
@@ -322,14 +314,11 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     assert_eq!(r.status, 200, "{}", body_text(&r));
     assert!(page_text(&r).contains("role=\"status\">Approved."));
 
-    let done = raw(
-        gw.addr,
-        &gw.pki,
-        &form(
-            &format!("/.stepup/holds/{hold}/complete"),
-            vec![HTML, ("cookie", c)],
-            String::new(),
-        ),
+    let done = post_form(
+        &gw,
+        &format!("/.stepup/holds/{hold}/complete"),
+        &[HTML, ("cookie", c)],
+        "",
     )
     .await;
     assert_eq!(done.status, 200, "{}", body_text(&done));

@@ -189,13 +189,8 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     tokio::spawn(stepgate::demo::run(listener, Some(log.clone())));
     let gw = Gateway::start(console, ROUTES, "").await;
     let alice = enroll(&gw.dir, "alice");
-    let post = |path: &str, headers: Vec<(&str, &str)>, body: &str| {
-        let mut h = vec![FORM];
-        h.extend(headers);
-        request("POST", path, &h, body.as_bytes())
-    };
 
-    let login = raw(gw.addr, &gw.pki, &post("/login", vec![], "user=admin&password=x")).await;
+    let login = post_form(&gw, "/login", &[], "user=admin&password=x").await;
     assert_eq!(login.status, 303);
     let session = login
         .header("set-cookie")
@@ -205,12 +200,7 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
         .unwrap()
         .to_owned();
     let c = session.as_str();
-    let held = raw(
-        gw.addr,
-        &gw.pki,
-        &post("/admin/users/carol/delete", vec![HTML, ("cookie", c)], ""),
-    )
-    .await;
+    let held = post_form(&gw, "/admin/users/carol/delete", &[HTML, ("cookie", c)], "").await;
     assert_eq!(held.status, 401);
     let html = assert_page(&held);
     for shown in [
@@ -224,14 +214,11 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     let complete = form_action(&html, "/complete");
 
     let wrong = wrong_code(&alice);
-    let r = raw(
-        gw.addr,
-        &gw.pki,
-        &post(
-            &complete,
-            vec![HTML, ("cookie", c)],
-            &format!("method=totp&user=alice&code={wrong}"),
-        ),
+    let r = post_form(
+        &gw,
+        &complete,
+        &[HTML, ("cookie", c)],
+        &format!("method=totp&user=alice&code={wrong}"),
     )
     .await;
     assert_eq!(r.status, 401);
@@ -245,14 +232,11 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     assert!(!html.trim_start().starts_with('{'), "a page, not JSON");
 
     fresh_step(5).await;
-    let r = raw(
-        gw.addr,
-        &gw.pki,
-        &post(
-            &complete,
-            vec![HTML, ("cookie", c)],
-            &format!("method=totp&user=alice&code={}", pyotp_now(&alice)),
-        ),
+    let r = post_form(
+        &gw,
+        &complete,
+        &[HTML, ("cookie", c)],
+        &format!("method=totp&user=alice&code={}", pyotp_now(&alice)),
     )
     .await;
     assert_eq!(r.status, 303, "the console's own redirect: {}", body_text(&r));

@@ -71,9 +71,7 @@ impl Setup {
     }
 
     pub async fn form(&self, path: &str, headers: &[(&str, &str)], body: &str) -> RawResponse {
-        let mut h = vec![FORM];
-        h.extend_from_slice(headers);
-        raw(self.gw.addr, &self.gw.pki, &request("POST", path, &h, body.as_bytes())).await
+        post_form(&self.gw, path, headers, body).await
     }
 
     /// Signs bob in on the approval page; returns the cookie pair.
@@ -95,6 +93,17 @@ impl Setup {
         assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
         set.split(';').next().unwrap().to_owned()
     }
+}
+
+/// A form `POST` as a browser sends it (`headers` besides the content type).
+pub fn form_request(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut h = vec![FORM];
+    h.extend_from_slice(headers);
+    request("POST", path, &h, body.as_bytes())
+}
+
+pub async fn post_form(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &str) -> RawResponse {
+    raw(gw.addr, &gw.pki, &form_request(path, headers, body)).await
 }
 
 pub fn page_text(r: &RawResponse) -> String {
