@@ -165,6 +165,46 @@ pub fn fact(label: &str, value_html: &str) -> String {
     format!("<div><dt>{}</dt><dd>{value_html}</dd></div>\n", escape(label))
 }
 
+/// The check code row, which the requester and the approver compare.
+pub fn check_code_fact(meta: &crate::hold::HoldMeta) -> String {
+    fact(
+        "Check code",
+        &format!("<code class=\"check\">{}</code>", short_code(meta.txn.as_str())),
+    )
+}
+
+/// The rows that say what a hold is, for the requester's and the
+/// approver's page alike; `requester` only where someone else reads it.
+pub fn hold_facts(b: &mut String, meta: &crate::hold::HoldMeta, requester: Option<&str>) {
+    b.push_str(&fact("Action", &escape(&meta.action)));
+    b.push_str(&fact(
+        "Request",
+        &format!(
+            "<code>{} {}</code>",
+            escape(meta.method.as_str()),
+            escape(&meta.path_and_query)
+        ),
+    ));
+    if let Some(r) = requester {
+        b.push_str(&fact("Requester", &escape(r)));
+    }
+    for (label, value) in &meta.display {
+        b.push_str(&fact(label, &escape(value)));
+    }
+    b.push_str(&check_code_fact(meta));
+}
+
+/// A refusal shown above a form.
+pub fn alert(b: &mut String, text: Option<&str>) {
+    if let Some(t) = text {
+        b.push_str(&format!("<div class=\"alert\" role=\"alert\">{}</div>\n", escape(t)));
+    }
+}
+
+/// The six-digit authenticator code field of every form that takes one.
+pub const CODE_FIELD: &str = "<div class=\"field\"><label for=\"code\">Authenticator code</label>\
+     <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\" autocomplete=\"one-time-code\" required></div>\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The approvers' pages: sign-in, the list of holds waiting for them, one
 //! hold as they review it, and the outcome of their decision.
 
-use super::{escape, fact, short_code, Page};
+use super::{check_code_fact, escape, fact, hold_facts, short_code, Page, CODE_FIELD};
 use crate::body::Body;
 use crate::hold::{HoldMeta, HoldState};
 use http::{Response, StatusCode};
@@ -14,9 +14,7 @@ pub fn signin(prefix: &str, webauthn: bool, name: &str, alert: Option<&str>, sta
     let mut p = Page::new("Approver sign-in");
     let b = &mut p.body;
     b.push_str("<h1>Approver sign-in</h1>\n<p class=\"lead\">Sign in to review the requests that are waiting for your approval.</p>\n");
-    if let Some(a) = alert {
-        let _ = writeln!(b, "<div class=\"alert\" role=\"alert\">{}</div>", escape(a));
-    }
+    super::alert(b, alert);
     let _ = writeln!(
         b,
         "<form id=\"signin\" class=\"stack\" method=\"post\" action=\"{action}\" data-options=\"{options}\">\n\
@@ -34,11 +32,10 @@ pub fn signin(prefix: &str, webauthn: bool, name: &str, alert: Option<&str>, sta
         );
     }
     let class = if webauthn { "secondary" } else { "primary" };
+    b.push_str(CODE_FIELD);
     let _ = writeln!(
         b,
-        "<div class=\"field\"><label for=\"code\">Authenticator code</label>\
-         <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" autocomplete=\"one-time-code\" required></div>\n\
-         <button type=\"submit\" class=\"{class}\">Sign in with code</button>\n</form>"
+        "<button type=\"submit\" class=\"{class}\">Sign in with code</button>\n</form>"
     );
     p.respond(status)
 }
@@ -131,27 +128,9 @@ pub fn detail(
     let b = &mut p.body;
     signed_in_bar(b, prefix, name);
     b.push_str("<h1>Review this request</h1>\n<p class=\"lead\">Check that this is what the requester told you about. Compare the check code with theirs.</p>\n");
-    if let Some(a) = alert {
-        let _ = writeln!(b, "<div class=\"alert\" role=\"alert\">{}</div>", escape(a));
-    }
+    super::alert(b, alert);
     b.push_str("<dl class=\"facts\">\n");
-    b.push_str(&fact("Action", &escape(&meta.action)));
-    b.push_str(&fact(
-        "Request",
-        &format!(
-            "<code>{} {}</code>",
-            escape(meta.method.as_str()),
-            escape(&meta.path_and_query)
-        ),
-    ));
-    b.push_str(&fact("Requester", &escape(&super::requester(meta))));
-    for (label, value) in &meta.display {
-        b.push_str(&fact(label, &escape(value)));
-    }
-    b.push_str(&fact(
-        "Check code",
-        &format!("<code class=\"check\">{}</code>", short_code(meta.txn.as_str())),
-    ));
+    hold_facts(b, meta, Some(&super::requester(meta)));
     b.push_str(&fact(
         "Approvals",
         &format!("{} of {}", state.approvals.len(), state.requirements.approvals),
@@ -168,10 +147,7 @@ pub fn detail(
         txn = escape(meta.txn.as_str()),
     );
     if proofs.code {
-        b.push_str(
-            "<div class=\"field\"><label for=\"code\">Authenticator code</label>\
-             <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\" autocomplete=\"one-time-code\" required></div>\n",
-        );
+        b.push_str(CODE_FIELD);
     }
     b.push_str(
         "<div class=\"field\"><label for=\"comment\">Comment</label>\
@@ -224,10 +200,7 @@ pub fn decided(prefix: &str, name: &str, approved: bool, meta: &HoldMeta, state:
         "<p class=\"status ok\" role=\"status\">{}</p>\n<dl class=\"facts\">{}{}</dl>\n<p><a class=\"button secondary\" href=\"{}\">Back to pending approvals</a></p>",
         escape(&text),
         fact("Action", &escape(&meta.action)),
-        fact(
-            "Check code",
-            &format!("<code class=\"check\">{}</code>", short_code(meta.txn.as_str()))
-        ),
+        check_code_fact(meta),
         escape(&format!("{prefix}holds")),
     );
     p.respond(StatusCode::OK)

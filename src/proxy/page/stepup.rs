@@ -4,7 +4,7 @@
 //! works without JavaScript; the passkey and the live approval status need
 //! the shared script.
 
-use super::{escape, fact, people, short_code, Page};
+use super::{escape, fact, hold_facts, people, Page, CODE_FIELD};
 use crate::body::Body;
 use crate::hold::{HoldMeta, HoldState};
 use crate::policy::ProofMethod;
@@ -48,26 +48,9 @@ pub fn render(v: &View, status: StatusCode) -> Response<Body> {
     let b = &mut p.body;
     b.push_str("<h1>Confirm this action</h1>\n");
     b.push_str("<p class=\"lead\">This action needs you to confirm it is really you before it goes ahead.</p>\n");
-    if let Some(alert) = &v.alert {
-        let _ = writeln!(b, "<div class=\"alert\" role=\"alert\">{}</div>", escape(alert));
-    }
+    super::alert(b, v.alert.as_deref());
     b.push_str("<dl class=\"facts\">\n");
-    b.push_str(&fact("Action", &escape(&meta.action)));
-    b.push_str(&fact(
-        "Request",
-        &format!(
-            "<code>{} {}</code>",
-            escape(meta.method.as_str()),
-            escape(&meta.path_and_query)
-        ),
-    ));
-    for (label, value) in &meta.display {
-        b.push_str(&fact(label, &escape(value)));
-    }
-    b.push_str(&fact(
-        "Check code",
-        &format!("<code class=\"check\">{}</code>", short_code(meta.txn.as_str())),
-    ));
+    hold_facts(b, meta, None);
     b.push_str(&fact(
         "Time left",
         &format!(
@@ -128,11 +111,10 @@ fn proof_form(b: &mut String, v: &View, complete: &str, passkey: bool, code: boo
     }
     if code {
         let class = if passkey { "secondary" } else { "primary" };
+        b.push_str(CODE_FIELD);
         let _ = writeln!(
             b,
-            "<div class=\"field\"><label for=\"code\">Authenticator code</label>\
-             <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" autocomplete=\"one-time-code\" required></div>\n\
-             <button type=\"submit\" class=\"{class}\">Confirm with code</button>"
+            "<button type=\"submit\" class=\"{class}\">Confirm with code</button>"
         );
     }
     let _ = writeln!(
