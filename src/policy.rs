@@ -105,6 +105,12 @@ impl Requirements {
         self.approvers.is_empty() || self.approvers.iter().any(|g| groups.contains(g))
     }
 
+    /// Whether an approver in `groups` has a say in a hold with these
+    /// requirements: it needs approvals, and from a group of theirs.
+    pub fn wants_approval_from(&self, groups: &[String]) -> bool {
+        self.approvals > 0 && self.allows_approver(groups)
+    }
+
     /// Space-separated method list for the `WWW-Authenticate` challenge.
     pub fn methods_joined(&self) -> String {
         let names: Vec<&str> = self.methods.iter().map(|m| m.as_str()).collect();

@@ -109,7 +109,7 @@ fn status(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Resp
     let approver = approvals::approver(gw, parts).ok_or(Reject::UnknownHold)?;
     let hold = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
     let (meta, state) = gw.holds.get(&hold).ok_or(Reject::UnknownHold)?;
-    if state.requirements.approvals == 0 || !state.requirements.allows_approver(&approver.groups) {
+    if !state.requirements.wants_approval_from(&approver.groups) {
         return Err(Reject::UnknownHold);
     }
     if html {

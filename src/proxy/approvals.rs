@@ -158,7 +158,7 @@ pub(super) fn decidable(
 ) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
     let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
     let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
-    if state.requirements.approvals == 0 || !state.requirements.allows_approver(&a.groups) {
+    if !state.requirements.wants_approval_from(&a.groups) {
         return Err(Reject::Forbidden);
     }
     let same_session = caller_sid(gw, conn, parts).is_some_and(|sid| sid == meta.sid);
