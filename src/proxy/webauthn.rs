@@ -10,10 +10,12 @@ use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{approvals, proofs, ConnInfo, Gateway};
 use crate::body::Body;
+use crate::hold::HoldState;
 use crate::policy::ProofMethod;
 use crate::stepup::webauthn::PublicKeyCredential;
 use http::request::Parts;
 use http::{Response, StatusCode};
+use std::time::SystemTime;
 
 /// Whether `v` has the shape of an assertion; anything else is a malformed
 /// proof (400), not a failed one, and spends no attempt.
@@ -28,6 +30,15 @@ fn query(parts: &Parts, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Options are only worth issuing for a hold a proof can still complete.
+fn still_open(state: &HoldState, now: SystemTime) -> Result<(), Reject> {
+    closed(state.phase)?;
+    if now > state.deadline {
+        return Err(Reject::HoldExpired);
+    }
+    Ok(())
+}
+
 pub(super) fn options(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Response<Body>, Reject> {
     if passkey::relying_party(gw).is_none() {
         return Err(Reject::NotFound);
@@ -36,10 +47,7 @@ pub(super) fn options(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) ->
     if query(parts, "as").as_deref() == Some("approver") {
         let a = approvals::approver(gw, parts).ok_or(Reject::Forbidden)?;
         let (meta, state) = approvals::decidable(gw, conn, parts, &a, id)?;
-        closed(state.phase)?;
-        if now > state.deadline {
-            return Err(Reject::HoldExpired);
-        }
+        still_open(&state, now)?;
         let key = ChallengeKey::ApproverDecision {
             hold: meta.id.clone(),
             approver: a.name.clone(),
@@ -48,10 +56,7 @@ pub(super) fn options(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) ->
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let (meta, state) = own_hold(gw, conn, parts, id)?;
-    closed(state.phase)?;
-    if now > state.deadline {
-        return Err(Reject::HoldExpired);
-    }
+    still_open(&state, now)?;
     if !state.requirements.accepts(ProofMethod::Webauthn) {
         return Err(Reject::BadRequest("this proof method is not accepted for this action"));
     }
