@@ -179,11 +179,7 @@ fn json_text(v: Option<serde_json::Value>) -> Option<serde_json::Value> {
 }
 
 pub(super) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofBody, Reject> {
-    let form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = super::display::is_form(&parts.headers);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(ProofBody::default());
     }

@@ -58,7 +58,9 @@ fn clip(mut s: String) -> String {
     s
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+/// An `application/x-www-form-urlencoded` body, as the gateway reads its
+/// own forms and display fields.
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

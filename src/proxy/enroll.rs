@@ -37,12 +37,7 @@ struct EnrollBody {
 
 async fn read(parts: &Parts, body: Body) -> Result<EnrollBody, Reject> {
     let bytes = buffer(body, MAX_ENROLL_BODY).await?;
-    let form = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
+    if !super::display::is_form(&parts.headers) {
         return serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed enrollment request"));
     }
     let mut b = EnrollBody::default();

@@ -32,11 +32,7 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 /// navigation or a plain HTML form), so refusals are shown as a page and
 /// not as JSON.
 pub fn from_page(headers: &HeaderMap) -> bool {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    form || wants_html(headers)
+    super::display::is_form(headers) || wants_html(headers)
 }
 
 pub fn escape(s: &str) -> String {
