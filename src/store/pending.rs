@@ -44,14 +44,10 @@ impl<K: PartialEq, V> Pending<K, V> {
     /// entries, then the oldest of all.
     pub fn insert(&self, challenge: Vec<u8>, key: K, value: V, expires: u64, now: u64) {
         let mut e = self.lock();
-        let mine: Vec<usize> = e
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| x.key == key)
-            .map(|(i, _)| i)
-            .collect();
-        if mine.len() >= self.per_key {
-            e.remove(mine[0]);
+        if e.iter().filter(|x| x.key == key).count() >= self.per_key {
+            if let Some(oldest) = e.iter().position(|x| x.key == key) {
+                e.remove(oldest);
+            }
         }
         if e.len() >= self.max {
             e.retain(|x| x.expires > now);
