@@ -12,28 +12,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, Method};
-use p256::ecdsa::SigningKey;
-use serde_json::json;
 
 use stepgate::assertion::{AssertionFacts, AssertionSigner};
 use stepgate::hold::{Event, HoldEngine, HoldMeta, HoldState, Parked, Proof, Transition};
 use stepgate::ids::{HoldId, Sid, Txn};
-use stepgate::jose::{jwk, jws, Jwks};
+use stepgate::jose::jws;
 use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use stepgate::policy::{HoldMode, ProofMethod, Requirements};
 use stepgate::route::canonical::canonicalize;
 use stepgate::route::MatchRequest;
-use stepgate::stepup::token::{Binding, TokenIssuer, TokenVerifier};
 use stepgate::stepup::totp;
 
-const NOW: u64 = 1_800_000_000;
+#[path = "support/jose.rs"]
+mod jose_fixture;
+use jose_fixture::{key, NOW};
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_slice(&[seed; 32]).unwrap()
 }
 
 fn canonical(c: &mut Criterion) {
@@ -182,18 +177,8 @@ fn condition_eval(c: &mut Criterion) {
 
 fn facts() -> AssertionFacts {
     AssertionFacts {
-        sub: "alice".into(),
-        sid: "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5".into(),
-        act: "user.delete".into(),
-        route: "delete-user".into(),
-        txn: "dHhuZGlnZXN0dHhuZGlnZXN0dHhuZGlnZXN0dHhuZGln".into(),
-        htm: "POST".into(),
-        htu: "https://app.example/admin/users/42/delete".into(),
-        amr: vec!["otp".into()],
-        acr: "stepup".into(),
-        auth_time: NOW - 5,
         hold: Some(HoldId::random().as_str().to_owned()),
-        ..AssertionFacts::default()
+        ..jose_fixture::assertion_facts()
     }
 }
 
@@ -240,28 +225,11 @@ fn assertion(c: &mut Criterion) {
 }
 
 fn token_verify(c: &mut Criterion) {
-    let k = key(3);
-    let public = *k.verifying_key();
-    let kid = jwk::thumbprint(&public);
-    let verifier = TokenVerifier::new(vec![TokenIssuer {
-        issuer: "https://idp.example".into(),
-        audience: "stepgate".into(),
-        keys: Jwks::from_keys([public]),
-    }]);
-    let token = jws::mint_es256(
-        &k,
-        &kid,
-        json!({
-            "iss": "https://idp.example", "aud": "stepgate", "iat": NOW - 10, "exp": NOW + 110,
-            "jti": "jti-0123456789", "sub": "alice", "sid": "sid-1", "txn": "txn-1",
-            "amr": ["otp"], "acr": "stepup",
-        }),
-    );
-    let binding = Binding {
-        sid: "sid-1",
-        txn: "txn-1",
-        hold: None,
-    };
+    let jose_fixture::TokenCheck {
+        verifier,
+        token,
+        binding,
+    } = jose_fixture::token_check(&key(3));
     verifier.verify(&token, &binding, at(NOW)).unwrap();
     c.bench_function("token/verify", |b| {
         b.iter(|| verifier.verify(black_box(&token), &binding, at(NOW)).unwrap())

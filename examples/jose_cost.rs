@@ -13,13 +13,12 @@
 use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};
 
-use p256::ecdsa::SigningKey;
-use serde_json::json;
-use stepgate::assertion::{AssertionFacts, AssertionSigner};
-use stepgate::jose::{jwk, jws, Jwks};
-use stepgate::stepup::token::{Binding, TokenIssuer, TokenVerifier};
+use stepgate::assertion::AssertionSigner;
+use stepgate::jose::jws;
 
-const NOW: u64 = 1_800_000_000;
+#[path = "../benches/support/jose.rs"]
+mod jose_fixture;
+use jose_fixture::{key, NOW};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -27,9 +26,8 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let now = UNIX_EPOCH + Duration::from_secs(NOW);
 
-    let key = SigningKey::from_slice(&[7; 32]).expect("fixed key");
+    let key = key(7);
     let public = *key.verifying_key();
-    let kid = jwk::thumbprint(&public);
     let signer = AssertionSigner::new(
         key.clone(),
         vec![],
@@ -38,39 +36,13 @@ fn main() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let facts = AssertionFacts {
-        sub: "alice".into(),
-        sid: "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5".into(),
-        act: "user.delete".into(),
-        route: "delete-user".into(),
-        txn: "dHhuZGlnZXN0dHhuZGlnZXN0dHhuZGlnZXN0dHhuZGln".into(),
-        htm: "POST".into(),
-        htu: "https://app.example/admin/users/42/delete".into(),
-        amr: vec!["otp".into()],
-        acr: "stepup".into(),
-        auth_time: NOW - 5,
-        ..AssertionFacts::default()
-    };
+    let facts = jose_fixture::assertion_facts();
     let assertion = signer.sign(&facts, now).unwrap().token;
-    let verifier = TokenVerifier::new(vec![TokenIssuer {
-        issuer: "https://idp.example".into(),
-        audience: "stepgate".into(),
-        keys: Jwks::from_keys([public]),
-    }]);
-    let token = jws::mint_es256(
-        &key,
-        &kid,
-        json!({
-            "iss": "https://idp.example", "aud": "stepgate", "iat": NOW - 10, "exp": NOW + 110,
-            "jti": "jti-0123456789", "sub": "alice", "sid": "sid-1", "txn": "txn-1",
-            "amr": ["otp"], "acr": "stepup",
-        }),
-    );
-    let binding = Binding {
-        sid: "sid-1",
-        txn: "txn-1",
-        hold: None,
-    };
+    let jose_fixture::TokenCheck {
+        verifier,
+        token,
+        binding,
+    } = jose_fixture::token_check(&key);
 
     for _ in 0..n {
         match op.as_str() {
