@@ -30,79 +30,21 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18180}
 SG_PORT=${SG_PORT:-18543}
 NGX_PORT=${NGX_PORT:-18544}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/../lib.sh"
+# Under valgrind a server takes longer to stop (and to start).
+STOP_WAIT=100
+bench_init callgrind
 BASELINE="$ROOT/benches/callgrind/baseline.txt"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d /tmp/stepgate-callgrind.XXXXXX)
-PIDS=()
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[callgrind] %s\n' "$*" >&2; }
-
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v nginx >/dev/null || need+=(nginx)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
-fi
+need_tools valgrind:valgrind nginx:nginx h2load:nghttp2-client curl:curl
 
 if [[ -z ${STEPGATE:-} ]]; then
-    log "building stepgate (release)"
-    (cd "$ROOT" && cargo build --release --bin stepgate)
+    cargo_release --bin stepgate
     STEPGATE="$TARGET_DIR/release/stepgate"
 fi
 
-wait_port() {
-    for _ in $(seq 1 600); do
-        ss -Hltn "sport = :$1" | grep -q . && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1 after 60 s" >&2
-    return 1
-}
-
-# ------------------------------------------------------------------ upstream
-mkdir -p "$WORK/upstream"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/upstream/1k"
-chmod 755 "$WORK" "$WORK/upstream"
-chmod 644 "$WORK/upstream/1k"
-cat >"$WORK/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 600s;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        root $WORK/upstream;
-        location / { default_type application/octet-stream; try_files /1k =404; }
-    }
-}
-EOF
-nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" &
-PIDS+=($!)
-wait_port "$UPSTREAM_PORT"
+start_static_upstream "$UPSTREAM_PORT"
 
 # The same configuration as the load comparison: a sensitive route and a
 # deny route the workload misses.
@@ -135,7 +77,7 @@ measure() {
     valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no "$@" 2>"$WORK/server.log" &
     pid=$!
     PIDS+=("$pid")
-    wait_port "$port"
+    wait_port "$port" 600
     # Warm-up: the upstream connection, lazily built state, first-use paths.
     h2load --h1 -n 20 -c 1 "$URL" >/dev/null
     h2load -n 20 -c 1 -m 10 "$URL" >/dev/null
@@ -185,36 +127,8 @@ done
 # The reference: nginx as the same TLS proxy (the load comparison's
 # settings, one process, same certificate), same workloads.
 if [[ -n ${WITH_NGINX:-} ]]; then
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGX_PORT ssl http2;
-        ssl_certificate $WORK/gateway.pem;
-        ssl_certificate_key $WORK/gateway-key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }
-}
-EOF
+    nginx_proxy_conf "$WORK/nginx" "$NGX_PORT" "$UPSTREAM_PORT" "master_process off;
+worker_processes 1;"
     log "nginx reference"
     measure "$WORK/nginx.txt" "$NGX_PORT" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 fi

@@ -14,21 +14,17 @@ HOLDS=${HOLDS:-"1000 10000"}
 SAMPLES=${SAMPLES:-1000}
 BODY=${BODY:-200}
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/../lib.sh"
+bench_init holds
 OUT_DIR="$ROOT/benches/holds"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d /tmp/stepgate-holds.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-log() { printf '[holds] %s\n' "$*" >&2; }
 
 # Each waiting hold-mode request keeps a socket open in the bench and in the
 # gateway (a child, so it inherits this limit): take the hard limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log "open files limit: $(ulimit -n)"
 
-log "building stepgate and the bench (release)"
-(cd "$ROOT" && cargo build --release --bin stepgate --example hold_capacity)
+cargo_release --bin stepgate --example hold_capacity
 BENCH="$TARGET_DIR/release/examples/hold_capacity"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -41,93 +41,27 @@ if ((DURATION > 240)); then
     exit 2
 fi
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$(dirname "$0")/../lib.sh"
+bench_init load
 HERE="$ROOT/benches/load"
 # Where results go; point a quick look elsewhere to keep the committed ones.
 OUT=${OUT:-$HERE}
 mkdir -p "$OUT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d /tmp/stepgate-load.XXXXXX)
-PIDS=()
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Bounded wait: 5 s, then force.
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '[load] %s\n' "$*" >&2; }
-
-# ------------------------------------------------------------------ tools
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
-fi
+need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl python3:python3
 NGINX=$(command -v nginx)
+PORT_KNOBS=UPSTREAM_PORT/SG_PORT/NGX_PORT/ADMIN_PORT ports_free "$UPSTREAM_PORT" "$SG_PORT" "$NGX_PORT" "$ADMIN_PORT"
 
-for port in "$UPSTREAM_PORT" "$SG_PORT" "$NGX_PORT" "$ADMIN_PORT"; do
-    if ss -Hltn "sport = :$port" | grep -q .; then
-        echo "port $port is in use; set UPSTREAM_PORT/SG_PORT/NGX_PORT/ADMIN_PORT" >&2
-        exit 1
-    fi
-done
-
-log "building stepgate (release)"
-(cd "$ROOT" && cargo build --release --bin stepgate --example bench_tokens)
+cargo_release --bin stepgate --example bench_tokens
 STEPGATE="$TARGET_DIR/release/stepgate"
 TOKENS_BIN="$TARGET_DIR/release/examples/bench_tokens"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------ upstream
-# nginx answering from memory with one worker: it does far less per request
-# than either proxy (no TLS, no proxying), so it is not the bottleneck.
-# GET /static/1k is a 1 KiB file; POST /api/... a short JSON answer.
-mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/state"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/upstream/1k"
-# nginx workers drop root and run as nobody; they must be able to read it.
-chmod 755 "$WORK" "$WORK/upstream"
-chmod 644 "$WORK/upstream/1k"
-cat >"$WORK/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    open_file_cache max=16;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT reuseport;
-        root $WORK/upstream;
-        location /api/ { default_type application/json; return 200 '{"ok":true}'; }
-        location / { default_type application/octet-stream; try_files /1k =404; }
-    }
-}
-EOF
-"$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" &
-PIDS+=($!)
+mkdir -p "$WORK/state"
+start_static_upstream "$UPSTREAM_PORT"
 
 # ------------------------------------------------------------------ stepgate
 # First run generates the dev certificate (rcgen, ECDSA P-256) and the
@@ -165,56 +99,11 @@ EOF
 SG_PID=$!
 PIDS+=("$SG_PID")
 
-wait_port() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        ss -Hltn "sport = :$port" | grep -q . && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $port after 10 s" >&2
-    return 1
-}
-wait_port "$UPSTREAM_PORT"
 wait_port "$SG_PORT"
 
 # ------------------------------------------------------------------ nginx proxy
-# Matched to what stepgate does: TLS 1.2/1.3 with the same certificate,
-# h2 + http/1.1 by ALPN, HTTP/1.1 keep-alive pool to the upstream, no access
-# log (stepgate logs nothing per pass-through request). keepalive_requests
-# is raised because stepgate has no per-connection request cap; nginx's
-# default of 1000 would make it re-handshake during the keep-alive run.
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    upstream app {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 256;
-        keepalive_requests 10000000;
-    }
-    server {
-        listen 127.0.0.1:$NGX_PORT ssl http2;
-        ssl_certificate $WORK/gateway.pem;
-        ssl_certificate_key $WORK/gateway-key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }
-}
-EOF
+# The proxy settings are described at nginx_proxy_conf (benches/lib.sh).
+nginx_proxy_conf "$WORK/nginx" "$NGX_PORT" "$UPSTREAM_PORT" "worker_processes auto;"
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 NGX_PID=$!
 PIDS+=("$NGX_PID")
