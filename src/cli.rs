@@ -325,8 +325,13 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     }
     first_run_files(&config)?;
     // Serving happens on threads of its own (see `proxy::run_per_core`);
-    // this runtime runs the admin listener, reloads, signals and the sweeper.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // this runtime runs only the admin listener, reloads, signals and the
+    // sweeper, which one worker keeps up with (a worker per core here would
+    // sit idle next to the serving threads).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listen = config.listen;
         let admin = config.admin_listen;
