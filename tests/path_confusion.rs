@@ -247,6 +247,14 @@ fn table() -> Vec<Case> {
         case("mixed case prefix only", "POST", b"/Admin/Settings", CONSOLE),
         case("encoded upper-case letter", "GET", b"/%41DMIN/settings/mail", CONSOLE),
         case("upper case behind dot-dot", "GET", b"/x/../ADMIN/SETTINGS/", CONSOLE),
+        // --- case folding is the default: routes that never asked for it
+        case("default route, upper case", "POST", b"/ADMIN/USERS/bob/DELETE", DELETE_USER),
+        case("default route, mixed case", "DELETE", b"/Admin/Users/bob", DELETE_USER),
+        case("default route, encoded upper case", "POST", b"/%41dmin/users/bob/delete", DELETE_USER),
+        case("deny route, upper case", "GET", b"/ADMIN/SQL/run", Denied),
+        case("deny route, mixed case with params", "POST", b"/Admin;x/Sql", Denied),
+        case("method-scoped route, upper case", "DELETE", b"/API/Cache/all", PURGE),
+        case("host route, upper-case prefix", "GET", b"/TENANT/1", Held("tenant-admin")).host("admin.example"),
         // --- encoded unreserved characters are decoded before matching
         case("%61dmin", "POST", b"/%61dmin/users/bob/delete", DELETE_USER),
         case("every letter encoded", "POST", b"/%61%64%6d%69%6e/users/bob/%64elete", DELETE_USER),
@@ -445,29 +453,63 @@ async fn connection_header_cannot_remove_x_forwarded_for() {
     assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
 }
 
-/// Routes are case-sensitive unless they say `case_insensitive: true`, and
-/// the gateway never case-folds what it forwards. So a case-sensitive route
-/// in front of a case-insensitive upstream (IIS, some Spring setups) is
-/// bypassed by `/Admin/...`: that is the route author's choice to make, and
-/// this test pins that the upstream at least gets the path as matched.
+/// Routes fold case by default (SPEC §2): Express, ASP.NET and IIS run
+/// `/Admin/Users/...` as `/admin/users/...`. The gateway still forwards the
+/// path in the case it arrived with, and a route that opts out with
+/// `case_sensitive: true` lets other cases through, unchanged.
 #[tokio::test]
-async fn case_sensitive_route_lets_other_case_through_unchanged() {
-    let (up, gw) = start().await;
-    for (target, forwarded) in [
-        ("/Admin/users/bob/delete", "/Admin/users/bob/delete"),
-        ("/%41dmin/users/bob/delete", "/Admin/users/bob/delete"),
-    ] {
+async fn case_folds_by_default_and_the_forwarded_path_keeps_its_case() {
+    let up = Upstream::start().await;
+    let routes = format!(
+        "{DEFAULT_ROUTES}  - name: exact
+    action: exact
+    match: {{ path: /Exact/Only, case_sensitive: true }}
+    require: {{ methods: [token] }}
+    hold: {{ mode: challenge }}
+"
+    );
+    let gw = Gateway::start(up.addr, &routes, "").await;
+    let target = "/Admin/USERS/bob/delete";
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", target, &[("cookie", "SESSIONID=case")], b""),
+    )
+    .await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    let ch = resp.json();
+    assert_eq!(ch["route"], "delete-user");
+    assert!(up.requests().is_empty());
+    let token = gw.token(serde_json::json!({"sid": ch["sid"], "txn": ch["txn"]}));
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request(
+            "POST",
+            target,
+            &[("cookie", "SESSIONID=case"), ("x-stepup-token", &token)],
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, target, "forwarded in the case it was sent");
+    assert!(seen[0].header("x-stepup-assertion").is_some());
+
+    for (target, status) in [("/exact/only", 200), ("/EXACT/ONLY", 200), ("/Exact/Only", 401)] {
         let resp = raw(
             gw.addr,
             &gw.pki,
-            &request("POST", target, &[("cookie", "SESSIONID=case")], b""),
+            &request("GET", target, &[("cookie", "SESSIONID=case")], b""),
         )
         .await;
-        assert_eq!(resp.status, 200, "{target}");
-        let seen = up.requests();
-        assert_eq!(seen.last().map(|r| r.target.as_str()), Some(forwarded));
+        assert_eq!(resp.status, status, "{target}");
     }
-    assert_eq!(up.requests().len(), 2);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2].target, "/EXACT/ONLY");
 }
 
 async fn h2_send(

@@ -223,6 +223,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
             .as_ref()
             .and_then(|q| q.methods.as_ref())
             .is_some_and(|m| m.iter().any(|s| s == "webauthn"));
+        notes.extend(case_sensitive_note(&r.matcher, &at));
         let mut route = route(r, &at)?;
         if stepup.webauthn.is_none() {
             if let Some(note) = webauthn::withdraw(&mut route.require, &at, lists_webauthn)? {
@@ -410,6 +411,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         return problem(format!("{at}.name"), "must not be empty");
     }
     let m = r.matcher;
+    let case_insensitive = case_folding(&m, at)?;
     let (source, is_prefix) = match (m.path, m.prefix) {
         (Some(p), None) => (p, false),
         (None, Some(p)) => {
@@ -421,7 +423,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         (Some(_), Some(_)) => return problem(format!("{at}.match"), "set either path or prefix, not both"),
         (None, None) => return problem(format!("{at}.match"), "needs a path (regex) or a prefix"),
     };
-    let anchored = PathPattern::anchored(&source, is_prefix, m.case_insensitive);
+    let anchored = PathPattern::anchored(&source, is_prefix, case_insensitive);
     let field = if is_prefix { "prefix" } else { "path" };
     let regex = Regex::new(&anchored).or_else(|e| {
         problem(
@@ -590,7 +592,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         path: PathPattern {
             source,
             is_prefix,
-            case_insensitive: m.case_insensitive,
+            case_insensitive,
             regex,
         },
         query,
@@ -599,6 +601,38 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         require,
         hold,
     })
+}
+
+/// Whether a route folds case. Folding is the default (SPEC §2): Express,
+/// ASP.NET, IIS and many Spring setups route `/ADMIN/x` to `/admin/x`, so
+/// a case-sensitive default would fail open in front of them.
+fn case_folding(m: &super::raw::RawMatch, at: &str) -> Res<bool> {
+    match (m.case_sensitive, m.case_insensitive) {
+        (Some(a), Some(b)) if a == b => problem(
+            format!("{at}.match.case_sensitive"),
+            "contradicts case_insensitive; set only case_sensitive",
+        ),
+        (Some(sensitive), _) => Ok(!sensitive),
+        (None, Some(insensitive)) => Ok(insensitive),
+        (None, None) => Ok(true),
+    }
+}
+
+/// The warning `check` gives a route that opts out of case folding, located
+/// at the key that opted out.
+fn case_sensitive_note(m: &super::raw::RawMatch, at: &str) -> Option<Problem> {
+    let key = match (m.case_sensitive, m.case_insensitive) {
+        (Some(true), _) => "case_sensitive",
+        (None, Some(false)) => "case_insensitive",
+        _ => return None,
+    };
+    Some(Problem(
+        format!("{at}.match.{key}"),
+        "this route matches case-sensitively: an upstream that routes without regard to case \
+         (Express, ASP.NET, IIS, Spring) runs `/ADMIN/...` while the route does not match it; \
+         opt out only for an upstream known to be case-sensitive"
+            .into(),
+    ))
 }
 
 fn display_field(d: super::raw::RawDisplay, at: &str, captures: usize) -> Res<DisplayField> {

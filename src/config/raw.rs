@@ -218,8 +218,12 @@ pub struct RawMatch {
     pub path: Option<String>,
     #[serde(default)]
     pub prefix: Option<String>,
+    /// Opt out of case folding; `case_insensitive` is the older spelling
+    /// of the default and stays accepted.
     #[serde(default)]
-    pub case_insensitive: bool,
+    pub case_sensitive: Option<bool>,
+    #[serde(default)]
+    pub case_insensitive: Option<bool>,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     #[serde(default)]

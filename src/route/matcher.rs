@@ -252,10 +252,19 @@ impl PathPattern {
         if self.regex.as_str() == other.regex.as_str() {
             return true;
         }
+        // A folding pattern covers a case-sensitive one, never the reverse:
+        // the folding one also matches every other case of the same path.
         if self.case_insensitive == other.case_insensitive || self.case_insensitive {
             if other.is_prefix && self.is_prefix {
-                let mine = self.source.trim_end_matches('/');
-                let theirs = other.source.trim_end_matches('/');
+                let fold = |s: &str| {
+                    let s = s.trim_end_matches('/');
+                    if self.case_insensitive {
+                        s.to_lowercase()
+                    } else {
+                        s.to_owned()
+                    }
+                };
+                let (mine, theirs) = (fold(&self.source), fold(&other.source));
                 return theirs == mine || theirs.starts_with(&format!("{mine}/")) || mine.is_empty();
             }
             // A literal pattern denotes exactly one path: test it directly.

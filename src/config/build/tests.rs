@@ -115,3 +115,62 @@ fn duplicate_names_and_bad_methods_fail() {
     let text = with_routes("  - name: a\n    match: { path: /a }\n    require: { methods: [sms] }\n");
     assert!(err(&text).contains("unknown proof method `sms`"));
 }
+
+#[test]
+fn routes_fold_case_unless_they_opt_out_and_check_says_so() {
+    let text = with_routes(
+        "  - name: folded
+    match: { prefix: /Admin/SQL }
+  - name: old-spelling
+    match: { path: /a, case_insensitive: true }
+  - name: exact
+    match: { path: /b, case_sensitive: true }
+  - name: exact-old
+    match: { path: /c, case_insensitive: false }
+",
+    );
+    let c = from_str(&text, "routes.yaml").expect("valid");
+    let folds: Vec<bool> = c.routes.routes().iter().map(|r| r.path.case_insensitive).collect();
+    assert_eq!(folds, [true, true, false, false]);
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("routes.yaml:12:40:"), "{}", c.warnings[0]);
+    assert!(
+        c.warnings[0].contains("routes[2].match.case_sensitive: this route matches case-sensitively"),
+        "{}",
+        c.warnings[0]
+    );
+    assert!(
+        c.warnings[1].contains("routes[3].match.case_insensitive:"),
+        "{}",
+        c.warnings[1]
+    );
+    let text = with_routes("  - name: a\n    match: { path: /a, case_sensitive: true, case_insensitive: true }\n");
+    assert!(err(&text).contains("routes[0].match.case_sensitive: contradicts"));
+}
+
+#[test]
+fn case_folded_shadows_are_reported() {
+    let text = with_routes(
+        "  - name: all-admin
+    match: { prefix: /ADMIN }
+  - name: delete
+    match: { methods: [POST], path: /admin/delete }
+  - name: users
+    match: { prefix: /Admin/Users }
+  - name: exact
+    match: { prefix: /ops, case_sensitive: true }
+  - name: folded-under-exact
+    match: { prefix: /ops/x }
+  - name: exact-under-exact
+    match: { path: /ops/y, case_sensitive: true }
+",
+    );
+    let c = from_str(&text, "routes.yaml").expect("valid");
+    let shadows: Vec<&String> = c.warnings.iter().filter(|w| w.contains("shadowed")).collect();
+    assert_eq!(shadows.len(), 3, "{:?}", c.warnings);
+    assert!(shadows[0].contains("routes[1] `delete` is shadowed by routes[0] `all-admin`"));
+    assert!(shadows[1].contains("routes[2] `users` is shadowed by routes[0] `all-admin`"));
+    // A case-sensitive prefix cannot shadow a folding route (`/OPS/x` gets
+    // past it), but it does shadow a case-sensitive one.
+    assert!(shadows[2].contains("routes[5] `exact-under-exact` is shadowed by routes[3] `exact`"));
+}

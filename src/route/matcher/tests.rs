@@ -172,3 +172,26 @@ fn thousand_routes_still_find_the_first() {
     );
     assert_eq!(find(&c, &[Method::GET], "h", "/api/v1000/items/7", None, &h), None);
 }
+
+#[test]
+fn paths_fold_case_by_default_and_keep_it_when_asked() {
+    let c = table(
+        "  - name: exact
+    match: { path: /Exact/Path, case_sensitive: true }
+  - name: sql
+    match: { prefix: /admin/sql }
+  - name: transfers
+    match: { methods: [POST], path: /api/transfers }
+",
+    );
+    let h = HeaderMap::new();
+    let get = [Method::GET];
+    assert_eq!(find(&c, &get, "h", "/ADMIN/SQL/run", None, &h).as_deref(), Some("sql"));
+    assert_eq!(find(&c, &get, "h", "/admin/Sql", None, &h).as_deref(), Some("sql"));
+    assert_eq!(
+        find(&c, &[Method::POST], "h", "/API/Transfers", None, &h).as_deref(),
+        Some("transfers")
+    );
+    assert_eq!(find(&c, &get, "h", "/Exact/Path", None, &h).as_deref(), Some("exact"));
+    assert_eq!(find(&c, &get, "h", "/exact/path", None, &h), None);
+}
