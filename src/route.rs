@@ -2,6 +2,7 @@
 //! one form both the matcher and the upstream see; [`matcher`] finds the
 //! first route (in file order) that the request satisfies.
 
+pub mod authority;
 pub mod canonical;
 pub mod matcher;
 pub mod methods;

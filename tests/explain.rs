@@ -357,3 +357,21 @@ fn a_broken_config_exits_2_naming_the_place() {
     assert!(run.stderr.contains("routes.yaml:"), "{}", run.stderr);
     assert!(run.stderr.contains("routes[0].when"), "{}", run.stderr);
 }
+
+#[test]
+fn an_invalid_host_is_a_400_before_any_route() {
+    // The gateway refuses these (SPEC §2): nginx and Express read each as
+    // `admin.example`, so no `host:` route could be trusted to see them.
+    let dir = Dir::new();
+    for host in ["admin.example:abc", "admin.example:1:2", "admin.example,x", "a b"] {
+        let run = dir
+            .explain(&["GET", "/admin/sql/run", "-H", &format!("Host: {host}")])
+            .ok();
+        assert!(run.stdout.starts_with("400 bad_request"), "{host}: {}", run.stdout);
+        assert_eq!(run.field("route:"), None, "{host}");
+    }
+    let run = dir
+        .explain(&["GET", "/admin/sql/run", "-H", "Host: Admin.Example.:8443"])
+        .ok();
+    assert_eq!(run.field("route:").as_deref(), Some("no-raw-sql (action no-raw-sql)"));
+}

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 use stepgate::config::Config;
 use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
+use stepgate::route::authority;
 use stepgate::route::canonical::canonicalize;
 use stepgate::route::methods::{effective_methods, form_kind, form_methods};
 use stepgate::route::MatchRequest;
@@ -33,11 +34,6 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     let method =
         Method::from_bytes(r.method.as_bytes()).map_err(|_| bad(format!("`{}` is not an HTTP method", r.method)))?;
     let uri: http::Uri = r.url.parse().map_err(|_| bad(format!("`{}` is not a URL", r.url)))?;
-    let host = uri
-        .host()
-        .unwrap_or("localhost")
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
     let mut headers = HeaderMap::new();
     for h in r.headers {
         let (k, v) = h
@@ -60,6 +56,23 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         println!("400 bad_request: a header name contains `_` (refused before matching)");
         return Ok(());
     }
+    // The host as the gateway reads it: the URL's authority, else a `Host`
+    // header given with -H, else localhost.
+    let authority = match uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => match headers.get(http::header::HOST).map(|v| v.to_str()) {
+            Some(Ok(h)) => h.to_owned(),
+            Some(Err(_)) => String::new(),
+            None => "localhost".to_owned(),
+        },
+    };
+    let host = match authority::host_name(&authority) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("400 bad_request: invalid host `{authority}`: {e}");
+            return Ok(());
+        }
+    };
     let path = match canonicalize(uri.path()) {
         Ok(p) => p,
         Err(e) => {

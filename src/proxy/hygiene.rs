@@ -3,6 +3,7 @@
 //! replaced by the gateway's own value.
 
 use super::respond::Reject;
+use crate::route::authority;
 use crate::route::canonical::{canonicalize, CanonicalPath};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -95,28 +96,16 @@ pub fn target(parts: &Parts) -> Result<Target, Reject> {
         (None, Some(h)) => h,
         (None, None) => return Err(Reject::BadRequest("missing Host")),
     };
-    if host.is_empty() || host.contains('@') || !host.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Reject::BadRequest("invalid Host header"));
-    }
-    // `admin.example.` is the fully qualified `admin.example`: nginx and
-    // Django drop the dot before choosing a virtual host.
-    let host_name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
+    let host_name = authority::host_name(host).map_err(|e| {
+        tracing::debug!(error = %e, "refused Host");
+        Reject::BadRequest("invalid Host header")
+    })?;
     Ok(Target {
         path,
         query,
         host: host.to_owned(),
         host_name,
     })
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
 }
 
 /// CGI/WSGI upstreams fold `_` into `-`, so `X_StepUp_Assertion` would
