@@ -6,5 +6,6 @@ pub mod authority;
 pub mod canonical;
 pub mod matcher;
 pub mod methods;
+pub mod query;
 
 pub use matcher::{Lookup, MatchRequest, Route, RouteTable};

@@ -28,6 +28,11 @@ const EXTRA_ROUTES: &str = "
     match: { host: [admin.example], prefix: /tenant }
     require: { methods: [token] }
     hold: { mode: challenge }
+  - name: legacy-delete
+    action: legacy.delete
+    match: { methods: [GET], path: /legacy, query: { action: delete } }
+    require: { methods: [token] }
+    hold: { mode: challenge }
 ";
 
 async fn start() -> (Upstream, Gateway) {
@@ -98,6 +103,7 @@ fn action_of(route: &str) -> &'static str {
         "purge-cache" => "cache.purge",
         "export-keys" => "keys.export",
         "tenant-admin" => "tenant.admin",
+        "legacy-delete" => "legacy.delete",
         other => panic!("no action known for route {other}"),
     }
 }
@@ -197,6 +203,7 @@ use Expect::{Bad, Denied, Held, Unparsed};
 const DELETE_USER: Expect = Held("delete-user");
 const CONSOLE: Expect = Held("console");
 const PURGE: Expect = Held("purge-cache");
+const LEGACY: Expect = Held("legacy-delete");
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
@@ -362,6 +369,21 @@ fn table() -> Vec<Case> {
         // the GET handler (running it, dropping only the body).
         case("override to HEAD on a GET route", "POST", b"/admin/keys/export", Held("export-keys")).headers(&[("X-HTTP-Method-Override", "HEAD")]),
         case("_method=head on a GET route", "POST", b"/admin/keys/export?_method=head", Held("export-keys")),
+        // --- query predicates see every reading: Rack splits on `;` too
+        // (and drops spaces after it), ASP.NET folds names, and any copy of
+        // a repeated parameter may be the one the upstream reads
+        case("query: plain", "GET", b"/legacy?action=delete", LEGACY),
+        case("query: after a ;", "GET", b"/legacy?x=1;action=delete", LEGACY),
+        case("query: before a ;", "GET", b"/legacy?action=delete;x=1", LEGACY),
+        case("query: ; between two copies", "GET", b"/legacy?action=view;action=delete", LEGACY),
+        case("query: name in upper case", "GET", b"/legacy?ACTION=delete", LEGACY),
+        case("query: name in mixed case", "GET", b"/legacy?Action=delete", LEGACY),
+        case("query: encoded name", "GET", b"/legacy?%61ction=delete", LEGACY),
+        case("query: encoded upper-case name after ;", "GET", b"/legacy?x=1;%41ction=delete", LEGACY),
+        case("query: first copy", "GET", b"/legacy?action=delete&action=view", LEGACY),
+        case("query: last copy", "GET", b"/legacy?action=view&action=delete", LEGACY),
+        case("query: path in other case too", "GET", b"/LEGACY?Action=delete", LEGACY),
+        case("query: HEAD", "HEAD", b"/legacy?x;action=delete", LEGACY),
         // --- headers with underscores
         case("underscore assertion header", "GET", b"/public", Bad).headers(&[("X_StepUp_Assertion", "x")]),
         case("underscore on a sensitive route", "POST", b"/admin/users/bob/delete", Bad).headers(&[("X_Original_URL", "/public")]),
@@ -439,6 +461,8 @@ fn benign() -> Vec<Case> {
         case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
         case("multipart body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(b"--XyZ\r\ncontent-disposition: form-data; name=\"method\"\r\n\r\nDELETE\r\n--XyZ--\r\n"),
         case("JSON body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "application/json")]).body(br#"{"method":"DELETE"}"#),
+        case("query route, other value", "GET", b"/legacy?action=view;x=delete", To("/legacy?action=view;x=delete")),
+        case("query route, value in the name", "GET", b"/legacy?x=action%3Ddelete", To("/legacy?x=action%3Ddelete")),
         case("host route, other host", "GET", b"/tenant/1", To("/tenant/1")).host("other.example"),
         case("host with a port", "GET", b"/tenant/1", To("/tenant/1")).host("other.example:8443"),
         case("IPv4 host", "GET", b"/tenant/1", To("/tenant/1")).host("127.0.0.1:1"),

@@ -205,10 +205,12 @@ impl Route {
             return false;
         }
         for (name, re) in &self.query {
-            // Any value counts: the upstream may read the first or the last
+            // Any value under any reading counts: the upstream may split on
+            // `;`, fold the name's case, or read the first or the last
             // duplicate, so the gateway errs towards matching.
             let query = req.query.unwrap_or("");
-            let hit = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == name.as_str() && re.is_match(&v));
+            let fold = self.path.case_insensitive;
+            let hit = super::query::pairs(query).any(|(k, v)| super::query::name_is(&k, name, fold) && re.is_match(&v));
             if !hit {
                 return false;
             }
@@ -232,16 +234,17 @@ impl Route {
             || (!other.methods.is_empty() && other.methods.iter().all(|m| self.methods.contains(m)));
         let hosts =
             self.hosts.is_empty() || (!other.hosts.is_empty() && other.hosts.iter().all(|h| self.hosts.contains(h)));
-        let preds = self
-            .query
-            .iter()
-            .all(|(n, r)| other.query.iter().any(|(on, or)| on == n && or.as_str() == r.as_str()))
-            && self.headers.iter().all(|(n, r)| {
-                other
-                    .headers
-                    .iter()
-                    .any(|(on, or)| on == n && or.as_str() == r.as_str())
-            });
+        let preds = self.query.iter().all(|(n, r)| {
+            other
+                .query
+                .iter()
+                .any(|(on, or)| super::query::name_is(on, n, self.path.case_insensitive) && or.as_str() == r.as_str())
+        }) && self.headers.iter().all(|(n, r)| {
+            other
+                .headers
+                .iter()
+                .any(|(on, or)| on == n && or.as_str() == r.as_str())
+        });
         let caller = self.caller.is_none() || self.caller == other.caller;
         methods && hosts && preds && caller && self.path.covers(&other.path)
     }

@@ -195,3 +195,48 @@ fn paths_fold_case_by_default_and_keep_it_when_asked() {
     assert_eq!(find(&c, &get, "h", "/Exact/Path", None, &h).as_deref(), Some("exact"));
     assert_eq!(find(&c, &get, "h", "/exact/path", None, &h), None);
 }
+
+#[test]
+fn query_predicates_match_every_reading() {
+    let c = table(
+        "  - name: legacy-delete
+    match: { methods: [GET], path: /legacy, query: { action: delete } }
+  - name: exact
+    match: { path: /exact, query: { action: delete }, case_sensitive: true }
+",
+    );
+    let h = HeaderMap::new();
+    let get = [Method::GET];
+    for q in [
+        "action=delete",
+        "x=1;action=delete",
+        "action=delete;x=1",
+        "Action=delete",
+        "ACTION=delete&x=1",
+        "x=1; action=delete",
+        "action=view&action=delete",
+        "action=delete&action=view",
+        "x=1;action=view;action=delete",
+        "%61ction=delete",
+    ] {
+        assert_eq!(
+            find(&c, &get, "h", "/legacy", Some(q), &h).as_deref(),
+            Some("legacy-delete"),
+            "{q}"
+        );
+    }
+    for q in [
+        "action=view",
+        "x=action=delete",
+        "actions=delete",
+        "action=deleted",
+        "action%3Ddelete",
+    ] {
+        assert_eq!(find(&c, &get, "h", "/legacy", Some(q), &h), None, "{q}");
+    }
+    assert_eq!(
+        find(&c, &get, "h", "/exact", Some("x=1;action=delete"), &h).as_deref(),
+        Some("exact")
+    );
+    assert_eq!(find(&c, &get, "h", "/exact", Some("Action=delete"), &h), None);
+}
