@@ -362,7 +362,6 @@ fn hygiene(c: &mut Criterion) {
             browser_request_headers,
             |h| {
                 hygiene::check_header_names(h).unwrap();
-                black_box(hygiene::upgrade_protocol(h));
                 hygiene::strip_inbound(h, false, None);
                 hygiene::set_forwarded(h, peer, false, "app.example:8443");
             },

@@ -21,6 +21,7 @@ mod risk;
 mod serve;
 mod signin;
 pub mod tls;
+mod upgrade;
 mod webauthn;
 
 pub use crate::body::Body;

@@ -36,6 +36,8 @@ pub enum ForwardError {
     Failed(#[source] hyper::Error),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("upstream switched protocols on a request that asked for no upgrade")]
+    UnaskedUpgrade,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -167,6 +169,11 @@ impl Upstream {
                 .await
             };
             match result {
+                // Whatever follows on that connection is no longer HTTP we
+                // could pool or relay; it is dropped with `up`.
+                Ok(resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(ForwardError::UnaskedUpgrade)
+                }
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
                     let conn = (!conn_done).then_some(up);

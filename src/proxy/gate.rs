@@ -4,7 +4,7 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{display, hold_record, page, proofs, release, risk, Gateway};
+use super::{display, hold_record, page, proofs, release, risk, upgrade, Gateway};
 use crate::audit::Record;
 use crate::body::Body;
 use crate::clock::unix_secs;
@@ -31,21 +31,21 @@ pub struct Sensitive {
     /// Identity established by the connection (client certificate) or a
     /// verified identity JWT, before header-based identity.
     pub identity: Option<String>,
+    /// A WebSocket handshake: forwarded as one, and held on its own
+    /// connection, the only one that can carry the tunnel.
+    pub websocket: bool,
 }
 
-/// Forwards a request that needs no step-up, streaming both bodies. An
-/// HTTP/1.1 upgrade (WebSocket) is tunnelled once the upstream agrees.
+/// Forwards a request that needs no step-up, streaming both bodies. A
+/// WebSocket handshake goes upstream as one; the handler opens the tunnel
+/// if the upstream's 101 answers it.
 pub async fn pass_through(
     gw: &Arc<Gateway>,
     mut parts: Parts,
     body: Body,
     target: &Target,
-    upgrade: Option<HeaderValue>,
+    websocket: bool,
 ) -> Result<Response<Body>, Reject> {
-    let client_upgrade = match upgrade {
-        Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
-        None => None,
-    };
     parts.uri = match parts.uri.path_and_query() {
         // Already canonical: forward the parsed target as it is.
         Some(pq) if pq.path() == target.path.as_str() => http::Uri::from(pq.clone()),
@@ -54,37 +54,14 @@ pub async fn pass_through(
             .parse()
             .map_err(|_| Reject::BadRequest("invalid request target"))?,
     };
-    if let Some(proto) = upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto);
+    if websocket {
+        upgrade::restore(&mut parts.headers);
     }
-    let mut resp = gw
-        .live()
+    gw.live()
         .upstream
         .send(Request::from_parts(parts, body), &target.host)
         .await
-        .map_err(upstream_failed)?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client, upstream));
-        }
-    }
-    Ok(resp)
-}
-
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
-        tracing::debug!("upgrade did not complete");
-        return;
-    };
-    let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut u = hyper_util::rt::TokioIo::new(u);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
+        .map_err(upstream_failed)
 }
 
 pub(super) fn upstream_failed(e: super::forward::ForwardError) -> Reject {
@@ -95,9 +72,22 @@ pub(super) fn upstream_failed(e: super::forward::ForwardError) -> Reject {
 /// A request on a sensitive route: decide whether the risk calls for a
 /// step-up, bind it to the session and the exact bytes, accept a recent
 /// step-up (sudo window) or an up-front token, or park it.
-pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub async fn sensitive(
+    gw: &Arc<Gateway>,
+    ctx: Sensitive,
+    mut parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
     let route = ctx.route.clone();
+    // A WebSocket handshake waits on its own connection whatever the
+    // route's mode: only that connection can carry the tunnel, so a
+    // `complete` call could never receive it.
+    let mode = match route.hold.mode {
+        HoldMode::Shadow => HoldMode::Shadow,
+        _ if ctx.websocket => HoldMode::Hold,
+        m => m,
+    };
     let now = gw.clock.now();
     let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
     let value = session::session_value(&cfg.session, &parts.headers, cert)
@@ -106,10 +96,10 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
 
     // 1. Risk: a route with `when:` steps up only if a condition fires.
     let (body, risk) = match risk::assess(gw, &route, &ctx, &parts, sid.as_ref(), body, now).await? {
-        risk::Assessed::Pass(body) => return pass_through(gw, parts, body, &ctx.target, None).await,
+        risk::Assessed::Pass(body) => return pass_through(gw, parts, body, &ctx.target, ctx.websocket).await,
         risk::Assessed::StepUp { body, reasons } => (body, reasons),
     };
-    if route.hold.mode == HoldMode::Shadow {
+    if mode == HoldMode::Shadow {
         let record = Record {
             event: "shadow.would_hold",
             route: Some(route.name.clone()),
@@ -122,7 +112,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         .with("path", ctx.target.path.as_str())
         .with("request_id", ctx.request_id.clone());
         gw.audit(record).await?;
-        return pass_through(gw, parts, body, &ctx.target, None).await;
+        return pass_through(gw, parts, body, &ctx.target, ctx.websocket).await;
     }
     let (Some(value), Some(sid)) = (value, sid) else {
         return Err(Reject::NoSession);
@@ -161,7 +151,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         host: ctx.target.host.clone(),
         path: ctx.target.path.as_str().to_owned(),
         path_and_query,
-        mode: route.hold.mode,
+        mode,
         created: now,
         client_ip: ctx.client_ip,
         risk,
@@ -171,6 +161,10 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         request_id: ctx.request_id.clone(),
     };
     let browser = page::wants_html(&parts.headers);
+    if ctx.websocket {
+        // Released later, it is still the handshake it was.
+        upgrade::restore(&mut parts.headers);
+    }
     let parked = Parked::detached(parts.headers, bytes);
 
     // 3. A step-up this session made for this action moments ago (sudo mode).
@@ -211,9 +205,9 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
         route.require.clone(),
         now + route.hold.timeout,
         cfg.limits.max_attempts,
-        route.hold.mode == HoldMode::Hold,
+        mode == HoldMode::Hold,
     );
-    let (waiter, rx) = match route.hold.mode {
+    let (waiter, rx) = match mode {
         HoldMode::Hold => {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -228,7 +222,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
     // the audit record is written must take its hold with it too.
     let abandon = Abandon {
         gw: gw.clone(),
-        id: (route.hold.mode == HoldMode::Hold).then(|| meta.id.clone()),
+        id: (mode == HoldMode::Hold).then(|| meta.id.clone()),
     };
     tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
     let mut created = hold_record("hold.created", &meta)
@@ -252,7 +246,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Bo
             state = applied.state;
         }
     }
-    match (route.hold.mode, rx) {
+    match (mode, rx) {
         (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout, abandon).await,
         (HoldMode::Auto, _) if browser => {
             let view = page::stepup::View {

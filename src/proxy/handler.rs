@@ -2,7 +2,7 @@
 //! normalize → strip → match → decide → (forward | hold → release → forward).
 
 use super::respond::Reject;
-use super::{api, gate, hygiene, ConnInfo, Gateway};
+use super::{api, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};
 use crate::route::methods::{effective_methods, form_kind, form_methods};
 use crate::route::MatchRequest;
@@ -28,14 +28,18 @@ use std::sync::Arc;
 pub fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> {
     Box::pin(async move {
         let mut route = Cow::Borrowed(UNROUTED);
-        let resp = match serve(&gw, &conn, req, &mut route).await {
+        let websocket = upgrade::Client::take(&mut req);
+        let resp = match serve(&gw, &conn, req, websocket.is_some(), &mut route).await {
             Ok(resp) => resp,
             Err(reject) => reject.into_response(),
         };
+        // Whatever path produced it, a 101 opens a tunnel only for this
+        // client's own WebSocket handshake.
+        let resp = upgrade::deliver(resp, websocket);
         if route == UNROUTED {
             gw.metrics.unrouted_request(resp.status());
         } else {
@@ -50,6 +54,7 @@ async fn serve(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
     req: Request<Incoming>,
+    websocket: bool,
     route: &mut Cow<'static, str>,
 ) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
@@ -71,7 +76,6 @@ async fn serve(
     let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
     let token = parts.headers.get(&X_STEPUP_TOKEN).cloned();
     let request_id = request_id(&parts.headers);
-    let upgrade = hygiene::upgrade_protocol(&parts.headers);
 
     // 3. match, on the method as sent and on every override it carries.
     let mut methods = effective_methods(&parts.method, &parts.headers, target.query.as_deref());
@@ -108,7 +112,7 @@ async fn serve(
         *route = Cow::Owned(r.name.clone());
     }
     match governing {
-        None => gate::pass_through(gw, parts, body, &target, upgrade).await,
+        None => gate::pass_through(gw, parts, body, &target, websocket).await,
         Some(route) if route.deny => {
             tracing::info!(route = %route.name, path = %target.path.as_str(), "denied by route");
             Err(Reject::Forbidden)
@@ -122,6 +126,7 @@ async fn serve(
                 client_cert: conn.client_cert.clone(),
                 request_id,
                 identity: identity(gw, &cfg, conn, &parts.headers),
+                websocket,
             };
             Box::pin(gate::sensitive(gw, ctx, parts, body)).await
         }

@@ -55,6 +55,8 @@ fn is_hop_by_hop(name: &str) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
+            // Only ever meaningful with an h2c upgrade, which never passes.
+            | "http2-settings"
     )
 }
 
@@ -283,21 +285,6 @@ pub fn strip_outbound(headers: &mut HeaderMap) {
     remove_where(headers, is_hop_by_hop);
 }
 
-/// A WebSocket (or other HTTP/1.1) upgrade request.
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +371,7 @@ mod tests {
             "trailer",
             "transfer-encoding",
             "upgrade",
+            "http2-settings",
             "x-stepup-assertion",
             "x-stepup-token",
             "x-original-url",
