@@ -30,6 +30,13 @@ routes:
   - name: no-raw-sql
     match: { prefix: /admin/sql }
     deny: true
+  - name: items-shadow
+    match: { methods: [POST], prefix: /api/items }
+    hold: { mode: shadow }
+  - name: item-delete
+    action: item.delete
+    match: { methods: [DELETE], path: '/api/items/[0-9]+' }
+    require: { methods: [totp] }
 ";
 
 const DELETE_URL: &str = "https://gw.example/admin/users/bob/delete";
@@ -47,6 +54,7 @@ impl Dir {
         std::fs::write(dir.join("small.json"), br#"{"amount": 250}"#).expect("write body");
         std::fs::write(dir.join("big.json"), br#"{"amount": 25000}"#).expect("write body");
         std::fs::write(dir.join("broken.json"), br#"{"amount": 25000"#).expect("write body");
+        std::fs::write(dir.join("override.form"), b"name=x&_method=DELETE").expect("write body");
         Dir(dir)
     }
 
@@ -253,7 +261,10 @@ fn a_request_no_route_matches_is_forwarded_untouched() {
     let run = dir
         .explain(&["GET", DELETE_URL, "-H", "X-HTTP-Method-Override: DELETE"])
         .ok();
-    assert_eq!(run.field("route:").as_deref(), Some("delete-user (action user.delete)"));
+    assert_eq!(
+        run.field("route:").as_deref(),
+        Some("delete-user (action user.delete) as DELETE")
+    );
 }
 
 #[test]
@@ -374,4 +385,38 @@ fn an_invalid_host_is_a_400_before_any_route() {
         .explain(&["GET", "/admin/sql/run", "-H", "Host: Admin.Example.:8443"])
         .ok();
     assert_eq!(run.field("route:").as_deref(), Some("no-raw-sql (action no-raw-sql)"));
+}
+
+#[test]
+fn an_override_is_explained_as_the_stricter_reading() {
+    // As the gateway does (SPEC §2): matched under both methods, and the
+    // DELETE hold wins over the earlier shadow route for POST.
+    let dir = Dir::new();
+    let url = "https://gw.example/api/items/9";
+    let run = dir.explain(&["POST", url]).ok();
+    assert_eq!(
+        run.field("route:").as_deref(),
+        Some("items-shadow (action items-shadow)")
+    );
+    let form = dir.path("override.form");
+    for args in [
+        vec!["POST", url, "-H", "X-HTTP-Method-Override: DELETE"],
+        vec!["POST", "https://gw.example/api/items/9?x=1;_method=delete"],
+        vec![
+            "POST",
+            url,
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--body",
+            &form,
+        ],
+    ] {
+        let run = dir.explain(&args).ok();
+        assert_eq!(
+            run.field("route:").as_deref(),
+            Some("item-delete (action item.delete) as DELETE"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
 }

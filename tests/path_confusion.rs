@@ -33,6 +33,16 @@ const EXTRA_ROUTES: &str = "
     match: { methods: [GET], path: /legacy, query: { action: delete } }
     require: { methods: [token] }
     hold: { mode: challenge }
+  - name: items-shadow
+    action: items.write
+    match: { methods: [POST], prefix: /api/items }
+    require: { methods: [token] }
+    hold: { mode: shadow }
+  - name: item-delete
+    action: item.delete
+    match: { methods: [DELETE], path: '/api/items/[0-9]+' }
+    require: { methods: [token] }
+    hold: { mode: challenge }
 ";
 
 async fn start() -> (Upstream, Gateway) {
@@ -104,6 +114,7 @@ fn action_of(route: &str) -> &'static str {
         "export-keys" => "keys.export",
         "tenant-admin" => "tenant.admin",
         "legacy-delete" => "legacy.delete",
+        "item-delete" => "item.delete",
         other => panic!("no action known for route {other}"),
     }
 }
@@ -204,6 +215,7 @@ const DELETE_USER: Expect = Held("delete-user");
 const CONSOLE: Expect = Held("console");
 const PURGE: Expect = Held("purge-cache");
 const LEGACY: Expect = Held("legacy-delete");
+const ITEM_DELETE: Expect = Held("item-delete");
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
@@ -356,6 +368,18 @@ fn table() -> Vec<Case> {
         // method-override reads req.body whatever parsed it.
         case("_method in a JSON body", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "application/json")]).body(br#"{"ids":[1],"_method":"DELETE"}"#),
         case("_method array in a +json body", "POST", b"/api/cache/all", PURGE).headers(&[("content-type", "application/vnd.api+json")]).body(br#"{"_method":["delete"]}"#),
+        // --- an override behind an earlier, weaker route: matched under
+        // both methods, the stricter outcome (the DELETE hold) applies
+        case("override past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[("X-HTTP-Method-Override", "DELETE")]),
+        case("X-HTTP-Method past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[("X-HTTP-Method", "delete")]),
+        case("X-Method-Override past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[("X-Method-Override", "DELETE")]),
+        case("_method query past a shadow route", "POST", b"/api/items/9?_method=DELETE", ITEM_DELETE),
+        case("_method after ; past a shadow route", "POST", b"/api/items/9?x=1;_method=DELETE", ITEM_DELETE),
+        case("_METHOD query past a shadow route", "POST", b"/api/items/9?_METHOD=delete", ITEM_DELETE),
+        case("_method form past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[FORM]).body(b"name=x&_method=DELETE"),
+        case("_method multipart past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(MULTIPART),
+        case("_method JSON past a shadow route", "POST", b"/api/items/9", ITEM_DELETE).headers(&[("content-type", "application/json")]).body(br#"{"_method":"DELETE"}"#),
+        case("override past a shadow route, upper-case path", "POST", b"/API/Items/9", ITEM_DELETE).headers(&[("X-HTTP-Method-Override", "DELETE")]),
         // --- request methods in lower case: Django, Flask and Symfony
         // upper-case the method before routing, so `delete` is DELETE there
         case("lower-case DELETE", "delete", b"/api/cache/all", PURGE),
@@ -461,6 +485,9 @@ fn benign() -> Vec<Case> {
         case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
         case("multipart body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(b"--XyZ\r\ncontent-disposition: form-data; name=\"method\"\r\n\r\nDELETE\r\n--XyZ--\r\n"),
         case("JSON body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "application/json")]).body(br#"{"method":"DELETE"}"#),
+        case("shadow route, no override", "POST", b"/api/items/9", To("/api/items/9")),
+        case("shadow route, form without _method", "POST", b"/api/items/9", To("/api/items/9")).headers(&[FORM]).body(b"name=x&method=DELETE"),
+        case("shadow route, override to its own method", "POST", b"/api/items/9", To("/api/items/9")).headers(&[("X-HTTP-Method-Override", "POST")]),
         case("query route, other value", "GET", b"/legacy?action=view;x=delete", To("/legacy?action=view;x=delete")),
         case("query route, value in the name", "GET", b"/legacy?x=action%3Ddelete", To("/legacy?x=action%3Ddelete")),
         case("host route, other host", "GET", b"/tenant/1", To("/tenant/1")).host("other.example"),

@@ -100,17 +100,23 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         })
     };
     let mut lookup = req(&methods);
-    if lookup.route.is_none() && lookup.method_miss {
+    if lookup.method_miss {
         if let Some(form) = form_kind(&headers) {
             methods.extend(form_methods(form, &body));
             lookup = req(&methods);
         }
     }
+    let read_as = lookup.method.clone().filter(|m| *m != method);
     let Some(route) = lookup.governing() else {
         println!("route:     none: forwarded untouched (streamed, no step-up)");
         return Ok(());
     };
-    println!("route:     {} (action {})", route.name, route.action);
+    match read_as {
+        // An override chose the stricter route: say so, since the request
+        // line alone names another method.
+        Some(m) => println!("route:     {} (action {}) as {m}", route.name, route.action),
+        None => println!("route:     {} (action {})", route.name, route.action),
+    }
     if route.deny {
         println!("decision:  403 forbidden (deny: true)");
         return Ok(());

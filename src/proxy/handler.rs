@@ -91,8 +91,9 @@ async fn serve(
     };
     let mut lookup = find(&methods);
     let form = form_kind(&parts.headers);
-    if let (None, true, Some(form)) = (&lookup.route, lookup.method_miss, form) {
-        // Only a body that may carry `_method` is read up front.
+    if let (true, Some(form)) = (lookup.method_miss, form) {
+        // Only a body that may carry `_method` is read up front, and only
+        // when a `_method` could select a stricter route.
         let bytes = buffer(body, cfg.limits.max_body).await?;
         methods.extend(form_methods(form, &bytes));
         lookup = find(&methods);

@@ -5,7 +5,7 @@
 
 use super::canonical::CanonicalPath;
 use crate::policy::conditions::Condition;
-use crate::policy::{Caller, DisplayField, HoldSpec, Requirements};
+use crate::policy::{Caller, DisplayField, HoldMode, HoldSpec, Requirements};
 use http::{HeaderMap, HeaderName, Method};
 use regex::{Regex, RegexSet};
 use std::sync::Arc;
@@ -73,14 +73,18 @@ pub struct MatchRequest<'a> {
 #[derive(Debug, Default)]
 pub struct Lookup {
     pub route: Option<Arc<Route>>,
-    /// Some route matched on everything but its methods. A form body may
-    /// still carry a `_method` override that would select it.
+    /// A route that matched on everything but its methods would have been
+    /// stricter than this outcome. A form body may still carry a `_method`
+    /// override that would select it.
     pub method_miss: bool,
     /// The first route that matched on everything but `match.caller`. The
     /// caller kind is the client's choice (a certificate is optional), so
     /// when no route is for its kind this one applies: dropping or adding a
     /// certificate must not turn a covered path into an open one.
     pub other_kind: Option<Arc<Route>>,
+    /// The method under which the governing route was found: the one sent,
+    /// or an override when that reading was the stricter one.
+    pub method: Option<Method>,
 }
 
 impl Lookup {
@@ -89,6 +93,20 @@ impl Lookup {
     /// override can still select a route for the caller's own kind.
     pub fn governing(self) -> Option<Arc<Route>> {
         self.route.or(self.other_kind)
+    }
+
+    fn strictness(&self) -> u8 {
+        self.route
+            .as_ref()
+            .or(self.other_kind.as_ref())
+            .map_or(0, |r| r.strictness())
+    }
+
+    fn approvals(&self) -> u32 {
+        self.route
+            .as_ref()
+            .or(self.other_kind.as_ref())
+            .map_or(0, |r| r.require.approvals)
     }
 }
 
@@ -111,6 +129,11 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The route governing `req`. With more than one method (an override,
+    /// a lower-case method) the request is matched under each, and the
+    /// strictest outcome wins (SPEC §2): the upstream executes the
+    /// override, so an earlier, weaker route for the method on the wire
+    /// must not catch it.
     pub fn find(&self, req: &MatchRequest<'_>) -> Lookup {
         // Most requests match no route: a yes/no search answers that
         // without collecting the set of matches (an allocation and a
@@ -120,34 +143,49 @@ impl RouteTable {
         if !any {
             return Lookup::default();
         }
-        let hits = self.set.matches(req.path.match_form());
+        let mut candidates: Vec<usize> = self.set.matches(req.path.match_form()).into_iter().collect();
         if let Some(bare) = req.path.without_params() {
-            let more = self.set.matches(bare);
-            if more.matched_any() {
-                let mut all: Vec<usize> = hits.iter().chain(more.iter()).collect();
-                all.sort_unstable();
-                all.dedup();
-                return self.first(all.into_iter(), req);
+            candidates.extend(self.set.matches(bare).iter());
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        let mut best = Lookup::default();
+        let mut best_rank = 0;
+        for (i, method) in req.methods.iter().enumerate() {
+            if req.methods.get(..i).is_some_and(|seen| seen.contains(method)) {
+                continue;
+            }
+            let lookup = self.first(&candidates, req, method);
+            let rank = lookup.strictness();
+            // Between equally strict outcomes, more approvals is stricter;
+            // then the later reading, an override, which is what the
+            // upstream executes when it honours one.
+            let stricter =
+                rank > best_rank || (rank == best_rank && rank > 0 && lookup.approvals() >= best.approvals());
+            if stricter || best.method.is_none() {
+                best_rank = rank;
+                best = lookup;
             }
         }
-        if !hits.matched_any() {
-            return Lookup::default();
-        }
-        self.first(hits.into_iter(), req)
+        let missed = candidates
+            .iter()
+            .filter_map(|&i| self.routes.get(i))
+            .filter(|r| r.predicates_hold(req) && !r.method_ok(req.methods))
+            .map(|r| r.strictness())
+            .max();
+        best.method_miss = missed.is_some_and(|m| m > best_rank);
+        best
     }
 
-    fn first(&self, candidates: impl Iterator<Item = usize>, req: &MatchRequest<'_>) -> Lookup {
-        let mut method_miss = false;
+    /// The first route in file order for one reading of the method.
+    fn first(&self, candidates: &[usize], req: &MatchRequest<'_>, method: &Method) -> Lookup {
         let mut other_kind = None;
-        for i in candidates {
+        let methods = std::slice::from_ref(method);
+        for &i in candidates {
             let Some(route) = self.routes.get(i) else {
                 continue;
             };
-            if !route.predicates_hold(req) {
-                continue;
-            }
-            if !route.method_ok(req.methods) {
-                method_miss = true;
+            if !route.predicates_hold(req) || !route.method_ok(methods) {
                 continue;
             }
             if !route.caller_ok(req.workload) {
@@ -156,14 +194,16 @@ impl RouteTable {
             }
             return Lookup {
                 route: Some(route.clone()),
-                method_miss,
+                method_miss: false,
                 other_kind,
+                method: Some(method.clone()),
             };
         }
         Lookup {
             route: None,
-            method_miss,
+            method_miss: false,
             other_kind,
+            method: Some(method.clone()),
         }
     }
 
@@ -185,6 +225,21 @@ impl RouteTable {
 }
 
 impl Route {
+    /// How strict this route's outcome is, to choose between readings of
+    /// one request: deny > hold > a hold only when a `when:` condition
+    /// fires > shadow. No route at all is 0.
+    pub fn strictness(&self) -> u8 {
+        if self.deny {
+            4
+        } else if self.hold.mode == HoldMode::Shadow {
+            1
+        } else if self.when.is_empty() {
+            3
+        } else {
+            2
+        }
+    }
+
     fn method_ok(&self, methods: &[Method]) -> bool {
         // Frameworks run the GET handler for a HEAD, however HEAD was asked
         // for (request line or override), and only drop the body.

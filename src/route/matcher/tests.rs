@@ -240,3 +240,100 @@ fn query_predicates_match_every_reading() {
     );
     assert_eq!(find(&c, &get, "h", "/exact", Some("Action=delete"), &h), None);
 }
+
+#[test]
+fn an_override_is_matched_under_both_methods_and_the_stricter_wins() {
+    let c = table(
+        "  - name: items-shadow
+    match: { methods: [POST], prefix: /api/items }
+    hold: { mode: shadow }
+  - name: items-conditional
+    match: { methods: [PUT], prefix: /api/items }
+    when: [ { header: { name: x-risk, regex: '.+' } } ]
+  - name: item-delete
+    match: { methods: [DELETE], path: '/api/items/[0-9]+' }
+  - name: item-purge
+    match: { methods: [PATCH], path: '/api/items/[0-9]+' }
+    deny: true
+  - name: two-approvals
+    match: { methods: [POST], path: /pay }
+    require: { approvals: 2, approvers: [ops] }
+  - name: one-proof
+    match: { methods: [DELETE], path: /pay }
+",
+    );
+    let h = HeaderMap::new();
+    let lookup = |methods: &[Method], path: &str| {
+        let path = canonicalize(path).expect("canonical");
+        let l = c.routes.find(&MatchRequest {
+            host: "h",
+            methods,
+            path: &path,
+            query: None,
+            headers: &h,
+            workload: false,
+        });
+        let method = l.method.clone();
+        (l.governing().map(|r| r.name.clone()), method)
+    };
+    let post = Method::POST;
+    assert_eq!(
+        lookup(std::slice::from_ref(&post), "/api/items/9").0.as_deref(),
+        Some("items-shadow")
+    );
+    // hold beats shadow, whichever order the methods come in
+    for methods in [[post.clone(), Method::DELETE], [Method::DELETE, post.clone()]] {
+        assert_eq!(
+            lookup(&methods, "/api/items/9"),
+            (Some("item-delete".into()), Some(Method::DELETE))
+        );
+    }
+    // deny beats hold
+    assert_eq!(
+        lookup(&[post.clone(), Method::DELETE, Method::PATCH], "/api/items/9")
+            .0
+            .as_deref(),
+        Some("item-purge")
+    );
+    // an unconditional hold beats one that waits for a condition
+    assert_eq!(
+        lookup(&[Method::PUT, Method::DELETE], "/api/items/9").0.as_deref(),
+        Some("item-delete")
+    );
+    assert_eq!(
+        lookup(&[post.clone(), Method::PUT], "/api/items/9").0.as_deref(),
+        Some("items-conditional")
+    );
+    // an override naming a method no route lists keeps the stricter wire reading
+    assert_eq!(
+        lookup(&[Method::DELETE, Method::GET], "/api/items/9").0.as_deref(),
+        Some("item-delete")
+    );
+    // between two holds, the one needing more approvals
+    assert_eq!(
+        lookup(&[post.clone(), Method::DELETE], "/pay").0.as_deref(),
+        Some("two-approvals")
+    );
+
+    // A POST form could carry `_method=DELETE`: the body is worth reading
+    // even though a (weaker) route already matched.
+    let path = canonicalize("/api/items/9").expect("canonical");
+    let l = c.routes.find(&MatchRequest {
+        host: "h",
+        methods: std::slice::from_ref(&post),
+        path: &path,
+        query: None,
+        headers: &h,
+        workload: false,
+    });
+    assert!(l.method_miss, "a stricter DELETE route is one `_method` away");
+    let l = c.routes.find(&MatchRequest {
+        host: "h",
+        methods: &[post, Method::PATCH],
+        path: &path,
+        query: None,
+        headers: &h,
+        workload: false,
+    });
+    assert!(!l.method_miss, "nothing is stricter than the deny already chosen");
+}
