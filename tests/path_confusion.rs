@@ -63,6 +63,9 @@ enum Expect {
     /// 400 from hyper's HTTP/1.1 parser, before the gateway sees anything
     /// (so no JSON body). Kept in the table to show these never get through.
     Unparsed,
+    /// Answered by the gateway's own endpoints (whatever the status), never
+    /// by the upstream.
+    Ours,
     /// Benign controls only: 200 from the upstream, which saw this one
     /// request with this exact target (and the case's method and body).
     Forwarded(&'static str),
@@ -184,6 +187,7 @@ fn judge(c: &Case, resp: &RawResponse, upstream_saw: &[Recorded]) -> Result<(), 
     match c.expect {
         Expect::Bad => want_error(400, "bad_request"),
         Expect::Denied => want_error(403, "forbidden"),
+        Expect::Ours => Ok(()),
         Expect::Unparsed if resp.status == 400 => Ok(()),
         Expect::Unparsed => Err(format!("want a parser 400, got {} {body}", resp.status)),
         Expect::Held(route) => {
@@ -209,7 +213,7 @@ fn judge(c: &Case, resp: &RawResponse, upstream_saw: &[Recorded]) -> Result<(), 
     }
 }
 
-use Expect::{Bad, Denied, Held, Unparsed};
+use Expect::{Bad, Denied, Held, Ours, Unparsed};
 
 const DELETE_USER: Expect = Held("delete-user");
 const CONSOLE: Expect = Held("console");
@@ -408,6 +412,14 @@ fn table() -> Vec<Case> {
         case("query: last copy", "GET", b"/legacy?action=view&action=delete", LEGACY),
         case("query: path in other case too", "GET", b"/LEGACY?Action=delete", LEGACY),
         case("query: HEAD", "HEAD", b"/legacy?x;action=delete", LEGACY),
+        // --- the gateway's own prefix, in any case: an upstream routing
+        // without regard to case would serve `/.STEPUP/` as `/.stepup/`
+        case("prefix: upper case", "GET", b"/.STEPUP/jwks.json", Ours),
+        case("prefix: mixed case", "POST", b"/.StepUp/holds/abc/complete", Ours),
+        case("prefix: bare, upper case", "GET", b"/.STEPUP", Ours),
+        case("prefix: upper case with params", "GET", b"/.STEPUP;x/holds", Ours),
+        case("prefix: encoded dot, upper case", "GET", b"/%2ESTEPUP/jwks.json", Ours),
+        case("prefix: behind dot-dot, mixed case", "GET", b"/x/../.sTePuP/nope", Ours),
         // --- headers with underscores
         case("underscore assertion header", "GET", b"/public", Bad).headers(&[("X_StepUp_Assertion", "x")]),
         case("underscore on a sensitive route", "POST", b"/admin/users/bob/delete", Bad).headers(&[("X_Original_URL", "/public")]),
@@ -485,6 +497,7 @@ fn benign() -> Vec<Case> {
         case("form body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[FORM]).body(b"a=1&method=DELETE"),
         case("multipart body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "multipart/form-data; boundary=XyZ")]).body(b"--XyZ\r\ncontent-disposition: form-data; name=\"method\"\r\n\r\nDELETE\r\n--XyZ--\r\n"),
         case("JSON body without _method", "POST", b"/api/cache/all", To("/api/cache/all")).headers(&[("content-type", "application/json")]).body(br#"{"method":"DELETE"}"#),
+        case("a longer name than the gateway's prefix", "GET", b"/.STEPUPX/a", To("/.STEPUPX/a")),
         case("shadow route, no override", "POST", b"/api/items/9", To("/api/items/9")),
         case("shadow route, form without _method", "POST", b"/api/items/9", To("/api/items/9")).headers(&[FORM]).body(b"name=x&method=DELETE"),
         case("shadow route, override to its own method", "POST", b"/api/items/9", To("/api/items/9")).headers(&[("X-HTTP-Method-Override", "POST")]),

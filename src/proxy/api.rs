@@ -22,9 +22,15 @@ pub(super) const MAX_PROOF_BODY: u64 = 16 * 1024;
 
 /// Whether a path is the gateway's own. Checked on the form without
 /// `;params` too: a servlet upstream reads `/.stepup;x/holds` as
-/// `/.stepup/holds`, and it must never be forwarded.
+/// `/.stepup/holds`, and it must never be forwarded. And in any case: an
+/// upstream that routes without regard to case reads `/.STEPUP/` as ours.
 pub fn owns(prefix: &str, path: &CanonicalPath) -> bool {
-    let under = |p: &str| p.starts_with(prefix) || p == prefix.trim_end_matches('/');
+    let bare = prefix.trim_end_matches('/');
+    let under = |p: &str| {
+        p.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            || p.eq_ignore_ascii_case(bare)
+    };
     under(path.as_str()) || under(path.match_form()) || path.without_params().is_some_and(under)
 }
 
