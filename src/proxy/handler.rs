@@ -63,6 +63,7 @@ async fn serve(
 
     // 1. normalize: one canonical target, or 400.
     hygiene::check_header_names(&parts.headers)?;
+    hygiene::check_connection(&parts.headers, &cfg)?;
     let target = hygiene::target(&parts)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
         *route = Cow::Borrowed("stepup-api");

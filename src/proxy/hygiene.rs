@@ -3,6 +3,7 @@
 //! replaced by the gateway's own value.
 
 use super::respond::Reject;
+use crate::config::Config;
 use crate::route::authority;
 use crate::route::canonical::{canonicalize, CanonicalPath};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -108,6 +109,66 @@ pub fn target(parts: &Parts) -> Result<Target, Reject> {
         host: host.to_owned(),
         host_name,
     })
+}
+
+/// Headers the gateway reads or relies on whatever the configuration:
+/// framing, the host, the body's type, the session and identity carriers,
+/// the up-front token, method overrides and the WebSocket key.
+fn is_read_by_gateway(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-type"
+            | "content-length"
+            | "content-encoding"
+            | "transfer-encoding"
+            | "cookie"
+            | "authorization"
+            | "x-stepup-token"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "sec-websocket-key"
+    )
+}
+
+/// `Connection` makes the headers it names hop-by-hop, so they are removed
+/// before the request goes upstream. Naming one the gateway reads would let
+/// the gateway decide on a header the upstream never sees (a JSON body
+/// checked, then forwarded without its type): refused.
+pub fn check_connection(headers: &HeaderMap, cfg: &Config) -> Result<(), Reject> {
+    let configured = |name: &HeaderName| {
+        cfg.session.header.as_ref() == Some(name)
+            || cfg.identity.header.as_ref() == Some(name)
+            || cfg
+                .routes
+                .routes()
+                .iter()
+                .any(|r| r.headers.iter().any(|(n, _)| n == name))
+    };
+    for token in headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let token = token.trim();
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("close")
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("upgrade")
+        {
+            continue;
+        }
+        // A token that is no header name cannot remove a header.
+        let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
+            continue;
+        };
+        if is_read_by_gateway(name.as_str()) || configured(&name) {
+            return Err(Reject::BadRequest("Connection names a header the gateway reads"));
+        }
+    }
+    Ok(())
 }
 
 /// CGI/WSGI upstreams fold `_` into `-`, so `X_StepUp_Assertion` would
