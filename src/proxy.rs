@@ -12,6 +12,7 @@ mod gate;
 mod handler;
 pub mod hygiene;
 mod page;
+mod origin;
 mod passkey;
 mod proofs;
 mod release;

@@ -97,6 +97,14 @@ fn approval_with_passkeys_in_second_browser() {
     scenario("approval_passkey");
 }
 
+/// A page on another origin auto-submits forms at the victim's `complete`
+/// (collect an approved transfer; break-glass with a reason): refused as
+/// cross-site, and the console never executes the transfer (issue 21 #1).
+#[test]
+fn cross_site_complete() {
+    scenario("cross_site_complete");
+}
+
 /// docs/screenshots/*.png, shown in the README, come from here.
 #[test]
 fn screenshots() {

@@ -4,7 +4,7 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{approvals, browser, enroll, hold_record, page, proofs, release, signin, webauthn, ConnInfo, Gateway};
+use super::{approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
@@ -47,6 +47,12 @@ pub async fn handle(
         .get(gw.config().stepup.prefix.len()..)
         .unwrap_or("");
     let segments: Vec<&str> = rest.split('/').collect();
+    // Before any handler: a browser carries the victim's cookies on a form
+    // another site posts, so whatever changes state must come from here.
+    if !parts.method.is_safe() && origin::judge(gw, &parts) == origin::Verdict::CrossSite {
+        tracing::warn!(method = %parts.method, "cross-site request to the gateway's endpoints refused");
+        return Ok(origin::refused(gw, &parts, segments.first() == Some(&"approver")));
+    }
     match (&parts.method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, ["jwks.json"]) => {
             let mut resp = respond::json(StatusCode::OK, &gw.signer.jwks());

@@ -8,7 +8,7 @@ use super::api::MAX_PROOF_BODY;
 use super::handler::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
-use super::{hygiene, page, proofs, Gateway};
+use super::{origin, page, proofs, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -40,20 +40,11 @@ pub(super) fn signed_in(gw: &Gateway, parts: &Parts) -> Option<Approver> {
     gw.config().stepup.approvers.iter().find(|a| a.name == name).cloned()
 }
 
-/// A browser's `Origin` on a POST must be the gateway itself (the host the
-/// request was sent to, over HTTPS, or one of the configured WebAuthn
-/// origins). Cross-site form posts are refused even if a cookie came along.
+/// Whether the browser says this request came from the gateway's own page
+/// (see `origin`). Signing out and cookie decisions need it said: having
+/// the cookie is not enough.
 pub(super) fn origin_ok(gw: &Gateway, parts: &Parts) -> bool {
-    let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Ok(target) = hygiene::target(parts) else {
-        return false;
-    };
-    if origin.eq_ignore_ascii_case(&format!("https://{}", target.host)) {
-        return true;
-    }
-    webauthn_origins(gw).iter().any(|o| o == origin)
+    origin::judge(gw, parts) == origin::Verdict::SameOrigin
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,19 +91,6 @@ fn is_json(parts: &Parts) -> bool {
 pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
     let config = gw.config();
-    if parts.headers.contains_key(header::ORIGIN) && !origin_ok(gw, &parts) {
-        tracing::warn!("approver sign-in from a foreign origin refused");
-        if html {
-            return Ok(page::approvals::signin(
-                &config.stepup.prefix,
-                webauthn_enabled(gw),
-                "",
-                Some("This sign-in did not come from this site's own page, so it was refused."),
-                StatusCode::FORBIDDEN,
-            ));
-        }
-        return Err(Reject::Forbidden);
-    }
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req = parse(&parts, &bytes)?;
     let now = gw.clock.now();
@@ -155,10 +133,7 @@ pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result
 }
 
 /// `POST approver/login/options`: the passkey challenge for signing in.
-pub(super) async fn options(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
-    if parts.headers.contains_key(header::ORIGIN) && !origin_ok(gw, &parts) {
-        return Err(Reject::Forbidden);
-    }
+pub(super) async fn options(gw: &Arc<Gateway>, _parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     if !gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
