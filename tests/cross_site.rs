@@ -34,7 +34,9 @@ fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'
 
 fn forbidden(r: &RawResponse, what: &str) {
     assert_eq!(r.status, 403, "{what}: {}", body_text(r));
-    if r.header("content-type").is_some_and(|c| c.starts_with("application/json")) {
+    if r.header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
         assert_eq!(r.json()["error"], "forbidden", "{what}");
     }
     assert!(r.header("set-cookie").is_none(), "{what} set a cookie");
@@ -74,7 +76,11 @@ async fn a_cross_site_complete_never_releases_the_victims_hold() {
             &format!("JSON collect {headers:?}"),
         );
     }
-    assert_eq!(s.up.count("/api/transfers"), 0, "a cross-site complete released the transfer");
+    assert_eq!(
+        s.up.count("/api/transfers"),
+        0,
+        "a cross-site complete released the transfer"
+    );
 
     // The victim's own page collects it.
     let own = s

@@ -4,7 +4,9 @@
 use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, ConnInfo, Gateway};
+use super::{
+    approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, ConnInfo, Gateway,
+};
 use crate::body::Body;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldError, HoldMeta, HoldState, Phase, Transition};
