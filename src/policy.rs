@@ -69,6 +69,10 @@ pub struct Requirements {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakGlass {
     pub reason_required: bool,
+    /// Whether break-glass may stand in for the route's approvals. Off
+    /// unless the route says so: an approval is someone else's judgement,
+    /// and the requester's own say-so replaces it only by explicit choice.
+    pub replaces_approvals: bool,
 }
 
 impl Default for Requirements {

@@ -732,7 +732,13 @@ const APPROVAL_ROUTES: &str = "
   - name: agent-transfer
     action: treasury.transfer
     match: { methods: [POST], path: /api/agent/transfers }
-    require: { approvals: 1, approvers: [ops] }
+    require: { methods: [token], approvals: 1, approvers: [ops] }
+    hold: { mode: challenge, timeout: 2m }
+    break_glass: { reason_required: true, replaces_approvals: true }
+  - name: vendor-pay
+    action: treasury.vendor
+    match: { methods: [POST], path: /api/vendor }
+    require: { methods: [token], approvals: 2, approvers: [ops] }
     hold: { mode: challenge, timeout: 2m }
     break_glass: { reason_required: true }
   - name: payroll
@@ -778,9 +784,28 @@ async fn break_glass_needs_a_reason_then_releases_once_audited_and_announced() {
     assert_eq!(ch["approvals"], json!(1));
     let hold = hold_id(&ch);
 
+    // Not without the requester's own step-up, however good the reason.
+    let resp = break_glass(
+        &gw,
+        &hold,
+        "sess-agent",
+        &json!({"method": "break_glass", "reason": "INC-4711: payroll stuck"}),
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", text(&resp));
+    assert_eq!(resp.error_code(), "bad_request");
+    assert_eq!(up.requests().len(), 0);
+    let stepped = complete_with_token(&gw, &hold, "sess-agent", &bound_token(&gw, &ch)).await;
+    assert_eq!(stepped.status, 202, "{}", text(&stepped));
+    assert_eq!(up.requests().len(), 0, "the approval is still missing");
+
+    // A reason a person can read: not empty, not blank, not invisible.
     for refused in [
         json!({"method": "break_glass"}),
         json!({"method": "break_glass", "reason": "   "}),
+        json!({"method": "break_glass", "reason": "\u{200b}"}),
+        json!({"method": "break_glass", "reason": "\u{200b}\u{2060}\u{feff} \u{202e}"}),
+        json!({"method": "break_glass", "reason": "...!"}),
     ] {
         let resp = break_glass(&gw, &hold, "sess-agent", &refused).await;
         assert_eq!(resp.status, 400, "{refused}: {}", text(&resp));
@@ -875,6 +900,36 @@ async fn a_route_without_break_glass_refuses_it() {
         "a refused break-glass leaves no break_glass.used record"
     );
     // The pending notice proves the webhook works, so silence about break-glass means something.
+    hook.wait_for("hold.pending", &hold).await;
+    assert!(hook.named("hold.break_glass", &hold).is_empty());
+}
+
+/// Issue 13 #12: a route whose `break_glass:` does not say
+/// `replaces_approvals: true` keeps its approvals, even after the
+/// requester's own step-up and with a good reason; the attempt is refused
+/// and nothing reaches the upstream.
+#[tokio::test]
+async fn break_glass_replaces_approvals_only_where_the_route_says_so() {
+    let hook = Hook::start().await;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(up.addr, APPROVAL_ROUTES, &approval_extra(&hook)).await;
+    let (_, ch) = challenge(&gw, "sess-vendor", "/api/vendor", b"pay").await;
+    assert_eq!(ch["approvals"], json!(2));
+    let hold = hold_id(&ch);
+    let stepped = complete_with_token(&gw, &hold, "sess-vendor", &bound_token(&gw, &ch)).await;
+    assert_eq!(stepped.status, 202, "{}", text(&stepped));
+    let resp = break_glass(
+        &gw,
+        &hold,
+        "sess-vendor",
+        &json!({"method": "break_glass", "reason": "INC-9: vendor will cut us off"}),
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", text(&resp));
+    assert_eq!(resp.error_code(), "bad_request");
+    assert_eq!(up.requests().len(), 0);
+    assert_eq!(status_state(&gw, &hold, "sess-vendor").await, "pending");
+    assert!(!audit_records(&gw).iter().any(|r| r["event"] == "break_glass.used"));
     hook.wait_for("hold.pending", &hold).await;
     assert!(hook.named("hold.break_glass", &hold).is_empty());
 }

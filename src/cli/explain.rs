@@ -174,8 +174,13 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     }
     if let Some(bg) = q.break_glass {
         println!(
-            "break-glass: allowed{}",
-            if bg.reason_required { " with a reason" } else { "" }
+            "break-glass: allowed{}{}",
+            if bg.reason_required { " with a reason" } else { "" },
+            if bg.replaces_approvals {
+                ", in place of approvals"
+            } else {
+                ""
+            }
         );
     }
     println!(

@@ -225,6 +225,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
             .is_some_and(|m| m.iter().any(|s| s == "webauthn"));
         notes.extend(case_sensitive_note(&r.matcher, &at));
         let mut route = route(r, &at)?;
+        notes.extend(break_glass_note(&route.require, &at));
         if stepup.webauthn.is_none() {
             if let Some(note) = webauthn::withdraw(&mut route.require, &at, lists_webauthn)? {
                 notes.push(note);
@@ -580,6 +581,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
     let mut require = require;
     require.break_glass = r.break_glass.map(|b| BreakGlass {
         reason_required: b.reason_required,
+        replaces_approvals: b.replaces_approvals,
     });
     Ok(Route {
         when,
@@ -704,3 +706,29 @@ fn one_line(e: &regex::Error) -> String {
 #[cfg(test)]
 mod tests;
 mod webauthn;
+
+/// Break-glass that can never release anything is configured by mistake:
+/// it needs the requester's own step-up, and with approvals on the route it
+/// does something only where it may replace them.
+fn break_glass_note(require: &crate::policy::Requirements, at: &str) -> Option<Problem> {
+    let bg = require.break_glass?;
+    if require.methods.is_empty() {
+        return Some(Problem(
+            format!("{at}.break_glass"),
+            "break-glass needs the requester's own step-up, and this route lists no `require.methods`, so it can never be used".into(),
+        ));
+    }
+    if require.approvals == 0 {
+        return Some(Problem(
+            format!("{at}.break_glass"),
+            "this route needs no approvals, so break-glass has nothing to stand in for".into(),
+        ));
+    }
+    if !bg.replaces_approvals {
+        return Some(Problem(
+            format!("{at}.break_glass"),
+            "without `replaces_approvals: true` break-glass cannot stand in for this route's approvals, so it never releases anything".into(),
+        ));
+    }
+    None
+}

@@ -205,6 +205,8 @@ pub struct RawRoute {
 pub struct RawBreakGlass {
     #[serde(default)]
     pub reason_required: bool,
+    #[serde(default)]
+    pub replaces_approvals: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

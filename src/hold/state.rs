@@ -108,6 +108,10 @@ pub enum HoldError {
     MethodNotAccepted,
     #[error("the same person cannot both step up and approve")]
     SelfApproval,
+    #[error("break-glass needs the requester's own step-up first")]
+    BreakGlassNeedsStepUp,
+    #[error("break-glass may not replace this route's approvals")]
+    BreakGlassCannotReplaceApprovals,
 }
 
 #[derive(Debug, Clone)]
@@ -219,8 +223,16 @@ impl HoldState {
                 Ok(Transition::Denied)
             }
             Event::BreakGlass { .. } => {
-                if self.requirements.break_glass.is_none() {
+                let Some(bg) = self.requirements.break_glass else {
                     return Err(HoldError::MethodNotAccepted);
+                };
+                // Break-glass skips other people's judgement, never the
+                // proof that the requester is who the session says.
+                if self.proof.is_none() {
+                    return Err(HoldError::BreakGlassNeedsStepUp);
+                }
+                if self.approvals.len() < self.requirements.approvals as usize && !bg.replaces_approvals {
+                    return Err(HoldError::BreakGlassCannotReplaceApprovals);
                 }
                 self.break_glass = true;
                 self.phase = Phase::Released;

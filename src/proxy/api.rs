@@ -248,7 +248,9 @@ pub(super) async fn complete(
                 return Err(Reject::BadRequest("this action has no break-glass release"));
             };
             let reason = req.reason.as_deref().map(str::trim).unwrap_or("");
-            if bg.reason_required && reason.is_empty() {
+            // A reason is something a person can read: a zero-width space
+            // or a run of punctuation says nothing.
+            if bg.reason_required && !reason.chars().any(char::is_alphanumeric) {
                 return Err(Reject::BadRequest("break-glass needs a reason"));
             }
             let by = meta.identity.clone().unwrap_or_else(|| meta.requester());
@@ -369,6 +371,13 @@ pub(super) fn engine_reject(e: EngineError) -> Reject {
         EngineError::Hold(HoldError::Expired) => Reject::HoldExpired,
         EngineError::Hold(HoldError::Denied) => Reject::StepUpDenied,
         EngineError::Hold(HoldError::SelfApproval) => Reject::SelfApproval,
+        EngineError::Hold(e @ (HoldError::BreakGlassNeedsStepUp | HoldError::BreakGlassCannotReplaceApprovals)) => {
+            Reject::BadRequest(if e == HoldError::BreakGlassNeedsStepUp {
+                "break-glass needs your own step-up first"
+            } else {
+                "break-glass cannot replace this action's approvals"
+            })
+        }
         EngineError::Hold(HoldError::MethodNotAccepted) => {
             Reject::BadRequest("this proof method is not accepted for this action")
         }

@@ -137,24 +137,43 @@ fn a_deny_ends_the_hold() {
 
 #[test]
 fn break_glass_releases_only_where_the_route_allows_it() {
+    let glass = |by: &str| Event::BreakGlass { by: by.into() };
     let mut h = HoldState::new(req(vec![ProofMethod::Totp], 2), t(2000), 5, false);
-    assert_eq!(
-        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
-        Err(HoldError::MethodNotAccepted)
-    );
+    assert_eq!(h.on(glass("alice"), t(1000)), Err(HoldError::MethodNotAccepted));
     assert_eq!(h.phase, Phase::Pending);
-    let mut r = req(vec![ProofMethod::Totp], 2);
-    r.break_glass = Some(crate::policy::BreakGlass { reason_required: true });
-    let mut h = HoldState::new(r, t(2000), 5, false);
+
+    let with = |replaces_approvals| {
+        let mut r = req(vec![ProofMethod::Totp], 2);
+        r.break_glass = Some(crate::policy::BreakGlass {
+            reason_required: true,
+            replaces_approvals,
+        });
+        HoldState::new(r, t(2000), 5, false)
+    };
+    // Never without the requester's own step-up.
+    let mut h = with(true);
+    assert_eq!(h.on(glass("alice"), t(1000)), Err(HoldError::BreakGlassNeedsStepUp));
+    assert_eq!((h.phase, h.break_glass), (Phase::Pending, false));
+    // Approvals are replaced only where the route says so.
+    let mut h = with(false);
     assert_eq!(
-        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
-        Ok(Transition::Release)
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1000)),
+        Ok(Transition::Progress)
     );
+    assert_eq!(
+        h.on(glass("alice"), t(1001)),
+        Err(HoldError::BreakGlassCannotReplaceApprovals)
+    );
+    assert_eq!((h.phase, h.break_glass), (Phase::Pending, false));
+
+    let mut h = with(true);
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Totp)), t(1000)),
+        Ok(Transition::Progress)
+    );
+    assert_eq!(h.on(glass("alice"), t(1001)), Ok(Transition::Release));
     assert!(h.break_glass);
-    assert_eq!(
-        h.on(Event::BreakGlass { by: "alice".into() }, t(1000)),
-        Err(HoldError::AlreadyReleased)
-    );
+    assert_eq!(h.on(glass("alice"), t(1002)), Err(HoldError::AlreadyReleased));
 }
 
 #[test]
