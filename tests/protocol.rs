@@ -82,3 +82,47 @@ async fn connection_may_not_name_a_header_the_gateway_reads() {
     assert!(seen[0].header("x-trace").is_none());
     assert_eq!(seen[0].header("content-type").as_deref(), Some("application/json"));
 }
+
+const FAMILY: &[(&str, &str)] = &[
+    ("forwarded", "for=10.0.0.1;host=admin.example;proto=https"),
+    ("x-forwarded-for", "10.0.0.1"),
+    ("x-forwarded-host", "admin.example"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-forwarded-uri", "/admin/users/bob/delete"),
+    ("x-forwarded-port", "8080"),
+    ("x-forwarded-server", "admin.example"),
+    ("x-forwarded-client-cert", "Hash=abc;Subject=\"CN=admin\""),
+    ("x-real-ip", "10.0.0.1"),
+    ("true-client-ip", "10.0.0.1"),
+    ("x-client-ip", "10.0.0.1"),
+    ("x-original-forwarded-for", "10.0.0.1"),
+];
+
+/// From an untrusted peer the whole forwarding family is removed; only the
+/// gateway's own three `X-Forwarded-*` values reach the upstream.
+#[tokio::test]
+async fn the_forwarding_family_from_an_untrusted_client_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let resp = raw(gw.addr, &gw.pki, &request("GET", "/public", FAMILY, b"")).await;
+    assert_eq!(resp.status, 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    let forwarding: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| FAMILY.iter().any(|(n, _)| *n == k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let want = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "localhost"),
+    ];
+    assert_eq!(forwarding.len(), want.len(), "{forwarding:?}");
+    for (k, v) in want {
+        assert_eq!(r.header(k).as_deref(), Some(v), "{forwarding:?}");
+    }
+}

@@ -70,12 +70,17 @@ fn is_stripped(name: &str) -> bool {
     )
 }
 
-/// Headers the gateway sets itself unless the peer is a trusted proxy.
+/// The forwarding family: what only a trusted proxy may tell the upstream
+/// about the client and the original URL. Frameworks build links, redirects,
+/// client addresses and even routes from any of them (`X-Forwarded-Prefix`,
+/// `-Uri`, `-Port`, ...), so from anyone else the whole family goes, not
+/// only the three the gateway sets.
 fn is_forwarding(name: &str) -> bool {
-    matches!(
-        name,
-        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" | "x-real-ip"
-    )
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded" | "x-real-ip" | "true-client-ip" | "x-client-ip" | "x-original-forwarded-for"
+        )
 }
 
 pub fn target(parts: &Parts) -> Result<Target, Reject> {
@@ -443,6 +448,14 @@ mod tests {
             "x-forwarded-host",
             "forwarded",
             "x-real-ip",
+            "x-forwarded-prefix",
+            "x-forwarded-uri",
+            "x-forwarded-port",
+            "x-forwarded-server",
+            "x-forwarded-client-cert",
+            "true-client-ip",
+            "x-client-ip",
+            "x-original-forwarded-for",
             "x-identity",
             "x-listed",
             "x-kept",
@@ -463,11 +476,19 @@ mod tests {
             left,
             [
                 "forwarded",
+                "true-client-ip",
+                "x-client-ip",
+                "x-forwarded-client-cert",
                 "x-forwarded-for",
                 "x-forwarded-host",
+                "x-forwarded-port",
+                "x-forwarded-prefix",
                 "x-forwarded-proto",
+                "x-forwarded-server",
+                "x-forwarded-uri",
                 "x-identity",
                 "x-kept",
+                "x-original-forwarded-for",
                 "x-real-ip"
             ]
         );
