@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authenticator;
+pub mod upstreams;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
