@@ -31,11 +31,16 @@ fn preflight() {
 }
 
 fn scenario(name: &str) {
+    scenario_with(name, &[]);
+}
+
+fn scenario_with(name: &str, env: &[(&str, &Path)]) {
     preflight();
     let out = Command::new("node")
         .arg("run.mjs")
         .arg(name)
         .current_dir(browser_dir())
+        .envs(env.iter().copied())
         .env("STEPGATE_BIN", env!("CARGO_BIN_EXE_stepgate"))
         .output()
         .unwrap_or_else(|e| panic!("cannot run `node` ({e}): install Node.js (.ci/run does)"));
@@ -105,8 +110,16 @@ fn cross_site_complete() {
     scenario("cross_site_complete");
 }
 
-/// docs/screenshots/*.png, shown in the README, come from here.
+/// The README's screenshots. A test run writes them to a scratch dir
+/// (tests never modify tracked files); `scripts/screenshots` sets
+/// STEPGATE_SCREENSHOTS_DIR to docs/screenshots to regenerate those.
 #[test]
 fn screenshots() {
-    scenario("screenshots");
+    let out = match std::env::var_os("STEPGATE_SCREENSHOTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
+    let _ = std::fs::remove_file(out.join("approval.png"));
+    scenario_with("screenshots", &[("STEPGATE_SCREENSHOTS_DIR", &out)]);
+    assert!(out.join("approval.png").is_file(), "no screenshot in {}", out.display());
 }

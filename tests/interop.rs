@@ -3,10 +3,9 @@
 //! assertion with the JWKS served at `/.stepup/jwks.json`, and refuse a
 //! tampered one and one for another audience.
 //!
-//! A missing interpreter or library fails these tests on purpose: CI
-//! installs them (`pip install -r tests/interop/requirements.txt`,
-//! `cd tests/interop && npm install`), and a skipped interop test would
-//! look like a passing one.
+//! A missing interpreter or library fails these tests on purpose:
+//! `scripts/test-env` installs them (PyJWT into `.venv`, `npm ci` in
+//! tests/interop), and a skipped interop test would look like a passing one.
 
 mod common;
 mod holdkit;
@@ -25,7 +24,13 @@ fn interop_dir() -> PathBuf {
 }
 
 fn run(program: &str, args: &[&str], cwd: &Path, hint: &str) -> Output {
-    Command::new(program)
+    // scripts/test-env installs PyJWT into the checkout's .venv.
+    let program = match program {
+        "python3" => common::python().into_os_string(),
+        other => other.into(),
+    };
+    let program = program.to_string_lossy().into_owned();
+    Command::new(&program)
         .args(args)
         .current_dir(cwd)
         .output()
@@ -62,7 +67,7 @@ impl Verifier {
                     "-c",
                     "import jwt, jwt.algorithms as a; assert a.has_crypto, 'PyJWT without cryptography'; print(jwt.__version__)",
                 ],
-                "install Python 3 and run `pip install -r tests/interop/requirements.txt`",
+                "run scripts/test-env (it installs PyJWT into .venv)",
             ),
             _ => (
                 &[
@@ -70,7 +75,7 @@ impl Verifier {
                     "-e",
                     "import 'jose'; import { createRequire } from 'node:module'; console.log(createRequire(process.cwd() + '/').resolve('jose/package.json'))",
                 ],
-                "install Node.js and run `cd tests/interop && npm install`",
+                "install Node.js and run scripts/test-env",
             ),
         };
         let out = run(self.program, args, &dir, hint);

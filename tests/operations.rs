@@ -39,12 +39,12 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         out[f"{s.name}{{{labels}}}"] = s.value
 print(json.dumps(out))
 "#;
-    let mut child = Command::new("python3")
+    let mut child = Command::new(common::python())
         .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("python3 with prometheus_client (pip install -r tests/interop/requirements.txt)");
+        .expect("python with prometheus_client (run scripts/test-env)");
     use std::io::Write;
     child
         .stdin

@@ -27,6 +27,17 @@ use tokio::sync::oneshot;
 
 pub type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
+/// The Python the tests run: the checkout's `.venv` (scripts/test-env)
+/// when present, else `python3` from PATH.
+pub fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 // ---------------------------------------------------------------- upstream
 
 #[derive(Debug, Clone)]

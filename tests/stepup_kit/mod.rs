@@ -31,7 +31,10 @@ pub fn now_secs() -> u64 {
 
 /// The code pyotp computes for `secret` at Unix time `t`.
 pub fn pyotp_at(secret: &str, t: u64) -> String {
-    let out = Command::new("python3")
+    // scripts/test-env installs pyotp into the checkout's .venv.
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = if venv.exists() { venv } else { "python3".into() };
+    let out = Command::new(python)
         .args([
             "-c",
             "import pyotp,sys;print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))",
@@ -39,7 +42,7 @@ pub fn pyotp_at(secret: &str, t: u64) -> String {
             &t.to_string(),
         ])
         .output()
-        .expect("python3 runs (pyotp comes from tests/interop/requirements.txt)");
+        .expect("python runs (pyotp: run scripts/test-env)");
     assert!(
         out.status.success(),
         "pyotp failed: {}",

@@ -1,4 +1,4 @@
-// The screenshots in docs/screenshots/ (shown in the README): the
+// The screenshots shown in the README (docs/screenshots/): the
 // enrollment page, the step-up page (passkey and code; waiting for an
 // approval) and the approval pages (sign-in, the list, one hold). Each is
 // checked for its heading before it is taken.
@@ -15,7 +15,11 @@ import { addAuthenticator, newContext } from "../lib/browser.mjs";
 import { deleteUser, expectHeading, signIn, submitHeld } from "../lib/flows.mjs";
 import { totp } from "../lib/totp.mjs";
 
-const OUT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../docs/screenshots");
+// Tests never write tracked files: the test run points this at a scratch
+// dir; only scripts/screenshots points it at docs/screenshots.
+const OUT =
+  process.env.STEPGATE_SCREENSHOTS_DIR ??
+  path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../target/screenshots");
 const FROZEN = new Date("2026-03-02T09:41:00Z");
 // Sample check codes and times left: the delete holds for 3 minutes, the
 // payment for 10.
