@@ -9,3 +9,20 @@ pub mod methods;
 pub mod query;
 
 pub use matcher::{Lookup, MatchRequest, Route, RouteTable};
+
+use canonical::CanonicalPath;
+
+/// Whether a path is under the gateway's own prefix, and so never the
+/// upstream's. Checked on the form without `;params` too (a servlet
+/// upstream reads `/.stepup;x/holds` as `/.stepup/holds`), and in any case
+/// (an upstream that routes without regard to case reads `/.STEPUP/` as
+/// `/.stepup/`).
+pub fn gateway_owns(prefix: &str, path: &CanonicalPath) -> bool {
+    let bare = prefix.trim_end_matches('/');
+    let under = |p: &str| {
+        p.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            || p.eq_ignore_ascii_case(bare)
+    };
+    under(path.as_str()) || under(path.match_form()) || path.without_params().is_some_and(under)
+}

@@ -420,3 +420,23 @@ fn an_override_is_explained_as_the_stricter_reading() {
         );
     }
 }
+
+#[test]
+fn the_gateway_prefix_in_any_case_is_never_forwarded() {
+    let dir = Dir::new();
+    for url in [
+        "https://gw.example/.stepup/jwks.json",
+        "https://gw.example/.STEPUP/holds/x",
+        "https://gw.example/.StepUp;x/approvals",
+    ] {
+        let run = dir.explain(&["GET", url]).ok();
+        let route = run.field("route:").expect("route line");
+        assert!(route.starts_with("the gateway's own endpoint"), "{url}: {route}");
+    }
+    let run = dir.explain(&["GET", "https://gw.example/.stepupx/a"]).ok();
+    assert!(
+        run.field("route:").is_some_and(|r| r.starts_with("none")),
+        "{}",
+        run.stdout
+    );
+}

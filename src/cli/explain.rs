@@ -88,6 +88,13 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     if path.as_str() != uri.path() {
         println!("           (canonical form of {})", uri.path());
     }
+    if stepgate::route::gateway_owns(&config.stepup.prefix, &path) {
+        println!(
+            "route:     the gateway's own endpoint (under {}): answered here, never forwarded",
+            config.stepup.prefix
+        );
+        return Ok(());
+    }
     let mut methods = effective_methods(&method, &headers, uri.query());
     let req = |methods: &[Method]| {
         config.routes.find(&MatchRequest {

@@ -22,18 +22,9 @@ use std::time::{Duration, SystemTime};
 
 pub(super) const MAX_PROOF_BODY: u64 = 16 * 1024;
 
-/// Whether a path is the gateway's own. Checked on the form without
-/// `;params` too: a servlet upstream reads `/.stepup;x/holds` as
-/// `/.stepup/holds`, and it must never be forwarded. And in any case: an
-/// upstream that routes without regard to case reads `/.STEPUP/` as ours.
+/// Whether a path is the gateway's own (see [`crate::route::gateway_owns`]).
 pub fn owns(prefix: &str, path: &CanonicalPath) -> bool {
-    let bare = prefix.trim_end_matches('/');
-    let under = |p: &str| {
-        p.get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-            || p.eq_ignore_ascii_case(bare)
-    };
-    under(path.as_str()) || under(path.match_form()) || path.without_params().is_some_and(under)
+    crate::route::gateway_owns(prefix, path)
 }
 
 pub async fn handle(
