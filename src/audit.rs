@@ -15,6 +15,7 @@ pub mod verify;
 mod writer;
 
 use crate::assertion::AssertionSigner;
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -99,6 +100,7 @@ struct Job {
 pub struct Audit {
     tx: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
+    head: Arc<ArcSwapOption<String>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -113,7 +115,8 @@ impl Audit {
     /// Opens (or continues) the trail and starts the writer thread.
     pub fn open(cfg: AuditConfig, signer: Arc<AssertionSigner>) -> Result<Self, AuditError> {
         let healthy = Arc::new(AtomicBool::new(true));
-        let state = writer::Writer::open(cfg, signer, healthy.clone())?;
+        let head = Arc::new(ArcSwapOption::empty());
+        let state = writer::Writer::open(cfg, signer, healthy.clone(), head.clone())?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("stepgate-audit".into())
@@ -122,7 +125,7 @@ impl Audit {
                 path: "audit writer thread".into(),
                 source,
             })?;
-        Ok(Audit { tx, healthy })
+        Ok(Audit { tx, healthy, head })
     }
 
     /// Appends a record and waits until it is on disk. An error means it
@@ -167,6 +170,13 @@ impl Audit {
             Ok(Ok(seq)) => Ok(seq),
             _ => Err(AuditError::Unavailable),
         }
+    }
+
+    /// The newest durable checkpoint line (JSON, with its `jws`), for an
+    /// outside collector to keep: a trail cut back behind it then fails
+    /// `audit verify --head`.
+    pub fn head(&self) -> Option<Arc<String>> {
+        self.head.load_full()
     }
 
     /// Whether the last write succeeded (`/readyz`).

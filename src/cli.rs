@@ -115,10 +115,19 @@ enum AuditCmd {
         config: Option<PathBuf>,
         #[arg(long)]
         jwks: Option<PathBuf>,
+        /// With --jwks: the `audit.checkpoint_every` the trail was written
+        /// with (default 1000); --config reads it from the config.
+        #[arg(long, conflicts_with = "config")]
+        checkpoint_every: Option<u64>,
+        /// A checkpoint collected from `/audit/head` (the JSON line or its
+        /// JWS): the trail must reach it, or its end was cut.
+        #[arg(long)]
+        head: Option<PathBuf>,
     },
     /// Print one hold's story from the audit trail.
     Show {
-        #[arg(long)]
+        /// Hold ids are base64url, so one may begin with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         hold: String,
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
@@ -174,8 +183,23 @@ pub fn main() -> ExitCode {
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Jwks { config } => jwks(&config),
         Command::Audit {
-            cmd: AuditCmd::Verify { files, config, jwks },
-        } => audit::verify(&files, config.as_deref(), jwks.as_deref()),
+            cmd:
+                AuditCmd::Verify {
+                    files,
+                    config,
+                    jwks,
+                    checkpoint_every,
+                    head,
+                },
+        } => audit::verify(
+            &files,
+            audit::Keyed {
+                config: config.as_deref(),
+                jwks: jwks.as_deref(),
+                checkpoint_every,
+                head: head.as_deref(),
+            },
+        ),
         Command::Audit {
             cmd: AuditCmd::Show { hold, config, files },
         } => audit::show(&hold, &config, &files),

@@ -22,6 +22,7 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod escape;
 pub mod fuzzing;
 pub mod hold;
 pub mod identity;

@@ -314,3 +314,299 @@ async fn an_unwritable_trail_fails_sensitive_routes_closed() {
         .all(|r| !r.target.starts_with("/admin") && !r.target.starts_with("/reports")));
     assert_eq!(up.count("/public"), 1);
 }
+
+// ------------------------------------------------------------ cut trails
+//
+// An attacker with write access to the trail but without the assertion key
+// deletes lines and re-links `prev` (and renumbers `seq`): the chain is
+// consistent again. What he cannot forge is a checkpoint signature.
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Drops the lines `drop` says to, then renumbers `seq` from 1 and re-links
+/// every `prev` from the genesis hash: what a careful forger writes.
+fn relinked(lines: &[String], drop: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in lines {
+        let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+        if drop(&v) {
+            continue;
+        }
+        v["seq"] = (out.len() as u64 + 1).into();
+        v["prev"] = match out.last() {
+            Some(p) => sha256_hex(p).into(),
+            None => stepgate::audit::GENESIS.into(),
+        };
+        out.push(v.to_string());
+    }
+    out
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> PathBuf {
+    std::fs::write(path, lines.join("\n") + "\n").expect("write");
+    path.to_owned()
+}
+
+fn verify_with(file: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["audit", "verify", file.to_str().expect("path")];
+    args.extend_from_slice(extra);
+    stepgate(&args)
+}
+
+/// A trail written by the real writer: `holds` holds of four records each,
+/// the third of them a break-glass release, with a checkpoint every 4.
+async fn written_trail(dir: &Path, holds: usize) -> (PathBuf, PathBuf) {
+    use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
+    use stepgate::audit::{Audit, AuditConfig, Record};
+    std::fs::create_dir_all(dir).expect("dir");
+    let (_, pem) = generate_signing_key();
+    let signer = AssertionSigner::new(
+        load_signing_key_pem(&pem).expect("key"),
+        vec![],
+        "stepgate".into(),
+        "legacy".into(),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("signer");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, signer.jwks().to_string()).expect("jwks");
+    let path = dir.join("audit.jsonl");
+    let audit = Audit::open(
+        AuditConfig {
+            path: path.clone(),
+            rotate_bytes: 1 << 30,
+            checkpoint_every: 4,
+        },
+        std::sync::Arc::new(signer),
+    )
+    .expect("audit");
+    for h in 0..holds {
+        let hold = format!("hold-{h}");
+        let glass = h == 2;
+        let events: [&'static str; 4] = if glass {
+            ["hold.created", "break_glass.used", "hold.released", "request.forwarded"]
+        } else {
+            ["hold.created", "proof.accepted", "hold.released", "request.forwarded"]
+        };
+        for e in events {
+            let mut r = Record::new(e);
+            r.hold = Some(hold.clone());
+            r.route = Some("agent-transfer".into());
+            if glass && e == "break_glass.used" {
+                r.reason = Some("INC-1: approvers unreachable".into());
+            }
+            audit.record(r).await.expect("written");
+        }
+    }
+    drop(audit);
+    // The writer seals the tail when its last handle goes away.
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().last().is_some_and(|l| l.contains("\"closed\"")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    (path, jwks)
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_erased_break_glass_hold_with_its_checkpoints_removed_fails_verification() {
+    let dir = std::env::temp_dir().join(format!("stepgate-cut-{}", stepgate::ids::random_token()));
+    let (path, jwks) = written_trail(&dir, 5).await;
+    let jwks_arg = jwks.to_str().expect("p");
+    let (code, out, err) = verify_with(&path, &["--jwks", jwks_arg]);
+    assert_eq!(code, 0, "the honest trail verifies: {out}{err}");
+    assert!(out.contains("records after the last checkpoint"), "{out}");
+
+    let lines = read_lines(&path);
+    assert!(lines.iter().any(|l| l.contains("break_glass.used")));
+    // Erase the break-glass hold. Its checkpoints now sign another chain,
+    // so the forger deletes every checkpoint too and re-links the rest.
+    let erased = relinked(&lines, |v| v["hold"] == "hold-2" || v["event"] == "checkpoint");
+    assert!(erased.iter().all(|l| !l.contains("hold-2")));
+    let erased = write_lines(&dir.join("erased.jsonl"), &erased);
+    let (code, out, _) = verify_with(&erased, &[]);
+    assert_eq!(code, 0, "the chain alone cannot tell: {out}");
+    let (code, out, err) = verify_with(&erased, &["--jwks", jwks_arg, "--checkpoint-every", "4"]);
+    assert_eq!(code, 1, "erasing a hold must not verify: {out}{err}");
+    assert!(err.contains("without a signed checkpoint"), "{err}");
+
+    // Deleting only the checkpoints (nothing else) is caught the same way.
+    let stripped = relinked(&lines, |v| v["event"] == "checkpoint");
+    let stripped = write_lines(&dir.join("stripped.jsonl"), &stripped);
+    let (code, out, err) = verify_with(&stripped, &["--jwks", jwks_arg, "--checkpoint-every", "4"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("without a signed checkpoint"), "{err}");
+
+    // Erasing the hold but keeping the checkpoints: they sign the old chain.
+    let kept = relinked(&lines, |v| v["hold"] == "hold-2");
+    let kept = write_lines(&dir.join("kept.jsonl"), &kept);
+    let (code, _, err) = verify_with(&kept, &["--jwks", jwks_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("forged checkpoint"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_trail_whose_first_records_were_deleted_fails_verification() {
+    let dir = std::env::temp_dir().join(format!("stepgate-head-{}", stepgate::ids::random_token()));
+    let (path, jwks) = written_trail(&dir, 4).await;
+    let lines = read_lines(&path);
+    // Cut the first hold away, keeping every later line byte for byte: the
+    // chain from there on is intact, and so are the later checkpoints.
+    let cut = write_lines(&dir.join("cut.jsonl"), &lines[4..]);
+    for extra in [vec![], vec!["--jwks", jwks.to_str().expect("p")]] {
+        let (code, out, err) = verify_with(&cut, &extra);
+        assert_eq!(code, 1, "{extra:?}: {out}{err}");
+        assert!(err.starts_with(&format!("{}:1:", cut.display())), "{err}");
+        assert!(err.contains("genesis"), "{err}");
+    }
+    // Renumbered and re-linked from the genesis hash, the chain is whole,
+    // but the first checkpoint signs another chain.
+    let renumbered = write_lines(&dir.join("renumbered.jsonl"), &relinked(&lines[4..], |_| false));
+    let (code, _, err) = verify_with(&renumbered, &["--jwks", jwks.to_str().expect("p")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("forged checkpoint"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_a_signed_head_that_catches_a_cut_tail() {
+    let up = Upstream::start().await;
+    let (gw, ..) = lifecycle(&up, "audit: { checkpoint_every: 3 }").await;
+    let file = gw.dir.join("state/audit.jsonl");
+    settle(&file, "request.forwarded").await;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin.local_addr().expect("addr");
+    tokio::spawn(stepgate::proxy::admin::run(
+        gw.gw.clone(),
+        admin,
+        std::future::pending(),
+    ));
+    let (status, body) = admin_get(admin_addr, "/audit/head").await;
+    assert_eq!(status, 200, "{body}");
+    let head: serde_json::Value = serde_json::from_str(&body).expect("head is JSON");
+    assert_eq!(head["event"], "checkpoint");
+    let jwks = stepgate::jose::Jwks::parse(&gw.jwks().to_string()).expect("jwks");
+    let verified = stepgate::audit::verify::check_head(head["jws"].as_str().expect("jws"), &jwks)
+        .expect("the head verifies with the JWKS");
+    assert_eq!(Some(verified.seq), head["seq"].as_u64());
+    // It is the newest checkpoint of the trail.
+    let lines = read_lines(&file);
+    let newest = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("\"checkpoint\""))
+        .expect("a checkpoint");
+    assert_eq!(body.trim(), newest.as_str());
+
+    let jwks_file = gw.dir.join("jwks.json");
+    std::fs::write(&jwks_file, gw.jwks().to_string()).expect("jwks");
+    let head_file = gw.dir.join("head.json");
+    std::fs::write(&head_file, &body).expect("head");
+    let (j, h) = (jwks_file.to_str().expect("p"), head_file.to_str().expect("p"));
+    let (code, out, err) = verify_with(&file, &["--jwks", j, "--head", h]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("agrees with the collected head"), "{out}");
+
+    // Cut the end back to just before that checkpoint: few enough records
+    // follow the previous checkpoint that the trail alone looks fine ...
+    let at = lines.iter().position(|l| l == newest).expect("pos");
+    let cut = write_lines(&gw.dir.join("cut.jsonl"), &lines[..at]);
+    let (code, out, err) = verify_with(&cut, &["--jwks", j]);
+    assert_eq!(code, 0, "without a kept head a cut tail is invisible: {out}{err}");
+    // ... but not next to the head the collector kept.
+    let (code, out, err) = verify_with(&cut, &["--jwks", j, "--head", h]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cut from the end"), "{err}");
+}
+
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
+    use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
+    use stepgate::audit::{Audit, AuditConfig, Record};
+    let dir = std::env::temp_dir().join(format!("stepgate-restart-{}", stepgate::ids::random_token()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (_, pem) = generate_signing_key();
+    let signer = std::sync::Arc::new(
+        AssertionSigner::new(
+            load_signing_key_pem(&pem).expect("key"),
+            vec![],
+            "stepgate".into(),
+            "legacy".into(),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("signer"),
+    );
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, signer.jwks().to_string()).expect("jwks");
+    let path = dir.join("audit.jsonl");
+    let open = |every| {
+        Audit::open(
+            AuditConfig {
+                path: path.clone(),
+                rotate_bytes: 1 << 30,
+                checkpoint_every: every,
+            },
+            signer.clone(),
+        )
+        .expect("audit")
+    };
+    let audit = open(1000);
+    for _ in 0..3 {
+        audit.record(Record::new("hold.created")).await.expect("written");
+    }
+    audit.seal(Record::new("gateway.shutdown")).await.expect("sealed");
+    for _ in 0..3 {
+        audit.record(Record::new("hold.created")).await.expect("written");
+    }
+    drop(audit);
+    settle(&path, "\"closed\"").await;
+    // A crash leaves the tail unsealed: take the closing checkpoint away.
+    let mut lines = read_lines(&path);
+    lines.pop();
+    write_lines(&path, &lines);
+    // The restart runs with a tighter spacing.
+    let audit = open(2);
+    for _ in 0..3 {
+        audit.record(Record::new("hold.created")).await.expect("written");
+    }
+    drop(audit);
+    settle(&path, "\"closed\"").await;
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains("\"start\""), "the restart sealed what it found: {text}");
+    let (code, out, err) = verify_with(&path, &["--jwks", jwks.to_str().expect("p"), "--checkpoint-every", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

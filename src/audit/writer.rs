@@ -4,6 +4,7 @@
 use super::{AuditConfig, AuditError, Job, Record, GENESIS};
 use crate::assertion::AssertionSigner;
 use crate::clock::{rfc3339, unix_secs};
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -14,6 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::time::SystemTime;
 
 const MAX_BATCH: usize = 1024;
+const CHECKPOINT_MARK: &[u8] = br#""event":"checkpoint""#;
 
 pub(super) struct Writer {
     cfg: AuditConfig,
@@ -24,6 +26,12 @@ pub(super) struct Writer {
     prev: String,
     size: u64,
     since_checkpoint: u64,
+    /// The newest durable checkpoint line, served at `/audit/head`.
+    head: Arc<ArcSwapOption<String>>,
+    /// A checkpoint line of the batch being written, published once durable.
+    pending_head: Option<String>,
+    /// Whether to write a checkpoint before anything else (see `run`).
+    start_checkpoint: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +58,7 @@ impl Writer {
         cfg: AuditConfig,
         signer: Arc<AssertionSigner>,
         healthy: Arc<AtomicBool>,
+        head: Arc<ArcSwapOption<String>>,
     ) -> Result<Self, AuditError> {
         let io = |source| AuditError::Io {
             path: cfg.path.display().to_string(),
@@ -60,22 +69,37 @@ impl Writer {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
         }
-        let (seq, prev) = resume(&cfg.path).map_err(io)?;
+        let resumed = resume(&cfg.path).map_err(io)?;
         let file = append(&cfg.path).map_err(io)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start_checkpoint =
+            resumed.seq > 0 && (resumed.since_checkpoint > 0 || resumed.every != Some(cfg.checkpoint_every));
+        head.store(resumed.head.map(Arc::new));
         Ok(Writer {
             cfg,
             signer,
             healthy,
             file: Some(file),
-            seq,
-            prev,
+            seq: resumed.seq,
+            prev: resumed.prev,
             size,
-            since_checkpoint: 0,
+            // A restart continues the run it found, so a crash between two
+            // checkpoints never doubles the gap a verifier must allow.
+            since_checkpoint: resumed.since_checkpoint,
+            head,
+            pending_head: None,
+            start_checkpoint,
         })
     }
 
     pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
+        if self.start_checkpoint {
+            // A restart seals what the last run left unsealed, and a new
+            // `checkpoint_every` is signed before the first record under it,
+            // so every run of records fits the promise of the checkpoint
+            // that closes it.
+            self.seal_now("start");
+        }
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter().take(MAX_BATCH - 1));
@@ -84,9 +108,29 @@ impl Writer {
         // Every sender is gone without a seal (the gateway was dropped
         // rather than shut down): seal the tail if there is anything to seal.
         if self.since_checkpoint > 0 {
-            let mut buf = Vec::new();
-            self.checkpoint(&mut buf, "closed");
-            let _ = self.write(&buf);
+            self.seal_now("closed");
+        }
+    }
+
+    /// Writes a checkpoint on its own; on failure the chain continues from
+    /// the last durable line, not from the checkpoint that never landed.
+    fn seal_now(&mut self, why: &str) -> bool {
+        let mut buf = Vec::new();
+        let (seq0, prev0, since0) = (self.seq, self.prev.clone(), self.since_checkpoint);
+        self.checkpoint(&mut buf, why);
+        match self.write(&buf) {
+            Ok(()) => {
+                self.publish_head();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.cfg.path.display(), "audit checkpoint write failed");
+                self.healthy.store(false, Ordering::Relaxed);
+                (self.seq, self.prev, self.since_checkpoint) = (seq0, prev0, since0);
+                self.pending_head = None;
+                self.file = None;
+                false
+            }
         }
     }
 
@@ -95,8 +139,11 @@ impl Writer {
         let mut buf = Vec::with_capacity(batch.len() * 300);
         let mut acks = Vec::with_capacity(batch.len());
         for job in batch {
-            self.line(&mut buf, job.record.event, &job.record);
-            acks.push((job.ack, self.seq));
+            let written = self.line(&mut buf, job.record.event, &job.record).is_some();
+            acks.push((job.ack, written.then_some(self.seq)));
+            if !written {
+                continue;
+            }
             self.since_checkpoint += 1;
             if job.seal {
                 self.checkpoint(&mut buf, "shutdown");
@@ -107,9 +154,10 @@ impl Writer {
         match self.write(&buf) {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                self.publish_head();
                 for (ack, seq) in acks {
                     if let Some(a) = ack {
-                        let _ = a.send(Ok(seq));
+                        let _ = a.send(seq.ok_or(()));
                     }
                 }
                 if self.size >= self.cfg.rotate_bytes {
@@ -122,6 +170,7 @@ impl Writer {
                 // Nothing of the batch is acknowledged; the chain continues
                 // from the last durable line.
                 (self.seq, self.prev, self.since_checkpoint) = (seq0, prev0, since0);
+                self.pending_head = None;
                 self.file = None;
                 for (ack, _) in acks {
                     if let Some(a) = ack {
@@ -132,27 +181,37 @@ impl Writer {
         }
     }
 
-    fn line(&mut self, buf: &mut Vec<u8>, event: &str, record: &Record) {
-        self.seq += 1;
+    fn line(&mut self, buf: &mut Vec<u8>, event: &str, record: &Record) -> Option<String> {
         let line = Line {
-            seq: self.seq,
+            seq: self.seq + 1,
             ts: rfc3339(SystemTime::now()),
             event,
             record,
             prev: &self.prev,
         };
-        let Ok(text) = serde_json::to_vec(&line) else { return };
-        self.prev = hash(&text);
-        buf.extend_from_slice(&text);
+        let text = serde_json::to_string(&line).ok()?;
+        self.seq += 1;
+        self.prev = hash(text.as_bytes());
+        buf.extend_from_slice(text.as_bytes());
         buf.push(b'\n');
+        Some(text)
+    }
+
+    fn publish_head(&mut self) {
+        if let Some(h) = self.pending_head.take() {
+            self.head.store(Some(Arc::new(h)));
+        }
     }
 
     /// A signed checkpoint: the signature covers `prev`, which commits to
     /// every line before it.
     fn checkpoint(&mut self, buf: &mut Vec<u8>, why: &str) {
+        // `every` is signed so that a verifier holding only the JWKS knows
+        // how far apart checkpoints must be.
         let claims = serde_json::json!({
             "seq": self.seq + 1,
             "prev": self.prev,
+            "every": self.cfg.checkpoint_every,
             "iat": unix_secs(SystemTime::now()),
         });
         let jws = match self.signer.sign_checkpoint(&claims) {
@@ -163,8 +222,10 @@ impl Writer {
             }
         };
         let record = Record::new("checkpoint").with("reason_code", why).with("jws", jws);
-        self.line(buf, "checkpoint", &record);
-        self.since_checkpoint = 0;
+        if let Some(text) = self.line(buf, "checkpoint", &record) {
+            self.pending_head = Some(text);
+            self.since_checkpoint = 0;
+        }
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -183,9 +244,7 @@ impl Writer {
     /// Seals the current file with a checkpoint and starts the next one;
     /// the chain (seq and prev) continues across the files.
     fn rotate(&mut self) {
-        let mut buf = Vec::new();
-        self.checkpoint(&mut buf, "rotate");
-        if self.write(&buf).is_err() {
+        if !self.seal_now("rotate") {
             return;
         }
         let target = rotated_name(&self.cfg.path, self.seq);
@@ -218,9 +277,22 @@ pub(super) fn rotated_name(path: &Path, last_seq: u64) -> PathBuf {
     path.with_file_name(format!("{stem}.{last_seq:012}.{ext}"))
 }
 
+/// Where the chain left off.
+struct Resumed {
+    seq: u64,
+    prev: String,
+    /// Records after the newest checkpoint.
+    since_checkpoint: u64,
+    /// The newest checkpoint line.
+    head: Option<String>,
+    /// The spacing the newest checkpoint signed.
+    every: Option<u64>,
+}
+
 /// Where the chain left off: the last line of the current file, or of the
-/// newest rotated file when the current one is empty or missing.
-fn resume(path: &Path) -> std::io::Result<(u64, String)> {
+/// newest rotated file when the current one is empty or missing; and, going
+/// back as far as the newest checkpoint, how many records follow it.
+fn resume(path: &Path) -> std::io::Result<Resumed> {
     let mut candidates = vec![path.to_owned()];
     if let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) {
         let dir = if dir.as_os_str().is_empty() {
@@ -239,6 +311,8 @@ fn resume(path: &Path) -> std::io::Result<(u64, String)> {
         rotated.sort();
         candidates.extend(rotated.into_iter().rev());
     }
+    let mut found: Option<(u64, String)> = None;
+    let mut since_checkpoint = 0;
     for p in candidates {
         // Only regular files hold a chain (a device such as /dev/full, used
         // to test write failures, would read forever).
@@ -250,14 +324,47 @@ fn resume(path: &Path) -> std::io::Result<(u64, String)> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let last = text.split(|&b| b == b'\n').rev().find(|l| !l.is_empty());
-        if let Some(line) = last {
-            let seq = serde_json::from_slice::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["seq"].as_u64())
-                .ok_or_else(|| std::io::Error::other(format!("{}: last line is not an audit record", p.display())))?;
-            return Ok((seq, hash(line)));
+        for line in text.split(|&b| b == b'\n').rev().filter(|l| !l.is_empty()) {
+            if found.is_none() {
+                let seq = serde_json::from_slice::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["seq"].as_u64())
+                    .ok_or_else(|| {
+                        std::io::Error::other(format!("{}: last line is not an audit record", p.display()))
+                    })?;
+                found = Some((seq, hash(line)));
+            }
+            // The substring cannot occur inside a JSON string (its quotes
+            // would be escaped), so only real checkpoints are parsed.
+            let marked = line.windows(CHECKPOINT_MARK.len()).any(|w| w == CHECKPOINT_MARK);
+            if marked && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| v["event"] == "checkpoint") {
+                let (seq, prev) = found.unwrap_or_default();
+                let head = String::from_utf8_lossy(line).into_owned();
+                return Ok(Resumed {
+                    seq,
+                    prev,
+                    since_checkpoint,
+                    every: signed_every(&head),
+                    head: Some(head),
+                });
+            }
+            since_checkpoint += 1;
         }
     }
-    Ok((0, GENESIS.to_owned()))
+    let (seq, prev) = found.unwrap_or((0, GENESIS.to_owned()));
+    Ok(Resumed {
+        seq,
+        prev,
+        since_checkpoint,
+        head: None,
+        every: None,
+    })
+}
+
+/// The `every` a checkpoint line's signature covers (unverified: the
+/// writer only compares it with its own setting).
+fn signed_every(line: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let decoded = crate::jose::jws::decode(v["jws"].as_str()?).ok()?;
+    decoded.claims.get("every")?.as_u64()
 }

@@ -1,6 +1,9 @@
 //! The operator listener (`admin_listen`, plain HTTP on a private address):
-//! `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (config loaded, audit writable, state reachable, not draining).
+//! `/metrics` (Prometheus text), `/healthz` (the process answers),
+//! `/readyz` (config loaded, audit writable, state reachable, not draining)
+//! and `/audit/head` (the newest signed audit checkpoint, for an outside
+//! collector: a trail later cut back behind a head it kept fails
+//! `stepgate audit verify --head`).
 
 use super::Gateway;
 use crate::body::{full, Body};
@@ -44,6 +47,14 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/audit/head" => match gw.audit.head() {
+            Some(line) => (StatusCode::OK, "application/json", format!("{line}\n")),
+            None => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "no audit checkpoint yet\n".to_owned(),
+            ),
+        },
         "/readyz" => {
             let checks = [
                 ("audit", gw.audit.is_healthy()),
