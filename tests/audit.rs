@@ -610,3 +610,118 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     assert_eq!(code, 0, "{out}{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ------------------------------------------------------- a failed write
+//
+// A real fault, unprivileged: the served binary runs under RLIMIT_FSIZE
+// (SIGXFSZ ignored), set just above the trail's size. The next append
+// writes part of its line, then fails with EFBIG, as a full disk would.
+
+fn set_fsize(pid: u32, limit: Option<u64>) {
+    let limit = limit.map_or("resource.RLIM_INFINITY".to_owned(), |l| l.to_string());
+    let script = format!(
+        "import resource, sys; resource.prlimit({pid}, resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))"
+    );
+    let ok = Command::new("python3").args(["-c", &script]).status().expect("python3");
+    assert!(ok.success(), "prlimit failed");
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_failed_write_leaves_no_partial_line_and_the_trail_verifies_after() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("stepgate-fsize-{}", stepgate::ids::random_token()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pki = Pki::new();
+    let (_, pem) = stepgate::assertion::generate_signing_key();
+    for (name, text) in [
+        ("cert.pem", &pki.cert_pem),
+        ("key.pem", &pki.key_pem),
+        ("assertion.pem", &pem),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write");
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.join("routes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}
+tls: {{ cert: cert.pem, key: key.pem }}
+upstream: http://{}
+session: {{ cookie: SESSIONID }}
+assertion: {{ key: assertion.pem, issuer: stepgate, audience: legacy }}
+audit: {{ checkpoint_every: 1000 }}
+routes:
+  - name: delete-user
+    match: {{ methods: [POST], path: '/admin/users/([^/]+)/delete' }}
+    hold: {{ mode: challenge }}
+",
+            up.addr
+        ),
+    )
+    .expect("config");
+    let child = Child(
+        Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_stepgate"))
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let sensitive = || request("POST", "/admin/users/carol/delete", &[("cookie", "SESSIONID=s")], b"");
+    assert_eq!(raw(addr, &pki, &sensitive()).await.status, 401);
+    let trail = dir.join("state/audit.jsonl");
+    let size = std::fs::metadata(&trail).expect("trail").len();
+
+    set_fsize(child.0.id(), Some(size + 40));
+    let resp = raw(addr, &pki, &sensitive()).await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.error_code(), "audit_unavailable");
+    let during = std::fs::read(&trail).expect("read");
+    assert!(
+        during.len() as u64 > size && !during.ends_with(b"\n"),
+        "the fault was real: part of a line was written"
+    );
+
+    set_fsize(child.0.id(), None);
+    assert_eq!(
+        raw(addr, &pki, &sensitive()).await.status,
+        401,
+        "works again after the fault"
+    );
+    let (code, out, err) = stepgate(&[
+        "audit",
+        "verify",
+        trail.to_str().expect("p"),
+        "--config",
+        config.to_str().expect("p"),
+    ]);
+    assert_eq!(code, 0, "the honest trail verifies after the disk recovers: {out}{err}");
+    drop(child);
+    let _ = std::fs::remove_dir_all(dir);
+}

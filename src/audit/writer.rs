@@ -69,6 +69,7 @@ impl Writer {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
         }
+        cut_partial_line(&cfg.path).map_err(io)?;
         let resumed = resume(&cfg.path).map_err(io)?;
         let file = append(&cfg.path).map_err(io)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -230,7 +231,13 @@ impl Writer {
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(append(&self.cfg.path)?);
+            // After a failed write the file may end in part of a line that
+            // was never acknowledged; appending onto it would make an honest
+            // trail look tampered for good.
+            cut_partial_line(&self.cfg.path)?;
+            let f = append(&self.cfg.path)?;
+            self.size = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+            self.file = Some(f);
         }
         let Some(f) = self.file.as_mut() else {
             return Err(std::io::Error::other("audit file not open"));
@@ -256,6 +263,42 @@ impl Writer {
         self.size = 0;
         tracing::info!(rotated = %target.display(), "audit file rotated");
     }
+}
+
+/// Cuts `path` back to its last complete line (SPEC §9). Only regular
+/// files are touched; a missing file is fine.
+fn cut_partial_line(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    // Read backwards in blocks until a newline is found.
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        tracing::warn!(path = %path.display(), bytes = len - keep, "cutting an incomplete audit line left by a failed write");
+        f.set_len(keep)?;
+        f.sync_all()?;
+    }
+    Ok(())
 }
 
 fn append(path: &Path) -> std::io::Result<File> {
