@@ -17,6 +17,7 @@ use stepgate::assertion::{AssertionFacts, AssertionSigner};
 use stepgate::hold::{Event, HoldEngine, HoldMeta, HoldState, Parked, Proof, Transition};
 use stepgate::ids::{HoldId, Sid, Txn};
 use stepgate::jose::jws;
+use stepgate::policy::body::{route_reader, Reading};
 use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use stepgate::policy::{HoldMode, ProofMethod, Requirements};
 use stepgate::route::canonical::canonicalize;
@@ -134,43 +135,36 @@ fn condition_eval(c: &mut Criterion) {
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     let small = br#"{"payee":"ACME GmbH","amount":1200,"currency":"EUR","memo":"invoice 2026-118"}"#;
     let large = br#"{"payee":"ACME GmbH","amount":25000,"currency":"EUR","memo":"invoice 2026-118"}"#;
-    let facts = |ip: [u8; 4], body: &'static [u8]| RequestFacts {
-        client_ip: IpAddr::V4(Ipv4Addr::from(ip)),
-        headers: &headers,
-        body: Some(body),
-        content_type: Some("application/json"),
-    };
     let young = SessionFacts {
         first_seen: at(1_799_834_400 - 600),
         device_changed: false,
     };
-    let inside = facts([10, 1, 2, 3], small);
-    let outside = facts([192, 0, 2, 7], small);
-    let big = facts([10, 1, 2, 3], large);
-    assert_eq!(
-        conditions::evaluate(&five, &inside, &young, now).unwrap(),
-        Verdict::Pass
-    );
-    assert_eq!(
-        conditions::evaluate(&ip_only, &inside, &young, now).unwrap(),
-        Verdict::Pass
-    );
-    assert!(matches!(
-        conditions::evaluate(&five, &big, &young, now).unwrap(),
-        Verdict::StepUp { .. }
-    ));
+    // As the gateway does it: read the body by its declared type, then decide.
+    let reader = route_reader(&[], &five).unwrap().unwrap();
+    let decide = |conds: &[conditions::Condition], ip: [u8; 4], body: &[u8]| {
+        let reading = Reading::read(&reader, &headers, body).unwrap();
+        let facts = RequestFacts {
+            client_ip: IpAddr::V4(Ipv4Addr::from(ip)),
+            headers: &headers,
+            body: Some(&reading),
+        };
+        conditions::evaluate(conds, &facts, &young, now)
+    };
+    assert_eq!(decide(&five, [10, 1, 2, 3], small), Verdict::Pass);
+    assert_eq!(decide(&ip_only, [10, 1, 2, 3], small), Verdict::Pass);
+    assert!(matches!(decide(&five, [10, 1, 2, 3], large), Verdict::StepUp { .. }));
     let mut g = c.benchmark_group("conditions");
     g.bench_function("ip_only/pass", |b| {
-        b.iter(|| conditions::evaluate(black_box(&ip_only), black_box(&inside), &young, now))
+        b.iter(|| decide(black_box(&ip_only), [10, 1, 2, 3], black_box(small)))
     });
     g.bench_function("ip_only/fire", |b| {
-        b.iter(|| conditions::evaluate(black_box(&ip_only), black_box(&outside), &young, now))
+        b.iter(|| decide(black_box(&ip_only), [192, 0, 2, 7], black_box(small)))
     });
     g.bench_function("five/pass", |b| {
-        b.iter(|| conditions::evaluate(black_box(&five), black_box(&inside), &young, now))
+        b.iter(|| decide(black_box(&five), [10, 1, 2, 3], black_box(small)))
     });
     g.bench_function("five/fire_json", |b| {
-        b.iter(|| conditions::evaluate(black_box(&five), black_box(&big), &young, now))
+        b.iter(|| decide(black_box(&five), [10, 1, 2, 3], black_box(large)))
     });
     g.finish();
 }

@@ -2,6 +2,7 @@
 //! typed forms of a route's `require:` and `hold:` blocks; the hold state
 //! machine and the proof verifiers read them, nothing here does I/O.
 
+pub mod body;
 pub mod conditions;
 
 use std::fmt;

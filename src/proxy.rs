@@ -4,6 +4,7 @@
 pub mod admin;
 mod api;
 mod approvals;
+mod bodies;
 mod browser;
 mod display;
 mod enroll;

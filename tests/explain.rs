@@ -93,7 +93,8 @@ impl Dir {
                 None => rest.push(*arg),
             }
         }
-        let mut args = vec!["POST", DELETE_URL];
+        // The route reads its body as JSON, so the body says it is JSON.
+        let mut args = vec!["POST", DELETE_URL, "-H", "Content-Type: application/json"];
         for (name, value) in options {
             args.extend([name, value]);
         }
@@ -155,6 +156,8 @@ fn a_risky_request_names_its_route_every_fired_condition_and_the_requirements() 
             "2026-11-24T22:00:00Z",
             "--body",
             &body,
+            "-H",
+            "Content-Type: application/json",
             "--session-age",
             "9h",
             "--new-device",
@@ -302,6 +305,10 @@ fn a_body_that_is_not_json_is_a_400_on_a_route_that_reads_it() {
     let decision = run.field("decision:").expect("a decision");
     assert!(decision.starts_with("400 bad_request"), "{decision}");
     assert_eq!(run.field("requires:"), None);
+    // Only as its one declared type: the gateway's reading, not a guess.
+    let run = dir.calm_delete(&["-H", "Content-Type: text/plain"]).ok();
+    let decision = run.field("decision:").expect("a decision");
+    assert!(decision.starts_with("400 bad_request"), "{decision}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use stepgate::config::Config;
+use stepgate::policy::body::Reading;
 use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use stepgate::route::authority;
 use stepgate::route::canonical::canonicalize;
@@ -109,7 +110,13 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     let mut lookup = req(&methods);
     if lookup.method_miss {
         if let Some(form) = form_kind(&headers) {
-            methods.extend(form_methods(form, &body));
+            match form_methods(form, &body) {
+                Ok(read) => methods.extend(read),
+                Err(e) => {
+                    println!("400 bad_request: {e} (the body's _method is ambiguous)");
+                    return Ok(());
+                }
+            }
             lookup = req(&methods);
         }
     }
@@ -134,25 +141,30 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
             .unwrap_or(SystemTime::UNIX_EPOCH),
         device_changed: r.new_device,
     };
+    let reading = match &route.body_reader {
+        None => None,
+        Some(reader) => match Reading::read(reader, &headers, &body) {
+            Ok(reading) => Some(reading),
+            Err(e) => {
+                println!("decision:  400 bad_request ({e})");
+                return Ok(());
+            }
+        },
+    };
     let facts = RequestFacts {
         client_ip: r.ip,
         headers: &headers,
-        body: Some(&body),
-        content_type: headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        body: reading.as_ref(),
     };
     if !route.when.is_empty() {
         let labels: Vec<String> = route.when.iter().map(|c| c.label()).collect();
         println!("when:      {}", labels.join(" | "));
         match conditions::evaluate(&route.when, &facts, &session, now) {
-            Ok(Verdict::Pass) => {
+            Verdict::Pass => {
                 println!("decision:  no condition fires: forwarded unheld");
                 return Ok(());
             }
-            Ok(Verdict::StepUp { reasons }) => println!("fired:     {}", reasons.join(", ")),
-            Err(e) => {
-                println!("decision:  400 bad_request ({e})");
-                return Ok(());
-            }
+            Verdict::StepUp { reasons } => println!("fired:     {}", reasons.join(", ")),
         }
     }
     let q = &route.require;

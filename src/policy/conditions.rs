@@ -29,13 +29,9 @@
 //!   (or numeric string), a string against a string, a bool against a bool (or the
 //!   strings `true`/`false`). Any other pairing is the wrong type.
 //! - `regex` must match the whole string value (it is anchored).
-//! - A JSON body with duplicate object keys (compared case-insensitively) is invalid
-//!   JSON: parsers disagree on which duplicate wins, so the gateway and the upstream
-//!   could read different amounts.
-//! - An empty body has no fields; a body declared as a form (`Content-Type`
-//!   `application/x-www-form-urlencoded` or `multipart/form-data`) is not read as JSON,
-//!   so its JSON fields are missing. Form fields are read only from an urlencoded body,
-//!   by name compared case-insensitively (some frameworks bind `Amount` to `amount`).
+//! - The body comes read already, by its declared type ([`super::body`]): a body the
+//!   upstream could read differently (another type, a repeated key or field) never
+//!   gets here, it is refused with 400. An empty body has no fields.
 //! - An absent header reads as the empty string: `in` does not match it, `not_in`
 //!   fires, a regex is matched against `""`. A header sent more than once is unknown.
 //! - Client IPs written as IPv4-mapped IPv6 (`::ffff:10.1.2.3`) are treated as IPv4,
@@ -61,7 +57,7 @@ mod parse;
 mod tests;
 
 use eval::canonical_ip;
-pub use eval::{evaluate, needs_body};
+pub use eval::{body_reads, evaluate, needs_body};
 pub use parse::parse_when;
 
 /// One parsed entry of a `when:` list (or of a combinator inside it).
@@ -215,9 +211,9 @@ impl fmt::Display for ValuePred {
 pub struct RequestFacts<'a> {
     pub client_ip: IpAddr,
     pub headers: &'a HeaderMap,
-    /// The buffered body; only needed when a condition [`needs_body`](Condition::needs_body).
-    pub body: Option<&'a [u8]>,
-    pub content_type: Option<&'a str>,
+    /// The body as the route reads it; only needed when a condition
+    /// [`needs_body`](Condition::needs_body). `None` reads as no fields.
+    pub body: Option<&'a super::body::Reading>,
 }
 
 /// What the gateway remembers about the session.
@@ -265,15 +261,6 @@ impl fmt::Display for CondError {
 }
 
 impl std::error::Error for CondError {}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EvalError {
-    /// A `json` condition needs the body and it is not valid JSON (or has duplicate
-    /// keys). The caller answers 400 `bad_request`.
-    #[error("request body is not valid JSON")]
-    InvalidJson,
-}
 
 // ---------------------------------------------------------------------------------------
 // Session facts

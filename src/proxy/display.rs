@@ -2,6 +2,7 @@
 //! whoever proves or approves it. They come from the exact bytes the `txn`
 //! covers, so an approval is bound to what the approver saw.
 
+use crate::policy::body::Reading;
 use crate::policy::DisplaySource;
 use crate::route::canonical::CanonicalPath;
 use crate::route::Route;
@@ -10,7 +11,9 @@ use http::{header, HeaderMap};
 /// Longest value shown; a display field is for a person to read.
 const MAX_LEN: usize = 200;
 
-pub fn values(route: &Route, path: &CanonicalPath, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+/// `body` is the body as the route read it (by its declared type, one copy
+/// of every field), the same reading its conditions saw.
+pub fn values(route: &Route, path: &CanonicalPath, body: Option<&Reading>) -> Vec<(String, String)> {
     if route.display.is_empty() {
         return Vec::new();
     }
@@ -19,20 +22,14 @@ pub fn values(route: &Route, path: &CanonicalPath, headers: &HeaderMap, body: &[
         .regex
         .captures(path.match_form())
         .or_else(|| path.without_params().and_then(|p| route.path.regex.captures(p)));
-    let json = || serde_json::from_slice::<serde_json::Value>(body).ok();
-    let form = || is_form(headers).then(|| form_urlencoded::parse(body).collect::<Vec<_>>());
     route
         .display
         .iter()
         .map(|d| {
             let value = match &d.source {
                 DisplaySource::Capture(n) => captures.as_ref().and_then(|c| c.get(*n)).map(|m| m.as_str().to_owned()),
-                DisplaySource::Json(ptr) => json().and_then(|v| v.pointer(ptr).map(scalar)),
-                DisplaySource::Form(field) => form().and_then(|f| {
-                    f.into_iter()
-                        .find(|(k, _)| k == field.as_str())
-                        .map(|(_, v)| v.into_owned())
-                }),
+                DisplaySource::Json(ptr) => body.and_then(|b| b.pointer(ptr)).map(scalar),
+                DisplaySource::Form(field) => body.and_then(|b| b.field(field)).map(str::to_owned),
             };
             (d.label.clone(), clip(value.unwrap_or_else(|| "(missing)".into())))
         })

@@ -1,16 +1,17 @@
 //! Deciding for one request: pass it through, or hold it until a bound
 //! proof arrives, and forwarding a released hold with its assertion.
 
-use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{display, hold_record, page, proofs, release, risk, upgrade, Gateway};
+use super::{bodies, display, hold_record, page, proofs, release, risk, upgrade, Gateway};
 use crate::audit::Record;
-use crate::body::Body;
+use crate::body::{full, Body};
 use crate::clock::unix_secs;
 use crate::hold::engine::{Delivery, EngineError};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Phase};
 use crate::ids::HoldId;
+use crate::policy::body::Reading;
+use crate::policy::conditions;
 use crate::policy::HoldMode;
 use crate::route::Route;
 use crate::session;
@@ -94,12 +95,28 @@ pub async fn sensitive(
         .map_err(|_| Reject::BadRequest("the session is ambiguous"))?;
     let sid = value.as_deref().map(|v| gw.session_key.sid(v));
 
+    // A request that will need a session and has none is refused before
+    // its body is read: an anonymous flood buffers nothing.
+    let shadow = mode == HoldMode::Shadow;
+    let body_conditions = conditions::needs_body(&route.when);
+    if value.is_none() && !shadow && body_conditions {
+        return Err(Reject::NoSession);
+    }
+    // The body, read once by its declared type, for conditions and
+    // display fields alike.
+    let (mut body, mut read) = (Some(body), None);
+    if body_conditions {
+        let bytes = bodies::collect(body.take().unwrap_or_else(empty), cfg.limits.max_body).await?;
+        read = Some((bodies::read(&route, &parts.headers, &bytes)?, bytes));
+    }
+
     // 1. Risk: a route with `when:` steps up only if a condition fires.
-    let (body, risk) = match risk::assess(gw, &route, &ctx, &parts, sid.as_ref(), body, now).await? {
-        risk::Assessed::Pass(body) => return pass_through(gw, parts, body, &ctx.target, ctx.websocket).await,
-        risk::Assessed::StepUp { body, reasons } => (body, reasons),
+    let reading = read.as_ref().and_then(|(r, _)| r.as_ref());
+    let risk = match risk::assess(gw, &route, &ctx, &parts, sid.as_ref(), reading, now) {
+        risk::Assessed::Pass => return pass_through(gw, parts, unread(body, read), &ctx.target, ctx.websocket).await,
+        risk::Assessed::StepUp { reasons } => reasons,
     };
-    if mode == HoldMode::Shadow {
+    if shadow {
         let record = Record {
             event: "shadow.would_hold",
             route: Some(route.name.clone()),
@@ -112,7 +129,7 @@ pub async fn sensitive(
         .with("path", ctx.target.path.as_str())
         .with("request_id", ctx.request_id.clone());
         gw.audit(record).await?;
-        return pass_through(gw, parts, body, &ctx.target, ctx.websocket).await;
+        return pass_through(gw, parts, unread(body, read), &ctx.target, ctx.websocket).await;
     }
     let (Some(value), Some(sid)) = (value, sid) else {
         return Err(Reject::NoSession);
@@ -120,7 +137,13 @@ pub async fn sensitive(
     let bearer = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
 
     // 2. Bind: the exact bytes that will be forwarded.
-    let bytes = buffer(body, cfg.limits.max_body).await?;
+    let (reading, bytes) = match (read, body) {
+        (Some(read), _) => read,
+        (None, body) => {
+            let bytes = bodies::collect(body.unwrap_or_else(empty), cfg.limits.max_body).await?;
+            (bodies::read(&route, &parts.headers, &bytes)?, bytes)
+        }
+    };
     let path_and_query = ctx.target.path_and_query();
     // The identity header survived hygiene only if a trusted proxy sent it.
     // Read it unambiguously or refuse: treating a repeated or unreadable
@@ -156,7 +179,7 @@ pub async fn sensitive(
         client_ip: ctx.client_ip,
         risk,
         identity,
-        display: display::values(&route, &ctx.target.path, &parts.headers, &bytes),
+        display: display::values(&route, &ctx.target.path, reading.as_ref()),
         needs_approval: route.require.approvals > 0,
         request_id: ctx.request_id.clone(),
     };
@@ -269,6 +292,19 @@ pub async fn sensitive(
             bearer,
         )),
     }
+}
+
+/// A body that was read goes on as its bytes; one that was not, as its stream.
+fn unread(body: Option<Body>, read: Option<(Option<Reading>, bytes::Bytes)>) -> Body {
+    match (read, body) {
+        (Some((_, bytes)), _) => full(bytes),
+        (None, Some(body)) => body,
+        (None, None) => empty(),
+    }
+}
+
+fn empty() -> Body {
+    full(bytes::Bytes::new())
 }
 
 fn bearer_challenge(bearer: bool, route: &Route) -> Option<String> {

@@ -96,7 +96,8 @@ async fn serve(
         // Only a body that may carry `_method` is read up front, and only
         // when a `_method` could select a stricter route.
         let bytes = buffer(body, cfg.limits.max_body).await?;
-        methods.extend(form_methods(form, &bytes));
+        let read = form_methods(form, &bytes).map_err(|e| Reject::BadRequest(e.message()))?;
+        methods.extend(read);
         lookup = find(&methods);
         body = full(bytes);
     }

@@ -1,15 +1,13 @@
 //! Whether a request on a sensitive route calls for a step-up right now:
 //! the route's `when:` conditions over the request, the session's history
-//! and the time. Only routes with body predicates read the body first.
+//! and the time. Body conditions see the body as the route read it.
 
 use super::gate::Sensitive;
-use super::handler::buffer;
-use super::respond::Reject;
 use super::Gateway;
-use crate::body::{full, Body};
 use crate::clock::unix_secs;
 use crate::ids::Sid;
-use crate::policy::conditions::{self, EvalError, RequestFacts, SessionFacts, Verdict};
+use crate::policy::body::Reading;
+use crate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use crate::route::Route;
 use http::header;
 use http::request::Parts;
@@ -17,33 +15,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub enum Assessed {
     /// No condition fired: forward unheld.
-    Pass(Body),
+    Pass,
     /// Step up; `reasons` are the conditions that fired (empty when the
     /// route has no `when:`).
-    StepUp { body: Body, reasons: Vec<String> },
+    StepUp { reasons: Vec<String> },
 }
 
-pub async fn assess(
+pub fn assess(
     gw: &Gateway,
     route: &Route,
     ctx: &Sensitive,
     parts: &Parts,
     sid: Option<&Sid>,
-    body: Body,
+    body: Option<&Reading>,
     now: SystemTime,
-) -> Result<Assessed, Reject> {
+) -> Assessed {
     if route.when.is_empty() {
-        return Ok(Assessed::StepUp {
-            body,
-            reasons: Vec::new(),
-        });
+        return Assessed::StepUp { reasons: Vec::new() };
     }
-    let (body, bytes) = if conditions::needs_body(&route.when) {
-        let b = buffer(body, gw.config().limits.max_body).await?;
-        (full(b.clone()), Some(b))
-    } else {
-        (body, None)
-    };
     let session = match sid {
         Some(sid) => {
             let ua = parts
@@ -68,15 +57,13 @@ pub async fn assess(
     let facts = RequestFacts {
         client_ip: ctx.client_ip,
         headers: &parts.headers,
-        body: bytes.as_deref(),
-        content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        body,
     };
     match conditions::evaluate(&route.when, &facts, &session, now) {
-        Ok(Verdict::Pass) => {
+        Verdict::Pass => {
             tracing::debug!(route = %route.name, "no risk condition fired; forwarding unheld");
-            Ok(Assessed::Pass(body))
+            Assessed::Pass
         }
-        Ok(Verdict::StepUp { reasons }) => Ok(Assessed::StepUp { body, reasons }),
-        Err(EvalError::InvalidJson) => Err(Reject::BadRequest("the request body is not valid JSON")),
+        Verdict::StepUp { reasons } => Assessed::StepUp { reasons },
     }
 }

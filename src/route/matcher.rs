@@ -29,6 +29,9 @@ pub struct Route {
     pub when: Vec<Condition>,
     /// `match.caller`: only people, or only workloads.
     pub caller: Option<Caller>,
+    /// How the route reads its body (display fields, `json`/`form`
+    /// conditions); `None` when it reads none.
+    pub body_reader: Option<crate::policy::body::Reader>,
 }
 
 #[derive(Debug)]

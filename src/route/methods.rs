@@ -3,6 +3,7 @@
 //! methods, so a route listing DELETE must also catch every spelling an
 //! upstream would route as DELETE. The set only ever widens.
 
+use crate::policy::body::{self, ReadError};
 use http::{header, HeaderMap, HeaderName, Method};
 
 // Built once: looking a header up by `&str` parses the name on every call.
@@ -76,16 +77,16 @@ pub fn form_kind(headers: &HeaderMap) -> Option<Form> {
     })
 }
 
-pub fn form_methods(form: Form, body: &[u8]) -> Vec<Method> {
+/// `_method` in a body, read by the same rules as a route's body reading
+/// (`policy::body`), so matching and the route can never disagree. A
+/// repeated `_method` is refused: frameworks differ on which copy wins.
+pub fn form_methods(form: Form, body: &[u8]) -> Result<Vec<Method>, ReadError> {
     match form {
         // `_method[]=X` and `_method[0]=X` are arrays to Express's qs
         // parser, and method-override takes their first item.
-        Form::UrlEncoded => form_urlencoded::parse(body)
-            .filter(|(k, _)| k == "_method" || k.starts_with("_method["))
-            .filter_map(|(_, v)| parse_method(v.as_bytes()))
-            .collect(),
-        Form::Multipart => multipart_methods(body),
-        Form::Json => json_methods(body),
+        Form::UrlEncoded => body::form_method(body),
+        Form::Multipart => Ok(multipart_methods(body)),
+        Form::Json => body::json_method(body),
     }
 }
 
@@ -102,25 +103,6 @@ fn multipart_methods(body: &[u8]) -> Vec<Method> {
         }
     }
     out
-}
-
-/// A top-level `_method` string, or any string in a `_method` array
-/// (Express's method-override takes the first).
-fn json_methods(body: &[u8]) -> Vec<Method> {
-    use serde_json::Value;
-    let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
-    let items = match doc.get("_method") {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(v) => vec![v],
-        None => Vec::new(),
-    };
-    items
-        .into_iter()
-        .filter_map(Value::as_str)
-        .filter_map(|s| parse_method(s.as_bytes()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -141,17 +123,29 @@ mod tests {
         let m = effective_methods(&Method::POST, &h, None);
         assert_eq!(m, vec![Method::POST, Method::DELETE, Method::GET]);
         assert_eq!(
+            form_methods(Form::UrlEncoded, b"x=1&_method%5B%5D=put"),
+            Ok(vec![Method::PUT])
+        );
+        assert_eq!(
             form_methods(Form::UrlEncoded, b"x=1&_method=DELETE&_method%5B%5D=put"),
-            vec![Method::DELETE, Method::PUT]
+            Err(ReadError::Ambiguous)
+        );
+        assert_eq!(
+            form_methods(Form::UrlEncoded, b"x=1;_method=DELETE&_method=put"),
+            Err(ReadError::Ambiguous)
         );
         let multipart = b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\
             Content-Type: text/plain\r\n\r\npatch\r\n--b\r\n\
             Content-Disposition: form-data; name=\"x\"\r\n\r\nGET\r\n--b--\r\n";
-        assert_eq!(form_methods(Form::Multipart, multipart), vec![Method::PATCH]);
+        assert_eq!(form_methods(Form::Multipart, multipart), Ok(vec![Method::PATCH]));
         assert_eq!(
             form_methods(Form::Json, br#"{"_method":["delete",1,"put"]}"#),
-            vec![Method::DELETE, Method::PUT]
+            Ok(vec![Method::DELETE, Method::PUT])
         );
-        assert!(form_methods(Form::Json, br#"[{"_method":"delete"}]"#).is_empty());
+        assert_eq!(form_methods(Form::Json, br#"[{"_method":"delete"}]"#), Ok(vec![]));
+        assert_eq!(
+            form_methods(Form::Json, br#"{"_method":"get","_method":"delete"}"#),
+            Err(ReadError::DuplicateKey)
+        );
     }
 }

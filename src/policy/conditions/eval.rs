@@ -4,24 +4,13 @@ use super::parse::format_duration;
 use super::*;
 
 /// Decides whether a request steps up. No conditions means the route always steps up.
-pub fn evaluate(
-    conds: &[Condition],
-    req: &RequestFacts<'_>,
-    session: &SessionFacts,
-    now: SystemTime,
-) -> Result<Verdict, EvalError> {
+pub fn evaluate(conds: &[Condition], req: &RequestFacts<'_>, session: &SessionFacts, now: SystemTime) -> Verdict {
     if conds.is_empty() {
-        return Ok(Verdict::StepUp { reasons: Vec::new() });
+        return Verdict::StepUp { reasons: Vec::new() };
     }
-    let mut ctx = Ctx {
-        req,
-        session,
-        now,
-        json: None,
-        form: None,
-    };
-    let outcome = any_of(conds, &mut ctx)?;
-    Ok(match outcome.truth {
+    let ctx = Ctx { req, session, now };
+    let outcome = any_of(conds, &ctx);
+    match outcome.truth {
         Truth::False => Verdict::Pass,
         Truth::True | Truth::Unknown => {
             let mut reasons: Vec<String> = Vec::with_capacity(outcome.reasons.len());
@@ -32,12 +21,26 @@ pub fn evaluate(
             }
             Verdict::StepUp { reasons }
         }
-    })
+    }
 }
 
 /// Whether any of `conds` reads the body, i.e. whether the route must buffer it.
 pub fn needs_body(conds: &[Condition]) -> bool {
     conds.iter().any(Condition::needs_body)
+}
+
+/// Records what `conds` read from the body: whether any JSON pointer, and
+/// which form fields.
+pub fn body_reads<'c>(conds: &'c [Condition], json: &mut bool, form: &mut Vec<&'c str>) {
+    for c in conds {
+        match c {
+            Condition::Json { .. } => *json = true,
+            Condition::Form { field, .. } => form.push(field),
+            Condition::AllOf(children) | Condition::AnyOf(children) => body_reads(children, json, form),
+            Condition::Not(inner) => body_reads(std::slice::from_ref(&**inner), json, form),
+            _ => {}
+        }
+    }
 }
 
 impl Condition {
@@ -127,24 +130,19 @@ impl From<bool> for Leaf {
     }
 }
 
-/// Per-request state: the body is parsed at most once, and only if a condition asks.
 struct Ctx<'r, 'a> {
     req: &'r RequestFacts<'a>,
     session: &'r SessionFacts,
     now: SystemTime,
-    /// `None`: not parsed yet; `Some(None)`: the body has no JSON fields.
-    json: Option<Option<Json>>,
-    /// Lower-cased name, value.
-    form: Option<Vec<(String, String)>>,
 }
 
-fn eval(cond: &Condition, ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
+fn eval(cond: &Condition, ctx: &Ctx<'_, '_>) -> Outcome {
     let leaf = match cond {
         Condition::AllOf(children) => return all_of(children, ctx),
         Condition::AnyOf(children) => return any_of(children, ctx),
         Condition::Not(inner) => {
-            let inner_outcome = eval(inner, ctx)?;
-            return Ok(match inner_outcome.truth {
+            let inner_outcome = eval(inner, ctx);
+            return match inner_outcome.truth {
                 Truth::True => Outcome::pass(),
                 Truth::False => Outcome {
                     truth: Truth::True,
@@ -156,30 +154,21 @@ fn eval(cond: &Condition, ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
                     truth: Truth::Unknown,
                     reasons: inner_outcome.reasons.into_iter().filter(|r| r.undecided).collect(),
                 },
-            });
+            };
         }
         Condition::ClientIpIn(nets) => Leaf::from(ip_in(nets, ctx.req.client_ip)),
         Condition::ClientIpNotIn(nets) => Leaf::from(!ip_in(nets, ctx.req.client_ip)),
         Condition::OutsideHours { days, from, to, tz } => outside_hours(*days, *from, *to, tz, ctx.now),
         Condition::Header { name, pred } => header(ctx.req.headers, name, pred),
-        Condition::Json { pointer, pred } => match json_doc(ctx)? {
+        Condition::Json { pointer, pred } => match ctx.req.body.and_then(|b| b.pointer(pointer)) {
             None => Leaf::Unknown("missing"),
-            Some(doc) => match doc.pointer(pointer) {
-                None => Leaf::Unknown("missing"),
-                Some(value) => test_value(pred, Field::Json(value)),
-            },
+            Some(value) => test_value(pred, Field::Json(value)),
         },
-        Condition::Form { field, pred } => {
-            let wanted = field.to_lowercase();
-            let mut found = form_pairs(ctx).iter().filter(|(k, _)| *k == wanted).map(|(_, v)| v);
-            match (found.next(), found.next()) {
-                (None, _) => Leaf::Unknown("missing"),
-                (Some(value), None) => test_value(pred, Field::Text(value)),
-                // Frameworks differ on which duplicate wins, so we cannot know which
-                // one the upstream will act on.
-                (Some(_), Some(_)) => Leaf::Unknown("ambiguous"),
-            }
-        }
+        // A repeated field never gets here: the reading refused the body.
+        Condition::Form { field, pred } => match ctx.req.body.and_then(|b| b.field(field)) {
+            None => Leaf::Unknown("missing"),
+            Some(value) => test_value(pred, Field::Text(value)),
+        },
         Condition::SessionAgeOver(max) => {
             // A first_seen in the future (clock skew between instances) is a new session.
             let age = ctx.now.duration_since(ctx.session.first_seen).unwrap_or(Duration::ZERO);
@@ -187,7 +176,7 @@ fn eval(cond: &Condition, ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
         }
         Condition::NewDevice => Leaf::from(ctx.session.device_changed),
     };
-    Ok(match leaf {
+    match leaf {
         Leaf::Yes => Outcome {
             truth: Truth::True,
             reasons: vec![Reason::fired(cond.label())],
@@ -200,7 +189,7 @@ fn eval(cond: &Condition, ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
                 undecided: true,
             }],
         },
-    })
+    }
 }
 
 /// `json:/amount missing`: names the condition's subject, not its predicate, since the
@@ -214,27 +203,27 @@ fn unknown_label(cond: &Condition, why: &str) -> String {
     }
 }
 
-/// Every child is evaluated (no short-circuit) so that an invalid body is reported
-/// the same way whatever the order of the conditions.
-fn all_of(children: &[Condition], ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
-    let outcomes = children.iter().map(|c| eval(c, ctx)).collect::<Result<Vec<_>, _>>()?;
+/// Every child is evaluated (no short-circuit) so that every reason is reported
+/// whatever the order of the conditions.
+fn all_of(children: &[Condition], ctx: &Ctx<'_, '_>) -> Outcome {
+    let outcomes: Vec<Outcome> = children.iter().map(|c| eval(c, ctx)).collect();
     if outcomes.iter().any(|o| o.truth == Truth::False) {
-        return Ok(Outcome::pass());
+        return Outcome::pass();
     }
     let truth = if outcomes.iter().any(|o| o.truth == Truth::Unknown) {
         Truth::Unknown
     } else {
         Truth::True
     };
-    Ok(Outcome {
+    Outcome {
         truth,
         reasons: outcomes.into_iter().flat_map(|o| o.reasons).collect(),
-    })
+    }
 }
 
 /// Reports every child that fired or could not be decided: both are reasons to step up.
-fn any_of(children: &[Condition], ctx: &mut Ctx<'_, '_>) -> Result<Outcome, EvalError> {
-    let outcomes = children.iter().map(|c| eval(c, ctx)).collect::<Result<Vec<_>, _>>()?;
+fn any_of(children: &[Condition], ctx: &Ctx<'_, '_>) -> Outcome {
+    let outcomes: Vec<Outcome> = children.iter().map(|c| eval(c, ctx)).collect();
     let truth = if outcomes.iter().any(|o| o.truth == Truth::True) {
         Truth::True
     } else if outcomes.iter().any(|o| o.truth == Truth::Unknown) {
@@ -242,10 +231,10 @@ fn any_of(children: &[Condition], ctx: &mut Ctx<'_, '_>) -> Result<Outcome, Eval
     } else {
         Truth::False
     };
-    Ok(Outcome {
+    Outcome {
         truth,
         reasons: outcomes.into_iter().flat_map(|o| o.reasons).collect(),
-    })
+    }
 }
 
 fn ip_in(nets: &[IpNet], ip: IpAddr) -> bool {
@@ -412,121 +401,4 @@ pub(super) fn numeric_str(s: &str) -> Option<f64> {
         return None;
     }
     s.parse::<f64>().ok().filter(|x| x.is_finite())
-}
-
-/// The lower-cased media type, without parameters.
-fn media_type(content_type: Option<&str>) -> Option<String> {
-    content_type.map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-}
-
-const URLENCODED: &str = "application/x-www-form-urlencoded";
-
-fn json_doc<'c>(ctx: &'c mut Ctx<'_, '_>) -> Result<Option<&'c Json>, EvalError> {
-    if ctx.json.is_none() {
-        let declared_form = matches!(
-            media_type(ctx.req.content_type).as_deref(),
-            Some(URLENCODED | "multipart/form-data")
-        );
-        let body = ctx.req.body.unwrap_or_default();
-        let parsed = if declared_form || body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            Some(parse_strict_json(body)?)
-        };
-        ctx.json = Some(parsed);
-    }
-    Ok(ctx.json.as_ref().and_then(Option::as_ref))
-}
-
-fn form_pairs<'c>(ctx: &'c mut Ctx<'_, '_>) -> &'c [(String, String)] {
-    ctx.form.get_or_insert_with(|| {
-        // Reading a JSON body as urlencoded would find fields in its string values
-        // (`{"note":"&amount=1&"}`), so only a declared form body has form fields.
-        if media_type(ctx.req.content_type).as_deref() != Some(URLENCODED) {
-            return Vec::new();
-        }
-        form_urlencoded::parse(ctx.req.body.unwrap_or_default())
-            .map(|(k, v)| (k.to_lowercase(), v.into_owned()))
-            .collect()
-    })
-}
-
-fn parse_strict_json(body: &[u8]) -> Result<Json, EvalError> {
-    use serde::Deserialize as _;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = StrictJson::deserialize(&mut de).map_err(|_| EvalError::InvalidJson)?;
-    de.end().map_err(|_| EvalError::InvalidJson)?;
-    Ok(value.0)
-}
-
-/// A JSON value that rejects objects with duplicate keys (compared case-insensitively),
-/// which `serde_json::Value` would silently resolve to the last one.
-struct StrictJson(Json);
-
-impl<'de> serde::Deserialize<'de> for StrictJson {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictJson)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Json, E> {
-        serde_json::Number::from_f64(v)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("non-finite number"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictJson(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Json::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut object = serde_json::Map::new();
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.to_lowercase()) {
-                // The key itself stays out of the error: it is request data.
-                return Err(serde::de::Error::custom("duplicate key"));
-            }
-            let StrictJson(value) = map.next_value()?;
-            object.insert(key, value);
-        }
-        Ok(Json::Object(object))
-    }
 }
