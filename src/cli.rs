@@ -279,6 +279,7 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
+    config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
     for w in &config.warnings {
         eprintln!("{w}");
     }
@@ -328,26 +329,14 @@ fn jwks(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates what a first run needs: a development TLS certificate and an
-/// assertion key, each only when missing, with a warning.
-fn first_run_files(config: &Config) -> anyhow::Result<()> {
-    if keys::ensure_dev_tls(&config.tls.cert, &config.tls.key)? {
-        tracing::warn!(cert = %config.tls.cert.display(), "generated a self-signed development certificate; use a real one in production");
-    }
-    if !config.assertion.key.exists() {
-        let (_, pem) = generate_signing_key();
-        keys::write_private(&config.assertion.key, pem.as_bytes())?;
-        tracing::warn!(key = %config.assertion.key.display(), "generated a new assertion key; publish its JWKS to the upstream");
-    }
-    Ok(())
-}
-
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    first_run_files(&config)?;
+    // Only `demo` generates keys: a missing one here is a mistake to
+    // report, not a reason to start with a new identity.
+    config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
     // Serving happens on threads of its own (see `proxy::run_per_core`);
     // this runtime runs only the admin listener, reloads, signals and the
     // sweeper, which one worker keeps up with (a worker per core here would

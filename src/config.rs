@@ -5,11 +5,13 @@
 
 mod build;
 mod error;
+mod files;
 mod locate;
 mod raw;
 pub mod units;
 
 pub use error::ConfigError;
+pub use files::check_files;
 
 use crate::route::RouteTable;
 use http::HeaderName;

@@ -21,7 +21,15 @@ routes:
 struct Dir(PathBuf);
 
 impl Dir {
+    /// A directory with the certificate and keys BASE names (secrets 0600):
+    /// `check` and `serve` refuse missing key files.
     fn new() -> Dir {
+        let dir = Dir::bare();
+        write_keys(&dir.0);
+        dir
+    }
+
+    fn bare() -> Dir {
         let dir = std::env::temp_dir().join(format!("stepgate-cli-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Dir(dir)
@@ -32,6 +40,14 @@ impl Dir {
         std::fs::write(&path, text).expect("write config");
         path
     }
+}
+
+fn write_keys(dir: &Path) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("cert");
+    stepgate::keys::write_private(&dir.join("key.pem"), certified.signing_key.serialize_pem().as_bytes()).expect("key");
+    let (_, pem) = stepgate::assertion::generate_signing_key();
+    stepgate::keys::write_private(&dir.join("assertion.pem"), pem.as_bytes()).expect("assertion key");
 }
 
 impl Drop for Dir {
@@ -232,7 +248,7 @@ fn missing_file_is_bad_input() {
 
 #[test]
 fn serve_refuses_an_invalid_config_exactly_like_check() {
-    let dir = Dir::new();
+    let dir = Dir::bare();
     let f = dir.write(
         "routes.yaml",
         &format!("{BASE}  - name: a\n    match: {{ path: '(' }}\n"),
@@ -252,7 +268,7 @@ fn serve_refuses_an_invalid_config_exactly_like_check() {
 #[test]
 fn keygen_writes_a_private_key_once() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = Dir::new();
+    let dir = Dir::bare();
     let key = dir.0.join("keys").join("assertion.pem");
     let key_arg = key.to_str().expect("utf-8 path");
 
@@ -282,7 +298,7 @@ fn keygen_writes_a_private_key_once() {
 #[test]
 fn jwks_kid_is_the_rfc7638_thumbprint_of_the_configured_key() {
     use p256::pkcs8::DecodePrivateKey;
-    let dir = Dir::new();
+    let dir = Dir::bare();
     let key = dir.0.join("assertion.pem");
     let made = stepgate(&["keygen", "--out", key.to_str().expect("utf-8 path")]);
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
@@ -321,4 +337,44 @@ fn jwks_kid_is_the_rfc7638_thumbprint_of_the_configured_key() {
         "keygen names the same kid: {}",
         text(&made.stdout)
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn missing_or_readable_key_files_are_refused_with_their_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::bare();
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{BASE}  - name: a\n    match: {{ path: /a }}\n"),
+    );
+    let checked = check(&f);
+    let line = assert_located(&checked, &f, 2, 14, "tls.cert:");
+    assert!(
+        line.contains("does not exist") && line.contains("stepgate demo"),
+        "{line}"
+    );
+    // `serve` refuses the same way, and generates nothing.
+    let served = stepgate(&["serve", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(served.status.code(), Some(2), "{}", text(&served.stderr));
+    assert!(text(&served.stderr).contains("tls.cert:"), "{}", text(&served.stderr));
+    assert!(!dir.0.join("cert.pem").exists() && !dir.0.join("assertion.pem").exists());
+
+    write_keys(&dir.0);
+    std::fs::remove_file(dir.0.join("assertion.pem")).expect("rm");
+    let line = assert_located(&check(&f), &f, 5, 19, "assertion.key:");
+    assert!(line.contains("stepgate keygen"), "{line}");
+    let served = stepgate(&["serve", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(served.status.code(), Some(2), "{}", text(&served.stderr));
+    assert!(
+        !dir.0.join("assertion.pem").exists(),
+        "serve never invents an assertion key"
+    );
+
+    write_keys(&dir.0);
+    std::fs::set_permissions(dir.0.join("key.pem"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let line = assert_located(&check(&f), &f, 2, 29, "tls.key:");
+    assert!(line.contains("chmod 600"), "{line}");
+    std::fs::set_permissions(dir.0.join("key.pem"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(check(&f).status.code(), Some(0), "{}", text(&check(&f).stderr));
 }

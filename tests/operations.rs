@@ -168,7 +168,10 @@ async fn serve_binary(upstream: SocketAddr) -> Served {
     std::fs::create_dir_all(&dir).expect("dir");
     let pki = Pki::new();
     std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("write");
-    std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("write");
+    // `serve` refuses missing or widely readable keys; it generates none.
+    stepgate::keys::write_private(&dir.join("key.pem"), pki.key_pem.as_bytes()).expect("write");
+    let (_, pem) = stepgate::assertion::generate_signing_key();
+    stepgate::keys::write_private(&dir.join("assertion.pem"), pem.as_bytes()).expect("write");
     let port = free_port();
     std::fs::write(dir.join("routes.yaml"), config_text(port, upstream, ROUTE_A)).expect("write");
     let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))

@@ -1,0 +1,133 @@
+//! The key and certificate files a config names must exist, and secrets
+//! must be private to their owner, before `serve` starts or `check` says
+//! ok. Nothing is generated here: a missing key in production is an error,
+//! never a reason to invent a new one (only `stepgate demo` generates).
+
+use super::locate::Locations;
+use super::{Config, ConfigError};
+use std::path::{Path, PathBuf};
+
+struct Named {
+    /// The config path, located in the file for the message.
+    at: String,
+    file: PathBuf,
+    /// A secret: refused when group or others may read it.
+    secret: bool,
+    /// Must exist (state files the gateway creates itself need not).
+    required: bool,
+    hint: &'static str,
+}
+
+fn named(config: &Config) -> Vec<Named> {
+    let req = |at: String, file: &Path, secret: bool, hint: &'static str| Named {
+        at,
+        file: file.to_owned(),
+        secret,
+        required: true,
+        hint,
+    };
+    let tls = "use your certificate and key (for a development setup, `stepgate demo` generates them)";
+    let mut out = vec![
+        req("tls.cert".into(), &config.tls.cert, false, tls),
+        req("tls.key".into(), &config.tls.key, true, tls),
+        req(
+            "assertion.key".into(),
+            &config.assertion.key,
+            true,
+            "create one with `stepgate keygen --out FILE` and publish its JWKS (`stepgate jwks`) to the upstream",
+        ),
+    ];
+    if let Some(ca) = &config.tls.client_ca {
+        out.push(req(
+            "tls.client_ca".into(),
+            ca,
+            false,
+            "name the CA that issues your client certificates",
+        ));
+    }
+    for (i, p) in config.assertion.retired_keys.iter().enumerate() {
+        out.push(req(
+            format!("assertion.retired_keys[{i}]"),
+            p,
+            false,
+            "keep the retired public key file, or remove it from the list",
+        ));
+    }
+    for (i, t) in config.stepup.token_issuers.iter().enumerate() {
+        out.push(req(
+            format!("stepup.token_issuers[{i}].jwks"),
+            &t.jwks,
+            false,
+            "save the issuer's JWKS there",
+        ));
+    }
+    if let Some(j) = &config.identity.jwt {
+        out.push(req(
+            "identity.jwt.jwks".into(),
+            &j.jwks,
+            false,
+            "save the issuer's JWKS there",
+        ));
+    }
+    // Created by the gateway on first start, private; refused if widened.
+    for (at, p) in [
+        ("session.key_file", &config.session.key_file),
+        ("stepup.users", &config.stepup.users),
+    ] {
+        out.push(Named {
+            at: at.into(),
+            file: p.clone(),
+            secret: true,
+            required: false,
+            hint: "",
+        });
+    }
+    out
+}
+
+/// Checks every file `config` (loaded from `path`) names; the first
+/// problem is located at its key in the file.
+pub fn check_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    for n in named(config) {
+        let problem = match std::fs::metadata(&n.file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !n.required {
+                    continue;
+                }
+                format!("{}: {} does not exist; {}", n.at, n.file.display(), n.hint)
+            }
+            Err(e) => format!("{}: {}: {e}", n.at, n.file.display()),
+            Ok(m) if !m.is_file() => format!("{}: {} is not a regular file", n.at, n.file.display()),
+            Ok(m) => match widened(&m) {
+                Some(mode) if n.secret => format!(
+                    "{}: {} is readable by group or others (mode {mode:o}); run `chmod 600 {}`",
+                    n.at,
+                    n.file.display(),
+                    n.file.display()
+                ),
+                _ => continue,
+            },
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let (line, col) = Locations::index(&text).find(&n.at);
+        return Err(ConfigError {
+            file: path.display().to_string(),
+            line,
+            col,
+            message: problem,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn widened(m: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = m.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn widened(_: &std::fs::Metadata) -> Option<u32> {
+    None
+}
