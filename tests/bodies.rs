@@ -66,8 +66,16 @@ async fn a_repeated_display_field_is_refused_and_never_held_or_run() {
     let body = b"payee=ACME&amount=5&payee=Mallory";
     for framework in [Framework::Flask, Framework::Express] {
         let up = RealUpstream::start(framework).await;
-        assert_eq!(direct(up.addr, "/api/transfers", &[("Content-Type", FORM)], body).await, 200);
-        assert_eq!(up.ran_handler("transfer").len(), 1, "{framework:?} runs it: {:?}", up.ran());
+        assert_eq!(
+            direct(up.addr, "/api/transfers", &[("Content-Type", FORM)], body).await,
+            200
+        );
+        assert_eq!(
+            up.ran_handler("transfer").len(),
+            1,
+            "{framework:?} runs it: {:?}",
+            up.ran()
+        );
 
         let gw = Gateway::start(up.addr, routes, "").await;
         for body in [
@@ -90,7 +98,10 @@ async fn a_repeated_display_field_is_refused_and_never_held_or_run() {
         assert_eq!(holds.len(), 1);
         assert_eq!(
             holds[0].0.display,
-            vec![("Payee".to_owned(), "ACME".to_owned()), ("Amount".to_owned(), "5".to_owned())]
+            vec![
+                ("Payee".to_owned(), "ACME".to_owned()),
+                ("Amount".to_owned(), "5".to_owned())
+            ]
         );
     }
 }
@@ -109,7 +120,10 @@ async fn a_json_display_never_reads_a_form_body() {
 ";
     let body = br#"{"amount":5,"payee":"x","z":"&amount=1000000&payee=mallory&y="}"#;
     let up = RealUpstream::start(Framework::Flask).await;
-    assert_eq!(direct(up.addr, "/api/transfers", &[("Content-Type", FORM)], body).await, 200);
+    assert_eq!(
+        direct(up.addr, "/api/transfers", &[("Content-Type", FORM)], body).await,
+        200
+    );
     let ran = up.ran_handler("transfer");
     assert_eq!(ran.len(), 1);
     assert_eq!(ran[0].body["amount"], "1000000", "Flask's reading: {:?}", ran[0].body);
@@ -117,11 +131,18 @@ async fn a_json_display_never_reads_a_form_body() {
 
     let gw = Gateway::start(up.addr, routes, "").await;
     refused(&through(&gw, &[("content-type", FORM)], body).await, "form declared");
-    assert!(gw.gw.holds.open_holds().is_empty(), "nothing held, nothing shown to an approver");
+    assert!(
+        gw.gw.holds.open_holds().is_empty(),
+        "nothing held, nothing shown to an approver"
+    );
     // Declared as JSON, it is JSON to both.
     let resp = through(&gw, &[("content-type", JSON)], body).await;
     assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
-    assert_eq!(up.ran_handler("transfer").len(), 1, "Flask ran nothing through the gateway");
+    assert_eq!(
+        up.ran_handler("transfer").len(),
+        1,
+        "Flask ran nothing through the gateway"
+    );
 }
 
 const RISKY: &str = "
@@ -148,7 +169,11 @@ async fn a_body_without_a_type_is_refused_before_rack_reads_it_as_a_form() {
 
     let gw = Gateway::start(up.addr, RISKY, "").await;
     refused(&through(&gw, &[], SMUGGLED).await, "no content type");
-    assert_eq!(up.ran_handler("transfer").len(), 1, "Rack ran nothing through the gateway");
+    assert_eq!(
+        up.ran_handler("transfer").len(),
+        1,
+        "Rack ran nothing through the gateway"
+    );
     // The same bytes, declared as JSON, are JSON to Rack's app too and pass.
     let resp = through(&gw, &[("content-type", JSON)], SMUGGLED).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
@@ -163,15 +188,28 @@ async fn two_content_types_are_refused_before_werkzeug_keeps_the_last() {
     assert_eq!(direct(up.addr, "/api/transfers", &two, SMUGGLED).await, 200);
     let ran = up.ran_handler("transfer");
     assert_eq!(ran.len(), 1);
-    assert_eq!(ran[0].body["amount"], "1000000", "Werkzeug's reading: {:?}", ran[0].body);
+    assert_eq!(
+        ran[0].body["amount"], "1000000",
+        "Werkzeug's reading: {:?}",
+        ran[0].body
+    );
 
     let gw = Gateway::start(up.addr, RISKY, "").await;
     for types in [&two[..], &[("Content-Type", FORM), ("Content-Type", JSON)]] {
         refused(&through(&gw, types, SMUGGLED).await, &format!("{types:?}"));
     }
     refused(
-        &through(&gw, &[("Content-Type", "application/json, application/x-www-form-urlencoded")], SMUGGLED).await,
+        &through(
+            &gw,
+            &[("Content-Type", "application/json, application/x-www-form-urlencoded")],
+            SMUGGLED,
+        )
+        .await,
         "a list of types",
     );
-    assert_eq!(up.ran_handler("transfer").len(), 1, "Flask ran nothing through the gateway");
+    assert_eq!(
+        up.ran_handler("transfer").len(),
+        1,
+        "Flask ran nothing through the gateway"
+    );
 }
