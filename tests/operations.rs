@@ -378,3 +378,63 @@ async fn a_pending_hold_keeps_the_requirements_it_was_created_with() {
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     assert_eq!(up.count("/admin/users/zed/delete"), 1);
 }
+
+#[tokio::test]
+async fn a_config_written_with_a_pause_is_not_loaded_until_the_writer_closes_it() {
+    let up = Upstream::start().await;
+    let s = serve_binary(up.addr).await;
+    let both = format!("{ROUTE_A}{ROUTE_B}");
+    rewrite(&s.dir, &config_text(s.port, up.addr, &both));
+    let mut both_on = false;
+    for _ in 0..100 {
+        if fresh_status(&s, "/b").await == 401 {
+            both_on = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(both_on, "both routes protected");
+
+    // A deploy tool writes in place: a valid prefix with only the first
+    // route, a pause with the file still open, then the rest.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(s.dir.join("routes.yaml"))
+        .expect("open");
+    f.write_all(config_text(s.port, up.addr, ROUTE_A).as_bytes())
+        .expect("prefix");
+    f.flush().expect("flush");
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            fresh_status(&s, "/b").await,
+            401,
+            "a half-written file must never be loaded: the later route stays protected"
+        );
+    }
+    f.write_all(format!("{ROUTE_B}  - name: guarded-c\n    match: {{ path: /c }}\n").as_bytes())
+        .expect("rest");
+    drop(f);
+    let mut loaded = false;
+    for _ in 0..100 {
+        if fresh_status(&s, "/c").await == 401 {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(loaded, "the complete file is loaded once closed");
+    assert_eq!(fresh_status(&s, "/b").await, 401);
+}
+
+/// Like `status_of`, on a new session each time (a session may hold only
+/// a few requests at once).
+async fn fresh_status(s: &Served, path: &str) -> u16 {
+    let addr: SocketAddr = ([127, 0, 0, 1], s.port).into();
+    let cookie = format!("SESSIONID={}", stepgate::ids::random_token());
+    raw(addr, &s.pki, &request("GET", path, &[("cookie", &cookie)], b""))
+        .await
+        .status
+}
