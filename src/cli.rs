@@ -19,15 +19,21 @@ use stepgate::{keys, proxy};
 #[derive(Parser)]
 #[command(
     name = "stepgate",
-    version,
+    version = env!("STEPGATE_VERSION"),
     about = "Step-up authentication gateway for applications that cannot be changed"
 )]
 pub struct Cli {
-    /// Log format: text (default) or json.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -175,7 +181,7 @@ impl std::error::Error for BadInput {}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
@@ -260,16 +266,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes are for a person at a terminal; in a file, journald or a
+    // pipe they are noise that breaks grep. NO_COLOR (no-color.org) too.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
