@@ -1,5 +1,15 @@
 //! Command line (SPEC §8). Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
+/// `println!` for text that may carry client bytes (a URL, a header, an
+/// audit record's user or reason): control characters, escape sequences
+/// and Bidi controls are printed visibly escaped, never sent to the
+/// terminal as themselves (SPEC §7).
+macro_rules! say {
+    ($($t:tt)*) => {
+        println!("{}", stepgate::escape::Escaped(&format!($($t)*)))
+    };
+}
+
 mod audit;
 mod demo;
 mod enroll;

@@ -725,3 +725,49 @@ routes:
     drop(child);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn audit_show_prints_client_text_with_its_escapes_visible() {
+    use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
+    use stepgate::audit::{Audit, AuditConfig, Record};
+    let dir = std::env::temp_dir().join(format!("stepgate-esc-{}", stepgate::ids::random_token()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (_, pem) = generate_signing_key();
+    let signer = AssertionSigner::new(
+        load_signing_key_pem(&pem).expect("key"),
+        vec![],
+        "stepgate".into(),
+        "legacy".into(),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("signer");
+    let path = dir.join("audit.jsonl");
+    let audit = Audit::open(
+        AuditConfig {
+            path: path.clone(),
+            rotate_bytes: 1 << 30,
+            checkpoint_every: 100,
+        },
+        std::sync::Arc::new(signer),
+    )
+    .expect("audit");
+    // What a requester can put in `user` (and a reason): a window title, a
+    // screen clear, and a line that pretends the trail verified.
+    let evil = "mallory\x1b]0;title\x07\x1b[2J\nok: all records verified\u{202e}\x1b[32m";
+    let mut r = Record::new("hold.created").actor(evil);
+    r.hold = Some("h-esc".into());
+    audit.record(r).await.expect("written");
+    drop(audit);
+    let (code, out, err) = stepgate(&["audit", "show", "--hold", "h-esc", path.to_str().expect("p")]);
+    assert_eq!(code, 0, "{out}{err}");
+    for bad in ['\x1b', '\x07', '\u{202e}'] {
+        assert!(!out.contains(bad), "a raw {bad:?} reached the terminal: {out:?}");
+    }
+    assert_eq!(out.lines().count(), 1, "no forged line: {out:?}");
+    assert!(!out.lines().any(|l| l.starts_with("ok:")), "{out:?}");
+    assert!(
+        out.contains("mallory\\u{1b}]0;title\\u{7}\\u{1b}[2J\\nok: all records verified\\u{202e}"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,6 +3,7 @@
 use super::{load_config, signer, BadInput};
 use std::path::{Path, PathBuf};
 use stepgate::audit::verify::{verify as verify_chain, Keys, DEFAULT_CHECKPOINT_EVERY};
+use stepgate::escape::Escaped;
 use stepgate::jose::Jwks;
 
 fn read(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -88,7 +89,7 @@ pub fn verify(files: &[PathBuf], opts: Keyed<'_>) -> anyhow::Result<()> {
             Ok(())
         }
         Err(f) => {
-            eprintln!("{}", stepgate::escape::Escaped(&f.to_string()));
+            eprintln!("{}", Escaped(&f.to_string()));
             Err(anyhow::anyhow!("audit verification failed"))
         }
     }
@@ -142,7 +143,7 @@ pub fn show(hold: &str, config: &Path, files: &[PathBuf]) -> anyhow::Result<()> 
     for (name, bytes) in read(&files)? {
         for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-                eprintln!("{name}: skipping a line that is not JSON");
+                eprintln!("{}: skipping a line that is not JSON", Escaped(&name));
                 continue;
             };
             if v["hold"].as_str() == Some(hold) {
@@ -153,7 +154,7 @@ pub fn show(hold: &str, config: &Path, files: &[PathBuf]) -> anyhow::Result<()> 
                     .filter_map(|k| v.get(*k).filter(|x| !x.is_null()).map(|x| format!("{k}={x}")))
                     .collect::<Vec<_>>()
                     .join(" ");
-                println!(
+                say!(
                     "{:>8}  {}  {:<18} sub={} {}",
                     v["seq"],
                     s("ts"),

@@ -54,7 +54,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     };
     // The gateway refuses these before it even reads the path.
     if stepgate::proxy::hygiene::check_header_names(&headers).is_err() {
-        println!("400 bad_request: a header name contains `_` (refused before matching)");
+        say!("400 bad_request: a header name contains `_` (refused before matching)");
         return Ok(());
     }
     // The host as the gateway reads it: the URL's authority, else a `Host`
@@ -70,27 +70,27 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     let host = match authority::host_name(&authority) {
         Ok(h) => h,
         Err(e) => {
-            println!("400 bad_request: invalid host `{authority}`: {e}");
+            say!("400 bad_request: invalid host `{authority}`: {e}");
             return Ok(());
         }
     };
     let path = match canonicalize(uri.path()) {
         Ok(p) => p,
         Err(e) => {
-            println!("400 bad_request: {e} (an ambiguous path is refused before matching)");
+            say!("400 bad_request: {e} (an ambiguous path is refused before matching)");
             return Ok(());
         }
     };
-    println!(
+    say!(
         "request:   {method} {}{}",
         path.as_str(),
         uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     );
     if path.as_str() != uri.path() {
-        println!("           (canonical form of {})", uri.path());
+        say!("           (canonical form of {})", uri.path());
     }
     if stepgate::route::gateway_owns(&config.stepup.prefix, &path) {
-        println!(
+        say!(
             "route:     the gateway's own endpoint (under {}): answered here, never forwarded",
             config.stepup.prefix
         );
@@ -113,7 +113,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
             match form_methods(form, &body) {
                 Ok(read) => methods.extend(read),
                 Err(e) => {
-                    println!("400 bad_request: {e} (the body's _method is ambiguous)");
+                    say!("400 bad_request: {e} (the body's _method is ambiguous)");
                     return Ok(());
                 }
             }
@@ -122,17 +122,17 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     }
     let read_as = lookup.method.clone().filter(|m| *m != method);
     let Some(route) = lookup.governing() else {
-        println!("route:     none: forwarded untouched (streamed, no step-up)");
+        say!("route:     none: forwarded untouched (streamed, no step-up)");
         return Ok(());
     };
     match read_as {
         // An override chose the stricter route: say so, since the request
         // line alone names another method.
-        Some(m) => println!("route:     {} (action {}) as {m}", route.name, route.action),
-        None => println!("route:     {} (action {})", route.name, route.action),
+        Some(m) => say!("route:     {} (action {}) as {m}", route.name, route.action),
+        None => say!("route:     {} (action {})", route.name, route.action),
     }
     if route.deny {
-        println!("decision:  403 forbidden (deny: true)");
+        say!("decision:  403 forbidden (deny: true)");
         return Ok(());
     }
     let session = SessionFacts {
@@ -146,7 +146,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         Some(reader) => match Reading::read(reader, &headers, &body) {
             Ok(reading) => Some(reading),
             Err(e) => {
-                println!("decision:  400 bad_request ({e})");
+                say!("decision:  400 bad_request ({e})");
                 return Ok(());
             }
         },
@@ -158,18 +158,18 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     };
     if !route.when.is_empty() {
         let labels: Vec<String> = route.when.iter().map(|c| c.label()).collect();
-        println!("when:      {}", labels.join(" | "));
+        say!("when:      {}", labels.join(" | "));
         match conditions::evaluate(&route.when, &facts, &session, now) {
             Verdict::Pass => {
-                println!("decision:  no condition fires: forwarded unheld");
+                say!("decision:  no condition fires: forwarded unheld");
                 return Ok(());
             }
-            Verdict::StepUp { reasons } => println!("fired:     {}", reasons.join(", ")),
+            Verdict::StepUp { reasons } => say!("fired:     {}", reasons.join(", ")),
         }
     }
     let q = &route.require;
     let methods: Vec<&str> = q.methods.iter().map(|m| m.as_str()).collect();
-    println!(
+    say!(
         "requires:  {}{}, max_age {}s{}",
         if methods.is_empty() {
             "no proof".to_owned()
@@ -189,10 +189,10 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         }
     );
     if !q.users.is_empty() || !q.groups.is_empty() {
-        println!("who:       users {:?}, groups {:?}", q.users, q.groups);
+        say!("who:       users {:?}, groups {:?}", q.users, q.groups);
     }
     if let Some(bg) = q.break_glass {
-        println!(
+        say!(
             "break-glass: allowed{}{}",
             if bg.reason_required { " with a reason" } else { "" },
             if bg.replaces_approvals {
@@ -202,7 +202,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
             }
         );
     }
-    println!(
+    say!(
         "hold:      mode {:?}, timeout {}s",
         route.hold.mode,
         route.hold.timeout.as_secs()
