@@ -102,6 +102,10 @@ pub struct Limits {
     /// All parked bodies together: a client can mint session values, so
     /// the per-session limit alone does not bound memory.
     pub max_held_bytes: u64,
+    /// Holds and held bytes of one client address (IPv6 by /64), so one
+    /// client's flood cannot use up the global budget for everyone.
+    pub max_holds_per_client: usize,
+    pub max_held_bytes_per_client: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -119,6 +123,8 @@ impl Default for Limits {
             max_holds_per_session: 8,
             max_body: 1 << 20,
             max_held_bytes: 256 << 20,
+            max_holds_per_client: 100,
+            max_held_bytes_per_client: 16 << 20,
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_connections: 10_000,

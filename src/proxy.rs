@@ -213,7 +213,11 @@ impl Gateway {
             metrics.upstream_seconds.clone(),
         );
         let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session)
-            .with_max_held_bytes(config.limits.max_held_bytes);
+            .with_max_held_bytes(config.limits.max_held_bytes)
+            .with_client_quota(
+                config.limits.max_holds_per_client,
+                config.limits.max_held_bytes_per_client,
+            );
         let (shutdown, _) = watch::channel(false);
         let notifier = match &config.notify {
             Some(n) => Some(

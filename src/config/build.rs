@@ -356,6 +356,16 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
         )?,
         max_body: size(raw.max_body.as_ref(), "limits.max_body", d.max_body)?,
         max_held_bytes: size(raw.max_held_bytes.as_ref(), "limits.max_held_bytes", d.max_held_bytes)?,
+        max_holds_per_client: count(
+            raw.max_holds_per_client,
+            "limits.max_holds_per_client",
+            d.max_holds_per_client,
+        )?,
+        max_held_bytes_per_client: size(
+            raw.max_held_bytes_per_client.as_ref(),
+            "limits.max_held_bytes_per_client",
+            d.max_held_bytes_per_client,
+        )?,
         max_header_bytes: size(
             raw.max_header_bytes.as_ref(),
             "limits.max_header_bytes",

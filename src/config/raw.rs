@@ -72,6 +72,8 @@ pub struct RawLimits {
     pub max_holds_per_session: Option<u64>,
     pub max_body: Option<Scalar>,
     pub max_held_bytes: Option<Scalar>,
+    pub max_holds_per_client: Option<u64>,
+    pub max_held_bytes_per_client: Option<Scalar>,
     pub max_header_bytes: Option<Scalar>,
     pub max_headers: Option<u64>,
     pub max_connections: Option<u64>,

@@ -141,6 +141,8 @@ pub enum EngineError {
     SessionLimit,
     #[error("the memory budget for parked requests is used up")]
     ByteLimit,
+    #[error("the client's hold quota (holds or held bytes) is used up")]
+    ClientLimit,
     #[error(transparent)]
     Hold(#[from] HoldError),
 }
@@ -149,6 +151,12 @@ pub enum EngineError {
 pub struct HoldEngine {
     holds: DashMap<HoldId, Entry>,
     open_by_session: DashMap<Sid, usize>,
+    /// Open holds and their charged bytes per client address (IPv6 by
+    /// /64): sessions are free to mint, addresses are not, so one client's
+    /// flood meets its own quota before the global limits.
+    by_client: DashMap<IpAddr, (usize, u64)>,
+    max_per_client: usize,
+    max_bytes_per_client: u64,
     open: AtomicUsize,
     max_open: usize,
     held_bytes: AtomicU64,
@@ -164,6 +172,9 @@ impl HoldEngine {
         HoldEngine {
             holds: DashMap::new(),
             open_by_session: DashMap::new(),
+            by_client: DashMap::new(),
+            max_per_client: usize::MAX,
+            max_bytes_per_client: u64::MAX,
             open: AtomicUsize::new(0),
             max_open,
             held_bytes: AtomicU64::new(0),
@@ -176,6 +187,13 @@ impl HoldEngine {
     /// Caps the bytes of all parked requests together.
     pub fn with_max_held_bytes(mut self, max: u64) -> Self {
         self.max_held_bytes = max;
+        self
+    }
+
+    /// Caps the holds and held bytes of one client address.
+    pub fn with_client_quota(mut self, holds: usize, bytes: u64) -> Self {
+        self.max_per_client = holds;
+        self.max_bytes_per_client = bytes;
         self
     }
 
@@ -195,6 +213,23 @@ impl HoldEngine {
         waiter: Option<Waiter>,
     ) -> Result<Arc<HoldMeta>, EngineError> {
         let charged = parked_size(&parked);
+        let client = client_key(meta.client_ip);
+        {
+            // Checked and charged first, under the client's own entry: a
+            // flood is refused before it touches the shared budgets.
+            let mut c = self.by_client.entry(client).or_insert((0, 0));
+            if c.0 >= self.max_per_client || c.1.saturating_add(charged) > self.max_bytes_per_client {
+                let empty = c.0 == 0;
+                drop(c);
+                if empty {
+                    self.by_client.remove_if(&client, |_, c| c.0 == 0);
+                }
+                return Err(EngineError::ClientLimit);
+            }
+            c.0 += 1;
+            c.1 += charged;
+        }
+        let refund = |engine: &Self| engine.release_client(client, 1, charged);
         if self
             .held_bytes
             .fetch_add(charged, Ordering::AcqRel)
@@ -202,11 +237,13 @@ impl HoldEngine {
             > self.max_held_bytes
         {
             self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
+            refund(self);
             return Err(EngineError::ByteLimit);
         }
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_open {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
+            refund(self);
             return Err(EngineError::GlobalLimit);
         }
         {
@@ -215,6 +252,7 @@ impl HoldEngine {
                 drop(n);
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 self.held_bytes.fetch_sub(charged, Ordering::AcqRel);
+                refund(self);
                 return Err(EngineError::SessionLimit);
             }
             *n += 1;
@@ -264,8 +302,10 @@ impl HoldEngine {
             }
             Transition::Progress | Transition::Rejected { .. } => {}
         }
+        let mut freed = 0;
         if entry.parked.is_none() && entry.charged > 0 {
             self.held_bytes.fetch_sub(entry.charged, Ordering::AcqRel);
+            freed = entry.charged;
             entry.charged = 0;
         }
         let now_open = entry.state.phase.is_open();
@@ -279,10 +319,26 @@ impl HoldEngine {
             release,
         };
         drop(entry);
-        if was_open && !now_open {
+        let closed = was_open && !now_open;
+        if closed {
             self.close(&applied.meta.sid);
         }
+        if closed || freed > 0 {
+            self.release_client(client_key(applied.meta.client_ip), usize::from(closed), freed);
+        }
         Ok(applied)
+    }
+
+    fn release_client(&self, client: IpAddr, holds: usize, bytes: u64) {
+        let mut gone = false;
+        if let Some(mut c) = self.by_client.get_mut(&client) {
+            c.0 = c.0.saturating_sub(holds);
+            c.1 = c.1.saturating_sub(bytes);
+            gone = c.0 == 0 && c.1 == 0;
+        }
+        if gone {
+            self.by_client.remove_if(&client, |_, c| c.0 == 0 && c.1 == 0);
+        }
     }
 
     fn close(&self, sid: &Sid) {
@@ -334,6 +390,21 @@ impl HoldEngine {
     /// Phase of a hold, if known.
     pub fn phase(&self, id: &HoldId) -> Option<Phase> {
         self.holds.get(id).map(|e| e.state.phase)
+    }
+}
+
+/// The address a client quota is kept under: IPv4 as it is, IPv6 by its
+/// /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
     }
 }
 

@@ -373,6 +373,8 @@ pub(super) fn engine_reject(e: EngineError) -> Reject {
             Reject::BadRequest("this proof method is not accepted for this action")
         }
         EngineError::Hold(_) => Reject::BadRequest("the request could not be applied"),
-        EngineError::GlobalLimit | EngineError::SessionLimit | EngineError::ByteLimit => Reject::TooManyHolds,
+        EngineError::GlobalLimit | EngineError::SessionLimit | EngineError::ByteLimit | EngineError::ClientLimit => {
+            Reject::TooManyHolds
+        }
     }
 }
