@@ -68,8 +68,11 @@ pub struct IdentityConfig {
     pub header: Option<HeaderName>,
     /// A verified JWT (cookie or bearer) names the session's user.
     pub jwt: Option<JwtIdentityConfig>,
-    /// A verified client certificate names the workload (SAN URI, else CN).
+    /// A verified client certificate names the workload: its URI SAN.
     pub mtls: bool,
+    /// `identity.cert: cn`: the subject CN names the workload, but only on
+    /// a certificate with no SAN at all.
+    pub cert_cn: bool,
 }
 
 #[derive(Debug, Clone)]

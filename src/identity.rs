@@ -34,7 +34,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
 use p256::ecdsa::VerifyingKey;
 use serde_json::{Map, Value};
@@ -214,6 +213,11 @@ pub enum IdentityError {
     CertificateField(&'static str),
     #[error("client certificate has neither a SAN URI nor a subject CN")]
     NoCertificateIdentity,
+
+    // --- where the identity travels ---
+    /// The identity cookie or bearer token occurs more than once.
+    #[error("the request carries the identity token more than once")]
+    AmbiguousToken,
 }
 
 // ---------------------------------------------------------------------------

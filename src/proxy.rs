@@ -21,10 +21,12 @@ pub mod reload;
 pub mod respond;
 mod risk;
 mod serve;
+mod sighting;
 mod signin;
 pub mod tls;
 mod upgrade;
 mod webauthn;
+mod who;
 
 pub use crate::body::Body;
 pub use forward::Upstream;

@@ -9,10 +9,12 @@ use crate::ids::{Sid, Txn};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use http::{header, HeaderMap, Method};
+use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 pub mod approver;
+pub mod cookie;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -44,12 +46,18 @@ impl SessionKey {
     }
 
     pub fn sid(&self, value: &[u8]) -> Sid {
+        Sid(URL_SAFE_NO_PAD.encode(self.sid_bytes(value)))
+    }
+
+    /// The raw 32 bytes behind [`sid`](Self::sid): a fixed-size key for
+    /// maps consulted on every request, with no allocation.
+    pub fn sid_bytes(&self, value: &[u8]) -> [u8; 32] {
         let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(&self.0) else {
             // HMAC accepts keys of any length; this arm is unreachable.
-            return Sid(String::new());
+            return [0; 32];
         };
         mac.update(value);
-        Sid(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        mac.finalize().into_bytes().into()
     }
 
     /// An HMAC for another `purpose` than `sid`, so a value signed for one
@@ -65,62 +73,61 @@ impl SessionKey {
     }
 }
 
+/// The 32 bytes behind a `sid` (the key of the session tracker), or `None`
+/// for a string that is not one.
+pub fn sid_key(sid: &Sid) -> Option<[u8; 32]> {
+    URL_SAFE_NO_PAD.decode(sid.as_str()).ok()?.try_into().ok()
+}
+
 /// Finds the raw session value the configured way: cookie first, then the
-/// header, then the client certificate. A cookie or header that appears
-/// twice with different values is refused: the upstream might read the
-/// other copy, so the proof would be bound to a session the action does
-/// not run under.
+/// header, then the client certificate. The cookie is read as the upstream
+/// frameworks read it ([`cookie::read`]), so a re-spelled cookie is the
+/// same session; a cookie named twice, or a header that appears twice with
+/// different values, is refused: the upstream might read the other copy,
+/// so the proof would be bound to a session the action does not run under.
 pub fn session_value(
     cfg: &SessionConfig,
     headers: &HeaderMap,
     client_cert: Option<&[u8]>,
 ) -> Result<Option<Vec<u8>>, SessionError> {
+    session_value_ref(cfg, headers, client_cert).map(|v| v.map(Cow::into_owned))
+}
+
+/// [`session_value`], borrowed from the headers where it can be.
+pub fn session_value_ref<'a>(
+    cfg: &SessionConfig,
+    headers: &'a HeaderMap,
+    client_cert: Option<&[u8]>,
+) -> Result<Option<Cow<'a, [u8]>>, SessionError> {
     if let Some(name) = &cfg.cookie {
-        if let Some(v) = single(cookie_values(headers, name))? {
+        if let Some(v) = cookie::read(headers, name)? {
             return Ok(Some(v));
         }
     }
     if let Some(name) = &cfg.header {
-        let values = headers
+        let mut found: Option<&[u8]> = None;
+        for v in headers
             .get_all(name)
             .iter()
-            .map(|v| v.as_bytes().to_vec())
-            .filter(|v| !v.is_empty());
-        if let Some(v) = single(values)? {
-            return Ok(Some(v));
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty())
+        {
+            match found {
+                Some(f) if f != v => return Err(SessionError::Ambiguous),
+                Some(_) => {}
+                None => found = Some(v),
+            }
+        }
+        if let Some(v) = found {
+            return Ok(Some(Cow::Borrowed(v)));
         }
     }
     if cfg.mtls {
         if let Some(der) = client_cert {
-            return Ok(Some(Sha256::digest(der).to_vec()));
+            return Ok(Some(Cow::Owned(Sha256::digest(der).to_vec())));
         }
     }
     Ok(None)
-}
-
-fn single(values: impl Iterator<Item = Vec<u8>>) -> Result<Option<Vec<u8>>, SessionError> {
-    let mut found: Option<Vec<u8>> = None;
-    for v in values {
-        match &found {
-            Some(f) if *f != v => return Err(SessionError::Ambiguous),
-            Some(_) => {}
-            None => found = Some(v),
-        }
-    }
-    Ok(found)
-}
-
-fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|h| h.as_bytes().split(|&b| b == b';'))
-        .filter_map(move |pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (k, v) = (pair.get(..eq)?, pair.get(eq + 1..)?);
-            (k == name.as_bytes() && !v.is_empty()).then(|| v.to_vec())
-        })
 }
 
 /// The transaction digest, exactly as SPEC §3 fixes it so an upstream can
@@ -141,6 +148,7 @@ pub fn txn(method: &Method, host: &str, path_and_query: &str, body: &[u8]) -> Tx
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
     use std::path::PathBuf;
 
     fn cfg(cookie: Option<&str>, header: Option<&str>) -> SessionConfig {
@@ -153,15 +161,24 @@ mod tests {
     }
 
     #[test]
-    fn cookie_is_preferred_and_duplicates_must_agree() {
+    fn cookie_is_preferred_and_named_once() {
         let c = cfg(Some("SID"), Some("authorization"));
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, "a=1; SID=abc; b=2".parse().expect("hv"));
         h.append(header::AUTHORIZATION, "Bearer x".parse().expect("hv"));
         assert_eq!(session_value(&c, &h, None), Ok(Some(b"abc".to_vec())));
         h.append(header::COOKIE, "SID=abc".parse().expect("hv"));
-        assert_eq!(session_value(&c, &h, None), Ok(Some(b"abc".to_vec())));
-        h.append(header::COOKIE, "SID=evil".parse().expect("hv"));
+        assert_eq!(session_value(&c, &h, None), Err(SessionError::Ambiguous));
+    }
+
+    #[test]
+    fn header_copies_must_agree() {
+        let c = cfg(None, Some("authorization"));
+        let mut h = HeaderMap::new();
+        h.append(header::AUTHORIZATION, "Bearer x".parse().expect("hv"));
+        h.append(header::AUTHORIZATION, "Bearer x".parse().expect("hv"));
+        assert_eq!(session_value(&c, &h, None), Ok(Some(b"Bearer x".to_vec())));
+        h.append(header::AUTHORIZATION, "Bearer y".parse().expect("hv"));
         assert_eq!(session_value(&c, &h, None), Err(SessionError::Ambiguous));
     }
 

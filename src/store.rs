@@ -2,8 +2,10 @@
 //! the one a shared backend would offer (claim-once with an expiry).
 
 mod pending;
+mod sessions;
 
 pub use pending::Pending;
+pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};
 
 use dashmap::DashMap;
 
@@ -136,38 +138,6 @@ mod more_tests {
         assert!(!l.allowed("a", 120));
         assert!(l.allowed("b", 120));
         assert!(l.allowed("a", 160));
-    }
-}
-
-/// What the gateway remembers of a session it has seen: when it first saw
-/// it and from which device, for `session_age_over` and `new_device`.
-#[derive(Debug, Default)]
-pub struct SessionTracker {
-    seen: DashMap<String, Seen>,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    first: u64,
-    last: u64,
-    fingerprint: String,
-}
-
-impl SessionTracker {
-    /// Records a sighting and returns (first seen, device changed since).
-    pub fn observe(&self, sid: &str, fingerprint: &str, now: u64) -> (u64, bool) {
-        let mut e = self.seen.entry(sid.to_owned()).or_insert_with(|| Seen {
-            first: now,
-            last: now,
-            fingerprint: fingerprint.to_owned(),
-        });
-        e.last = now;
-        (e.first, e.fingerprint != fingerprint)
-    }
-
-    /// Forgets sessions idle for longer than `idle` seconds.
-    pub fn purge(&self, now: u64, idle: u64) {
-        self.seen.retain(|_, s| now.saturating_sub(s.last) <= idle);
     }
 }
 

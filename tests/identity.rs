@@ -91,6 +91,22 @@ impl ClientCa {
             key_der: key.serialize_der(),
         }
     }
+
+    /// A certificate with subject `CN=cn` and one DNS SAN.
+    fn issue_dns(&self, cn: &str, dns: &str) -> Workload {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = vec![SanType::DnsName(dns.try_into().expect("ia5 dns"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &self.issuer).expect("client cert");
+        Workload {
+            chain: vec![cert.der().clone()],
+            key_der: key.serialize_der(),
+        }
+    }
 }
 
 fn client_config(server: &Pki, cert: Option<&Workload>) -> Arc<rustls::ClientConfig> {
@@ -322,10 +338,17 @@ async fn spiffe_workload_is_held_until_a_human_approves_then_forwarded_once() {
 }
 
 #[tokio::test]
-async fn common_name_is_the_identity_when_there_is_no_san_uri() {
+async fn common_name_is_the_identity_only_where_configured_and_there_is_no_san() {
     let up = Upstream::start().await;
     let ca = ClientCa::new("workload CA");
-    let gw = start_mtls(up.addr, &ca, "{ mtls: true }", WORKLOAD_ROUTE).await;
+    let gw = start_gateway(
+        up.addr,
+        &ca,
+        "{ mtls: true }",
+        "{ mtls: true, cert: cn }",
+        WORKLOAD_ROUTE,
+    )
+    .await;
     let waiting = gw.spawn_waiting(ca.issue(None, Some("batch-payments")), transfer(br#"{"amount":5}"#));
 
     let hold = gw.wait_for_one_hold().await;
@@ -342,6 +365,44 @@ async fn common_name_is_the_identity_when_there_is_no_san_uri() {
     assert_eq!(seen.len(), 1);
     let claims = assertion_claims(&gw.gw, &seen[0].header("x-stepup-assertion").expect("assertion"));
     assert_eq!(claims["sub"], "batch-payments");
+
+    // Without `cert: cn`, the same kind of certificate names nobody.
+    let strict = start_mtls(up.addr, &ca, "{ mtls: true }", WORKLOAD_ROUTE).await;
+    let cn_only = ca.issue(None, Some("batch-payments"));
+    let resp = send(
+        strict.addr,
+        &strict.server,
+        Some(&cn_only),
+        &transfer(br#"{"amount":5}"#),
+    )
+    .await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "no_identity");
+    assert_eq!(up.requests().len(), 1);
+}
+
+/// The attack of issue 21 #4: the trusted CA also issues DNS-named
+/// certificates whose CN the requester chooses. `CN=spiffe://corp/agent-a`
+/// with a DNS SAN must not be agent-a, not even with `cert: cn`.
+#[tokio::test]
+async fn a_common_name_spelling_a_spiffe_id_is_nobody_when_the_certificate_has_a_san() {
+    let up = Upstream::start().await;
+    let ca = ClientCa::new("workload CA");
+    let gw = start_gateway(
+        up.addr,
+        &ca,
+        "{ mtls: true }",
+        "{ mtls: true, cert: cn }",
+        WORKLOAD_ROUTE,
+    )
+    .await;
+    let forged = ca.issue_dns("spiffe://corp/agent-a", "laptop.corp.example");
+    let resp = send(gw.addr, &gw.server, Some(&forged), &transfer(br#"{"amount":5}"#)).await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "no_identity");
+    let queue = gw.approver("GET", "/.stepup/holds", b"").await.json();
+    assert_eq!(queue["holds"], json!([]), "no hold names agent-a");
+    assert!(up.requests().is_empty());
 }
 
 #[tokio::test]
@@ -659,16 +720,19 @@ async fn es256_bearer_identity_refuses_a_totp_step_up_by_anyone_else() {
     assert_eq!(claims["amr"], json!(["otp"]));
     assert_eq!(claims["txn"], ch["txn"]);
 
-    // The very code bob tried was valid, and the refusal did not spend it:
-    // on a session with no known identity it steps up as bob.
+    // With an identity source configured, a session that carries no
+    // identity is refused outright (SPEC §3), whoever would step up.
     let anonymous = [("cookie", "SESSIONID=shared-admin-account")];
-    let ch = challenge(&gw, &anonymous).await;
-    let resp = complete(&gw, &anonymous, &ch, by_bob).await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
-    let seen = up.requests();
-    assert_eq!(seen.len(), 2);
-    let claims = verify_assertion(&gw, &seen[1].header("x-stepup-assertion").expect("assertion"));
-    assert_eq!(claims["sub"], "bob");
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", "/admin/users/carol", &anonymous, b""),
+    )
+    .await;
+    assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.error_code(), "no_identity");
+    drop(by_bob);
+    assert_eq!(up.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -684,7 +748,7 @@ async fn es256_bearer_identity_also_binds_token_proofs() {
 }
 
 #[tokio::test]
-async fn unverifiable_identity_jwt_leaves_identity_unknown_so_the_prover_is_accountable() {
+async fn an_unverifiable_identity_jwt_is_no_identity() {
     let up = Upstream::start().await;
     let idp = Idp::new();
     let gw = Gateway::start(up.addr, PERSON_ROUTE, &identity_config(&idp.jwks_path, None)).await;
@@ -708,19 +772,16 @@ async fn unverifiable_identity_jwt_leaves_identity_unknown_so_the_prover_is_acco
         ("wrong issuer", idp.jwt(wrong_issuer)),
         ("wrong audience", idp.jwt(wrong_audience)),
     ];
-    for (i, (case, jwt)) in cases.iter().enumerate() {
+    for (case, jwt) in &cases {
         let bearer = format!("Bearer {jwt}");
         let session = [("authorization", bearer.as_str())];
-        let ch = challenge(&gw, &session).await;
-        // Bob is not alice, yet with no verified identity he becomes the
-        // accountable actor (SPEC §3) instead of being refused.
-        let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "bob")).await;
-        assert_eq!(resp.status, 200, "{case}: {}", String::from_utf8_lossy(&resp.body));
-        let seen = up.requests();
-        assert_eq!(seen.len(), i + 1, "{case}");
-        let claims = verify_assertion(&gw, &seen[i].header("x-stepup-assertion").expect("assertion"));
-        assert_eq!(claims["sub"], "bob", "{case}");
+        // An identity source that yields nothing is refused, never read as
+        // "unknown" (which would let anyone step up on the session).
+        let resp = raw(gw.addr, &gw.pki, &request("POST", "/admin/users/carol", &session, b"")).await;
+        assert_eq!(resp.status, 401, "{case}: {}", String::from_utf8_lossy(&resp.body));
+        assert_eq!(resp.error_code(), "no_identity", "{case}");
     }
+    assert!(up.requests().is_empty());
 
     // Control: the same gateway does refuse bob for a verified alice.
     let bearer = format!("Bearer {}", idp.jwt(Idp::claims("alice")));
@@ -729,7 +790,7 @@ async fn unverifiable_identity_jwt_leaves_identity_unknown_so_the_prover_is_acco
     let resp = complete(&gw, &session, &ch, token_proof(&gw, &ch, "bob")).await;
     assert_eq!(resp.status, 401);
     assert_eq!(resp.error_code(), "invalid_proof");
-    assert_eq!(up.requests().len(), cases.len());
+    assert!(up.requests().is_empty());
 }
 
 // ------------------------------------------------------------ RS256 cookie

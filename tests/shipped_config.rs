@@ -20,6 +20,12 @@ fn shipped_routes_yaml_passes_check() {
         .expect("run stepgate check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("warning"), "the example shadows a route: {stderr}");
+    // The one warning the example may carry: without an identity source,
+    // the first person to step up on a session becomes its actor.
+    let other: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("becomes its actor"))
+        .collect();
+    assert!(other.is_empty(), "the example shadows a route: {stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }

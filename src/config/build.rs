@@ -60,6 +60,29 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// A route where anyone enrolled could step up on any session: no identity
+/// source names the caller, and the route names nobody. The gateway then
+/// makes the first person to step up on a session its only actor (SPEC
+/// §3); `check` says so, since that first person may be a thief.
+fn anyone_may_act(route: &Route, identity: &IdentityConfig, at: &str) -> Option<Problem> {
+    let r = &route.require;
+    let known = identity.jwt.is_some()
+        || identity.header.is_some()
+        || (identity.mtls && route.caller == Some(Caller::Workload));
+    if route.deny || route.hold.mode == HoldMode::Shadow || known || r.methods.is_empty() {
+        return None;
+    }
+    if !r.users.is_empty() || !r.groups.is_empty() {
+        return None;
+    }
+    Some(Problem(
+        format!("{at}.require"),
+        "anyone enrolled can step up here: with no `identity:` source and no `require.users`/`groups`, \
+         the first person who steps up on a session becomes its actor, and others are refused"
+            .into(),
+    ))
+}
+
 fn yaml_error(e: &serde_yaml::Error, file: &str) -> ConfigError {
     let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut message = e.to_string();
@@ -164,6 +187,11 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
                 cookie: j.cookie,
             }),
             mtls: i.mtls,
+            cert_cn: match i.cert.as_deref() {
+                None | Some("san") => false,
+                Some("cn") => true,
+                Some(other) => return problem("identity.cert", format!("`{other}` is not `san` or `cn`")),
+            },
         },
     };
     let audit = {
@@ -236,6 +264,9 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
                 format!("{at}.require.methods"),
                 "requires `token` but stepup.token_issuers is empty",
             );
+        }
+        if let Some(note) = anyone_may_act(&route, &identity, &at) {
+            notes.push(note);
         }
         routes.push(route);
     }

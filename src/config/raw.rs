@@ -129,6 +129,10 @@ pub struct RawIdentity {
     pub jwt: Option<RawIdentityJwt>,
     #[serde(default)]
     pub mtls: bool,
+    /// Which certificate name is the identity: `san` (the URI SAN, the
+    /// default) or `cn` (the subject CN, only on certificates with no SAN).
+    #[serde(default)]
+    pub cert: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,19 +3,22 @@
 use super::*;
 
 /// The workload identity of a client certificate that rustls has already
-/// verified against the configured CA: the first SAN URI (e.g. the SPIFFE ID
-/// `spiffe://example.org/agent/payments`), else the subject CN.
+/// verified against the configured CA: its URI SAN (e.g. the SPIFFE ID
+/// `spiffe://example.org/agent/payments`). The subject CN counts only where
+/// `allow_cn` says so (`identity.cert: cn`), and never on a certificate
+/// that has any SAN: a CA that issues DNS names lets requesters choose
+/// their CN, so `CN=spiffe://corp/agent-a` with a DNS SAN is nobody.
 ///
-/// An unusable name where one is present (an empty or control-character
-/// URI, several CNs) is an error, not a reason to fall back to the next
-/// source: the fallback would let a certificate choose which field speaks
+/// An unusable or repeated name (an empty or control-character URI, two
+/// URIs, several CNs) is an error, not a reason to fall back to another
+/// field: the fallback would let a certificate choose which field speaks
 /// for it.
 ///
 /// # Errors
 ///
 /// `CertificateParse`, `CertificateTrailingData`, `CertificateField` or
 /// `NoCertificateIdentity`.
-pub fn cert_identity(der: &[u8]) -> Result<String, IdentityError> {
+pub fn cert_identity(der: &[u8], allow_cn: bool) -> Result<String, IdentityError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::CertificateParse)?;
     if !rest.is_empty() {
         return Err(IdentityError::CertificateTrailingData);
@@ -25,14 +28,21 @@ pub fn cert_identity(der: &[u8]) -> Result<String, IdentityError> {
     let san = cert
         .subject_alternative_name()
         .map_err(|_| IdentityError::CertificateField("subjectAltName"))?;
-    let first_uri = san.and_then(|san| {
-        san.value.general_names.iter().find_map(|name| match name {
+    if let Some(san) = san {
+        let mut uris = san.value.general_names.iter().filter_map(|name| match name {
             GeneralName::URI(uri) => Some(*uri),
             _ => None,
-        })
-    });
-    if let Some(uri) = first_uri {
-        return usable_cert_name(uri, "SAN URI");
+        });
+        return match (uris.next(), uris.next()) {
+            (Some(uri), None) => usable_cert_name(uri, "SAN URI"),
+            // Which URI is "the" identity differs between verifiers.
+            (Some(_), Some(_)) => Err(IdentityError::CertificateField("SAN URI")),
+            // A SAN without a URI names no workload, whatever the CN says.
+            (None, _) => Err(IdentityError::NoCertificateIdentity),
+        };
+    }
+    if !allow_cn {
+        return Err(IdentityError::NoCertificateIdentity);
     }
 
     let mut common_names = cert.subject().iter_common_name();

@@ -686,63 +686,61 @@ fn headers(pairs: &[(http::HeaderName, &str)]) -> HeaderMap {
 
 #[test]
 fn token_from_cookie_or_bearer() {
+    let ok = |t: &str| Ok(Some(t.to_owned()));
     let cookie = headers(&[(COOKIE, "a=1; id_token=TOK; b=2")]);
-    assert_eq!(token_from_request(&cookie, Some("id_token")), Some("TOK".to_owned()));
-    // Only looked for when configured, and names are case-sensitive.
-    assert_eq!(token_from_request(&cookie, None), None);
-    assert_eq!(token_from_request(&cookie, Some("ID_TOKEN")), None);
+    assert_eq!(token_from_request(&cookie, Some("id_token")), ok("TOK"));
+    // Only looked for when configured.
+    assert_eq!(token_from_request(&cookie, None), Ok(None));
     let quoted = headers(&[(COOKIE, "id_token=\"TOK\"")]);
-    assert_eq!(token_from_request(&quoted, Some("id_token")), Some("TOK".to_owned()));
+    assert_eq!(token_from_request(&quoted, Some("id_token")), ok("TOK"));
+    let spaced = headers(&[(COOKIE, "id_token =TOK")]);
+    assert_eq!(token_from_request(&spaced, Some("id_token")), ok("TOK"));
 
     for value in ["Bearer TOK", "bearer TOK", "BEARER  TOK "] {
         let bearer = headers(&[(AUTHORIZATION, value)]);
-        assert_eq!(token_from_request(&bearer, None), Some("TOK".to_owned()), "{value}");
+        assert_eq!(token_from_request(&bearer, None), ok("TOK"), "{value}");
         // A configured but absent cookie falls back to the bearer token.
-        assert_eq!(
-            token_from_request(&bearer, Some("id_token")),
-            Some("TOK".to_owned()),
-            "{value}"
-        );
+        assert_eq!(token_from_request(&bearer, Some("id_token")), ok("TOK"), "{value}");
     }
     for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer a b", "BearerTOK"] {
         assert_eq!(
             token_from_request(&headers(&[(AUTHORIZATION, value)]), None),
-            None,
+            Ok(None),
             "{value}"
         );
     }
 
     // The cookie is looked at first.
     let both = headers(&[(COOKIE, "id_token=FROM_COOKIE"), (AUTHORIZATION, "Bearer FROM_HEADER")]);
-    assert_eq!(
-        token_from_request(&both, Some("id_token")),
-        Some("FROM_COOKIE".to_owned())
-    );
-    assert_eq!(token_from_request(&HeaderMap::new(), Some("id_token")), None);
+    assert_eq!(token_from_request(&both, Some("id_token")), ok("FROM_COOKIE"));
+    assert_eq!(token_from_request(&HeaderMap::new(), Some("id_token")), Ok(None));
     let nameless = headers(&[(COOKIE, "=TOK")]);
-    assert_eq!(token_from_request(&nameless, Some("")), None);
+    assert_eq!(token_from_request(&nameless, Some("")), Ok(None));
 }
 
 #[test]
-fn duplicated_token_with_different_values_is_ambiguous() {
+fn duplicated_token_is_ambiguous() {
+    let ambiguous = Err(IdentityError::AmbiguousToken);
     let split = headers(&[(COOKIE, "id_token=A"), (COOKIE, "x=1; id_token=B")]);
-    assert_eq!(token_from_request(&split, Some("id_token")), None);
+    assert_eq!(token_from_request(&split, Some("id_token")), ambiguous);
     let same_header = headers(&[(COOKIE, "id_token=A; id_token=B"), (AUTHORIZATION, "Bearer C")]);
     // Ambiguity does not fall through to the bearer token.
-    assert_eq!(token_from_request(&same_header, Some("id_token")), None);
-    let repeated = headers(&[(COOKIE, "id_token=A"), (COOKIE, "id_token=A; id_token=")]);
-    assert_eq!(token_from_request(&repeated, Some("id_token")), Some("A".to_owned()));
+    assert_eq!(token_from_request(&same_header, Some("id_token")), ambiguous);
+    let respelled = headers(&[(COOKIE, "id_token =A; id_token=B")]);
+    assert_eq!(token_from_request(&respelled, Some("id_token")), ambiguous);
+    let repeated = headers(&[(COOKIE, "id_token=A"), (COOKIE, "id_token=A")]);
+    assert_eq!(token_from_request(&repeated, Some("id_token")), ambiguous);
 
     let two_bearers = headers(&[(AUTHORIZATION, "Bearer A"), (AUTHORIZATION, "Bearer B")]);
-    assert_eq!(token_from_request(&two_bearers, None), None);
+    assert_eq!(token_from_request(&two_bearers, None), ambiguous);
     let bearer_and_basic = headers(&[(AUTHORIZATION, "Basic eDp5"), (AUTHORIZATION, "Bearer B")]);
-    assert_eq!(token_from_request(&bearer_and_basic, None), None);
+    assert_eq!(token_from_request(&bearer_and_basic, None), ambiguous);
     let same_twice = headers(&[(AUTHORIZATION, "Bearer A"), (AUTHORIZATION, "Bearer A")]);
-    assert_eq!(token_from_request(&same_twice, None), Some("A".to_owned()));
+    assert_eq!(token_from_request(&same_twice, None), Ok(Some("A".to_owned())));
 
     let mut opaque = HeaderMap::new();
     opaque.append(COOKIE, HeaderValue::from_bytes(b"id_token=\xff").unwrap());
-    assert_eq!(token_from_request(&opaque, Some("id_token")), None);
+    assert_eq!(token_from_request(&opaque, Some("id_token")), ambiguous);
 }
 
 // --- client certificates ---
@@ -766,35 +764,39 @@ fn certificate(uris: &[&str], dns: &[&str], cn: Option<&str>) -> Vec<u8> {
 #[test]
 fn spiffe_uri_san_is_the_identity() {
     let spiffe = "spiffe://example.org/agent/payments";
-    let der = certificate(
-        &[spiffe, "spiffe://example.org/other"],
-        &["agent.example.org"],
-        Some("ignored-cn"),
+    let der = certificate(&[spiffe], &["agent.example.org"], Some("ignored-cn"));
+    assert_eq!(cert_identity(&der, false), Ok(spiffe.to_owned()));
+    assert_eq!(cert_identity(&der, true), Ok(spiffe.to_owned()));
+    // Two URIs: which one is "the" identity differs between verifiers.
+    let two = certificate(&[spiffe, "spiffe://example.org/other"], &[], None);
+    assert_eq!(
+        cert_identity(&two, true),
+        Err(IdentityError::CertificateField("SAN URI"))
     );
-    assert_eq!(cert_identity(&der), Ok(spiffe.to_owned()));
 }
 
 #[test]
-fn common_name_is_the_fallback() {
+fn common_name_counts_only_when_configured_and_without_any_san() {
+    let cn_only = certificate(&[], &[], Some("payments-agent"));
+    assert_eq!(cert_identity(&cn_only, true), Ok("payments-agent".to_owned()));
     assert_eq!(
-        cert_identity(&certificate(&[], &[], Some("payments-agent"))),
-        Ok("payments-agent".to_owned())
+        cert_identity(&cn_only, false),
+        Err(IdentityError::NoCertificateIdentity)
     );
-    // A DNS SAN is not an identity source.
-    assert_eq!(
-        cert_identity(&certificate(&[], &["a.example"], Some("cn"))),
-        Ok("cn".to_owned())
-    );
+    // The attack: a CN that spells a workload's SPIFFE ID, with a DNS SAN.
+    let forged = certificate(&[], &["a.example"], Some("spiffe://corp/agent-a"));
+    assert_eq!(cert_identity(&forged, true), Err(IdentityError::NoCertificateIdentity));
+    assert_eq!(cert_identity(&forged, false), Err(IdentityError::NoCertificateIdentity));
 }
 
 #[test]
 fn certificate_without_uri_or_cn_is_refused() {
     assert_eq!(
-        cert_identity(&certificate(&[], &[], None)),
+        cert_identity(&certificate(&[], &[], None), true),
         Err(IdentityError::NoCertificateIdentity)
     );
     assert_eq!(
-        cert_identity(&certificate(&[], &["a.example"], None)),
+        cert_identity(&certificate(&[], &["a.example"], None), true),
         Err(IdentityError::NoCertificateIdentity)
     );
 }
@@ -802,9 +804,12 @@ fn certificate_without_uri_or_cn_is_refused() {
 #[test]
 fn unusable_names_do_not_fall_back() {
     let der = certificate(&["spiffe://x/\u{1}"], &[], Some("cn"));
-    assert_eq!(cert_identity(&der), Err(IdentityError::CertificateField("SAN URI")));
     assert_eq!(
-        cert_identity(&certificate(&[], &[], Some(" cn"))),
+        cert_identity(&der, true),
+        Err(IdentityError::CertificateField("SAN URI"))
+    );
+    assert_eq!(
+        cert_identity(&certificate(&[], &[], Some(" cn")), true),
         Err(IdentityError::CertificateField("subject CN"))
     );
 }
@@ -812,30 +817,33 @@ fn unusable_names_do_not_fall_back() {
 #[test]
 fn garbage_der_is_an_error_not_a_panic() {
     let der = certificate(&[], &[], Some("cn"));
-    assert_eq!(cert_identity(b""), Err(IdentityError::CertificateParse));
+    assert_eq!(cert_identity(b"", true), Err(IdentityError::CertificateParse));
     assert_eq!(
-        cert_identity(b"not a certificate"),
+        cert_identity(b"not a certificate", true),
         Err(IdentityError::CertificateParse)
     );
     assert_eq!(
-        cert_identity(&[0x30, 0x82, 0xff, 0xff, 0x30]),
+        cert_identity(&[0x30, 0x82, 0xff, 0xff, 0x30], true),
         Err(IdentityError::CertificateParse)
     );
     for cut in [1, der.len() / 2, der.len() - 1] {
         assert_eq!(
-            cert_identity(&der[..cut]),
+            cert_identity(&der[..cut], true),
             Err(IdentityError::CertificateParse),
             "cut at {cut}"
         );
     }
     let mut trailing = der.clone();
     trailing.push(0);
-    assert_eq!(cert_identity(&trailing), Err(IdentityError::CertificateTrailingData));
+    assert_eq!(
+        cert_identity(&trailing, true),
+        Err(IdentityError::CertificateTrailingData)
+    );
     // Every single-byte corruption parses or fails cleanly.
     for i in 0..der.len() {
         let mut corrupt = der.clone();
         corrupt[i] ^= 0xff;
-        let _ = cert_identity(&corrupt);
+        let _ = cert_identity(&corrupt, true);
     }
 }
 

@@ -38,7 +38,7 @@
 //!   in the request and in the configured networks alike.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName};
@@ -271,29 +271,70 @@ impl std::error::Error for CondError {}
 /// the one recorded when the session was first seen to fill [`SessionFacts::device_changed`].
 pub fn device_fingerprint(user_agent: &str, ip: IpAddr) -> String {
     use fmt::Write as _;
-    let prefix = match canonical_ip(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
-        }
-        IpAddr::V6(v6) => {
-            let [a, b, c, ..] = v6.segments();
-            format!("{}/48", Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
-        }
-    };
-    let mut hasher = Sha256::new();
-    // Length-prefixed so that no user agent can imitate another (agent, prefix) pair.
-    hasher.update(b"stepgate-device-v1\0");
-    hasher.update(user_agent.len().to_string().as_bytes());
-    hasher.update(b":");
-    hasher.update(user_agent.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(prefix.as_bytes());
-    let digest = hasher.finalize();
     let mut out = String::with_capacity(32);
-    // 128 bits: plenty to tell devices apart, half the length in logs and state.
-    for byte in digest.iter().take(16) {
+    for byte in device_key(user_agent, ip) {
         let _ = write!(out, "{byte:02x}");
     }
     out
+}
+
+/// [`device_fingerprint`] as 16 raw bytes, computed without allocating: it
+/// runs for every new session the gateway sees.
+pub fn device_key(user_agent: &str, ip: IpAddr) -> [u8; 16] {
+    use fmt::Write as _;
+    let mut hasher = Sha256::new();
+    let mut buf = StackText::default();
+    // Length-prefixed so that no user agent can imitate another (agent, prefix) pair.
+    hasher.update(b"stepgate-device-v1\0");
+    let _ = write!(buf, "{}:", user_agent.len());
+    hasher.update(buf.take());
+    hasher.update(user_agent.as_bytes());
+    hasher.update(b"\0");
+    let _ = match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            write!(buf, "{}/24", std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let [a, b, c, ..] = v6.segments();
+            write!(buf, "{}/48", std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+        }
+    };
+    hasher.update(buf.take());
+    let digest = hasher.finalize();
+    let mut out = [0u8; 16];
+    // 128 bits: plenty to tell devices apart, half the length in state.
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// A few formatted bytes on the stack (a /48 prefix is at most 45 bytes).
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText { buf: [0; 64], len: 0 }
+    }
+}
+
+impl StackText {
+    fn take(&mut self) -> &[u8] {
+        let n = std::mem::take(&mut self.len);
+        &self.buf[..n]
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }

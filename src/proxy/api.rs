@@ -5,7 +5,7 @@ use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
 use super::{
-    approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, ConnInfo, Gateway,
+    approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, who, ConnInfo, Gateway,
 };
 use crate::body::Body;
 use crate::hold::engine::EngineError;
@@ -286,6 +286,12 @@ pub(super) async fn complete(
                 }
                 _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
             };
+            // Without a known identity, the first person to step up on a
+            // session becomes its actor; nobody else may step up on it.
+            if let (Ok(proof), None) = (&verified, &meta.identity) {
+                let route = (meta.route.as_str(), meta.action.as_str());
+                who::bind(gw, &meta.sid, &proof.sub, "actor", Some(&meta), route, now).await?;
+            }
             // The record is written after the state machine decided, so it
             // says what happened (a proof the hold refuses is a rejection).
             let (event, sub) = match verified {

@@ -162,8 +162,11 @@ pub(super) fn decidable(
         return Err(Reject::Forbidden);
     }
     let same_session = caller_sid(gw, conn, parts).is_some_and(|sid| sid == meta.sid);
-    let same_person =
-        meta.identity.as_deref() == Some(a.name.as_str()) || state.proof.as_ref().is_some_and(|p| p.sub == a.name);
+    // The requester is the session's identity, whoever proved on this
+    // hold, or whoever the session is bound to by an earlier step-up.
+    let same_person = meta.identity.as_deref() == Some(a.name.as_str())
+        || state.proof.as_ref().is_some_and(|p| p.sub == a.name)
+        || super::who::bound(gw, &meta.sid).is_some_and(|w| w == a.name);
     if same_session || same_person {
         tracing::warn!(hold = %id, approver = %a.name, "self-approval refused");
         return Err(Reject::SelfApproval);

@@ -3,7 +3,7 @@
 
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{bodies, display, hold_record, page, proofs, release, risk, upgrade, Gateway};
+use super::{bodies, display, hold_record, page, proofs, release, risk, upgrade, who, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -29,12 +29,12 @@ pub struct Sensitive {
     pub client_ip: IpAddr,
     pub client_cert: Option<Arc<Vec<u8>>>,
     pub request_id: String,
-    /// Identity established by the connection (client certificate) or a
-    /// verified identity JWT, before header-based identity.
-    pub identity: Option<String>,
     /// A WebSocket handshake: forwarded as one, and held on its own
     /// connection, the only one that can carry the tunnel.
     pub websocket: bool,
+    /// This request's sighting of its session (`None`: no session, or not
+    /// recorded), for the session conditions.
+    pub sighting: Option<crate::store::Sighting>,
 }
 
 /// Forwards a request that needs no step-up, streaming both bodies. A
@@ -136,6 +136,12 @@ pub async fn sensitive(
     };
     let bearer = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
 
+    // The identity cannot be left out, doubled or swapped (SPEC §3).
+    let identity = who::identity(gw, cert, &parts.headers)?;
+    if let Some(id) = &identity {
+        who::bind(gw, &sid, id, "identity", None, (&route.name, &route.action), now).await?;
+    }
+
     // 2. Bind: the exact bytes that will be forwarded.
     let (reading, bytes) = match (read, body) {
         (Some(read), _) => read,
@@ -145,25 +151,6 @@ pub async fn sensitive(
         }
     };
     let path_and_query = ctx.target.path_and_query();
-    // The identity header survived hygiene only if a trusted proxy sent it.
-    // Read it unambiguously or refuse: treating a repeated or unreadable
-    // value as "no identity" would let anyone step up for that session.
-    let identity = match (ctx.identity.clone(), &cfg.identity.header) {
-        (Some(id), _) => Some(id),
-        (None, None) => None,
-        (None, Some(h)) => {
-            let mut values = parts.headers.get_all(h).iter();
-            let first = values.next();
-            if values.next().is_some() {
-                return Err(Reject::BadRequest("more than one identity header"));
-            }
-            match first.map(|v| v.to_str()) {
-                None => None,
-                Some(Ok(v)) => Some(v.to_owned()).filter(|v| !v.is_empty()),
-                Some(Err(_)) => return Err(Reject::BadRequest("unreadable identity header")),
-            }
-        }
-    };
     let meta = HoldMeta {
         id: HoldId::random(),
         route: route.name.clone(),
@@ -213,6 +200,18 @@ pub async fn sensitive(
     if let Some(token) = ctx.token {
         match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now) {
             Ok(proof) if route.require.approvals == 0 => {
+                if meta.identity.is_none() {
+                    who::bind(
+                        gw,
+                        &meta.sid,
+                        &proof.sub,
+                        "actor",
+                        None,
+                        (&route.name, &route.action),
+                        now,
+                    )
+                    .await?;
+                }
                 tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, "up-front step-up token accepted");
                 release::remember(gw, &meta, &route.require, &proof, now);
                 let facts = release::facts(&meta, &(&proof).into(), &[], false);

@@ -77,6 +77,8 @@ async fn serve(
     let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
     let token = parts.headers.get(&X_STEPUP_TOKEN).cloned();
     let request_id = request_id(&parts.headers);
+    let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
+    let sighting = super::sighting::observe(gw, cert, &parts.headers, client_ip, gw.clock.now());
 
     // 3. match, on the method as sent and on every override it carries.
     let mut methods = effective_methods(&parts.method, &parts.headers, target.query.as_deref());
@@ -128,34 +130,10 @@ async fn serve(
                 client_ip,
                 client_cert: conn.client_cert.clone(),
                 request_id,
-                identity: identity(gw, &cfg, conn, &parts.headers),
                 websocket,
+                sighting,
             };
             Box::pin(gate::sensitive(gw, ctx, parts, body)).await
-        }
-    }
-}
-
-/// The session's identity from the connection or a verified identity JWT
-/// (the identity header is read later, only if a trusted proxy sent it).
-fn identity(gw: &Gateway, cfg: &crate::config::Config, conn: &ConnInfo, headers: &HeaderMap) -> Option<String> {
-    if cfg.identity.mtls {
-        if let Some(der) = &conn.client_cert {
-            match crate::identity::cert_identity(der) {
-                Ok(id) => return Some(id),
-                Err(e) => tracing::info!(error = %e, "client certificate names no identity"),
-            }
-        }
-    }
-    let live = gw.live();
-    let jwt = live.identity_jwt.as_ref()?;
-    let cookie = cfg.identity.jwt.as_ref().and_then(|j| j.cookie.as_deref());
-    let token = crate::identity::token_from_request(headers, cookie)?;
-    match jwt.verify(&token, gw.clock.now()) {
-        Ok(sub) => Some(sub),
-        Err(e) => {
-            tracing::info!(error = %e, "identity JWT not accepted; identity unknown");
-            None
         }
     }
 }

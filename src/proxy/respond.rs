@@ -12,6 +12,8 @@ pub enum Reject {
     /// fixed description chosen by the gateway, never client bytes.
     BadRequest(&'static str),
     NoSession,
+    NoIdentity,
+    IdentityMismatch,
     InvalidProof {
         attempts_left: u32,
     },
@@ -37,8 +39,8 @@ impl Reject {
         use Reject::*;
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
-            NoSession | InvalidProof { .. } | StepUpExpired => StatusCode::UNAUTHORIZED,
-            SessionMismatch | StepUpDenied | SelfApproval | Forbidden => StatusCode::FORBIDDEN,
+            NoSession | NoIdentity | InvalidProof { .. } | StepUpExpired => StatusCode::UNAUTHORIZED,
+            SessionMismatch | IdentityMismatch | StepUpDenied | SelfApproval | Forbidden => StatusCode::FORBIDDEN,
             UnknownHold | NotFound => StatusCode::NOT_FOUND,
             AlreadyReleased | TxnMismatch => StatusCode::CONFLICT,
             HoldExpired => StatusCode::GONE,
@@ -54,6 +56,8 @@ impl Reject {
         match self {
             BadRequest(_) => "bad_request",
             NoSession => "no_session",
+            NoIdentity => "no_identity",
+            IdentityMismatch => "identity_mismatch",
             InvalidProof { .. } => "invalid_proof",
             StepUpExpired => "step_up_expired",
             SessionMismatch => "session_mismatch",
@@ -78,6 +82,8 @@ impl Reject {
         match self {
             BadRequest(detail) => detail,
             NoSession => "this action needs a session",
+            NoIdentity => "this action needs exactly one identity",
+            IdentityMismatch => "this session belongs to someone else",
             InvalidProof { .. } => "the proof was not accepted",
             StepUpExpired => "the step-up was not completed in time",
             SessionMismatch => "this hold belongs to another session",
@@ -131,6 +137,8 @@ mod tests {
         let table = [
             (Reject::BadRequest("x"), 400, "bad_request"),
             (Reject::NoSession, 401, "no_session"),
+            (Reject::NoIdentity, 401, "no_identity"),
+            (Reject::IdentityMismatch, 403, "identity_mismatch"),
             (Reject::InvalidProof { attempts_left: 2 }, 401, "invalid_proof"),
             (Reject::StepUpExpired, 401, "step_up_expired"),
             (Reject::SessionMismatch, 403, "session_mismatch"),

@@ -4,12 +4,10 @@
 
 use super::gate::Sensitive;
 use super::Gateway;
-use crate::clock::unix_secs;
 use crate::ids::Sid;
 use crate::policy::body::Reading;
 use crate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
 use crate::route::Route;
-use http::header;
 use http::request::Parts;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +20,7 @@ pub enum Assessed {
 }
 
 pub fn assess(
-    gw: &Gateway,
+    _gw: &Gateway,
     route: &Route,
     ctx: &Sensitive,
     parts: &Parts,
@@ -33,23 +31,16 @@ pub fn assess(
     if route.when.is_empty() {
         return Assessed::StepUp { reasons: Vec::new() };
     }
-    let session = match sid {
-        Some(sid) => {
-            let ua = parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let fingerprint = conditions::device_fingerprint(ua, ctx.client_ip);
-            let (first, changed) = gw.sessions.observe(sid.as_str(), &fingerprint, unix_secs(now));
-            SessionFacts {
-                first_seen: UNIX_EPOCH + Duration::from_secs(first),
-                device_changed: changed,
-            }
-        }
-        // No session: whatever the session conditions would say is unknown,
-        // so they fire (the request then meets `no_session`).
-        None => SessionFacts {
+    let session = match (sid, ctx.sighting) {
+        (Some(_), Some(seen)) => SessionFacts {
+            first_seen: UNIX_EPOCH + Duration::from_secs(seen.first),
+            device_changed: seen.device
+                != conditions::device_key(super::sighting::user_agent(&parts.headers), ctx.client_ip),
+        },
+        // No session, or one the tracker could not record: whatever the
+        // session conditions would say is unknown, so they fire (without a
+        // session the request then meets `no_session`).
+        _ => SessionFacts {
             first_seen: UNIX_EPOCH,
             device_changed: true,
         },

@@ -1,0 +1,121 @@
+//! Who is behind a sensitive request (SPEC §3 "Identity"), and who acts on
+//! a session. With `identity:` configured, the identity cannot be left out
+//! or swapped: a request whose identity source yields nothing is refused
+//! (401 `no_identity`), one that yields two different values is refused
+//! (400), and a session keeps the identity it was first seen with (403
+//! `identity_mismatch`). Without one, the first person who steps up on a
+//! session becomes its actor, and nobody else may step up on it.
+
+use super::respond::Reject;
+use super::Gateway;
+use crate::audit::Record;
+use crate::clock::unix_secs;
+use crate::hold::HoldMeta;
+use crate::ids::Sid;
+use crate::session;
+use crate::store::Bind;
+use http::HeaderMap;
+use std::time::SystemTime;
+
+/// The request's identity: `Ok(None)` when no identity source applies to
+/// this caller. A client certificate names a workload only where
+/// `identity.mtls` is set; a caller without one is a person, whose
+/// identity comes from `identity.jwt` or `identity.header` when configured.
+/// The identity header reaches here only from a trusted proxy (hygiene
+/// strips it from everyone else).
+pub(super) fn identity(gw: &Gateway, cert: Option<&[u8]>, headers: &HeaderMap) -> Result<Option<String>, Reject> {
+    let cfg = gw.config();
+    let id = &cfg.identity;
+    let workload = id.mtls && cert.is_some();
+    if !workload && id.jwt.is_none() && id.header.is_none() {
+        return Ok(None);
+    }
+    let mut found: Option<String> = None;
+    let mut add = |value: String| -> Result<(), Reject> {
+        match &found {
+            Some(f) if *f != value => Err(Reject::BadRequest("the request names two identities")),
+            Some(_) => Ok(()),
+            None => {
+                found = Some(value);
+                Ok(())
+            }
+        }
+    };
+    if let (true, Some(der)) = (id.mtls, cert) {
+        match crate::identity::cert_identity(der, id.cert_cn) {
+            Ok(name) => add(name)?,
+            Err(e) => tracing::info!(error = %e, "client certificate names no identity"),
+        }
+    }
+    if let Some(jwt) = gw.live().identity_jwt.as_ref() {
+        let cookie = id.jwt.as_ref().and_then(|j| j.cookie.as_deref());
+        match crate::identity::token_from_request(headers, cookie) {
+            Err(_) => return Err(Reject::BadRequest("the identity token is ambiguous")),
+            Ok(None) => {}
+            Ok(Some(token)) => match jwt.verify(&token, gw.clock.now()) {
+                Ok(sub) => add(sub)?,
+                Err(e) => tracing::info!(error = %e, "identity JWT not accepted"),
+            },
+        }
+    }
+    if let Some(h) = &id.header {
+        let mut values = headers.get_all(h).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Reject::BadRequest("more than one identity header"));
+        }
+        match first.map(|v| v.to_str()) {
+            None => {}
+            Some(Ok("")) => {}
+            Some(Ok(v)) => add(v.to_owned())?,
+            Some(Err(_)) => return Err(Reject::BadRequest("unreadable identity header")),
+        }
+    }
+    found.map(Some).ok_or(Reject::NoIdentity)
+}
+
+/// Binds `who` to the session `sid` unless someone else is already bound
+/// to it; a mismatch is audited and refused with 403 `identity_mismatch`.
+/// `what` says which binding this is, for the trail.
+pub(super) async fn bind(
+    gw: &Gateway,
+    sid: &Sid,
+    who: &str,
+    what: &'static str,
+    meta: Option<&HoldMeta>,
+    route: (&str, &str),
+    now: SystemTime,
+) -> Result<(), Reject> {
+    let Some(key) = session::sid_key(sid) else {
+        return Err(Reject::IdentityMismatch);
+    };
+    match gw.sessions.bind(&key, who, unix_secs(now)) {
+        Bind::Same => Ok(()),
+        Bind::Full => {
+            tracing::warn!(%sid, "session tracker full; nobody can be bound to a new session");
+            Err(Reject::TooManyHolds)
+        }
+        Bind::Other(first) => {
+            tracing::warn!(%sid, %who, bound = %first, what, "identity mismatch on a session");
+            let record = match meta {
+                Some(m) => super::hold_record("identity.mismatch", m),
+                None => Record {
+                    event: "identity.mismatch",
+                    route: Some(route.0.to_owned()),
+                    action: Some(route.1.to_owned()),
+                    sid: Some(sid.as_str().to_owned()),
+                    ..Record::default()
+                },
+            };
+            gw.audit(record.actor(who.to_owned()).reason(what).with("bound", first))
+                .await?;
+            Err(Reject::IdentityMismatch)
+        }
+    }
+}
+
+/// The person bound to the session `sid`, if any: its identity, or the
+/// first person who stepped up on it.
+pub(super) fn bound(gw: &Gateway, sid: &Sid) -> Option<String> {
+    gw.sessions.who(&session::sid_key(sid)?)
+}
