@@ -151,6 +151,8 @@ pub struct ReuseCache {
 /// The step-up being reused, as the assertion will name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recent {
+    /// How the step-up was proved: a later route must accept this method.
+    pub method: crate::policy::ProofMethod,
     pub sub: String,
     pub amr: Vec<String>,
     pub acr: String,

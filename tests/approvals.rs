@@ -612,6 +612,8 @@ async fn totp_and_one_approval_combine_on_one_route() {
     assert_eq!(r.status, 200, "{}", body_text(&r));
 
     // Approval first: the proof that completes the hold gets the response.
+    // (Another session: alice is now the only one who may step up on hers.)
+    let cookie = "SESSIONID=vendor-desk-2";
     let ch = held(&gw, "/admin/vendors", cookie, &json!({"name": "Umbrella"})).await;
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
     assert_eq!(approve(&gw, &a.carol, &hold, &txn).await.status, 200);

@@ -210,9 +210,11 @@ async fn token_proof_forwards_the_exact_request_once_with_a_verifiable_assertion
     assert_eq!(again.status, 409);
     assert_eq!(again.error_code(), "already_released");
 
-    // The same request again is a new hold, and its release a new assertion.
+    // The same request again is a new hold, and its release a new assertion
+    // (by alice@example again: she is now the session's only actor).
     let (_, ch2) = challenge(&gw, session, target, &body).await;
-    let resp = complete_with_token(&gw, &hold_id(&ch2), session, &bound_token(&gw, &ch2)).await;
+    let token = gw.token(json!({"sid": ch2["sid"], "txn": ch2["txn"], "sub": "alice@example"}));
+    let resp = complete_with_token(&gw, &hold_id(&ch2), session, &token).await;
     assert_eq!(resp.status, 200);
     let seen = up.requests();
     assert_eq!(seen.len(), 2);

@@ -7,6 +7,7 @@
 mod common;
 mod stepup_kit;
 
+use common::upstreams::{Framework, RealUpstream};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -245,4 +246,92 @@ async fn check_warns_about_routes_anyone_enrolled_could_step_up_on() {
     let restricted = DELETE.replace("max_age: 5m", "max_age: 5m, users: [bob]");
     let gw = Gateway::start(up.addr, &restricted, "").await;
     assert!(gw.gw.config().warnings.iter().all(|w| !w.contains("first person")));
+}
+
+// ------------------------------------------------------- real upstreams
+
+
+/// The attack of issue 20 #11 against Express (cookie-parser) and Flask:
+/// both trim the name and take the first `SESSIONID`, so the gateway must
+/// not bind the hold to another copy, and refuses the ambiguity instead.
+#[tokio::test]
+async fn express_and_flask_act_on_the_session_the_hold_is_bound_to() {
+    for framework in [Framework::Express, Framework::Flask] {
+        let up = RealUpstream::start(framework).await;
+        let gw = Gateway::start(up.addr, DELETE, "").await;
+        let resp = delete(&gw, &[("cookie", "SESSIONID =bob-session; SESSIONID=junk")]).await;
+        assert_eq!(resp.status, 400, "{framework:?}: {}", text(&resp));
+
+        let bobs = [("cookie", "SESSIONID =\"bob-session\"")];
+        let hold = delete(&gw, &bobs).await.json();
+        assert_eq!(hold["sid"], gw.sid("bob-session"), "{framework:?}");
+        let token = gw.token(json!({"sid": hold["sid"], "txn": hold["txn"], "sub": "bob"}));
+        let resp = complete(&gw, &bobs, &hold, json!({"method": "token", "token": token})).await;
+        assert_eq!(resp.status, 200, "{framework:?}: {}", text(&resp));
+        let ran = up.ran_handler("user.delete");
+        assert_eq!(ran.len(), 1, "{framework:?}: {:?}", up.ran());
+        let session = ran[0].session.clone().unwrap_or_default();
+        assert_eq!(session, "bob-session", "{framework:?}");
+        let claims = verify_assertion(&gw, ran[0].assertion.as_deref().expect("assertion"));
+        assert_eq!(claims["sid"], gw.sid(&session), "{framework:?}: the sid is the session the app used");
+    }
+}
+
+/// The attack of issue 20 #12 against Express and Flask: a thief holding
+/// bob's legacy cookie tries to step up as mallory by omitting, doubling
+/// or swapping the identity; the app never runs the delete.
+#[tokio::test]
+async fn express_and_flask_never_run_a_thiefs_delete_on_bobs_session() {
+    for framework in [Framework::Express, Framework::Flask] {
+        let up = RealUpstream::start(framework).await;
+        let gw = Gateway::start(up.addr, DELETE, &identity_jwt(Some("id_token"))).await;
+        let bob = format!("SESSIONID=bob-legacy; id_token={}", id_token(&gw, "bob"));
+        assert_eq!(delete(&gw, &[("cookie", &bob)]).await.error_code(), "step_up_required");
+        let (b, m) = (id_token(&gw, "bob"), id_token(&gw, "mallory"));
+        let attempts = [
+            ("SESSIONID=bob-legacy".to_owned(), "no_identity"),
+            (format!("SESSIONID=bob-legacy; id_token ={m}; id_token={b}"), "bad_request"),
+            (format!("SESSIONID=bob-legacy; id_token={m}"), "identity_mismatch"),
+        ];
+        for (cookie, code) in &attempts {
+            let session = [("cookie", cookie.as_str())];
+            let resp = delete(&gw, &session).await;
+            assert_eq!(resp.error_code(), *code, "{framework:?}: {}", text(&resp));
+        }
+        assert!(up.ran_handler("user.delete").is_empty(), "{framework:?}: {:?}", up.ran());
+    }
+}
+
+/// Issue 20 #6 against Express: mallory steps up on `acct-profile`, which
+/// shares its action with `acct-close` (`users: [alice]`); the reuse
+/// window must not carry her over to `acct-close`.
+#[tokio::test]
+async fn a_reused_step_up_never_widens_who_may_act() {
+    let routes = "
+  - name: acct-close
+    action: acct.write
+    match: { methods: [DELETE], path: '/api/items/([^/]+)' }
+    require: { methods: [token], users: [alice], reuse: 5m }
+    hold: { mode: challenge, timeout: 1m }
+  - name: acct-profile
+    action: acct.write
+    match: { methods: [POST], path: '/api/items/([^/]+)' }
+    require: { methods: [token], reuse: 5m }
+    hold: { mode: challenge, timeout: 1m }
+";
+    let up = RealUpstream::start(Framework::Express).await;
+    let gw = Gateway::start(up.addr, routes, "").await;
+    let session = [("cookie", "SESSIONID=mallory-session")];
+    let item = |method| request(method, "/api/items/7", &session, b"");
+    let hold = raw(gw.addr, &gw.pki, &item("POST")).await.json();
+    assert_eq!(hold["route"], "acct-profile");
+    let token = gw.token(json!({"sid": hold["sid"], "txn": hold["txn"], "sub": "mallory"}));
+    let resp = complete(&gw, &session, &hold, json!({"method": "token", "token": token})).await;
+    assert_eq!(resp.status, 200, "{}", text(&resp));
+    assert_eq!(up.ran_handler("item.update").len(), 1);
+
+    let resp = raw(gw.addr, &gw.pki, &item("DELETE")).await;
+    assert_eq!(resp.status, 401, "{}", text(&resp));
+    assert_eq!(resp.json()["route"], "acct-close", "held, not forwarded on mallory's reuse");
+    assert!(up.ran_handler("item.delete").is_empty(), "{:?}", up.ran());
 }

@@ -288,9 +288,10 @@ pub(super) async fn complete(
             };
             // Without a known identity, the first person to step up on a
             // session becomes its actor; nobody else may step up on it.
+            let mut bound_now = false;
             if let (Ok(proof), None) = (&verified, &meta.identity) {
                 let route = (meta.route.as_str(), meta.action.as_str());
-                who::bind(gw, &meta.sid, &proof.sub, "actor", Some(&meta), route, now).await?;
+                bound_now = who::bind(gw, &meta.sid, &proof.sub, "actor", Some(&meta), route, now).await?;
             }
             // The record is written after the state machine decided, so it
             // says what happened (a proof the hold refuses is a rejection).
@@ -305,6 +306,9 @@ pub(super) async fn complete(
                 }
             };
             let applied = gw.holds.apply(&id, event, now);
+            if let (true, Ok(sub), Err(_)) = (bound_now, &sub, &applied) {
+                who::unbind(gw, &meta.sid, sub);
+            }
             let record = match (&sub, &applied) {
                 (Ok(sub), Ok(_)) => hold_record("proof.accepted", &meta).actor(sub.clone()),
                 (Ok(sub), Err(e)) => hold_record("proof.rejected", &meta)

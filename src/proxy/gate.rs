@@ -184,10 +184,17 @@ pub async fn sensitive(
         // must still be as fresh as the route's max_age demands.
         let fresh =
             |r: &crate::store::Recent| unix_secs(now).saturating_sub(r.auth_time) <= route.require.max_age.as_secs();
+        // A reuse never widens who may act (SPEC §5): the earlier step-up
+        // must itself satisfy this route, its methods and who may step up,
+        // not only share its action.
+        let satisfies = |r: &crate::store::Recent| {
+            route.require.accepts(r.method) && proofs::actor_allowed(gw, &meta, &route.require, &r.sub).is_ok()
+        };
         if let Some(recent) = gw
             .reuse
             .find(meta.sid.as_str(), &meta.action, unix_secs(now), window)
             .filter(fresh)
+            .filter(satisfies)
         {
             let mut facts = release::facts(&meta, &recent.clone().into(), &[], false);
             facts.reuse = true;

@@ -57,6 +57,7 @@ pub(super) fn remember(gw: &Gateway, meta: &HoldMeta, require: &Requirements, pr
         meta.sid.as_str(),
         &meta.action,
         Recent {
+            method: proof.method,
             sub: proof.sub.clone(),
             amr: proof.amr.clone(),
             acr: proof.acr.clone(),

@@ -76,7 +76,8 @@ pub(super) fn identity(gw: &Gateway, cert: Option<&[u8]>, headers: &HeaderMap) -
 
 /// Binds `who` to the session `sid` unless someone else is already bound
 /// to it; a mismatch is audited and refused with 403 `identity_mismatch`.
-/// `what` says which binding this is, for the trail.
+/// `what` says which binding this is, for the trail. `Ok(true)` when this
+/// call made the binding (see [`unbind`]).
 pub(super) async fn bind(
     gw: &Gateway,
     sid: &Sid,
@@ -85,12 +86,13 @@ pub(super) async fn bind(
     meta: Option<&HoldMeta>,
     route: (&str, &str),
     now: SystemTime,
-) -> Result<(), Reject> {
+) -> Result<bool, Reject> {
     let Some(key) = session::sid_key(sid) else {
         return Err(Reject::IdentityMismatch);
     };
     match gw.sessions.bind(&key, who, unix_secs(now)) {
-        Bind::Same => Ok(()),
+        Bind::Same => Ok(false),
+        Bind::New => Ok(true),
         Bind::Full => {
             tracing::warn!(%sid, "session tracker full; nobody can be bound to a new session");
             Err(Reject::TooManyHolds)
@@ -111,6 +113,14 @@ pub(super) async fn bind(
                 .await?;
             Err(Reject::IdentityMismatch)
         }
+    }
+}
+
+/// Undoes a binding this request made when its step-up did not count after
+/// all: a proof the hold refused binds nobody.
+pub(super) fn unbind(gw: &Gateway, sid: &Sid, who: &str) {
+    if let Some(key) = session::sid_key(sid) {
+        gw.sessions.unbind(&key, who);
     }
 }
 

@@ -48,8 +48,10 @@ pub struct Sighting {
 /// The outcome of binding a person to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
-    /// This person is (now) the session's.
+    /// This person was already the session's.
     Same,
+    /// This person is now the session's, by this call.
+    New,
     /// Someone else already is.
     Other(String),
     /// The tracker is full; nobody can be bound, so nobody may act.
@@ -122,7 +124,7 @@ impl SessionTracker {
                     Some(w) => Bind::Other(w.to_string()),
                     None => {
                         e.who = Some(who.into());
-                        Bind::Same
+                        Bind::New
                     }
                 }
             }
@@ -140,7 +142,17 @@ impl SessionTracker {
                     device: [0; 16],
                     who: Some(who.into()),
                 });
-                Bind::Same
+                Bind::New
+            }
+        }
+    }
+
+    /// Undoes a [`Bind::New`] whose step-up did not count after all (the
+    /// hold refused it), so it binds nobody.
+    pub fn unbind(&self, sid: &[u8; 32], who: &str) {
+        if let Some(mut e) = self.seen.get_mut(sid) {
+            if e.who.as_deref() == Some(who) {
+                e.who = None;
             }
         }
     }
@@ -199,10 +211,14 @@ mod tests {
         let s = [9; 32];
         t.observe(&s, 1, || [0; 16]);
         assert_eq!(t.who(&s), None);
-        assert_eq!(t.bind(&s, "bob", 2), Bind::Same);
+        assert_eq!(t.bind(&s, "bob", 2), Bind::New);
         assert_eq!(t.bind(&s, "bob", 3), Bind::Same);
         assert_eq!(t.bind(&s, "mallory", 4), Bind::Other("bob".into()));
         assert_eq!(t.who(&s), Some("bob".into()));
-        assert_eq!(t.bind(&[8; 32], "alice", 5), Bind::Same, "unseen sessions bind too");
+        assert_eq!(t.bind(&[8; 32], "alice", 5), Bind::New, "unseen sessions bind too");
+        t.unbind(&s, "mallory");
+        assert_eq!(t.who(&s), Some("bob".into()), "only the bound person is unbound");
+        t.unbind(&s, "bob");
+        assert_eq!(t.bind(&s, "mallory", 6), Bind::New);
     }
 }

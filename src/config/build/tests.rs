@@ -1,4 +1,5 @@
 use super::super::from_str;
+use crate::config::Config;
 
 const BASE: &str = "listen: 127.0.0.1:8443
 tls: { cert: c.pem, key: k.pem }
@@ -42,7 +43,7 @@ fn valid_file_builds_typed_config() {
     assert!(routes[1].deny);
     assert_eq!(c.stepup.prefix, "/.stepup/");
     assert_eq!(c.limits.max_body, 1 << 20);
-    assert!(c.warnings.is_empty());
+    assert!(other_warnings(&c).is_empty());
 }
 
 #[test]
@@ -101,9 +102,13 @@ fn shadowed_route_is_a_warning() {
 ",
     );
     let c = from_str(&text, "routes.yaml").expect("valid");
-    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(c.warnings[0].starts_with("routes.yaml:9:"), "{}", c.warnings[0]);
-    assert!(c.warnings[0].contains("routes[1] `delete` is shadowed by routes[0] `all-admin`"));
+    assert_eq!(other_warnings(&c).len(), 1, "{:?}", other_warnings(&c));
+    assert!(
+        other_warnings(&c)[0].starts_with("routes.yaml:9:"),
+        "{}",
+        other_warnings(&c)[0]
+    );
+    assert!(other_warnings(&c)[0].contains("routes[1] `delete` is shadowed by routes[0] `all-admin`"));
 }
 
 #[test]
@@ -132,17 +137,21 @@ fn routes_fold_case_unless_they_opt_out_and_check_says_so() {
     let c = from_str(&text, "routes.yaml").expect("valid");
     let folds: Vec<bool> = c.routes.routes().iter().map(|r| r.path.case_insensitive).collect();
     assert_eq!(folds, [true, true, false, false]);
-    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-    assert!(c.warnings[0].starts_with("routes.yaml:12:40:"), "{}", c.warnings[0]);
+    assert_eq!(other_warnings(&c).len(), 2, "{:?}", other_warnings(&c));
     assert!(
-        c.warnings[0].contains("routes[2].match.case_sensitive: this route matches case-sensitively"),
+        other_warnings(&c)[0].starts_with("routes.yaml:12:40:"),
         "{}",
-        c.warnings[0]
+        other_warnings(&c)[0]
     );
     assert!(
-        c.warnings[1].contains("routes[3].match.case_insensitive:"),
+        other_warnings(&c)[0].contains("routes[2].match.case_sensitive: this route matches case-sensitively"),
         "{}",
-        c.warnings[1]
+        other_warnings(&c)[0]
+    );
+    assert!(
+        other_warnings(&c)[1].contains("routes[3].match.case_insensitive:"),
+        "{}",
+        other_warnings(&c)[1]
     );
     let text = with_routes("  - name: a\n    match: { path: /a, case_sensitive: true, case_insensitive: true }\n");
     assert!(err(&text).contains("routes[0].match.case_sensitive: contradicts"));
@@ -173,4 +182,14 @@ fn case_folded_shadows_are_reported() {
     // A case-sensitive prefix cannot shadow a folding route (`/OPS/x` gets
     // past it), but it does shadow a case-sensitive one.
     assert!(shadows[2].contains("routes[5] `exact-under-exact` is shadowed by routes[3] `exact`"));
+}
+
+/// Warnings other than the no-identity one, which every route without an
+/// identity source or `require.users`/`groups` gets.
+pub(super) fn other_warnings(c: &Config) -> Vec<String> {
+    c.warnings
+        .iter()
+        .filter(|w| !w.contains("becomes its actor"))
+        .cloned()
+        .collect()
 }

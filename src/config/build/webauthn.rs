@@ -221,11 +221,17 @@ assertion: { key: a.pem, issuer: stepgate, audience: legacy }
         let routes = c.routes.routes();
         assert_eq!(routes[0].require.methods, [ProofMethod::Totp]);
         assert_eq!(routes[1].require.methods, [ProofMethod::Totp]);
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(
+            crate::config::build::tests::other_warnings(&c).len(),
+            1,
+            "{:?}",
+            crate::config::build::tests::other_warnings(&c)
+        );
         assert!(
-            c.warnings[0].starts_with("routes.yaml:13:") && c.warnings[0].contains("routes[1].require.methods"),
+            crate::config::build::tests::other_warnings(&c)[0].starts_with("routes.yaml:13:")
+                && crate::config::build::tests::other_warnings(&c)[0].contains("routes[1].require.methods"),
             "{}",
-            c.warnings[0]
+            crate::config::build::tests::other_warnings(&c)[0]
         );
         let e = config(
             "  users: u.yaml\n",
