@@ -250,7 +250,6 @@ async fn check_warns_about_routes_anyone_enrolled_could_step_up_on() {
 
 // ------------------------------------------------------- real upstreams
 
-
 /// The attack of issue 20 #11 against Express (cookie-parser) and Flask:
 /// both trim the name and take the first `SESSIONID`, so the gateway must
 /// not bind the hold to another copy, and refuses the ambiguity instead.
@@ -273,7 +272,11 @@ async fn express_and_flask_act_on_the_session_the_hold_is_bound_to() {
         let session = ran[0].session.clone().unwrap_or_default();
         assert_eq!(session, "bob-session", "{framework:?}");
         let claims = verify_assertion(&gw, ran[0].assertion.as_deref().expect("assertion"));
-        assert_eq!(claims["sid"], gw.sid(&session), "{framework:?}: the sid is the session the app used");
+        assert_eq!(
+            claims["sid"],
+            gw.sid(&session),
+            "{framework:?}: the sid is the session the app used"
+        );
     }
 }
 
@@ -290,7 +293,10 @@ async fn express_and_flask_never_run_a_thiefs_delete_on_bobs_session() {
         let (b, m) = (id_token(&gw, "bob"), id_token(&gw, "mallory"));
         let attempts = [
             ("SESSIONID=bob-legacy".to_owned(), "no_identity"),
-            (format!("SESSIONID=bob-legacy; id_token ={m}; id_token={b}"), "bad_request"),
+            (
+                format!("SESSIONID=bob-legacy; id_token ={m}; id_token={b}"),
+                "bad_request",
+            ),
             (format!("SESSIONID=bob-legacy; id_token={m}"), "identity_mismatch"),
         ];
         for (cookie, code) in &attempts {
@@ -298,7 +304,11 @@ async fn express_and_flask_never_run_a_thiefs_delete_on_bobs_session() {
             let resp = delete(&gw, &session).await;
             assert_eq!(resp.error_code(), *code, "{framework:?}: {}", text(&resp));
         }
-        assert!(up.ran_handler("user.delete").is_empty(), "{framework:?}: {:?}", up.ran());
+        assert!(
+            up.ran_handler("user.delete").is_empty(),
+            "{framework:?}: {:?}",
+            up.ran()
+        );
     }
 }
 
@@ -332,6 +342,10 @@ async fn a_reused_step_up_never_widens_who_may_act() {
 
     let resp = raw(gw.addr, &gw.pki, &item("DELETE")).await;
     assert_eq!(resp.status, 401, "{}", text(&resp));
-    assert_eq!(resp.json()["route"], "acct-close", "held, not forwarded on mallory's reuse");
+    assert_eq!(
+        resp.json()["route"],
+        "acct-close",
+        "held, not forwarded on mallory's reuse"
+    );
     assert!(up.ran_handler("item.delete").is_empty(), "{:?}", up.ran());
 }
