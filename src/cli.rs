@@ -283,13 +283,34 @@ fn init_tracing(format: LogFormat) {
     // Colour codes are for a person at a terminal; in a file, journald or a
     // pipe they are noise that breaks grep. NO_COLOR (no-color.org) too.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    // Fields carry client text (an approver's sign-in name, a reason, a
+    // user, an error quoting a header). It is escaped for every log call at
+    // once, in both formats, so a newline cannot forge a line and an escape
+    // sequence cannot repaint a terminal (SPEC §7): text logs escape each
+    // field value; JSON, which escapes C0 controls itself, gets the rest
+    // (DEL, C1, Bidi) escaped on its way out.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .with_writer(|| stepgate::escape::LogLine {
+                inner: std::io::stderr(),
+                json: true,
+            })
+            .json()
+            .init(),
+        LogFormat::Text => {
+            use tracing_subscriber::field::MakeExt;
+            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let text = format!("{value:?}");
+                if field.name() == "message" {
+                    write!(w, "{}", stepgate::escape::Escaped(&text))
+                } else {
+                    write!(w, "{}={}", field.name(), stepgate::escape::Escaped(&text))
+                }
+            })
+            .delimited(" ");
+            builder.with_writer(std::io::stderr).fmt_fields(fields).init()
+        }
     }
 }
 

@@ -63,9 +63,77 @@ pub fn needs_escape(c: char) -> bool {
         )
 }
 
+/// A log sink that escapes whatever client text a field carried, for every
+/// log call at once: each event arrives as one buffer ending in `\n`, and
+/// nothing before that newline may end the line, move the cursor or flip
+/// the reading direction. In text logs such characters become `\u{…}` (and
+/// `\` becomes `\\`); in JSON logs, which already escape C0 controls,
+/// the rest (DEL, C1, Bidi and invisible characters) become `\uXXXX`, so
+/// the line stays valid JSON.
+pub struct LogLine<W> {
+    pub inner: W,
+    pub json: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for LogLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, newline) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let out = if self.json {
+            let mut o = String::with_capacity(body.len());
+            for c in body.chars() {
+                if c != '\\' && needs_escape(c) {
+                    // All of them are in the BMP.
+                    o.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    o.push(c);
+                }
+            }
+            o
+        } else {
+            escaped(body)
+        };
+        self.inner.write_all(out.as_bytes())?;
+        self.inner.write_all(newline.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_cannot_be_split_or_repainted() {
+        use std::io::Write;
+        let event = "INFO approver sign-in refused approver=x\nINFO approver signed in approver=bob\x1b[2J\n";
+        let mut text = LogLine {
+            inner: Vec::new(),
+            json: false,
+        };
+        text.write_all(event.as_bytes()).expect("write");
+        let out = String::from_utf8(text.inner).expect("utf8");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\x1b'));
+        let json = serde_json::json!({"approver": "x\nINFO forged\u{202e}\u{9b}"}).to_string() + "\n";
+        let mut j = LogLine {
+            inner: Vec::new(),
+            json: true,
+        };
+        j.write_all(json.as_bytes()).expect("write");
+        let out = String::from_utf8(j.inner).expect("utf8");
+        assert_eq!(out.lines().count(), 1);
+        assert!(!out.contains('\u{202e}') && !out.contains('\u{9b}'), "{out}");
+        let back: serde_json::Value = serde_json::from_str(&out).expect("still JSON");
+        assert_eq!(back["approver"], "x\nINFO forged\u{202e}\u{9b}");
+    }
 
     #[test]
     fn controls_and_bidi_are_visible() {
