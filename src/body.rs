@@ -8,6 +8,10 @@ use http_body_util::{BodyExt, Full};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
+pub fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }

@@ -126,3 +126,81 @@ async fn the_forwarding_family_from_an_untrusted_client_never_reaches_the_upstre
         assert_eq!(r.header(k).as_deref(), Some(v), "{forwarding:?}");
     }
 }
+
+/// A response the gateway makes itself (a refusal, its own endpoints) to a
+/// HEAD request carries no body over HTTP/2 either: no DATA frame.
+#[tokio::test]
+async fn gateway_answers_to_head_over_http2_have_no_body() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let mut client = h2_client(gw.addr, &gw.pki).await;
+    for (uri, status) in [
+        ("https://localhost/admin/sql/run", 403),
+        ("https://localhost/.stepup/jwks.json", 200),
+        ("https://localhost/.stepup/nothing-here", 404),
+        ("https://localhost/a%2fb", 400),
+    ] {
+        let req = http::Request::builder()
+            .method("HEAD")
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = client.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), status, "{uri}");
+        let mut body = resp.into_body();
+        let mut data = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(d) = frame.expect("frame").into_data() {
+                data += d.len();
+            }
+        }
+        assert_eq!(data, 0, "{uri}: a HEAD response with a body");
+    }
+    assert!(up.requests().is_empty());
+}
+
+/// HTTP/2 cookie crumbs reach the HTTP/1.1 upstream as one `Cookie`
+/// header, and the gateway binds the session it finds in the joined value.
+#[tokio::test]
+async fn http2_cookie_crumbs_are_joined_for_the_upstream_and_the_gateway() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let up = Upstream::start().await;
+    let gw = Gateway::default(up.addr).await;
+    let mut client = h2_client(gw.addr, &gw.pki).await;
+    let crumbs = |method: &str, uri: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("cookie", "theme=dark")
+            .header("cookie", "SESSIONID=crumbs")
+            .header("cookie", "lang=en; tz=utc")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let resp = client
+        .send_request(crumbs("GET", "https://localhost/public"))
+        .await
+        .expect("h2");
+    assert_eq!(resp.status(), 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let cookies: Vec<_> = seen[0].headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["theme=dark; SESSIONID=crumbs; lang=en; tz=utc"]);
+
+    let resp = client
+        .send_request(crumbs("POST", "https://localhost/admin/users/bob/delete"))
+        .await
+        .expect("h2");
+    assert_eq!(resp.status(), 401);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["sid"],
+        gw.sid("crumbs"),
+        "the hold is bound to the session in the crumbs"
+    );
+    assert_eq!(up.requests().len(), 1);
+}

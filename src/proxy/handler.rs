@@ -33,13 +33,17 @@ pub fn handle(
     Box::pin(async move {
         let mut route = Cow::Borrowed(UNROUTED);
         let websocket = upgrade::Client::take(&mut req);
+        let head = req.method() == Method::HEAD;
         let resp = match serve(&gw, &conn, req, websocket.is_some(), &mut route).await {
             Ok(resp) => resp,
             Err(reject) => reject.into_response(),
         };
         // Whatever path produced it, a 101 opens a tunnel only for this
         // client's own WebSocket handshake.
-        let resp = upgrade::deliver(resp, websocket);
+        let mut resp = upgrade::deliver(resp, websocket);
+        if head {
+            resp = super::respond::without_body(resp);
+        }
         if route == UNROUTED {
             gw.metrics.unrouted_request(resp.status());
         } else {
@@ -64,6 +68,7 @@ async fn serve(
     // 1. normalize: one canonical target, or 400.
     hygiene::check_header_names(&parts.headers)?;
     hygiene::check_connection(&parts.headers, &cfg)?;
+    hygiene::join_cookies(&mut parts.headers);
     let target = hygiene::target(&parts)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
         *route = Cow::Borrowed("stepup-api");

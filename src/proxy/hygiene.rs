@@ -176,6 +176,29 @@ pub fn check_connection(headers: &HeaderMap, cfg: &Config) -> Result<(), Reject>
     Ok(())
 }
 
+/// HTTP/2 clients may split `Cookie` into crumbs, one header each (RFC 9113
+/// §8.2.3). They are joined with `; ` into the one header an HTTP/1.1
+/// upstream expects, before the gateway reads its own session from them, so
+/// the gateway and the upstream read the same cookie string (an HTTP/1.1
+/// framework may take only the first `Cookie` line).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Every part was a valid value and "; " is too, so this cannot fail.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// CGI/WSGI upstreams fold `_` into `-`, so `X_StepUp_Assertion` would
 /// arrive as the header the gateway signs. Refuse them all.
 pub fn check_header_names(headers: &HeaderMap) -> Result<(), Reject> {
@@ -498,6 +521,19 @@ mod tests {
             h.get("x-stepup-token").is_some(),
             "responses keep non-hop-by-hop headers"
         );
+    }
+
+    #[test]
+    fn cookie_crumbs_become_one_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1".parse().expect("hv"));
+        join_cookies(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
+        h.append(header::COOKIE, "SESSIONID=s".parse().expect("hv"));
+        h.append(header::COOKIE, "b=2; c=3".parse().expect("hv"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; SESSIONID=s; b=2; c=3"]);
     }
 
     #[test]

@@ -117,6 +117,24 @@ impl Reject {
     }
 }
 
+/// The answer to a HEAD request: the same head, no body. HTTP/1.1 framing
+/// drops the body by itself, HTTP/2 would send it as DATA frames, which a
+/// HEAD response must not carry. The length it would have had is kept.
+pub fn without_body(resp: Response<Body>) -> Response<Body> {
+    use http_body::Body as _;
+    if resp.body().is_end_stream() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(len));
+    }
+    Response::from_parts(parts, crate::body::empty())
+}
+
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
