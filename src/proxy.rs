@@ -163,7 +163,10 @@ pub struct Gateway {
     pub totp_steps: StepCounters,
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
+    /// Failed proofs per person at one client address (see `proofs`).
     pub failures: FailureLimiter,
+    /// Failed proofs and sign-ins per client address, whoever they name.
+    pub client_failures: FailureLimiter,
     /// WebAuthn challenges in flight.
     pub(crate) passkeys: passkey::Challenges,
     pub notifier: Option<Notifier>,
@@ -243,7 +246,8 @@ impl Gateway {
             totp_steps: StepCounters::default(),
             sessions: SessionTracker::default(),
             reuse: ReuseCache::default(),
-            failures: FailureLimiter::new(10, 900),
+            failures: FailureLimiter::new(5, 30, 900),
+            client_failures: FailureLimiter::new(20, 30, 900),
             passkeys: passkey::Challenges::default(),
             notifier,
             live: ArcSwap::from_pointee(Live {
@@ -403,5 +407,7 @@ impl Gateway {
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
         self.passkeys.purge(secs);
+        self.failures.purge(secs);
+        self.client_failures.purge(secs);
     }
 }

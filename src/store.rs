@@ -80,37 +80,71 @@ impl StepCounters {
     }
 }
 
-/// Failed proofs per user across all holds, so guessing cannot be spread
-/// over many holds to dodge the per-hold attempt limit.
+/// Failed attempts per key (a user at one client address, or a client
+/// address alone). The key always includes who is trying, so a stranger's
+/// wrong codes slow down only the stranger: nothing here can lock a person
+/// out from their own address. After `free` failures every further one
+/// doubles the wait before the next attempt, up to `max_wait`; a key is
+/// forgotten `max_wait` after its last failure.
 #[derive(Debug)]
 pub struct FailureLimiter {
-    failures: DashMap<String, (u32, u64)>,
-    max: u32,
-    window: u64,
+    failures: DashMap<String, Fails>,
+    free: u32,
+    base: u64,
+    max_wait: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fails {
+    count: u32,
+    last: u64,
 }
 
 impl FailureLimiter {
-    pub fn new(max: u32, window_secs: u64) -> Self {
+    /// `free` failures cost nothing; then `base` seconds, doubling.
+    pub fn new(free: u32, base_secs: u64, max_wait_secs: u64) -> Self {
         FailureLimiter {
             failures: DashMap::new(),
-            max,
-            window: window_secs,
+            free,
+            base: base_secs,
+            max_wait: max_wait_secs,
         }
     }
 
-    pub fn allowed(&self, user: &str, now: u64) -> bool {
-        match self.failures.get(user) {
-            Some(f) => f.0 < self.max || now >= f.1 + self.window,
+    fn wait(&self, count: u32) -> u64 {
+        match count.checked_sub(self.free) {
+            None => 0,
+            Some(over) => self.base.saturating_mul(1u64 << over.min(32)).min(self.max_wait),
+        }
+    }
+
+    /// Whether `key` may try again at `now`.
+    pub fn allowed(&self, key: &str, now: u64) -> bool {
+        match self.failures.get(key) {
+            Some(f) => now >= f.last.saturating_add(self.wait(f.count)),
             None => true,
         }
     }
 
-    pub fn record(&self, user: &str, now: u64) {
-        let mut f = self.failures.entry(user.to_owned()).or_insert((0, now));
-        if now >= f.1 + self.window {
-            *f = (0, now);
+    /// Records a failure; a key quiet for `max_wait` starts over.
+    pub fn record(&self, key: &str, now: u64) {
+        let mut f = self.failures.entry(key.to_owned()).or_insert(Fails { count: 0, last: now });
+        if now >= f.last.saturating_add(self.max_wait) {
+            f.count = 0;
         }
-        f.0 += 1;
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+    }
+
+    /// A success at this key: its record of failures ends.
+    pub fn clear(&self, key: &str) {
+        self.failures.remove(key);
+    }
+
+    /// Forgets keys quiet for `max_wait`.
+    pub fn purge(&self, now: u64) {
+        self.failures
+            .retain(|_, f| now < f.last.saturating_add(self.max_wait));
     }
 }
 
@@ -129,15 +163,32 @@ mod more_tests {
     }
 
     #[test]
-    fn failures_lock_out_until_the_window_passes() {
-        let l = FailureLimiter::new(3, 60);
+    fn failures_back_off_per_key_and_double() {
+        let l = FailureLimiter::new(3, 30, 900);
         for _ in 0..3 {
-            assert!(l.allowed("a", 100));
-            l.record("a", 100);
+            assert!(l.allowed("alice|A", 100));
+            l.record("alice|A", 100);
         }
-        assert!(!l.allowed("a", 120));
-        assert!(l.allowed("b", 120));
-        assert!(l.allowed("a", 160));
+        // The fourth failure costs 30 s, the next 60 s, then 120 s ...
+        assert!(l.allowed("alice|A", 100));
+        l.record("alice|A", 100);
+        assert!(!l.allowed("alice|A", 129));
+        assert!(l.allowed("alice|A", 130));
+        l.record("alice|A", 130);
+        assert!(!l.allowed("alice|A", 189));
+        assert!(l.allowed("alice|A", 190));
+        // Another key is untouched.
+        assert!(l.allowed("alice|B", 131));
+        for _ in 0..40 {
+            l.record("alice|A", 190);
+        }
+        assert!(!l.allowed("alice|A", 190 + 899), "capped, not overflowed");
+        assert!(l.allowed("alice|A", 190 + 900));
+        l.purge(190 + 900);
+        assert!(l.failures.is_empty());
+        l.record("bob|A", 5);
+        l.clear("bob|A");
+        assert!(l.failures.is_empty());
     }
 }
 

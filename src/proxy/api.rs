@@ -58,8 +58,8 @@ pub async fn handle(
         (&Method::GET, ["holds"]) => approvals::queue(gw, &parts),
         (&Method::GET, ["holds", id]) => status(gw, conn, &parts, id),
         (&Method::POST, ["holds", id, "complete"]) => browser::complete(gw, conn, parts, body, id).await,
-        (&Method::POST, ["approver", "login"]) => signin::login(gw, parts, body).await,
-        (&Method::POST, ["approver", "login", "options"]) => signin::options(gw, parts, body).await,
+        (&Method::POST, ["approver", "login"]) => signin::login(gw, conn, parts, body).await,
+        (&Method::POST, ["approver", "login", "options"]) => signin::options(gw, conn, parts, body).await,
         (&Method::POST, ["approver", "logout"]) => signin::logout(gw, &parts),
         (&Method::GET, ["enroll"]) => Ok(browser::enroll_page(gw, target)),
         (&Method::POST, ["holds", id, "approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
@@ -277,7 +277,8 @@ pub(super) async fn complete(
                     let (Some(user), Some(code)) = (req.user.clone(), req.code) else {
                         return Err(Reject::BadRequest("malformed proof: user and code are required"));
                     };
-                    proofs::totp(gw, user.trim(), &code, &meta, &state.requirements, now)
+                    let client = proofs::client_addr(gw, conn, &parts);
+                    proofs::totp(gw, user.trim(), &code, client, &meta, &state.requirements, now)
                 }
                 ProofMethod::Webauthn => {
                     let credential = req.credential.as_ref().filter(|c| webauthn::well_formed(c));

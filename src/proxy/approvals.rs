@@ -250,7 +250,13 @@ async fn decide_json(
         )),
         (None, true) => Some((
             "totp",
-            proofs::approver_totp(gw, &a.name, req.code.as_deref().unwrap_or(""), now),
+            proofs::approver_totp(
+                gw,
+                &a.name,
+                req.code.as_deref().unwrap_or(""),
+                proofs::client_addr(gw, conn, &parts),
+                now,
+            ),
         )),
         (None, false) => None,
     };

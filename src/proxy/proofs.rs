@@ -10,6 +10,7 @@ use crate::ids::HoldId;
 use crate::policy::{ProofMethod, Requirements};
 use crate::stepup::token::{Binding, LEEWAY};
 use crate::stepup::totp;
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// Verifies a step-up token and claims its `jti`.
@@ -59,11 +60,13 @@ pub(super) fn token(
     })
 }
 
-/// Verifies a TOTP code from `user` and claims its time step.
+/// Verifies a TOTP code from `user`, sent from `client`, and claims its
+/// time step.
 pub(super) fn totp(
     gw: &Gateway,
     user: &str,
     code: &str,
+    client: IpAddr,
     meta: &HoldMeta,
     require: &Requirements,
     now: SystemTime,
@@ -72,14 +75,60 @@ pub(super) fn totp(
     if user.is_empty() {
         return Err("no user given".into());
     }
-    if !gw.failures.allowed(user, secs) {
-        return Err(format!("too many failed proofs for user {user}; locked for now"));
-    }
+    may_try(gw, user, client, secs)?;
     let result = check_totp(gw, user, code, meta, require, secs);
-    if result.is_err() {
-        gw.failures.record(user, secs);
-    }
+    settle_try(gw, user, client, secs, result.is_ok());
     result
+}
+
+/// Guessing is limited per person at one client address and per client
+/// address across all names, each with a doubling backoff. Both keys
+/// include the client, so a stranger's wrong codes for alice slow down the
+/// stranger and never alice at her own address; the hold's own attempt
+/// limit is the only thing that ends one session's tries.
+pub(super) fn may_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64) -> Result<(), String> {
+    if !gw.client_failures.allowed(&client.to_string(), secs) {
+        return Err(format!("too many failures from {client}; backing off"));
+    }
+    if !gw.failures.allowed(&person_at(who, client), secs) {
+        return Err(format!("too many failures for {who} from {client}; backing off"));
+    }
+    Ok(())
+}
+
+/// Records the outcome of a try `may_try` allowed.
+pub(super) fn settle_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64, ok: bool) {
+    if ok {
+        gw.failures.clear(&person_at(who, client));
+    } else {
+        gw.failures.record(&person_at(who, client), secs);
+        gw.client_failures.record(&client.to_string(), secs);
+    }
+}
+
+/// The client address failures are counted against: the peer, or what a
+/// trusted proxy reported for it.
+pub(super) fn client_addr(gw: &Gateway, conn: &super::ConnInfo, parts: &http::request::Parts) -> IpAddr {
+    super::hygiene::client_ip(conn.peer.ip(), &parts.headers, &gw.config().trusted_proxies)
+}
+
+fn person_at(who: &str, client: IpAddr) -> String {
+    format!("{who}\u{0}{client}")
+}
+
+/// A code's time step, if the code is right and is not the one that
+/// confirmed the enrollment: that code was typed on a command line
+/// (`enroll totp --confirm CODE`) and sits in shell history and `ps`, so it
+/// is refused for every use, sign-in included.
+fn verify_code(users: &crate::users::UserFile, user: &str, code: &str, now: u64) -> Result<u64, String> {
+    let secret = users
+        .totp_secret(user)
+        .ok_or_else(|| format!("{user} has no confirmed TOTP credential"))?;
+    let step = totp::verify(secret, code, now).map_err(|e| e.to_string())?;
+    if step <= users.totp_confirmed_step(user) {
+        return Err(format!("TOTP code for step {step} was used to confirm enrollment"));
+    }
+    Ok(step)
 }
 
 fn check_totp(
@@ -92,13 +141,7 @@ fn check_totp(
 ) -> Result<Proof, String> {
     actor_allowed(gw, meta, require, user)?;
     let users = gw.users.snapshot().map_err(|e| e.to_string())?;
-    let secret = users
-        .totp_secret(user)
-        .ok_or_else(|| format!("user {user} has no confirmed TOTP credential"))?;
-    let step = totp::verify(secret, code, now).map_err(|e| e.to_string())?;
-    if step <= users.totp_confirmed_step(user) {
-        return Err(format!("TOTP code for step {step} was used to confirm enrollment"));
-    }
+    let step = verify_code(&users, user, code, now)?;
     if !gw.totp_steps.claim(user, step) {
         return Err(format!("TOTP code for step {step} was already used by {user}"));
     }
@@ -172,17 +215,17 @@ pub(super) fn actor_allowed(gw: &Gateway, meta: &HoldMeta, require: &Requirement
     }
 }
 
-/// Checks an approver's own TOTP code (approvers configured with `totp: true`).
-pub(super) fn approver_totp(gw: &Gateway, name: &str, code: &str, now: SystemTime) -> Result<(), String> {
+/// Checks an approver's own TOTP code (sign-in, and decisions of
+/// approvers configured with `totp: true` or signed in on the page), sent
+/// from `client`, under the same limits as a requester's code.
+pub(super) fn approver_totp(gw: &Gateway, name: &str, code: &str, client: IpAddr, now: SystemTime) -> Result<(), String> {
     let secs = unix_secs(now);
-    if !gw.failures.allowed(name, secs) {
-        return Err(format!("too many failed codes for approver {name}"));
-    }
-    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
-    let result = users
-        .totp_secret(name)
-        .ok_or_else(|| format!("approver {name} has no confirmed TOTP credential"))
-        .and_then(|secret| totp::verify(secret, code, secs).map_err(|e| e.to_string()))
+    may_try(gw, name, client, secs)?;
+    let result = gw
+        .users
+        .snapshot()
+        .map_err(|e| e.to_string())
+        .and_then(|users| verify_code(&users, name, code, secs))
         .and_then(|step| {
             if gw.totp_steps.claim(name, step) {
                 Ok(())
@@ -190,8 +233,6 @@ pub(super) fn approver_totp(gw: &Gateway, name: &str, code: &str, now: SystemTim
                 Err("approver TOTP code already used".into())
             }
         });
-    if result.is_err() {
-        gw.failures.record(name, secs);
-    }
+    settle_try(gw, name, client, secs, result.is_ok());
     result
 }

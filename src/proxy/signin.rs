@@ -8,7 +8,7 @@ use super::api::MAX_PROOF_BODY;
 use super::handler::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
-use super::{origin, page, proofs, Gateway};
+use super::{origin, page, proofs, ConnInfo, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -88,7 +88,7 @@ fn is_json(parts: &Parts) -> bool {
 }
 
 /// `POST approver/login`.
-pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn login(gw: &Arc<Gateway>, conn: &ConnInfo, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
     let config = gw.config();
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
@@ -96,13 +96,22 @@ pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result
     let now = gw.clock.now();
     let known = config.stepup.approvers.iter().any(|a| a.name == req.name);
     let method = req.method.as_deref().unwrap_or("totp");
-    let verified = match method {
-        _ if !known => Err(format!("{:?} is not an approver", req.name)),
-        "totp" => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), now),
-        "webauthn" => match &req.credential {
-            Some(c) => approver_login_passkey(gw, &req.name, c, now),
-            None => Err("no passkey credential".into()),
-        },
+    let client = proofs::client_addr(gw, conn, &parts);
+    let secs = unix_secs(now);
+    // Every failed sign-in counts against the client that sent it (and the
+    // name at that client), whatever the name and method: the page is
+    // open to anyone, and only the sender should be slowed down.
+    let verified = match (method, known) {
+        ("totp", true) => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), client, now),
+        ("totp" | "webauthn", _) => proofs::may_try(gw, &req.name, client, secs).and_then(|()| {
+            let result = match (&req.credential, known) {
+                (_, false) => Err(format!("{:?} is not an approver", req.name)),
+                (Some(c), true) => approver_login_passkey(gw, &req.name, c, now),
+                (None, true) => Err("no passkey credential".into()),
+            };
+            proofs::settle_try(gw, &req.name, client, secs, result.is_ok());
+            result
+        }),
         _ => return Err(Reject::BadRequest("unknown sign-in method")),
     };
     if let Err(reason) = verified {
@@ -133,7 +142,7 @@ pub(super) async fn login(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result
 }
 
 /// `POST approver/login/options`: the passkey challenge for signing in.
-pub(super) async fn options(gw: &Arc<Gateway>, _parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn options(gw: &Arc<Gateway>, _conn: &ConnInfo, _parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     if !gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
