@@ -128,7 +128,10 @@ impl FailureLimiter {
 
     /// Records a failure; a key quiet for `max_wait` starts over.
     pub fn record(&self, key: &str, now: u64) {
-        let mut f = self.failures.entry(key.to_owned()).or_insert(Fails { count: 0, last: now });
+        let mut f = self
+            .failures
+            .entry(key.to_owned())
+            .or_insert(Fails { count: 0, last: now });
         if now >= f.last.saturating_add(self.max_wait) {
             f.count = 0;
         }
@@ -143,8 +146,7 @@ impl FailureLimiter {
 
     /// Forgets keys quiet for `max_wait`.
     pub fn purge(&self, now: u64) {
-        self.failures
-            .retain(|_, f| now < f.last.saturating_add(self.max_wait));
+        self.failures.retain(|_, f| now < f.last.saturating_add(self.max_wait));
     }
 }
 

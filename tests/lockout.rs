@@ -82,7 +82,12 @@ async fn a_strangers_wrong_codes_slow_down_the_stranger_and_never_lock_the_perso
     let cookie = "SESSIONID=thrower-last";
     let h = hold(&s, cookie, attacker).await;
     let r = totp(&s, cookie, attacker, &h, &code).await;
-    assert_eq!(r.status, 401, "the attacker's address is not slowed down: {}", body_text(&r));
+    assert_eq!(
+        r.status,
+        401,
+        "the attacker's address is not slowed down: {}",
+        body_text(&r)
+    );
     assert_eq!(s.up.count("/admin/users/carol/delete"), 0);
 
     // Alice, from her own address, steps up with that same code.
@@ -114,11 +119,19 @@ async fn a_strangers_wrong_sign_ins_do_not_lock_the_approver_out() {
     // Unknown names count against the sender too.
     for _ in 0..5 {
         let r = s
-            .form("/.stepup/approver/login", &[ORIGIN, from("203.0.113.9")], "name=nobody&code=123456")
+            .form(
+                "/.stepup/approver/login",
+                &[ORIGIN, from("203.0.113.9")],
+                "name=nobody&code=123456",
+            )
             .await;
         assert_eq!(r.status, 401);
     }
-    assert_eq!(signin("203.0.113.9", s.bob_code(0)).await.status, 401, "the stranger is not slowed");
+    assert_eq!(
+        signin("203.0.113.9", s.bob_code(0)).await.status,
+        401,
+        "the stranger is not slowed"
+    );
     let r = signin("198.51.100.21", s.bob_code(0)).await;
     assert_eq!(r.status, 303, "bob is locked out by a stranger: {}", body_text(&r));
 }

@@ -218,7 +218,13 @@ pub(super) fn actor_allowed(gw: &Gateway, meta: &HoldMeta, require: &Requirement
 /// Checks an approver's own TOTP code (sign-in, and decisions of
 /// approvers configured with `totp: true` or signed in on the page), sent
 /// from `client`, under the same limits as a requester's code.
-pub(super) fn approver_totp(gw: &Gateway, name: &str, code: &str, client: IpAddr, now: SystemTime) -> Result<(), String> {
+pub(super) fn approver_totp(
+    gw: &Gateway,
+    name: &str,
+    code: &str,
+    client: IpAddr,
+    now: SystemTime,
+) -> Result<(), String> {
     let secs = unix_secs(now);
     may_try(gw, name, client, secs)?;
     let result = gw

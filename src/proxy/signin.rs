@@ -88,7 +88,12 @@ fn is_json(parts: &Parts) -> bool {
 }
 
 /// `POST approver/login`.
-pub(super) async fn login(gw: &Arc<Gateway>, conn: &ConnInfo, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn login(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
     let config = gw.config();
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
@@ -142,7 +147,12 @@ pub(super) async fn login(gw: &Arc<Gateway>, conn: &ConnInfo, parts: Parts, body
 }
 
 /// `POST approver/login/options`: the passkey challenge for signing in.
-pub(super) async fn options(gw: &Arc<Gateway>, _conn: &ConnInfo, _parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn options(
+    gw: &Arc<Gateway>,
+    _conn: &ConnInfo,
+    _parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, Reject> {
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     if !gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
