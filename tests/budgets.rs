@@ -79,3 +79,48 @@ limits: { max_held_bytes: 160KiB, max_held_bytes_per_client: 64KiB }";
         assert_eq!(resp.status, 401, "{client}: {}", String::from_utf8_lossy(&resp.body));
     }
 }
+
+/// Issue 20 #8: a route whose `when:` reads the body used to buffer up to
+/// `max_body` before looking at the session. Now a request without a
+/// session is refused before its body is read: the client gets its 401
+/// while it has sent only the head, and the body is never awaited.
+#[tokio::test]
+async fn a_request_without_a_session_is_refused_before_its_body_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let up = RealUpstream::start(Framework::Flask).await;
+    let routes = "
+  - name: transfer
+    action: money.transfer
+    match: { methods: [POST], path: /api/transfers }
+    when: [ { json: { pointer: /amount, gt: 10000 } } ]
+    require: { methods: [token] }
+    hold: { mode: challenge }
+";
+    let gw = Gateway::start(up.addr, routes, "").await;
+    // Many such requests at once, each promising a large body it never sends.
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
+        let (addr, pki) = (gw.addr, &gw.pki);
+        let mut tls = tls_connect(addr, pki, &[b"http/1.1"]).await;
+        let head = "POST /api/transfers HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                    content-length: 900000\r\n\r\n{\"amount\":";
+        tls.write_all(head.as_bytes()).await.expect("write head");
+        waiting.push(tls);
+    }
+    for mut tls in waiting {
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), read_response(&mut tls))
+            .await
+            .expect("answered without the body");
+        assert_eq!((resp.status, resp.error_code()), (401, "no_session".to_owned()));
+    }
+    // Another client with a session is served meanwhile.
+    let headers = [("cookie", "SESSIONID=s"), ("content-type", "application/json")];
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", "/api/transfers", &headers, br#"{"amount":5}"#),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(up.ran_handler("transfer").len(), 1);
+}
