@@ -80,7 +80,7 @@ use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
 use crate::stepup::webauthn::RelyingParty;
-use crate::store::{FailureLimiter, ReplayCache, ReuseCache, SessionTracker, StepCounters};
+use crate::store::{FailureLimiter, ReplayCache, ReuseCache, Revoked, SessionTracker, StepCounters};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -167,6 +167,8 @@ pub struct Gateway {
     pub failures: FailureLimiter,
     /// Failed proofs and sign-ins per client address, whoever they name.
     pub client_failures: FailureLimiter,
+    /// Approver cookies ended by logout (memory only, like the other caches).
+    pub revoked_approvers: Revoked,
     /// WebAuthn challenges in flight.
     pub(crate) passkeys: passkey::Challenges,
     pub notifier: Option<Notifier>,
@@ -248,6 +250,7 @@ impl Gateway {
             reuse: ReuseCache::default(),
             failures: FailureLimiter::new(5, 30, 900),
             client_failures: FailureLimiter::new(20, 30, 900),
+            revoked_approvers: Revoked::default(),
             passkeys: passkey::Challenges::default(),
             notifier,
             live: ArcSwap::from_pointee(Live {
@@ -409,5 +412,6 @@ impl Gateway {
         self.passkeys.purge(secs);
         self.failures.purge(secs);
         self.client_failures.purge(secs);
+        self.revoked_approvers.purge(secs);
     }
 }

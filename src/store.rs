@@ -228,3 +228,25 @@ impl ReuseCache {
         self.recent.retain(|_, r| now.saturating_sub(r.at) <= max_window);
     }
 }
+
+/// Approver cookies ended by a logout before they expire. Only a signed-in
+/// approver can add one, and each entry goes when its cookie would have
+/// expired anyway, so the set stays small.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    until: DashMap<String, u64>,
+}
+
+impl Revoked {
+    pub fn revoke(&self, value: &str, expires: u64) {
+        self.until.insert(value.to_owned(), expires);
+    }
+
+    pub fn is_revoked(&self, value: &str) -> bool {
+        self.until.contains_key(value)
+    }
+
+    pub fn purge(&self, now: u64) {
+        self.until.retain(|_, exp| now < *exp);
+    }
+}

@@ -158,3 +158,26 @@ async fn the_enrollment_confirm_code_never_signs_an_approver_in() {
         .await;
     assert_eq!(r.status, 303, "{}", body_text(&r));
 }
+
+/// Issue 21 #9: logout revokes the sign-in on the server, so a copy of the
+/// cookie taken before it stops showing the queue at once.
+#[tokio::test]
+async fn logout_revokes_a_copied_approver_cookie() {
+    let s = setup("").await;
+    let bob = s.sign_in_bob().await;
+    let copy = bob.clone();
+    let q = get(&s.gw, "/.stepup/holds", &[("cookie", copy.as_str())]).await;
+    assert_eq!(q.status, 200);
+    let out = s
+        .form("/.stepup/approver/logout", &[ORIGIN, ("cookie", bob.as_str())], "")
+        .await;
+    assert_eq!(out.status, 303);
+    let q = get(&s.gw, "/.stepup/holds", &[("cookie", copy.as_str())]).await;
+    assert_eq!(q.status, 403, "the copied cookie still works after logout");
+    // A new sign-in is a new cookie, unaffected.
+    s.clock.advance(std::time::Duration::from_secs(30));
+    let again = s.sign_in_bob().await;
+    assert_ne!(again, bob);
+    let q = get(&s.gw, "/.stepup/holds", &[("cookie", again.as_str())]).await;
+    assert_eq!(q.status, 200);
+}

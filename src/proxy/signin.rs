@@ -23,13 +23,7 @@ use std::sync::Arc;
 /// still be a configured approver: removing one from the config ends
 /// their sign-in at once.
 pub(super) fn signed_in(gw: &Gateway, parts: &Parts) -> Option<Approver> {
-    let mut values = parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix(cookie::COOKIE)?.strip_prefix('='));
+    let mut values = cookie_values(parts);
     let value = values.next()?;
     // Two different copies: the browser never sends that for a __Host-
     // cookie, so someone is playing games.
@@ -37,7 +31,20 @@ pub(super) fn signed_in(gw: &Gateway, parts: &Parts) -> Option<Approver> {
         return None;
     }
     let name = cookie::verify(&gw.session_key, value, unix_secs(gw.clock.now()))?;
+    if gw.revoked_approvers.is_revoked(value) {
+        return None;
+    }
     gw.config().stepup.approvers.iter().find(|a| a.name == name).cloned()
+}
+
+fn cookie_values(parts: &Parts) -> impl Iterator<Item = &str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(cookie::COOKIE)?.strip_prefix('='))
 }
 
 /// Whether the browser says this request came from the gateway's own page
@@ -168,6 +175,12 @@ pub(super) fn logout(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reje
         return Err(Reject::Forbidden);
     }
     if let Some(a) = signed_in(gw, parts) {
+        // Revoked on the server too: a copy of the cookie stops working.
+        for value in cookie_values(parts) {
+            if let Some(exp) = cookie::expiry(value) {
+                gw.revoked_approvers.revoke(value, exp);
+            }
+        }
         tracing::info!(approver = %a.name, "approver signed out");
     }
     Ok(see_other(

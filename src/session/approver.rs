@@ -20,10 +20,13 @@ const PURPOSE: &str = "stepgate approver cookie v1";
 
 /// The cookie value for `name`, valid until `now + TTL_SECS`.
 pub fn issue(key: &SessionKey, name: &str, now: u64) -> String {
+    // The random id makes every sign-in's cookie unique, so a logout can
+    // revoke exactly this one on the server.
     let body = format!(
-        "{}.{}",
+        "{}.{}.{}",
         URL_SAFE_NO_PAD.encode(name.as_bytes()),
-        now.saturating_add(TTL_SECS)
+        now.saturating_add(TTL_SECS),
+        crate::ids::random_token()
     );
     let mac = key.mac(PURPOSE, body.as_bytes());
     format!("v1.{body}.{}", URL_SAFE_NO_PAD.encode(mac))
@@ -39,12 +42,17 @@ pub fn verify(key: &SessionKey, value: &str, now: u64) -> Option<String> {
     if !bool::from(expected.as_slice().ct_eq(given.as_slice())) {
         return None;
     }
-    let (name, exp) = body.split_once('.')?;
-    let exp: u64 = exp.parse().ok()?;
+    let (name, rest) = body.split_once('.')?;
+    let exp: u64 = rest.split('.').next()?.parse().ok()?;
     if now >= exp {
         return None;
     }
     String::from_utf8(URL_SAFE_NO_PAD.decode(name).ok()?).ok()
+}
+
+/// When a cookie `verify` accepted stops being valid anyway.
+pub fn expiry(value: &str) -> Option<u64> {
+    value.split('.').nth(2)?.parse().ok()
 }
 
 /// `Set-Cookie` for a fresh sign-in.
