@@ -144,7 +144,7 @@ fn condition_eval(c: &mut Criterion) {
     let decide = |conds: &[conditions::Condition], ip: [u8; 4], body: &[u8]| {
         let reading = Reading::read(&reader, &headers, body).unwrap();
         let facts = RequestFacts {
-            client_ip: IpAddr::V4(Ipv4Addr::from(ip)),
+            client_ip: Some(IpAddr::V4(Ipv4Addr::from(ip))),
             headers: &headers,
             body: Some(&reading),
         };

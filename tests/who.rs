@@ -349,3 +349,37 @@ async fn a_reused_step_up_never_widens_who_may_act() {
     );
     assert!(up.ran_handler("item.delete").is_empty(), "{:?}", up.ran());
 }
+
+/// Issue 20 #14 against Express: behind a trusted proxy that appends an
+/// entry the gateway cannot parse, the attacker-written `10.1.2.3` before
+/// it must not become the client address; unknown fails closed.
+#[tokio::test]
+async fn an_unparsable_forwarding_hop_makes_the_address_unknown_and_fails_closed() {
+    let routes = "
+  - name: transfer
+    action: money.transfer
+    match: { methods: [POST], path: /api/transfers }
+    when: [ { client_ip_not_in: [10.0.0.0/8] } ]
+    require: { methods: [token] }
+    hold: { mode: challenge }
+";
+    let up = RealUpstream::start(Framework::Express).await;
+    let gw = Gateway::start(up.addr, routes, "trusted_proxies: [127.0.0.1/32]").await;
+    let post = |xff: &str| {
+        let headers = [("cookie", "SESSIONID=s1"), ("x-forwarded-for", xff)];
+        request("POST", "/api/transfers", &headers, b"")
+    };
+    let resp = raw(gw.addr, &gw.pki, &post("10.1.2.3")).await;
+    assert_eq!(resp.status, 200, "the office passes: {}", text(&resp));
+    for xff in [
+        "10.1.2.3, unknown",
+        "10.1.2.3, \"203.0.113.9\"",
+        "10.1.2.3, 203.0.113.9:4711",
+        "10.1.2.3, [2001:db8::7]:443",
+    ] {
+        let resp = raw(gw.addr, &gw.pki, &post(xff)).await;
+        assert_eq!(resp.status, 401, "{xff}: {}", text(&resp));
+        assert_eq!(resp.json()["risk"], json!(["client_ip_not_in"]), "{xff}");
+    }
+    assert_eq!(up.ran_handler("transfer").len(), 1, "{:?}", up.ran());
+}

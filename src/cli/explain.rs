@@ -152,7 +152,7 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         },
     };
     let facts = RequestFacts {
-        client_ip: r.ip,
+        client_ip: Some(r.ip),
         headers: &headers,
         body: reading.as_ref(),
     };

@@ -209,7 +209,9 @@ impl fmt::Display for ValuePred {
 /// `X-Forwarded-For` address when the peer is a trusted proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
-    pub client_ip: IpAddr,
+    /// `None`: unknown (an unparsable forwarding hop); every IP condition
+    /// then treats it as outside every list.
+    pub client_ip: Option<IpAddr>,
     pub headers: &'a HeaderMap,
     /// The body as the route reads it; only needed when a condition
     /// [`needs_body`](Condition::needs_body). `None` reads as no fields.

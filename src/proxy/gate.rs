@@ -27,6 +27,9 @@ pub struct Sensitive {
     pub target: Target,
     pub token: Option<HeaderValue>,
     pub client_ip: IpAddr,
+    /// The client address for IP conditions; `None` when a forwarding hop
+    /// did not parse (unknown: outside every list).
+    pub client_addr: Option<IpAddr>,
     pub client_cert: Option<Arc<Vec<u8>>>,
     pub request_id: String,
     /// A WebSocket handshake: forwarded as one, and held on its own

@@ -79,7 +79,8 @@ async fn serve(
 
     // 2. read what the gateway consumes, then strip it.
     let trusted = hygiene::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
-    let client_ip = hygiene::client_ip(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
+    let client_addr = hygiene::client_addr(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
+    let client_ip = client_addr.unwrap_or(conn.peer.ip());
     let token = parts.headers.get(&X_STEPUP_TOKEN).cloned();
     let request_id = request_id(&parts.headers);
     let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
@@ -133,6 +134,7 @@ async fn serve(
                 target,
                 token,
                 client_ip,
+                client_addr,
                 client_cert: conn.client_cert.clone(),
                 request_id,
                 websocket,

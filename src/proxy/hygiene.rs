@@ -215,20 +215,44 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
 /// The client's address: the peer, or when the peer is a trusted proxy the
 /// right-most untrusted hop it reported.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    client_addr(peer, headers, trusted).unwrap_or(peer)
+}
+
+/// The client's address for IP conditions (SPEC §3): walking
+/// `X-Forwarded-For` from the right past trusted proxies, with ports and
+/// IPv6 brackets stripped. `None` (unknown) when an entry on the way does
+/// not parse (`unknown`, a quoted address, garbage): taking an earlier,
+/// attacker-written entry instead would hand the address to the attacker.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     if !is_trusted(peer, trusted) {
-        return peer;
+        return Some(peer);
     }
-    let hops: Vec<IpAddr> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip, trusted))
-        .unwrap_or(peer)
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let text = value.to_str().ok()?;
+        for entry in text.rsplit(',') {
+            let ip = forwarded_entry(entry)?;
+            if !is_trusted(ip, trusted) {
+                return Some(ip);
+            }
+        }
+    }
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port`, `[v6]` or `[v6]:port`.
+fn forwarded_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim_matches([' ', '\t']);
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
 }
 
 /// Removes every header `doomed` names, and every header a `Connection`
@@ -570,5 +594,39 @@ mod tests {
         let t = target(&parts).expect("target");
         assert_eq!(t.host_name, "a.example");
         assert_eq!(t.host, "A.Example.:8443", "forwarded as received");
+    }
+
+    #[test]
+    fn forwarded_hops_strip_ports_and_brackets_and_an_unparsable_one_is_unknown() {
+        let trusted: Vec<IpNet> = vec!["10.9.0.0/16".parse().expect("net")];
+        let peer: IpAddr = "10.9.0.1".parse().expect("ip");
+        let addr = |xff: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", xff.parse().expect("hv"));
+            client_addr(peer, &h, &trusted)
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
+        assert_eq!(addr("203.0.113.9"), ip("203.0.113.9"));
+        assert_eq!(addr("10.1.2.3, 203.0.113.9:4711"), ip("203.0.113.9"));
+        assert_eq!(addr("10.1.2.3, [2001:db8::7]:443"), ip("2001:db8::7"));
+        assert_eq!(addr("10.1.2.3, [2001:db8::7]"), ip("2001:db8::7"));
+        assert_eq!(addr("203.0.113.9, 10.9.0.5"), ip("203.0.113.9"), "trusted hops skipped");
+        for bad in [
+            "10.1.2.3, unknown",
+            "10.1.2.3, \"203.0.113.9\"",
+            "10.1.2.3, _hidden",
+            "10.1.2.3, ",
+            "10.1.2.3, 1.2.3.4:x",
+        ] {
+            assert_eq!(addr(bad), None, "{bad}");
+        }
+        let outsider: IpAddr = "198.51.100.1".parse().expect("ip");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "unknown".parse().expect("hv"));
+        assert_eq!(
+            client_addr(outsider, &h, &trusted),
+            Some(outsider),
+            "untrusted peers are the client"
+        );
     }
 }

@@ -46,7 +46,7 @@ pub fn assess(
         },
     };
     let facts = RequestFacts {
-        client_ip: ctx.client_ip,
+        client_ip: ctx.client_addr,
         headers: &parts.headers,
         body,
     };

@@ -156,8 +156,8 @@ fn eval(cond: &Condition, ctx: &Ctx<'_, '_>) -> Outcome {
                 },
             };
         }
-        Condition::ClientIpIn(nets) => Leaf::from(ip_in(nets, ctx.req.client_ip)),
-        Condition::ClientIpNotIn(nets) => Leaf::from(!ip_in(nets, ctx.req.client_ip)),
+        Condition::ClientIpIn(nets) => Leaf::from(ctx.req.client_ip.is_some_and(|ip| ip_in(nets, ip))),
+        Condition::ClientIpNotIn(nets) => Leaf::from(!ctx.req.client_ip.is_some_and(|ip| ip_in(nets, ip))),
         Condition::OutsideHours { days, from, to, tz } => outside_hours(*days, *from, *to, tz, ctx.now),
         Condition::Header { name, pred } => header(ctx.req.headers, name, pred),
         Condition::Json { pointer, pred } => match ctx.req.body.and_then(|b| b.pointer(pointer)) {

@@ -95,7 +95,7 @@ fn run(conds: &[Condition], f: &Facts) -> Result<Verdict, ReadError> {
         None => None,
     };
     let req = RequestFacts {
-        client_ip: f.ip.parse().expect("test ip"),
+        client_ip: Some(f.ip.parse().expect("test ip")),
         headers: &headers,
         body: reading.as_ref(),
     };
