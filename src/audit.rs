@@ -130,18 +130,27 @@ impl Audit {
 
     /// Appends a record and waits until it is on disk. An error means it
     /// is not: sensitive work must stop (503 `audit_unavailable`).
-    pub async fn record(&self, record: Record) -> Result<u64, AuditError> {
+    ///
+    /// The record is queued by this call, not when the future is first
+    /// polled: the trail's order is the order in which the gateway decided,
+    /// and a caller that is dropped (a client that went away) cannot keep a
+    /// record it asked for out of the trail.
+    pub fn record(
+        &self,
+        record: Record,
+    ) -> impl std::future::Future<Output = Result<u64, AuditError>> + Send + 'static {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job {
-                record,
-                ack: Some(ack),
-                seal: false,
-            })
-            .map_err(|_| AuditError::Unavailable)?;
-        match done.await {
-            Ok(Ok(seq)) => Ok(seq),
-            _ => Err(AuditError::Unavailable),
+        let sent = self.tx.send(Job {
+            record,
+            ack: Some(ack),
+            seal: false,
+        });
+        async move {
+            sent.map_err(|_| AuditError::Unavailable)?;
+            match done.await {
+                Ok(Ok(seq)) => Ok(seq),
+                _ => Err(AuditError::Unavailable),
+            }
         }
     }
 

@@ -7,11 +7,13 @@ mod approvals;
 mod bodies;
 mod browser;
 mod display;
+mod ending;
 mod enroll;
 mod forward;
 mod gate;
 mod handler;
 pub mod hygiene;
+pub mod inflight;
 mod origin;
 mod page;
 mod passkey;
@@ -172,9 +174,15 @@ pub struct Gateway {
     /// WebAuthn challenges in flight.
     pub(crate) passkeys: passkey::Challenges,
     pub notifier: Option<Notifier>,
+    /// Releases being carried out (forwarded and recorded) right now.
+    pub releases: Arc<inflight::Releases>,
     pub clock: Arc<dyn Clock>,
     shutdown: watch::Sender<bool>,
 }
+
+/// A record on its way into the audit trail: queued already, resolved when
+/// it is durable.
+pub(crate) type Written = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Reject>> + Send + 'static>>;
 
 /// Per-connection facts the handler needs.
 #[derive(Debug, Clone)]
@@ -253,6 +261,7 @@ impl Gateway {
             revoked_approvers: Revoked::default(),
             passkeys: passkey::Challenges::default(),
             notifier,
+            releases: Arc::default(),
             live: ArcSwap::from_pointee(Live {
                 config: Arc::new(config),
                 upstream,
@@ -289,16 +298,19 @@ impl Gateway {
     }
 
     /// Appends to the audit trail and waits for it to be durable; without
-    /// the record, the sensitive work must not go on.
-    pub async fn audit(&self, record: Record) -> Result<(), Reject> {
+    /// the record, the sensitive work must not go on. The record is queued
+    /// at the call (see [`Audit::record`]).
+    pub fn audit(&self, record: Record) -> Written {
         let started = std::time::Instant::now();
-        let result = self.audit.record(record).await;
-        self.metrics
-            .audit_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        result.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            Reject::AuditUnavailable
+        let written = self.audit.record(record);
+        let seconds = self.metrics.audit_write_seconds.clone();
+        Box::pin(async move {
+            let result = written.await;
+            seconds.observe(started.elapsed().as_secs_f64());
+            result.map(|_| ()).map_err(|e| {
+                tracing::error!(error = %e, "audit append failed");
+                Reject::AuditUnavailable
+            })
         })
     }
 

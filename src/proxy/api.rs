@@ -5,7 +5,8 @@ use super::handler::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
 use super::{
-    approvals, browser, enroll, hold_record, origin, page, proofs, release, signin, webauthn, who, ConnInfo, Gateway,
+    approvals, browser, ending, enroll, hold_record, origin, page, proofs, release, signin, webauthn, who, ConnInfo,
+    Gateway, Written,
 };
 use crate::body::Body;
 use crate::hold::engine::EngineError;
@@ -17,6 +18,7 @@ use crate::session;
 use http::request::Parts;
 use http::{header, Method, Response, StatusCode};
 use serde::Deserialize;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -232,6 +234,9 @@ pub(super) async fn complete(
     // proof is not consumed for nothing.
     closed(state.phase)?;
     let req = parse_body(&parts, &bytes)?;
+    if now > state.deadline {
+        return Err(late(gw, &meta, req.method.as_deref(), req.user.clone(), now));
+    }
     let event = match req.method.as_deref() {
         None | Some("") => Event::Collect,
         Some("break_glass") => {
@@ -253,15 +258,14 @@ pub(super) async fn complete(
                 .holds
                 .apply(&id, Event::BreakGlass { by: by.clone() }, now)
                 .map_err(engine_reject)?;
-            gw.audit(
+            let written = gw.audit(
                 hold_record("break_glass.used", &meta)
                     .actor(by.clone())
                     .reason(reason.clone()),
-            )
-            .await?;
+            );
             tracing::warn!(hold = %id, route = %meta.route, %by, %reason, "break-glass release");
             gw.notify_always("hold.break_glass", &meta, now, Some(&reason));
-            return settle(gw, applied, now).await;
+            return settle(gw, applied, now, Some(written)).await;
         }
         Some(name) => {
             let method = ProofMethod::parse(name).ok_or(Reject::BadRequest("unknown proof method"))?;
@@ -311,6 +315,9 @@ pub(super) async fn complete(
                 who::unbind(gw, &meta.sid, sub);
             }
             let record = match (&sub, &applied) {
+                (Ok(sub), Ok(a)) if a.transition == Transition::Expired => hold_record("proof.rejected", &meta)
+                    .actor(sub.clone())
+                    .reason("expired"),
                 (Ok(sub), Ok(_)) => hold_record("proof.accepted", &meta).actor(sub.clone()),
                 (Ok(sub), Err(e)) => hold_record("proof.rejected", &meta)
                     .actor(sub.clone())
@@ -319,40 +326,89 @@ pub(super) async fn complete(
                     .actor(req.user.clone().unwrap_or_default())
                     .reason(reason.clone()),
             };
-            let accepted = sub.is_ok() && applied.is_ok();
+            let accepted = sub.is_ok() && applied.as_ref().is_ok_and(|a| a.transition != Transition::Expired);
             gw.metrics.proof(method.as_str(), accepted);
-            gw.audit(record.with("method", method.as_str())).await?;
-            return settle(gw, applied.map_err(engine_reject)?, now).await;
+            // Queued now, in the same step as the decision: the release (if
+            // this proof won it) is written after it, whatever the client does.
+            let written = gw.audit(record.with("method", method.as_str()));
+            return match applied {
+                Ok(applied) => settle(gw, applied, now, Some(written)).await,
+                Err(e) => {
+                    written.await?;
+                    Err(engine_reject(e))
+                }
+            };
         }
     };
     let applied = gw.holds.apply(&id, event, now).map_err(engine_reject)?;
-    settle(gw, applied, now).await
+    settle(gw, applied, now, None).await
 }
 
-/// Turns an applied event into the caller's response.
-pub(super) async fn settle(
+/// A proof or collection after the hold's deadline: never verified (a
+/// token's `jti`, a TOTP step stay unspent), recorded as a rejected proof,
+/// and the hold expires with its record.
+pub(super) fn late(
+    gw: &Gateway,
+    meta: &HoldMeta,
+    method: Option<&str>,
+    user: Option<String>,
+    now: SystemTime,
+) -> Reject {
+    let known = method.and_then(|m| match m {
+        "break_glass" => Some("break_glass"),
+        m => ProofMethod::parse(m).map(|p| p.as_str()),
+    });
+    if let Some(method) = known {
+        gw.audit.record_later(
+            hold_record("proof.rejected", meta)
+                .actor(user.unwrap_or_default())
+                .reason("expired")
+                .with("method", method),
+        );
+        gw.metrics.proof(method, false);
+    }
+    let _ = ending::expire(gw, meta, ending::DEADLINE, now);
+    Reject::HoldExpired
+}
+
+/// Turns an applied event into the caller's response. A release starts
+/// here, synchronously, before the returned future is first polled: from
+/// the state change on, nothing the caller does can stop it. `ahead` is the
+/// already queued record of the step that led here; a hold that ended
+/// gets its closing record here too, in the same step.
+pub(super) fn settle(
     gw: &Arc<Gateway>,
     applied: crate::hold::engine::Applied,
     now: SystemTime,
-) -> Result<Response<Body>, Reject> {
+    ahead: Option<Written>,
+) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
+    let meta = applied.meta.clone();
     match applied.transition {
-        Transition::Release => release::release(gw, applied).await,
-        Transition::Progress => Ok(respond::json(
-            StatusCode::ACCEPTED,
-            &status_json(&applied.meta, &applied.state, now),
-        )),
-        Transition::Rejected { attempts_left } => Err(Reject::InvalidProof { attempts_left }),
-        Transition::Denied => {
-            gw.metrics
-                .transition("denied", now.duration_since(applied.meta.created).ok());
-            gw.notify("hold.denied", &applied.meta, now);
-            Err(Reject::StepUpDenied)
+        Transition::Denied => ending::record(gw, &meta, "hold.denied", "denied", "attempts exhausted", now),
+        Transition::Expired => ending::record(gw, &meta, "hold.expired", "expired", ending::DEADLINE, now),
+        Transition::Release | Transition::Progress | Transition::Rejected { .. } => {}
+    }
+    let next = match applied.transition {
+        Transition::Release => Ok(release::start(gw, applied, ahead)),
+        _ => Err((applied, ahead)),
+    };
+    async move {
+        let (applied, ahead) = match next {
+            Ok(releasing) => return releasing.answer().await,
+            Err(rest) => rest,
+        };
+        if let Some(ahead) = ahead {
+            ahead.await?;
         }
-        Transition::Expired => {
-            gw.metrics
-                .transition("expired", now.duration_since(applied.meta.created).ok());
-            gw.notify("hold.expired", &applied.meta, now);
-            Err(Reject::HoldExpired)
+        match applied.transition {
+            Transition::Progress => Ok(respond::json(
+                StatusCode::ACCEPTED,
+                &status_json(&applied.meta, &applied.state, now),
+            )),
+            Transition::Rejected { attempts_left } => Err(Reject::InvalidProof { attempts_left }),
+            Transition::Denied => Err(Reject::StepUpDenied),
+            Transition::Expired => Err(Reject::HoldExpired),
+            Transition::Release => Err(Reject::AlreadyReleased),
         }
     }
 }

@@ -9,7 +9,7 @@
 use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
 use super::handler::buffer;
 use super::respond::{self, Reject};
-use super::{hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
+use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::config::Approver;
@@ -239,6 +239,12 @@ async fn decide_json(
         return Err(Reject::TxnMismatch);
     }
     let now = gw.clock.now();
+    if now > state.deadline {
+        // Too late to count: the approver's proof is not spent on it, and
+        // the hold expires with its record.
+        let _ = ending::expire(gw, &meta, ending::DEADLINE, now);
+        return Err(Reject::HoldExpired);
+    }
     // A passkey assertion, when sent, must be good; it also stands in for
     // the code of an approver configured with `totp: true`. A signed-in
     // approver proves it is them for every decision: the cookie alone only
@@ -291,26 +297,29 @@ async fn decide_json(
         other => other.map_err(engine_reject)?,
     };
     // Recorded once the state machine took the decision, so the trail never
-    // shows an approval that did not count.
+    // shows an approval that did not count; queued in the same step, so a
+    // release this approval won is written after it whatever the approver's
+    // connection does.
     let mut record = hold_record(kind, &meta)
         .actor(a.name.clone())
         .with("comment", comment.clone());
     if let Some((method, _)) = fresh {
         record = record.with("proof", method);
     }
-    gw.audit(record).await?;
+    let written = gw.audit(record);
     tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {
         gw.metrics
             .transition("denied", now.duration_since(applied.meta.created).ok());
         gw.notify("hold.denied", &applied.meta, now);
+        written.await?;
         return Ok(respond::json(
             StatusCode::OK,
             &serde_json::json!({"status": "denied", "hold_id": id.as_str()}),
         ));
     }
-    match settle(gw, applied, now).await {
+    match settle(gw, applied, now, Some(written)).await {
         // The approver's part is done; the requester collects the release.
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
             let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;

@@ -3,7 +3,7 @@
 
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{bodies, display, hold_record, page, proofs, release, risk, upgrade, who, Gateway};
+use super::{bodies, display, ending, hold_record, page, proofs, release, risk, upgrade, who, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -254,7 +254,7 @@ pub async fn sensitive(
     // the audit record is written must take its hold with it too.
     let abandon = Abandon {
         gw: gw.clone(),
-        id: (mode == HoldMode::Hold).then(|| meta.id.clone()),
+        meta: (mode == HoldMode::Hold).then(|| meta.clone()),
     };
     tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
     let mut created = hold_record("hold.created", &meta)
@@ -393,27 +393,20 @@ async fn wait(
 ) -> Result<Response<Body>, Reject> {
     let mut shutdown = gw.shutting_down();
     let failure = tokio::select! {
-        d = &mut rx => { guard.id = None; return delivered(d) }
+        d = &mut rx => { guard.meta = None; return delivered(d) }
         () = tokio::time::sleep(timeout) => Reject::StepUpExpired,
         _ = shutdown.wait_for(|s| *s) => Reject::ShuttingDown,
     };
-    guard.id = None;
+    guard.meta = None;
     // Close the hold so it can never be forwarded later; if a release won
     // the race, its response is already on the way.
-    let now = gw.clock.now();
-    match gw.holds.apply(&meta.id, Event::Expire, now) {
+    let reason = match failure {
+        Reject::ShuttingDown => ending::SHUTDOWN,
+        _ => ending::DEADLINE,
+    };
+    match ending::expire(gw, meta, reason, gw.clock.now()) {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
-        Ok(_) => {
-            gw.audit
-                .record_later(hold_record("hold.expired", meta).reason(match failure {
-                    Reject::ShuttingDown => "gateway shutting down",
-                    _ => "deadline passed",
-                }));
-            gw.metrics.transition("expired", now.duration_since(meta.created).ok());
-            gw.notify("hold.expired", meta, now);
-            Err(failure)
-        }
-        Err(_) => Err(failure),
+        _ => Err(failure),
     }
 }
 
@@ -425,18 +418,20 @@ fn delivered(d: Result<Delivery, oneshot::error::RecvError>) -> Result<Response<
     }
 }
 
-/// Expires a `hold`-mode hold whose client went away: nobody would receive
-/// the upstream's answer, so the action must not happen.
+/// Ends a `hold`-mode hold whose client went away: nobody would receive
+/// the upstream's answer, so the action must not happen. The trail says so
+/// (`hold.abandoned`, reason `client_gone`). A hold already released is
+/// not touched: its forward runs to its end regardless.
 struct Abandon {
     gw: Arc<Gateway>,
-    id: Option<HoldId>,
+    meta: Option<Arc<HoldMeta>>,
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if self.gw.holds.apply(&id, Event::Expire, self.gw.clock.now()).is_ok() {
-                tracing::info!(hold = %id, "hold-mode client went away; hold expired");
+        if let Some(meta) = self.meta.take() {
+            if ending::expire(&self.gw, &meta, ending::CLIENT_GONE, self.gw.clock.now()).is_ok() {
+                tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");
             }
         }
     }

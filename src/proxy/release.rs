@@ -3,7 +3,7 @@
 
 use super::gate::upstream_failed;
 use super::respond::{self, Reject};
-use super::{hold_record, Gateway};
+use super::{hold_record, Gateway, Written};
 use crate::assertion::{ApproverClaim, AssertionFacts};
 use crate::audit::Record;
 use crate::body::{full, Body};
@@ -11,12 +11,13 @@ use crate::clock::unix_secs;
 use crate::hold::engine::{Applied, Delivery, Release};
 use crate::hold::state::Approval;
 use crate::hold::{HoldMeta, HoldState, Parked, Proof};
+use crate::ids::HoldId;
 use crate::policy::Requirements;
 use crate::store::Recent;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::sync::oneshot;
 
 /// Who the assertion names as having stepped up, and how.
 pub(super) struct Actor {
@@ -93,10 +94,11 @@ pub(super) fn facts(meta: &HoldMeta, proof: &Actor, approvals: &[Approval], held
     }
 }
 
-/// Signs and forwards. Runs in its own task so that a client that
-/// disconnects mid-way cannot cancel a release half-done: once released,
-/// the request goes upstream. `event` names the write-ahead audit record
-/// (`hold.released`, or `token.accepted` for an up-front token).
+/// Signs and forwards a request that needs no hold (an up-front token, a
+/// reuse window). Runs in a task of its own, so a client that disconnects
+/// cannot cancel it half-done, and counted among the releases shutdown
+/// waits for. `event` names the write-ahead record (`token.accepted`,
+/// `reuse.accepted`).
 pub(super) async fn forward_signed(
     gw: &Arc<Gateway>,
     facts: AssertionFacts,
@@ -106,15 +108,74 @@ pub(super) async fn forward_signed(
 ) -> Result<Response<Body>, Reject> {
     let gw2 = gw.clone();
     let mut record = hold_record(event, meta);
-    if facts.hold.is_none() {
-        record.hold = None;
-    }
+    record.hold = None;
     let target = (meta.method.clone(), meta.path_and_query.clone(), meta.host.clone());
-    let task = tokio::spawn(async move { send_signed(&gw2, facts, record, target, parked.headers, parked.body).await });
+    let ticket = gw.releases.enter(None);
+    let task = tokio::spawn(async move {
+        let _ticket = ticket;
+        let story = Story::new(&gw2, record.clone(), false);
+        send_signed(&gw2, facts, record, target, parked, story, None).await
+    });
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "release task failed");
         Err(Reject::UpstreamUnavailable)
     })
+}
+
+/// How far a release got, so that however its task ends (an upstream
+/// error, a runtime stopped at shutdown) the hold's story in the trail has
+/// its ending: `hold.abandoned` if nothing was forwarded, and
+/// `request.forwarded` with an unknown outcome if the forward was cut off.
+struct Story<'a> {
+    gw: &'a Gateway,
+    record: Record,
+    hold: bool,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing written yet: the request has not gone anywhere.
+    Deciding,
+    /// The write-ahead record is durable; the forward may be under way.
+    Forwarding,
+    /// `request.forwarded` is queued.
+    Done,
+}
+
+impl<'a> Story<'a> {
+    fn new(gw: &'a Gateway, record: Record, hold: bool) -> Self {
+        Story {
+            gw,
+            record,
+            hold,
+            stage: Stage::Deciding,
+        }
+    }
+}
+
+impl Drop for Story<'_> {
+    fn drop(&mut self) {
+        match self.stage {
+            Stage::Deciding if self.hold => {
+                tracing::error!(hold = ?self.record.hold, "release ended before anything was forwarded");
+                self.gw.audit.record_later(Record {
+                    event: "hold.abandoned",
+                    reason: Some("release_failed".into()),
+                    ..self.record.clone()
+                });
+            }
+            Stage::Forwarding => {
+                tracing::error!(hold = ?self.record.hold, "release cut off while forwarding; outcome unknown");
+                self.gw.audit.record_later(Record {
+                    event: "request.forwarded",
+                    reason: Some("cut off at shutdown; outcome unknown".into()),
+                    ..self.record.clone()
+                });
+            }
+            Stage::Deciding | Stage::Done => {}
+        }
+    }
 }
 
 async fn send_signed(
@@ -122,77 +183,162 @@ async fn send_signed(
     facts: AssertionFacts,
     record: Record,
     (method, pq, host): (Method, String, String),
-    mut headers: HeaderMap,
-    body: Bytes,
+    parked: Parked,
+    mut story: Story<'_>,
+    durable: Option<oneshot::Sender<Result<(), Reject>>>,
 ) -> Result<Response<Body>, Reject> {
-    let signed = gw.signer.sign(&facts, gw.clock.now()).map_err(|e| {
-        tracing::error!(error = %e, "cannot sign assertion");
-        Reject::UpstreamUnavailable
-    })?;
+    let durable_result = |r: Result<(), Reject>| {
+        if let Some(d) = durable {
+            let _ = d.send(r);
+        }
+    };
+    let signed = match gw.signer.sign(&facts, gw.clock.now()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign assertion");
+            durable_result(Err(Reject::UpstreamUnavailable));
+            return Err(Reject::UpstreamUnavailable);
+        }
+    };
     gw.metrics.assertions.inc();
     // Write-ahead: the decision, with the assertion's jti, is durable
     // before the upstream sees anything.
     let record = record.actor(facts.sub.clone()).with("jti", signed.jti.clone());
+    story.record = record.clone();
     let ahead = record.clone().with("amr", facts.amr.clone()).with(
         "approvers",
         facts.approvers.iter().map(|a| a.sub.clone()).collect::<Vec<_>>(),
     );
-    gw.audit(ahead).await?;
-    let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::UpstreamUnavailable)?;
-    headers.insert("x-stepup-assertion", value);
-    let mut req = Request::new(full(body));
-    *req.method_mut() = method;
-    *req.uri_mut() = pq.parse().map_err(|_| Reject::BadRequest("invalid request target"))?;
-    *req.headers_mut() = headers;
-    let resp = gw.live().upstream.send(req, &host).await.map_err(upstream_failed);
+    if let Err(e) = gw.audit(ahead).await {
+        durable_result(Err(e.clone()));
+        return Err(e);
+    }
+    story.stage = Stage::Forwarding;
+    durable_result(Ok(()));
+    let Parked { mut headers, body } = parked;
+    let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::UpstreamUnavailable);
+    let req = value.and_then(|v| {
+        headers.insert("x-stepup-assertion", v);
+        let mut req = Request::new(full(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = pq.parse().map_err(|_| Reject::BadRequest("invalid request target"))?;
+        *req.headers_mut() = headers;
+        Ok(req)
+    });
+    let resp = match req {
+        Ok(req) => gw.live().upstream.send(req, &host).await.map_err(upstream_failed),
+        Err(e) => Err(e),
+    };
     let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(502);
     tracing::info!(jti = %signed.jti, route = %facts.route, sub = %facts.sub, status, "stepped-up request forwarded");
     gw.audit.record_later(Record {
         event: "request.forwarded",
         ..record.with("status", status)
     });
+    story.stage = Stage::Done;
     resp
 }
 
-/// Carries out a won release: forward, then hand the response to whoever
-/// waits for it. In `hold` mode that is the parked connection, and the
-/// caller that released it gets `{"status":"released"}`.
-pub(super) async fn release(gw: &Arc<Gateway>, applied: Applied) -> Result<Response<Body>, Reject> {
+/// A release under way, as the caller that won it sees it.
+pub(super) struct Releasing {
+    id: HoldId,
+    /// `hold` mode: the parked connection gets the upstream's answer, and
+    /// the caller only learns that the release is durable.
+    to_waiter: bool,
+    durable: oneshot::Receiver<Result<(), Reject>>,
+    response: oneshot::Receiver<Result<Response<Body>, Reject>>,
+}
+
+impl Releasing {
+    /// The caller's answer: the upstream's response, or in `hold` mode
+    /// `{"status":"released"}` once the release is on record. Dropping
+    /// this future cancels nothing.
+    pub(super) async fn answer(self) -> Result<Response<Body>, Reject> {
+        if !self.to_waiter {
+            return self.response.await.unwrap_or(Err(Reject::UpstreamUnavailable));
+        }
+        self.durable.await.unwrap_or(Err(Reject::UpstreamUnavailable))?;
+        Ok(respond::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "released", "hold_id": self.id.as_str()}),
+        ))
+    }
+}
+
+/// Carries out a won release in a task the gateway owns, started here and
+/// now, in the same step that moved the hold to released: whatever happens
+/// to the connection that released it, or to the one waiting for it, the
+/// request is forwarded and recorded. `ahead` is the record of the step
+/// itself (the accepted proof, the approval, the break-glass), already
+/// queued; the release is written after it.
+pub(super) fn start(gw: &Arc<Gateway>, applied: Applied, ahead: Option<Written>) -> Releasing {
     let Applied {
         meta, state, release, ..
     } = applied;
-    let Some(Release { parked, waiter }) = release else {
-        return Err(Reject::AlreadyReleased);
+    let (durable_tx, durable) = oneshot::channel();
+    let (response_tx, response) = oneshot::channel();
+    let mut releasing = Releasing {
+        id: meta.id.clone(),
+        to_waiter: false,
+        durable,
+        response,
     };
-    let proof = accountable(&meta, &state, gw.clock.now());
+    let Some(Release { parked, waiter }) = release else {
+        let _ = response_tx.send(Err(Reject::AlreadyReleased));
+        return releasing;
+    };
+    releasing.to_waiter = waiter.is_some();
+    let ticket = gw.releases.enter(Some(meta.id.clone()));
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        let result = carry_out(&gw, &meta, &state, parked, ahead, durable_tx).await;
+        match waiter {
+            Some(w) => {
+                if w.send(Delivery::Response(result.unwrap_or_else(Reject::into_response)))
+                    .is_err()
+                {
+                    tracing::info!(hold = %meta.id, "released and forwarded; the waiting client had gone");
+                }
+            }
+            None => {
+                let _ = response_tx.send(result);
+            }
+        }
+    });
+    releasing
+}
+
+async fn carry_out(
+    gw: &Arc<Gateway>,
+    meta: &Arc<HoldMeta>,
+    state: &HoldState,
+    parked: Parked,
+    ahead: Option<Written>,
+    durable: oneshot::Sender<Result<(), Reject>>,
+) -> Result<Response<Body>, Reject> {
+    let story = Story::new(gw, hold_record("hold.released", meta), true);
+    if let Some(ahead) = ahead {
+        if let Err(e) = ahead.await {
+            let _ = durable.send(Err(e.clone()));
+            return Err(e);
+        }
+    }
+    let now = gw.clock.now();
+    let proof = accountable(meta, state, now);
     if let Some(p) = &state.proof {
         if state.approvals.is_empty() && !state.break_glass {
-            remember(gw, &meta, &state.requirements, p, gw.clock.now());
+            remember(gw, meta, &state.requirements, p, now);
         }
     }
     tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
-    let now = gw.clock.now();
     gw.metrics.transition("released", now.duration_since(meta.created).ok());
-    gw.notify("hold.released", &meta, now);
-    let mut facts = facts(&meta, &proof, &state.approvals, true);
+    gw.notify("hold.released", meta, now);
+    let mut facts = facts(meta, &proof, &state.approvals, true);
     facts.break_glass = state.break_glass;
-    match waiter {
-        None => forward_signed(gw, facts, &meta, parked, "hold.released").await,
-        Some(w) => {
-            let gw = gw.clone();
-            let meta2 = meta.clone();
-            tokio::spawn(async move {
-                let resp = forward_signed(&gw, facts, &meta2, parked, "hold.released")
-                    .await
-                    .unwrap_or_else(Reject::into_response);
-                let _ = w.send(Delivery::Response(resp));
-            });
-            Ok(respond::json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "released", "hold_id": meta.id.as_str()}),
-            ))
-        }
-    }
+    let record = story.record.clone();
+    let target = (meta.method.clone(), meta.path_and_query.clone(), meta.host.clone());
+    send_signed(gw, facts, record, target, parked, story, Some(durable)).await
 }
 
 /// The accountable actor (`sub`) and how they are known. With a proof it

@@ -10,7 +10,7 @@
 //! is thread-safe and wakes waiters through channels that work across
 //! runtimes.
 
-use super::{forward, handler, tls, ConnInfo, Gateway, StartError};
+use super::{ending, forward, handler, tls, ConnInfo, Gateway, StartError};
 use crate::audit::Record;
 use crate::config::Config;
 use hyper::service::service_fn;
@@ -59,9 +59,27 @@ fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// The end of a serve: seal the audit trail after the drain, so the
+/// Waits for the releases still in flight, up to `upstream_timeout`: each
+/// is forwarding a request the trail already calls released, and its
+/// `request.forwarded` must make it into the trail before the seal.
+async fn await_releases(gw: &Gateway) {
+    let limit = gw.config().limits.upstream_timeout;
+    if !gw.releases.wait_idle(limit).await {
+        tracing::warn!(
+            in_flight = gw.releases.len(),
+            "releases still in flight after upstream_timeout; they are recorded as cut off"
+        );
+    }
+}
+
+/// The end of a serve: close the holds that cannot outlive this process
+/// (the memory backend keeps nothing), then seal the audit trail, so the
 /// records of drained requests are covered by the checkpoint that ends it.
 async fn seal(gw: &Gateway) {
+    let now = gw.clock.now();
+    for (meta, _) in gw.holds.open_holds() {
+        let _ = ending::expire(gw, &meta, ending::SHUTDOWN, now);
+    }
     if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
         tracing::error!(error = %e, "could not seal the audit trail at shutdown");
     }
@@ -87,6 +105,7 @@ pub async fn run(
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out; closing remaining connections");
     }
+    await_releases(&gw).await;
     sweeper.abort();
     seal(&gw).await;
     Ok(())
@@ -137,7 +156,13 @@ pub async fn run_per_core(
                     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
                         tracing::warn!("drain timed out; closing remaining connections");
                     }
+                    // Releases run on this thread's runtime: let them finish
+                    // before it goes.
+                    await_releases(&serving.gw).await;
                 });
+                // Dropped before `done`: a release the wait gave up on is
+                // cancelled here, and its record must precede the seal.
+                drop(rt);
                 drop(done_tx);
             });
         if let Err(e) = spawned {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authenticator;
+pub mod story;
 pub mod upstreams;
 
 use bytes::Bytes;
@@ -261,6 +262,16 @@ pub struct Gateway {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Every test's trail is checked for the hold story invariants when its
+/// gateway goes (unless the test already failed).
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.task.is_some() && !std::thread::panicking() {
+            story::running_invariants(&self.gw);
+        }
+    }
+}
+
 pub const DEFAULT_ROUTES: &str = "
   - name: delete-user
     action: user.delete
@@ -377,13 +388,15 @@ routes:
         Self::start(upstream, DEFAULT_ROUTES, "").await
     }
 
-    /// Begins a graceful shutdown and waits until `run` returns.
+    /// Begins a graceful shutdown and waits until `run` returns; then
+    /// every hold's story in the trail must have its ending.
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+            story::audit_invariants(&self.gw.config().audit.path);
         }
     }
 

@@ -1,0 +1,46 @@
+//! How a hold's story ends when it is not released. Every hold that was
+//! recorded as `hold.created` gets exactly one closing record (SPEC §4):
+//! `hold.released` (followed by `request.forwarded`), or one of these,
+//! written by whoever won the transition that closed the hold:
+//!
+//! | event | reason | when |
+//! |---|---|---|
+//! | `hold.expired` | `deadline passed` | the deadline passed (sweeper, a late proof or decision, a `hold`-mode waiter's timer) |
+//! | `hold.expired` | `gateway shutting down` | the gateway stopped; the memory backend cannot keep the hold |
+//! | `hold.abandoned` | `client_gone` | a `hold`-mode client went away before its hold was released |
+//! | `hold.abandoned` | `release_failed` | a release could not forward (it could not be signed or put on record) |
+//! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |
+//! | `hold.denied` | `route denied by reload` / `route removed by reload` | a reload denied or removed the hold's route |
+//! | `approval.denied` | the approver's comment | an approver denied (written by the decision itself) |
+
+use super::{hold_record, Gateway};
+use crate::hold::engine::{Applied, EngineError};
+use crate::hold::{Event, HoldMeta, Transition};
+use std::time::SystemTime;
+
+pub(super) const DEADLINE: &str = "deadline passed";
+pub(super) const SHUTDOWN: &str = "gateway shutting down";
+pub(super) const CLIENT_GONE: &str = "client_gone";
+
+/// Records how a hold ended, counts it and tells the webhook. `state` is
+/// the metric's label (`expired`, `abandoned`, `denied`).
+pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: &'static str, state: &str, reason: &str, now: SystemTime) {
+    gw.audit.record_later(hold_record(event, meta).reason(reason));
+    gw.metrics.transition(state, now.duration_since(meta.created).ok());
+    gw.notify(event, meta, now);
+}
+
+/// Expires hold `meta` now, and records it if this call is what ended it.
+/// An abandoned waiter whose deadline had passed anyway is an expiry.
+pub(super) fn expire(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime) -> Result<Applied, EngineError> {
+    let applied = gw.holds.apply(&meta.id, Event::Expire, now)?;
+    if applied.transition == Transition::Expired {
+        let late = now > applied.state.deadline;
+        match reason {
+            CLIENT_GONE if !late => record(gw, meta, "hold.abandoned", "abandoned", CLIENT_GONE, now),
+            CLIENT_GONE => record(gw, meta, "hold.expired", "expired", DEADLINE, now),
+            _ => record(gw, meta, "hold.expired", "expired", reason, now),
+        }
+    }
+    Ok(applied)
+}
