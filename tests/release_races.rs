@@ -306,3 +306,38 @@ fn the_story_checker_catches_broken_stories() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A proof after the deadline (before the sweeper has seen the hold) is
+/// recorded as rejected, never accepted, and the hold gets `hold.expired`.
+#[tokio::test]
+async fn a_late_proof_is_recorded_as_rejected_and_the_hold_as_expired() {
+    let up = Upstream::start().await;
+    let clock = std::sync::Arc::new(stepgate::clock::ManualClock::at_unix(holdkit::now_secs()));
+    let mut gw = Gateway::start_with_clock(up.addr, ROUTES, "", clock.clone()).await;
+    let (_, ch) = challenge(&gw, "late", "/api/items/7", b"late").await;
+    let id = hold_id(&ch);
+    clock.advance(Duration::from_secs(121));
+    let resp = complete_with_token(&gw, &id, "late", &bound_token(&gw, &ch)).await;
+    assert_eq!((resp.status, resp.error_code()), (410, "hold_expired".to_owned()));
+    assert_eq!(up.requests().len(), 0);
+    gw.shutdown().await;
+    let trail = story::records(&gw.gw.config().audit.path).expect("trail");
+    let events: Vec<(String, String)> = trail
+        .iter()
+        .filter(|r| r["hold"] == id.as_str())
+        .map(|r| (s(&r["event"]), s(&r["reason"])))
+        .collect();
+    let ev = |e: &str, r: &str| (e.to_owned(), r.to_owned());
+    assert_eq!(
+        events,
+        [
+            ev("hold.created", ""),
+            ev("proof.rejected", "expired"),
+            ev("hold.expired", "deadline passed")
+        ]
+    );
+}
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").to_owned()
+}
