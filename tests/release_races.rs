@@ -341,3 +341,37 @@ async fn a_late_proof_is_recorded_as_rejected_and_the_hold_as_expired() {
 fn s(v: &serde_json::Value) -> String {
     v.as_str().unwrap_or("").to_owned()
 }
+
+/// A `hold`-mode agent that disconnects before anyone decided ends its
+/// hold, and the trail says so: `hold.abandoned`, reason `client_gone`.
+#[tokio::test]
+async fn a_waiting_agent_that_goes_away_leaves_an_abandoned_record() {
+    let up = Upstream::start().await;
+    let olivia = ApproverKey::new("olivia");
+    let mut gw = gateway(&up, &olivia).await;
+    let body = b"{\"gone\":1}";
+    let c = cookie("gone");
+    let held = request("POST", "/api/agent/transfers", &[("cookie", &c)], body);
+    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+    tls.write_all(&held).await.expect("write");
+    tls.flush().await.expect("flush");
+    let txn = txn_for("POST", "localhost", "/api/agent/transfers", body);
+    let id = find_open_hold(&gw, &gw.sid("gone"), &txn).await;
+    drop(tls);
+    let hold = stepgate::ids::HoldId::parse(&id).expect("id");
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.gw.holds.phase(&hold).is_some_and(|p| p.is_open()) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = approve(&gw, &olivia, &id, &txn).await;
+    assert_ne!(again.status, 200, "an abandoned hold cannot be approved");
+    gw.shutdown().await;
+    assert_eq!(up.requests().len(), 0);
+    let trail = story::records(&gw.gw.config().audit.path).expect("trail");
+    let ending: Vec<(String, String)> = trail
+        .iter()
+        .filter(|r| r["hold"] == id.as_str() && story::CLOSING.contains(&r["event"].as_str().unwrap_or("")))
+        .map(|r| (s(&r["event"]), s(&r["reason"])))
+        .collect();
+    assert_eq!(ending, [("hold.abandoned".to_owned(), "client_gone".to_owned())]);
+}
