@@ -375,3 +375,43 @@ async fn a_waiting_agent_that_goes_away_leaves_an_abandoned_record() {
         .collect();
     assert_eq!(ending, [("hold.abandoned".to_owned(), "client_gone".to_owned())]);
 }
+
+/// Shutdown with a release in flight to a slow upstream and a challenge
+/// hold still pending: the release finishes and is recorded before the
+/// seal, and the pending hold is closed in the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_releases_in_flight_and_closes_pending_holds() {
+    let up = Upstream::start().await;
+    let routes = format!(
+        "{ROUTES}  - name: slow\n    action: slow.thing\n    match: {{ methods: [POST], path: /slow }}\n    require: {{ methods: [token] }}\n    hold: {{ mode: challenge, timeout: 2m }}\n"
+    );
+    let mut gw = Gateway::start(up.addr, &routes, "").await;
+    let (_, pending) = challenge(&gw, "stays", "/api/items/1", b"pending").await;
+    let (_, ch) = challenge(&gw, "slow", "/slow", b"slow").await;
+    let id = hold_id(&ch);
+    let proof = json!({"method": "token", "token": bound_token(&gw, &ch)});
+    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
+    let req = complete_request(&id, "slow", &proof);
+    let completing = tokio::spawn(async move {
+        tls.write_all(&req).await.expect("write");
+        read_response(&mut tls).await
+    });
+    let releases = gw.gw.releases.clone();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while releases.is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!releases.is_empty(), "the release never started");
+    // Stops while the upstream is still answering (it takes 1.5 s).
+    gw.shutdown().await;
+    let done = completing.await.expect("completion");
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(up.count("/slow"), 1);
+    let trail = story::records(&gw.gw.config().audit.path).expect("trail");
+    let closed: Vec<String> = trail
+        .iter()
+        .filter(|r| r["hold"] == pending["hold_id"] && r["event"] == "hold.expired")
+        .map(|r| s(&r["reason"]))
+        .collect();
+    assert_eq!(closed, ["gateway shutting down"]);
+}
