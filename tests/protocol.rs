@@ -204,3 +204,58 @@ async fn http2_cookie_crumbs_are_joined_for_the_upstream_and_the_gateway() {
     );
     assert_eq!(up.requests().len(), 1);
 }
+
+/// An upstream that reflects request headers, and one that tries to set the
+/// gateway's own approver cookie. The upstream here is a few lines of raw
+/// HTTP in this test (a reflecting app is easiest to write that way); the
+/// client must see neither the assertion nor the planted cookie.
+#[tokio::test]
+async fn upstream_responses_never_carry_the_assertion_or_the_gateways_cookie_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).to_string();
+                let assertion = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-stepup-assertion: "))
+                    .unwrap_or("eyJhbGciOiJFUzI1NiJ9.e30.forged")
+                    .to_owned();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nX-StepUp-Assertion: {assertion}\r\n\
+                     Set-Cookie: __Host-stepgate-approver=planted; Path=/; Secure\r\n\
+                     Set-Cookie: app=kept; Path=/\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let gw = Gateway::start(addr, TRANSFERS, "").await;
+    let r = raw(gw.addr, &gw.pki, &request("GET", "/reflect", &[], b"")).await;
+    assert_eq!(r.status, 200, "the upstream answered");
+    assert!(
+        r.header("x-stepup-assertion").is_none(),
+        "assertion reflected to the client"
+    );
+    let cookies = r.headers_named("set-cookie");
+    assert!(
+        cookies.iter().any(|c| c.starts_with("app=kept")),
+        "the app's own cookie stays: {cookies:?}"
+    );
+    assert!(
+        !cookies
+            .iter()
+            .any(|c| c.to_ascii_lowercase().contains("stepgate-approver")),
+        "the gateway's cookie was planted: {cookies:?}"
+    );
+}

@@ -142,6 +142,8 @@ impl Upstream {
         let (mut parts, body) = resp.into_parts();
         if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
             super::hygiene::strip_outbound(&mut parts.headers);
+        } else {
+            super::hygiene::strip_gateway_reflections(&mut parts.headers);
         }
         Ok(Response::from_parts(parts, body))
     }

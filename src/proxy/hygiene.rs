@@ -396,6 +396,37 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 /// connection, not the client's (and are illegal over HTTP/2).
 pub fn strip_outbound(headers: &mut HeaderMap) {
     remove_where(headers, is_hop_by_hop);
+    strip_gateway_reflections(headers);
+}
+
+/// An upstream that echoes request headers (debug pages, reflective
+/// frameworks) would hand the client a live assertion it could replay
+/// elsewhere, and one that sets a cookie under the gateway's own name would
+/// plant an approver cookie in the browser. Neither may come back; this runs
+/// on 101 responses too, whose other headers must stay as they are.
+pub fn strip_gateway_reflections(headers: &mut HeaderMap) {
+    headers.remove("x-stepup-assertion");
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_gateway_cookie(v.as_bytes()))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+fn sets_gateway_cookie(value: &[u8]) -> bool {
+    let name_end = value.iter().position(|&b| b == b'=').unwrap_or(value.len());
+    let name = value[..name_end].trim_ascii();
+    // Browsers compare cookie names exactly, but a case variant is no
+    // business of the upstream's either.
+    name.eq_ignore_ascii_case(crate::session::approver::COOKIE.as_bytes())
 }
 
 #[cfg(test)]
@@ -545,6 +576,23 @@ mod tests {
             h.get("x-stepup-token").is_some(),
             "responses keep non-hop-by-hop headers"
         );
+    }
+
+    #[test]
+    fn responses_never_carry_the_assertion_or_the_gateways_cookies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-stepup-assertion", "eyJ.reflected.sig".parse().expect("hv"));
+        h.append(header::SET_COOKIE, "app=1; Path=/".parse().expect("hv"));
+        h.append(
+            header::SET_COOKIE,
+            " __Host-stepgate-approver=forged; Path=/; Secure".parse().expect("hv"),
+        );
+        h.append(header::SET_COOKIE, "__HOST-STEPGATE-APPROVER=x".parse().expect("hv"));
+        h.append(header::SET_COOKIE, "other=2".parse().expect("hv"));
+        strip_outbound(&mut h);
+        assert!(h.get("x-stepup-assertion").is_none());
+        let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["app=1; Path=/", "other=2"]);
     }
 
     #[test]
