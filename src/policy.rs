@@ -184,3 +184,28 @@ pub enum Caller {
     Person,
     Workload,
 }
+
+/// What a route reads from its body: display fields and `when:`
+/// conditions. `Ok(None)` when it reads nothing; an error when it reads
+/// both types (a body has one).
+pub fn route_reader(
+    display: &[DisplayField],
+    when: &[conditions::Condition],
+) -> Result<Option<body::Reader>, &'static str> {
+    let mut json = false;
+    let mut form: Vec<&str> = Vec::new();
+    for d in display {
+        match &d.source {
+            DisplaySource::Json(_) => json = true,
+            DisplaySource::Form(f) => form.push(f),
+            DisplaySource::Capture(_) => {}
+        }
+    }
+    conditions::body_reads(when, &mut json, &mut form);
+    match (json, form.is_empty()) {
+        (false, true) => Ok(None),
+        (true, true) => Ok(Some(body::Reader::new(body::BodyKind::Json, []))),
+        (false, false) => Ok(Some(body::Reader::new(body::BodyKind::Form, form))),
+        (true, false) => Err("a route reads its body as one type: `json` and `form` fields cannot be mixed"),
+    }
+}

@@ -608,7 +608,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         None => Vec::new(),
         Some(v) => conditions::parse_when(v).map_err(|e| Problem(format!("{at}.when{}", e.path), e.message))?,
     };
-    let body_reader = crate::policy::body::route_reader(&display, &when).or_else(|m| problem(at, m))?;
+    let body_reader = crate::policy::route_reader(&display, &when).or_else(|m| problem(at, m))?;
     let caller = match m.caller.as_deref() {
         None => None,
         Some("person") => Some(Caller::Person),

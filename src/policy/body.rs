@@ -22,7 +22,6 @@
 //!
 //! No I/O: the caller buffers the body.
 
-use crate::route::methods::parse_method;
 use http::{header, HeaderMap, Method};
 use serde_json::Value as Json;
 use std::fmt;
@@ -68,29 +67,13 @@ impl Reader {
     }
 }
 
-/// What a route reads from its body: display fields and `when:`
-/// conditions. `Ok(None)` when it reads nothing; an error when it reads
-/// both types (a body has one).
-pub fn route_reader(
-    display: &[super::DisplayField],
-    when: &[super::conditions::Condition],
-) -> Result<Option<Reader>, &'static str> {
-    let mut json = false;
-    let mut form: Vec<&str> = Vec::new();
-    for d in display {
-        match &d.source {
-            super::DisplaySource::Json(_) => json = true,
-            super::DisplaySource::Form(f) => form.push(f),
-            super::DisplaySource::Capture(_) => {}
-        }
+/// A method name as frameworks read an override: trimmed, any case.
+pub fn parse_method(v: &[u8]) -> Option<http::Method> {
+    let v = v.trim_ascii();
+    if !v.iter().any(u8::is_ascii_lowercase) {
+        return http::Method::from_bytes(v).ok();
     }
-    super::conditions::body_reads(when, &mut json, &mut form);
-    match (json, form.is_empty()) {
-        (false, true) => Ok(None),
-        (true, true) => Ok(Some(Reader::new(BodyKind::Json, []))),
-        (false, false) => Ok(Some(Reader::new(BodyKind::Form, form))),
-        (true, false) => Err("a route reads its body as one type: `json` and `form` fields cannot be mixed"),
-    }
+    http::Method::from_bytes(&v.to_ascii_uppercase()).ok()
 }
 
 /// Why a body cannot be read unambiguously. Each is a 400 `bad_request`.

@@ -3,6 +3,7 @@
 //! methods, so a route listing DELETE must also catch every spelling an
 //! upstream would route as DELETE. The set only ever widens.
 
+pub use crate::policy::body::parse_method;
 use crate::policy::body::{self, ReadError};
 use http::{header, HeaderMap, HeaderName, Method};
 
@@ -37,14 +38,6 @@ pub fn effective_methods(method: &Method, headers: &HeaderMap, query: Option<&st
         );
     }
     out
-}
-
-pub fn parse_method(v: &[u8]) -> Option<Method> {
-    let v = v.trim_ascii();
-    if !v.iter().any(u8::is_ascii_lowercase) {
-        return Method::from_bytes(v).ok();
-    }
-    Method::from_bytes(&v.to_ascii_uppercase()).ok()
 }
 
 /// A body a framework may read a `_method` override from.

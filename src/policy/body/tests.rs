@@ -1,6 +1,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use super::*;
+use crate::policy::route_reader;
 use http::HeaderValue;
 
 fn headers(types: &[&'static str]) -> HeaderMap {

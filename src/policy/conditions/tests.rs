@@ -5,7 +5,8 @@
 use super::eval::numeric_str;
 use super::parse::{format_duration, parse_duration, MAX_DEPTH};
 use super::*;
-use crate::policy::body::{route_reader, ReadError, Reading};
+use crate::policy::body::{ReadError, Reading};
+use crate::policy::route_reader;
 use http::HeaderValue;
 
 const JSON: Option<&str> = Some("application/json");
