@@ -323,6 +323,22 @@ impl Gateway {
         self.live.load().config.clone()
     }
 
+    /// Whether passkeys are configured (pages offer them only then).
+    pub(crate) fn webauthn_enabled(&self) -> bool {
+        self.config().stepup.webauthn.is_some()
+    }
+
+    /// The configured WebAuthn origins, which are also the gateway's own
+    /// origins for the same-origin check on POSTs.
+    pub(crate) fn webauthn_origins(&self) -> Vec<String> {
+        self.config()
+            .stepup
+            .webauthn
+            .as_ref()
+            .map(|w| w.origins.clone())
+            .unwrap_or_default()
+    }
+
     /// Re-reads the config file and swaps it in if it is valid; otherwise
     /// the running configuration stays and the errors are logged with
     /// their line and column. Settings bound at start-up (listener, TLS,

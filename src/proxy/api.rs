@@ -1,7 +1,7 @@
 //! The gateway's own endpoints under the prefix (default `/.stepup/`).
 //! Nothing under the prefix is ever forwarded upstream.
 
-use super::handler::buffer;
+use super::bodies::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
 use super::{

@@ -7,7 +7,7 @@
 //! gateway's own origin.
 
 use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
-use super::handler::buffer;
+use super::bodies::buffer;
 use super::respond::{self, Reject};
 use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::body::Body;
@@ -87,7 +87,7 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
     let prefix = gw.config().stepup.prefix.clone();
     let Some(a) = approver(gw, parts) else {
         if html {
-            let webauthn = signin::webauthn_enabled(gw);
+            let webauthn = gw.webauthn_enabled();
             return Ok(page::approvals::signin(&prefix, webauthn, "", None, StatusCode::OK));
         }
         return Err(Reject::Forbidden);
@@ -121,7 +121,7 @@ pub(super) fn page_proofs(gw: &Gateway, a: &Approver) -> page::approvals::Proofs
     let record = users.as_ref().and_then(|u| u.users.get(&a.name));
     page::approvals::Proofs {
         code: users.as_ref().is_some_and(|u| u.totp_secret(&a.name).is_some()),
-        passkey: signin::webauthn_enabled(gw) && record.is_some_and(|r| !r.webauthn.is_empty()),
+        passkey: gw.webauthn_enabled() && record.is_some_and(|r| !r.webauthn.is_empty()),
     }
 }
 

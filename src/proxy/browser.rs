@@ -2,7 +2,7 @@
 //! the JSON API, answered with a page (the step-up page with the reason
 //! for a refusal, a redirect back to it while approvals are outstanding).
 
-use super::handler::buffer;
+use super::bodies::buffer;
 use super::hygiene::Target;
 use super::respond::Reject;
 use super::{api, page, signin, ConnInfo, Gateway};
@@ -27,7 +27,7 @@ pub(super) fn step_up_page(
         meta,
         state,
         now: gw.clock.now(),
-        webauthn: signin::webauthn_enabled(gw),
+        webauthn: gw.webauthn_enabled(),
         alert,
         user,
     };
@@ -96,7 +96,8 @@ pub(super) fn enroll_page(gw: &Gateway, target: &Target) -> Response<Body> {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     // Without `stepup.webauthn` no link can be used, whatever the store says.
-    let user = signin::webauthn_enabled(gw)
+    let user = gw
+        .webauthn_enabled()
         .then(|| signin::enrollment_user(gw, &token, gw.clock.now()))
         .flatten();
     page::enroll::page(&gw.config().stepup.prefix, &token, user.as_deref())

@@ -286,7 +286,7 @@ pub async fn sensitive(
                 meta: &meta,
                 state: &state,
                 now,
-                webauthn: super::signin::webauthn_enabled(gw),
+                webauthn: gw.webauthn_enabled(),
                 alert: None,
                 user: None,
             };

@@ -1,12 +1,12 @@
 //! The request path as one story:
 //! normalize → strip → match → decide → (forward | hold → release → forward).
 
+use super::bodies::buffer;
 use super::respond::Reject;
 use super::{api, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};
 use crate::route::methods::{effective_methods, form_kind, form_methods};
 use crate::route::MatchRequest;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -154,27 +154,4 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(crate::ids::request_id)
-}
-
-/// Reads a whole body, refusing more than `max` bytes (checked against the
-/// declared length first, so an oversized upload is refused unread).
-pub(super) async fn buffer(mut body: Body, max: u64) -> Result<Bytes, Reject> {
-    use http_body::Body as _;
-    if body.size_hint().lower() > max {
-        return Err(Reject::BodyTooLarge);
-    }
-    let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            tracing::debug!(error = %e, "client body read failed");
-            Reject::BadRequest("the request body could not be read")
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if (out.len() + data.len()) as u64 > max {
-                return Err(Reject::BodyTooLarge);
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
 }

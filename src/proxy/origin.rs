@@ -4,7 +4,7 @@
 //! browser's `Origin` and `Sec-Fetch-Site` do. Every unsafe request under
 //! the prefix is judged here, once, before any handler runs.
 
-use super::{hygiene, page, signin, Gateway};
+use super::{hygiene, page, Gateway};
 use crate::body::Body;
 use http::request::Parts;
 use http::{header, HeaderName, Response, StatusCode};
@@ -28,7 +28,7 @@ pub(super) enum Verdict {
 /// `Origin` with `Sec-Fetch-Site: same-site`, so a disagreement is forged
 /// or proxied oddly, and either way it is refused.
 pub(super) fn judge(gw: &Gateway, parts: &Parts) -> Verdict {
-    judge_with(parts, &signin::webauthn_origins(gw))
+    judge_with(parts, &gw.webauthn_origins())
 }
 
 fn judge_with(parts: &Parts, also_own: &[String]) -> Verdict {
@@ -89,13 +89,7 @@ pub(super) fn refused(gw: &Gateway, parts: &Parts, signin_form: bool) -> Respons
     }
     let prefix = gw.config().stepup.prefix.clone();
     if signin_form {
-        return page::approvals::signin(
-            &prefix,
-            signin::webauthn_enabled(gw),
-            "",
-            Some(WHY),
-            StatusCode::FORBIDDEN,
-        );
+        return page::approvals::signin(&prefix, gw.webauthn_enabled(), "", Some(WHY), StatusCode::FORBIDDEN);
     }
     page::message(StatusCode::FORBIDDEN, "Request refused", WHY, None)
 }

@@ -5,7 +5,7 @@
 //! taken with it still need a fresh proof each (see `approvals::decide`).
 
 use super::api::MAX_PROOF_BODY;
-use super::handler::buffer;
+use super::bodies::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{origin, page, proofs, ConnInfo, Gateway};
@@ -131,7 +131,7 @@ pub(super) async fn login(
         if html {
             return Ok(page::approvals::signin(
                 &config.stepup.prefix,
-                webauthn_enabled(gw),
+                gw.webauthn_enabled(),
                 &req.name,
                 Some("That did not work. Check your name and code and try again."),
                 StatusCode::UNAUTHORIZED,
@@ -205,21 +205,6 @@ fn see_other(location: &str, set_cookie: &str) -> Response<Body> {
 
 // The WebAuthn seams the pages use. Without `stepup.webauthn`, passkeys
 // are simply not offered.
-
-/// Whether the gateway offers passkeys at all.
-pub(super) fn webauthn_enabled(gw: &Gateway) -> bool {
-    gw.config().stepup.webauthn.is_some()
-}
-
-/// The configured WebAuthn origins (also accepted as `Origin` of a POST).
-pub(super) fn webauthn_origins(gw: &Gateway) -> Vec<String> {
-    gw.config()
-        .stepup
-        .webauthn
-        .as_ref()
-        .map(|w| w.origins.clone())
-        .unwrap_or_default()
-}
 
 /// The binding of an approver's sign-in challenge: it names the purpose
 /// and the person, so it can never pass as a hold's `txn`.
