@@ -9,6 +9,7 @@ mod browser;
 mod display;
 mod ending;
 mod enroll;
+mod facts;
 mod forward;
 mod gate;
 mod handler;

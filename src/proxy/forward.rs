@@ -322,3 +322,10 @@ impl Drop for UpstreamBody {
         }
     }
 }
+
+/// An upstream that refused, reset or timed out is a 502; what went wrong
+/// is for the log only.
+pub(super) fn upstream_failed(e: ForwardError) -> super::respond::Reject {
+    tracing::warn!(error = %e, "upstream unavailable");
+    super::respond::Reject::UpstreamUnavailable
+}

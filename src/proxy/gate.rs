@@ -1,6 +1,8 @@
 //! Deciding for one request: pass it through, or hold it until a bound
 //! proof arrives, and forwarding a released hold with its assertion.
 
+use super::facts::Sensitive;
+use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
 use super::{bodies, display, ending, hold_record, page, proofs, release, risk, upgrade, who, Gateway};
@@ -17,28 +19,9 @@ use crate::route::Route;
 use crate::session;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
-
-pub struct Sensitive {
-    pub route: Arc<Route>,
-    pub target: Target,
-    pub token: Option<HeaderValue>,
-    pub client_ip: IpAddr,
-    /// The client address for IP conditions; `None` when a forwarding hop
-    /// did not parse (unknown: outside every list).
-    pub client_addr: Option<IpAddr>,
-    pub client_cert: Option<Arc<Vec<u8>>>,
-    pub request_id: String,
-    /// A WebSocket handshake: forwarded as one, and held on its own
-    /// connection, the only one that can carry the tunnel.
-    pub websocket: bool,
-    /// This request's sighting of its session (`None`: no session, or not
-    /// recorded), for the session conditions.
-    pub sighting: Option<crate::store::Sighting>,
-}
 
 /// Forwards a request that needs no step-up, streaming both bodies. A
 /// WebSocket handshake goes upstream as one; the handler opens the tunnel
@@ -66,11 +49,6 @@ pub async fn pass_through(
         .send(Request::from_parts(parts, body), &target.host)
         .await
         .map_err(upstream_failed)
-}
-
-pub(super) fn upstream_failed(e: super::forward::ForwardError) -> Reject {
-    tracing::warn!(error = %e, "upstream unavailable");
-    Reject::UpstreamUnavailable
 }
 
 /// A request on a sensitive route: decide whether the risk calls for a

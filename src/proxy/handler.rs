@@ -129,7 +129,7 @@ async fn serve(
             Err(Reject::Forbidden)
         }
         Some(route) => {
-            let ctx = gate::Sensitive {
+            let ctx = super::facts::Sensitive {
                 route,
                 target,
                 token,

@@ -1,7 +1,7 @@
 //! Forwarding a request whose step-up is complete: sign the assertion,
 //! send it upstream once, and hand the answer to whoever waits for it.
 
-use super::gate::upstream_failed;
+use super::forward::upstream_failed;
 use super::respond::{self, Reject};
 use super::{hold_record, Gateway, Written};
 use crate::assertion::{ApproverClaim, AssertionFacts};

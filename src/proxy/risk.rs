@@ -2,7 +2,7 @@
 //! the route's `when:` conditions over the request, the session's history
 //! and the time. Body conditions see the body as the route read it.
 
-use super::gate::Sensitive;
+use super::facts::Sensitive;
 use super::Gateway;
 use crate::ids::Sid;
 use crate::policy::body::Reading;
