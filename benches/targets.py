@@ -8,9 +8,9 @@ from the latest results of the three benchmark commands:
                                        to benches/core-results.json by this script)
 
     python3 benches/targets.py                 # print the tables
-    python3 benches/targets.py --readme README.md   # and replace them in the README
+    python3 benches/targets.py --readme docs/benchmarks.md   # and replace them there
 
-In the README the tables sit between `<!-- bench:targets -->` /
+In docs/benchmarks.md the tables sit between `<!-- bench:targets -->` /
 `<!-- /bench:targets -->` and `<!-- bench:micro -->` / `<!-- /bench:micro -->`.
 Standard library only; a missing result leaves its rows as "not measured".
 """
@@ -219,7 +219,7 @@ def replace(text, name, body):
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        sys.exit(f"README has no {start} ... {end} section")
+        sys.exit(f"the file has no {start} ... {end} section")
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
 
 

@@ -1,7 +1,7 @@
 //! A fixed ES256 workload for instruction counting: `n` repetitions of one
 //! operation after a common setup. Run it twice under callgrind (n = 1 and
 //! n = 101) and divide the difference by 100 to get the cost of one
-//! operation without the setup (see README "Micro-benchmarks").
+//! operation without the setup (see docs/benchmarks.md, "Micro-benchmarks").
 //!
 //!     cargo build --release --example jose_cost
 //!     valgrind --tool=callgrind target/release/examples/jose_cost verify 101

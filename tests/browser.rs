@@ -110,7 +110,7 @@ fn cross_site_complete() {
     scenario("cross_site_complete");
 }
 
-/// The README's screenshots. A test run writes them to a scratch dir
+/// The screenshots of docs/pages.md. A test run writes them to a scratch dir
 /// (tests never modify tracked files); `scripts/screenshots` sets
 /// STEPGATE_SCREENSHOTS_DIR to docs/screenshots to regenerate those.
 #[test]

@@ -1,4 +1,4 @@
-// The screenshots shown in the README (docs/screenshots/): the
+// The screenshots shown in docs/pages.md (docs/screenshots/): the
 // enrollment page, the step-up page (passkey and code; waiting for an
 // approval) and the approval pages (sign-in, the list, one hold). Each is
 // checked for its heading before it is taken.
