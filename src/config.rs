@@ -31,12 +31,23 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub notify: Option<NotifyConfig>,
     pub audit: crate::audit::AuditConfig,
+    pub state: StateConfig,
     pub assertion: AssertionConfig,
     pub limits: Limits,
     pub stepup: StepupConfig,
     pub routes: RouteTable,
     /// Non-fatal findings (`stepgate check` prints them).
     pub warnings: Vec<String>,
+}
+
+/// Where holds and single-use records live (`state:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateConfig {
+    /// One instance, in process memory.
+    #[default]
+    Memory,
+    /// Shared by every instance that names the same Redis and prefix.
+    Redis { url: String, prefix: String },
 }
 
 #[derive(Debug, Clone)]

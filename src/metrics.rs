@@ -54,6 +54,8 @@ pub struct Metrics {
     pub assertions: Counter<u64, AtomicU64>,
     pub reloads: Family<ResultLabels, Counter>,
     pub audit_write_seconds: Histogram,
+    /// 1 while the state store (memory, or Redis) answers, 0 while it does not.
+    pub state_available: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
             assertions: Counter::default(),
             reloads: Family::default(),
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            state_available: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "Requests by route and outcome", m.requests.clone());
@@ -100,6 +103,11 @@ impl Metrics {
         );
         r.register("proofs", "Proofs by method and result", m.proofs.clone());
         r.register("approvals", "Approver decisions", m.approvals.clone());
+        r.register(
+            "state_available",
+            "Whether the state store answers (1) or not (0)",
+            m.state_available.clone(),
+        );
         r.register("assertions_signed", "Assertions signed", m.assertions.clone());
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
         r.register(

@@ -83,7 +83,9 @@ use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
 use crate::stepup::webauthn::RelyingParty;
-use crate::store::{FailureLimiter, ReplayCache, ReuseCache, Revoked, SessionTracker, StepCounters};
+use crate::store::{
+    FailureLimiter, Fingerprints, MemoryState, RedisState, ReuseCache, Revoked, SessionTracker, StateStore,
+};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -100,6 +102,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("state: {0}")]
+    State(#[from] crate::store::StateError),
 }
 
 /// The parts of the gateway a reload replaces, swapped as one unit so a
@@ -153,6 +157,12 @@ fn token_verifier(config: &Config) -> Result<TokenVerifier, StartError> {
     Ok(TokenVerifier::new(issuers))
 }
 
+/// Where the memory backend journals spent single-use values: next to the
+/// audit trail, which is the directory a deployment already keeps.
+pub fn single_use_journal(config: &Config) -> std::path::PathBuf {
+    config.audit.path.with_extension("single-use.jsonl")
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     live: ArcSwap<Live>,
@@ -160,10 +170,13 @@ pub struct Gateway {
     pub signer: Arc<AssertionSigner>,
     pub audit: Audit,
     pub metrics: Metrics,
-    pub replay: ReplayCache,
+    /// Single-use records (token `jti`s, TOTP steps): in memory, or shared
+    /// by every instance on Redis (`state:`).
+    pub state: Arc<dyn StateStore>,
+    /// Digests of the keys every instance must share.
+    pub fingerprints: Fingerprints,
     pub holds: HoldEngine,
     pub users: UserStore,
-    pub totp_steps: StepCounters,
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
     /// Failed proofs per person at one client address (see `proofs`).
@@ -205,6 +218,7 @@ impl Gateway {
             path: path.display().to_string(),
             message: e.to_string(),
         };
+        let session_digest = Fingerprints::session_digest(&session);
         let session_key = SessionKey::new(session).map_err(|e| invalid(&config.session.key_file, &e))?;
         let key_pem = keys::read_text(&config.assertion.key)?;
         let key = load_signing_key_pem(&key_pem).map_err(|e| invalid(&config.assertion.key, &e))?;
@@ -218,6 +232,16 @@ impl Gateway {
             AssertionSigner::new(key, retired, a.issuer.clone(), a.audience.clone(), a.ttl)
                 .map_err(|e| invalid(&a.key, &e))?,
         );
+        let fingerprints = Fingerprints {
+            session: session_digest,
+            assertion: signer.kid().to_owned(),
+        };
+        let state: Arc<dyn StateStore> = match &config.state {
+            crate::config::StateConfig::Memory => {
+                Arc::new(MemoryState::open(&single_use_journal(&config), unix_secs(clock.now()))?)
+            }
+            crate::config::StateConfig::Redis { url, prefix } => Arc::new(RedisState::new(url, prefix)?),
+        };
         let audit = Audit::open(config.audit.clone(), signer.clone()).map_err(|e| invalid(&config.audit.path, &e))?;
         let tokens = token_verifier(&config)?;
         let identity_jwt = identity_jwt(&config)?;
@@ -254,7 +278,6 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             audit,
             users,
-            totp_steps: StepCounters::default(),
             sessions: SessionTracker::default(),
             reuse: ReuseCache::default(),
             failures: FailureLimiter::new(5, 30, 900),
@@ -273,7 +296,8 @@ impl Gateway {
             metrics,
             session_key,
             signer,
-            replay: ReplayCache::default(),
+            state,
+            fingerprints,
             holds,
             clock,
             shutdown,
@@ -383,6 +407,7 @@ impl Gateway {
                 o.assertion.key != config.assertion.key || o.assertion.retired_keys != config.assertion.retired_keys,
             ),
             ("audit", o.audit.path != config.audit.path),
+            ("state", o.state != config.state),
             ("session.key_file", o.session.key_file != config.session.key_file),
             ("stepup.users", o.stepup.users != config.stepup.users),
             ("admin_listen", o.admin_listen != config.admin_listen),
@@ -433,7 +458,7 @@ impl Gateway {
             self.notify("hold.expired", &meta, now);
         }
         let secs = unix_secs(now);
-        self.replay.purge(secs);
+        self.state.purge(secs);
         // Sessions idle for a day are forgotten; their next request counts
         // as a first sighting.
         self.sessions.purge(secs, 86_400);

@@ -2,10 +2,14 @@
 //! the one a shared backend would offer (claim-once with an expiry).
 
 mod pending;
+mod redis_state;
 mod sessions;
+mod shared;
 
 pub use pending::Pending;
+pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};
+pub use shared::{Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
 
 use dashmap::DashMap;
 

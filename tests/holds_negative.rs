@@ -139,7 +139,7 @@ async fn token_accepted_within_the_expiry_leeway_cannot_be_replayed_after_a_purg
     assert_eq!(up.requests().len(), 1);
 
     // What the gateway's once-a-second sweeper does.
-    gw.gw.replay.purge(now_secs());
+    gw.gw.state.purge(now_secs());
 
     let (_, second) = challenge(&gw, session, DELETE_TARGET, body).await;
     let resp = complete_with_token(&gw, &hold_id(&second), session, &token).await;

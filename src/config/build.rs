@@ -217,6 +217,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
             checkpoint_every,
         }
     };
+    let state = state(raw.state)?;
     if identity.mtls && raw.tls.client_ca.is_none() {
         return problem(
             "identity.mtls",
@@ -285,6 +286,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         identity,
         notify,
         audit,
+        state,
         assertion,
         limits,
         stepup,
@@ -292,6 +294,39 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         warnings: Vec::new(),
     };
     Ok((config, notes))
+}
+
+fn state(raw: Option<super::raw::RawState>) -> Res<StateConfig> {
+    let Some(raw) = raw else { return Ok(StateConfig::Memory) };
+    match raw.backend.as_str() {
+        "memory" => {
+            if raw.url.is_some() || raw.prefix.is_some() {
+                return problem("state.url", "only the redis backend takes a url or prefix");
+            }
+            Ok(StateConfig::Memory)
+        }
+        "redis" => {
+            let Some(url) = raw.url else {
+                return problem("state.backend", "the redis backend needs `url: redis://host:port`");
+            };
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return problem("state.url", "must be a redis://, rediss:// or redis+unix:// URL");
+            }
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                return problem("state.url", format!("not a usable Redis URL: {}", e.category()));
+            }
+            let prefix = raw.prefix.unwrap_or_else(|| "stepgate".to_owned());
+            if prefix.is_empty()
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            {
+                return problem("state.prefix", "letters, digits and - _ . : only");
+            }
+            Ok(StateConfig::Redis { url, prefix })
+        }
+        other => problem("state.backend", format!("`{other}` is not `memory` or `redis`")),
+    }
 }
 
 fn non_empty(s: String, path: &str) -> Res<String> {

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub notify: Option<RawNotify>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub state: Option<RawState>,
     pub assertion: RawAssertion,
     #[serde(default)]
     pub limits: RawLimits,
@@ -155,6 +157,18 @@ pub struct RawAudit {
     pub rotate: Option<Scalar>,
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
+}
+
+/// `state:`: where holds and single-use records live.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Prefix of every key, so several gateways can share one Redis.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,7 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => {
             gw.metrics.holds_open.set(gw.holds.open_count() as i64);
+            gw.metrics.state_available.set(i64::from(gw.state.is_available()));
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -58,7 +59,7 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         "/readyz" => {
             let checks = [
                 ("audit", gw.audit.is_healthy()),
-                ("state", true),
+                ("state", gw.state.is_available()),
                 ("draining", !*gw.shutting_down().borrow()),
             ];
             let failed: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();

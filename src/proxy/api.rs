@@ -275,14 +275,14 @@ pub(super) async fn complete(
             let verified = match method {
                 ProofMethod::Token => {
                     let token = req.token.ok_or(Reject::BadRequest("malformed proof: token missing"))?;
-                    proofs::token(gw, token.as_bytes(), &meta, Some(&meta.id), &state.requirements, now)
+                    proofs::token(gw, token.as_bytes(), &meta, Some(&meta.id), &state.requirements, now).await?
                 }
                 ProofMethod::Totp => {
                     let (Some(user), Some(code)) = (req.user.clone(), req.code) else {
                         return Err(Reject::BadRequest("malformed proof: user and code are required"));
                     };
                     let client = proofs::client_addr(gw, conn, &parts);
-                    proofs::totp(gw, user.trim(), &code, client, &meta, &state.requirements, now)
+                    proofs::totp(gw, user.trim(), &code, client, &meta, &state.requirements, now).await?
                 }
                 ProofMethod::Webauthn => {
                     let credential = req.credential.as_ref().filter(|c| webauthn::well_formed(c));

@@ -262,7 +262,8 @@ async fn decide_json(
                 req.code.as_deref().unwrap_or(""),
                 proofs::client_addr(gw, conn, &parts),
                 now,
-            ),
+            )
+            .await?,
         )),
         (None, false) => None,
     };

@@ -115,6 +115,12 @@ pub async fn sensitive(
     let (Some(value), Some(sid)) = (value, sid) else {
         return Err(Reject::NoSession);
     };
+    // Without the shared store no proof could be spent safely: refuse at
+    // once rather than park a request nobody can release.
+    if !gw.state.is_available() {
+        tracing::error!(route = %route.name, backend = gw.state.backend(), "state store unavailable; refusing a sensitive request");
+        return Err(Reject::StateUnavailable);
+    }
     let bearer = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
 
     // The identity cannot be left out, doubled or swapped (SPEC §3).
@@ -186,7 +192,7 @@ pub async fn sensitive(
     // 4. An up-front token bound to this very request.
     let mut early_proof = None;
     if let Some(token) = ctx.token {
-        match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now) {
+        match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now).await? {
             Ok(proof) if route.require.approvals == 0 => {
                 if meta.identity.is_none() {
                     who::bind(

@@ -1,8 +1,11 @@
 //! Verifying a requester's proof for one hold (or, up front, for one
 //! request). Every failure reason goes to the log; the client only ever
-//! learns `invalid_proof`.
+//! learns `invalid_proof`. The outer `Result` is the shared state store:
+//! when it cannot record a single-use value, nothing is accepted and the
+//! caller answers 503 `state_unavailable`.
 
 use super::passkey::{self, ChallengeKey};
+use super::respond::Reject;
 use super::Gateway;
 use crate::clock::unix_secs;
 use crate::hold::{HoldMeta, Proof};
@@ -13,15 +16,55 @@ use crate::stepup::totp;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+/// A proof checked and its outcome decided, or the store that records
+/// single-use values could not be asked.
+pub(super) type Checked = Result<Result<Proof, String>, Reject>;
+
+/// The shared store did not answer: logged here, 503 to the client.
+fn unavailable(e: crate::store::StateError) -> Reject {
+    tracing::error!(error = %e, "cannot record a single-use proof; failing closed");
+    Reject::StateUnavailable
+}
+
+/// The key a token's `jti` is remembered under (also rebuilt from the
+/// audit trail after a restart).
+pub(crate) fn jti_key(iss: &str, jti: &str) -> String {
+    format!("jti:{iss}:{jti}")
+}
+
 /// Verifies a step-up token and claims its `jti`.
-pub(super) fn token(
+pub(super) async fn token(
     gw: &Gateway,
     token: &[u8],
     meta: &HoldMeta,
     hold: Option<&HoldId>,
     require: &Requirements,
     now: SystemTime,
-) -> Result<Proof, String> {
+) -> Checked {
+    let (key, usable_until, proof) = match check_token(gw, token, meta, hold, require, now) {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Claimed last, so a token refused for another reason is not burnt.
+    let fresh = gw
+        .state
+        .claim_once(&key, usable_until, unix_secs(now))
+        .await
+        .map_err(unavailable)?;
+    if !fresh {
+        return Ok(Err("token jti was already used".into()));
+    }
+    Ok(Ok(proof))
+}
+
+fn check_token(
+    gw: &Gateway,
+    token: &[u8],
+    meta: &HoldMeta,
+    hold: Option<&HoldId>,
+    require: &Requirements,
+    now: SystemTime,
+) -> Result<(String, u64, Proof), String> {
     if !require.accepts(ProofMethod::Token) {
         return Err("route does not accept token proofs".into());
     }
@@ -44,25 +87,25 @@ pub(super) fn token(
         ));
     }
     actor_allowed(gw, meta, require, &t.sub)?;
-    // Claimed last, so a token refused for another reason is not burnt.
     // Kept past `exp` for as long as the verifier's skew leeway would still
     // accept the token; purged at `exp`, it could be presented again.
     let usable_until = t.exp.saturating_add(LEEWAY.as_secs());
-    if !gw.replay.claim(format!("jti:{}:{}", t.iss, t.jti), usable_until) {
-        return Err("token jti was already used".into());
-    }
-    Ok(Proof {
-        method: ProofMethod::Token,
-        sub: t.sub,
-        auth_time: t.auth_time,
-        amr: t.amr,
-        acr: t.acr.unwrap_or_else(|| "token".into()),
-    })
+    Ok((
+        jti_key(&t.iss, &t.jti),
+        usable_until,
+        Proof {
+            method: ProofMethod::Token,
+            sub: t.sub,
+            auth_time: t.auth_time,
+            amr: t.amr,
+            acr: t.acr.unwrap_or_else(|| "token".into()),
+        },
+    ))
 }
 
 /// Verifies a TOTP code from `user`, sent from `client`, and claims its
 /// time step.
-pub(super) fn totp(
+pub(super) async fn totp(
     gw: &Gateway,
     user: &str,
     code: &str,
@@ -70,15 +113,37 @@ pub(super) fn totp(
     meta: &HoldMeta,
     require: &Requirements,
     now: SystemTime,
-) -> Result<Proof, String> {
+) -> Checked {
     let secs = unix_secs(now);
     if user.is_empty() {
-        return Err("no user given".into());
+        return Ok(Err("no user given".into()));
     }
-    may_try(gw, user, client, secs)?;
-    let result = check_totp(gw, user, code, meta, require, secs);
+    if let Err(e) = may_try(gw, user, client, secs) {
+        return Ok(Err(e));
+    }
+    let result = match check_totp(gw, user, code, meta, require, secs) {
+        Ok(step) => claim_step(gw, user, step).await?.map(|()| Proof {
+            method: ProofMethod::Totp,
+            sub: user.to_owned(),
+            auth_time: secs,
+            amr: vec!["otp".into()],
+            acr: "aal2".into(),
+        }),
+        Err(e) => Err(e),
+    };
     settle_try(gw, user, client, secs, result.is_ok());
-    result
+    Ok(result)
+}
+
+/// Spends a TOTP step for `user`: a code is good once, and never after a
+/// newer one, on every instance.
+async fn claim_step(gw: &Gateway, user: &str, step: u64) -> Result<Result<(), String>, Reject> {
+    let newer = gw.state.advance_step(user, step).await.map_err(unavailable)?;
+    Ok(if newer {
+        Ok(())
+    } else {
+        Err(format!("TOTP code for step {step} was already used by {user}"))
+    })
 }
 
 /// Guessing is limited per person at one client address and per client
@@ -131,6 +196,7 @@ fn verify_code(users: &crate::users::UserFile, user: &str, code: &str, now: u64)
     Ok(step)
 }
 
+/// The step of a right code from an allowed user, not yet spent.
 fn check_totp(
     gw: &Gateway,
     user: &str,
@@ -138,20 +204,10 @@ fn check_totp(
     meta: &HoldMeta,
     require: &Requirements,
     now: u64,
-) -> Result<Proof, String> {
+) -> Result<u64, String> {
     actor_allowed(gw, meta, require, user)?;
     let users = gw.users.snapshot().map_err(|e| e.to_string())?;
-    let step = verify_code(&users, user, code, now)?;
-    if !gw.totp_steps.claim(user, step) {
-        return Err(format!("TOTP code for step {step} was already used by {user}"));
-    }
-    Ok(Proof {
-        method: ProofMethod::Totp,
-        sub: user.to_owned(),
-        auth_time: now,
-        amr: vec!["otp".into()],
-        acr: "aal2".into(),
-    })
+    verify_code(&users, user, code, now)
 }
 
 /// Verifies a passkey assertion answering this hold's own challenge (bound
@@ -218,27 +274,28 @@ pub(super) fn actor_allowed(gw: &Gateway, meta: &HoldMeta, require: &Requirement
 /// Checks an approver's own TOTP code (sign-in, and decisions of
 /// approvers configured with `totp: true` or signed in on the page), sent
 /// from `client`, under the same limits as a requester's code.
-pub(super) fn approver_totp(
+pub(super) async fn approver_totp(
     gw: &Gateway,
     name: &str,
     code: &str,
     client: IpAddr,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<Result<(), String>, Reject> {
     let secs = unix_secs(now);
-    may_try(gw, name, client, secs)?;
-    let result = gw
+    if let Err(e) = may_try(gw, name, client, secs) {
+        return Ok(Err(e));
+    }
+    let checked = gw
         .users
         .snapshot()
         .map_err(|e| e.to_string())
-        .and_then(|users| verify_code(&users, name, code, secs))
-        .and_then(|step| {
-            if gw.totp_steps.claim(name, step) {
-                Ok(())
-            } else {
-                Err("approver TOTP code already used".into())
-            }
-        });
+        .and_then(|users| verify_code(&users, name, code, secs));
+    let result = match checked {
+        Ok(step) => claim_step(gw, name, step)
+            .await?
+            .map_err(|_| "approver TOTP code already used".to_owned()),
+        Err(e) => Err(e),
+    };
     settle_try(gw, name, client, secs, result.is_ok());
-    result
+    Ok(result)
 }

@@ -30,6 +30,9 @@ pub enum Reject {
     TooManyHolds,
     UpstreamUnavailable,
     AuditUnavailable,
+    /// The shared state store (Redis) cannot be reached: sensitive routes
+    /// fail closed.
+    StateUnavailable,
     ShuttingDown,
     NotFound,
 }
@@ -47,7 +50,7 @@ impl Reject {
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             TooManyHolds => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            AuditUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AuditUnavailable | StateUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -72,6 +75,7 @@ impl Reject {
             TooManyHolds => "too_many_holds",
             UpstreamUnavailable => "upstream_unavailable",
             AuditUnavailable => "audit_unavailable",
+            StateUnavailable => "state_unavailable",
             ShuttingDown => "shutting_down",
             NotFound => "not_found",
         }
@@ -98,6 +102,7 @@ impl Reject {
             TooManyHolds => "too many pending step-ups",
             UpstreamUnavailable => "the upstream is unavailable",
             AuditUnavailable => "the audit trail is unavailable",
+            StateUnavailable => "the shared state store is unavailable",
             ShuttingDown => "the gateway is shutting down",
             NotFound => "not found",
         }
@@ -109,7 +114,7 @@ impl Reject {
             body["attempts_left"] = attempts_left.into();
         }
         let mut resp = json(self.status(), &body);
-        if matches!(self, Reject::ShuttingDown) {
+        if matches!(self, Reject::ShuttingDown | Reject::StateUnavailable) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -171,6 +176,7 @@ mod tests {
             (Reject::TooManyHolds, 429, "too_many_holds"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Reject::AuditUnavailable, 503, "audit_unavailable"),
+            (Reject::StateUnavailable, 503, "state_unavailable"),
             (Reject::ShuttingDown, 503, "shutting_down"),
         ];
         for (r, status, code) in table {

@@ -55,8 +55,19 @@ fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             gw.sweep();
+            // Also how a lost store is noticed while idle, and its return:
+            // `/readyz` and sensitive routes follow `is_available`.
+            let _ = gw.state.probe().await;
         }
     })
+}
+
+/// Before the first request: the state store answers, and every instance
+/// on it runs with this instance's keys.
+async fn join_state(gw: &Gateway) -> Result<(), StartError> {
+    gw.state.join(&gw.fingerprints).await?;
+    tracing::info!(backend = gw.state.backend(), "state store joined");
+    Ok(())
 }
 
 /// Waits for the releases still in flight, up to `upstream_timeout`: each
@@ -94,6 +105,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), StartError> {
+    join_state(&gw).await?;
     let serving = Serving::new(gw.clone())?;
     let graceful = GracefulShutdown::new();
     let sweeper = spawn_sweeper(&gw);
@@ -120,6 +132,7 @@ pub async fn run_per_core(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), StartError> {
+    join_state(&gw).await?;
     let serving = Serving::new(gw.clone())?;
     let sweeper = spawn_sweeper(&gw);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -114,7 +114,7 @@ pub(super) async fn login(
     // name at that client), whatever the name and method: the page is
     // open to anyone, and only the sender should be slowed down.
     let verified = match (method, known) {
-        ("totp", true) => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), client, now),
+        ("totp", true) => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), client, now).await?,
         ("totp" | "webauthn", _) => proofs::may_try(gw, &req.name, client, secs).and_then(|()| {
             let result = match (&req.credential, known) {
                 (_, false) => Err(format!("{:?} is not an approver", req.name)),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authenticator;
+pub mod redis;
 pub mod story;
 pub mod upstreams;
 
@@ -199,6 +200,7 @@ async fn upstream_handle(
 
 // --------------------------------------------------------------------- PKI
 
+#[derive(Clone)]
 pub struct Pki {
     pub ca_pem: String,
     pub ca_der: CertificateDer<'static>,
@@ -245,6 +247,7 @@ impl Pki {
 // ----------------------------------------------------------------- gateway
 
 /// An external step-up token issuer the gateway trusts.
+#[derive(Clone)]
 pub struct Issuer {
     pub key: SigningKey,
     pub kid: String,
@@ -260,6 +263,19 @@ pub struct Gateway {
     pub gw: Arc<stepgate::proxy::Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The Redis this gateway keeps its state in, when the test started
+    /// one for it (`STEPGATE_TEST_STATE=redis`).
+    pub redis: Option<Arc<redis::RedisServer>>,
+}
+
+/// `STEPGATE_TEST_STATE=redis` runs every gateway the launcher starts on
+/// a Redis of its own (unless the test configures `state:` itself).
+fn state_from_env(extra: &str) -> Option<Arc<redis::RedisServer>> {
+    let wanted = std::env::var("STEPGATE_TEST_STATE").ok()?;
+    if wanted != "redis" || extra.lines().any(|l| l.starts_with("state:")) {
+        return None;
+    }
+    Some(Arc::new(redis::RedisServer::start()))
 }
 
 /// Every test's trail is checked for the hold story invariants when its
@@ -353,6 +369,8 @@ impl Gateway {
             iss: "https://idp.test".into(),
             aud: "stepgate-test".into(),
         };
+        let redis = state_from_env(extra);
+        let state = redis.as_ref().map(|r| r.state_yaml()).unwrap_or_default();
         let text = format!(
             "listen: 127.0.0.1:0
 tls: {{ cert: cert.pem, key: key.pem }}
@@ -361,7 +379,7 @@ session: {{ cookie: SESSIONID, header: Authorization }}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: legacy-admin, ttl: 60s }}
 stepup:
   token_issuers: [ {{ issuer: 'https://idp.test', audience: stepgate-test, jwks: idp-jwks.json }} ]
-{extra}
+{state}{extra}
 routes:
 {routes}"
         );
@@ -380,8 +398,44 @@ routes:
             gw,
             stop: Some(stop),
             task: Some(task),
+            redis,
         };
         (gw, second)
+    }
+
+    /// Stops this gateway gracefully and starts it again from the same
+    /// files (config, keys, audit trail): a restart.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let Launched { addr, gw, stop, task } = launch(&self.dir.join("routes.yaml"), Arc::new(SystemClock)).await;
+        self.addr = addr;
+        self.gw = gw;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// Another instance with this one's config and keys (the same files),
+    /// writing its own audit trail: two gateways behind one balancer.
+    pub async fn peer(&self, clock: Arc<dyn stepgate::clock::Clock>) -> Gateway {
+        let text = std::fs::read_to_string(self.dir.join("routes.yaml")).expect("config");
+        assert!(
+            !text.contains("\naudit:"),
+            "peer() gives each instance its own audit trail"
+        );
+        let name = format!("peer-{}", stepgate::ids::random_token());
+        let config = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, format!("{text}\naudit: {{ path: {name}-audit.jsonl }}\n")).expect("write");
+        let Launched { addr, gw, stop, task } = launch(&config, clock).await;
+        Gateway {
+            addr,
+            dir: self.dir.clone(),
+            pki: self.pki.clone(),
+            issuer: self.issuer.clone(),
+            gw,
+            stop: Some(stop),
+            task: Some(task),
+            redis: self.redis.clone(),
+        }
     }
 
     pub async fn default(upstream: SocketAddr) -> Gateway {

@@ -1,0 +1,242 @@
+//! The Redis backend of the shared-state port, for several instances
+//! behind one load balancer.
+//!
+//! Every key starts with the configured prefix and carries its record's
+//! identity in a hash tag (`{...}`), so on a Redis Cluster each record's
+//! keys share a slot, and every key gets an expiry when it is written.
+//! Client-chosen values (a token's `jti`, a user name) are hashed into the
+//! key, which keeps keys short and free of separators.
+
+use super::shared::{Fingerprints, StateError, StateStore, StoreFuture};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long a fingerprint stays published without an instance refreshing
+/// it: short, so that a fleet restarted with new keys can publish them a
+/// minute after the last old instance went away.
+const FINGERPRINT_TTL_SECS: u64 = 60;
+
+/// A TOTP step matters only while a code of it can still be accepted (one
+/// step of skew either side); ten minutes leaves a wide margin.
+const STEP_TTL_SECS: u64 = 600;
+
+/// An answer slower than this counts as no answer: a request must not hang
+/// on a store that is gone.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sets the user's last step only if the new one is newer, and gives the
+/// key its expiry, in one step on the server.
+const ADVANCE_STEP: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local step = tonumber(ARGV[1])
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+pub struct RedisState {
+    conn: ConnectionManager,
+    prefix: String,
+    available: AtomicBool,
+    advance: redis::Script,
+    /// What this instance published, refreshed by every probe.
+    published: std::sync::Mutex<Option<Fingerprints>>,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState").field("prefix", &self.prefix).finish()
+    }
+}
+
+fn digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl RedisState {
+    /// Connects lazily: nothing is sent until the first operation (see
+    /// [`StateStore::join`], which the server runs before it serves).
+    /// Must be called inside a Tokio runtime, which then drives the
+    /// connection for every serving thread.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, StateError> {
+        let client = redis::Client::open(url).map_err(|e| StateError::Unavailable(e.category().to_owned()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        Ok(RedisState {
+            conn,
+            prefix: prefix.to_owned(),
+            available: AtomicBool::new(false),
+            advance: redis::Script::new(ADVANCE_STEP),
+            published: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn key(&self, kind: &str, tag: &str) -> String {
+        format!("{}:{kind}:{{{tag}}}", self.prefix)
+    }
+
+    fn fingerprint_key(&self) -> String {
+        self.key("fingerprints", "instances")
+    }
+
+    /// Runs one operation with a deadline and records whether the store
+    /// answered.
+    async fn run<T>(&self, op: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StateError> {
+        let result = match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StateError::Unavailable(e.to_string())),
+            Err(_) => Err(StateError::Unavailable("no answer in time".into())),
+        };
+        self.note(result.is_ok());
+        result
+    }
+
+    fn note(&self, ok: bool) {
+        let was = self.available.swap(ok, Ordering::Relaxed);
+        if was && !ok {
+            tracing::error!(
+                backend = "redis",
+                "state store unreachable: sensitive routes fail closed"
+            );
+        } else if !was && ok {
+            tracing::info!(backend = "redis", "state store reachable");
+        }
+    }
+
+    async fn publish(&self, fp: &Fingerprints) -> Result<(), StateError> {
+        let key = self.fingerprint_key();
+        let mut c = self.conn.clone();
+        let mine = fp.encode();
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&mine)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(FINGERPRINT_TTL_SECS)
+                    .query_async(&mut c),
+            )
+            .await?;
+        if set.is_some() {
+            return Ok(());
+        }
+        let theirs: Option<String> = self.run(redis::cmd("GET").arg(&key).query_async(&mut c)).await?;
+        let theirs = theirs.unwrap_or_default();
+        let differ = fp.differences(&theirs);
+        if !differ.is_empty() && !theirs.is_empty() {
+            return Err(StateError::KeyMismatch(format!(
+                "other instances on this Redis run with another {}; every instance needs the same keys",
+                differ.join(" and another ")
+            )));
+        }
+        let _: bool = self
+            .run(
+                redis::cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(FINGERPRINT_TTL_SECS)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl StateStore for RedisState {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn claim_once<'a>(&'a self, key: &'a str, expires: u64, now: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let ttl = expires.saturating_sub(now).max(1);
+            let set: Option<String> = self
+                .run(
+                    redis::cmd("SET")
+                        .arg(self.key("once", &digest(key)))
+                        .arg(expires)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut c),
+                )
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn advance_step<'a>(&'a self, user: &'a str, step: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let mut call = self.advance.key(self.key("totp", &digest(user)));
+            call.arg(step).arg(STEP_TTL_SECS);
+            let newer: i64 = self.run(call.invoke_async(&mut c)).await?;
+            Ok(newer == 1)
+        })
+    }
+
+    fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let _: String = self.run(redis::cmd("PING").query_async(&mut c)).await?;
+            let fp = self.published.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(fp) = fp {
+                // A Redis that came back empty gets the fingerprints again.
+                if let Err(e) = self.publish(&fp).await {
+                    tracing::error!(error = %e, "shared key check failed");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn join<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.publish(fp).await?;
+            *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
+            Ok(())
+        })
+    }
+
+    fn purge(&self, _now: u64) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_are_prefixed_tagged_and_hide_client_values() {
+        let s = RedisState::new("redis://127.0.0.1:1", "sg").expect("lazy");
+        let k = s.key("once", &digest("jti:https://idp:abc"));
+        assert!(k.starts_with("sg:once:{"), "{k}");
+        assert!(k.ends_with('}'));
+        assert!(!k.contains("abc"));
+        assert!(!s.is_available(), "unknown until asked");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_an_error_not_a_yes() {
+        // Port 1 on loopback refuses at once: the claim must fail closed.
+        let s = RedisState::new("redis://127.0.0.1:1", "sg").expect("lazy");
+        assert!(s.claim_once("k", 100, 0).await.is_err());
+        assert!(s.advance_step("alice", 1).await.is_err());
+        assert!(!s.is_available());
+    }
+}

@@ -1,0 +1,304 @@
+//! The records several instances must agree on (SPEC §10): single-use
+//! proofs (token `jti`s, TOTP steps) and the fingerprints of the keys every
+//! instance must share. One interface, two backends: process memory for a
+//! single instance, Redis for several (see `redis_state`).
+
+use super::{ReplayCache, StepCounters};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What every store operation returns: the answer, or the store could not
+/// be asked. Callers fail closed on the error.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The store did not answer (refused, reset, timed out). The detail is
+    /// for the log only.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Another instance on this store runs with other keys.
+    #[error("{0}")]
+    KeyMismatch(String),
+}
+
+/// What an instance publishes about its shared secrets: digests only, never
+/// the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// SHA-256 of the session HMAC key, domain-separated.
+    pub session: String,
+    /// The assertion key's JWK thumbprint (its `kid`).
+    pub assertion: String,
+}
+
+impl Fingerprints {
+    pub fn new(session_key: &[u8], assertion_kid: &str) -> Self {
+        Fingerprints {
+            session: Self::session_digest(session_key),
+            assertion: assertion_kid.to_owned(),
+        }
+    }
+
+    /// A digest that names the session key without revealing it (the key
+    /// is 32 random bytes, so its hash cannot be searched back).
+    pub fn session_digest(session_key: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"stepgate session key fingerprint\0");
+        h.update(session_key);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// One line, as stored and compared.
+    pub fn encode(&self) -> String {
+        format!("session={};assertion={}", self.session, self.assertion)
+    }
+
+    /// Which of the keys differ from `published` (empty when they agree).
+    pub fn differences(&self, published: &str) -> Vec<&'static str> {
+        let field = |name: &str| {
+            published
+                .split(';')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_owned)
+        };
+        let mut out = Vec::new();
+        if field("session").as_deref() != Some(self.session.as_str()) {
+            out.push("session key (session.key_file)");
+        }
+        if field("assertion").as_deref() != Some(self.assertion.as_str()) {
+            out.push("assertion key (assertion.key)");
+        }
+        out
+    }
+}
+
+/// The shared-state port. Every record written has an expiry, so nothing
+/// outlives the window in which it matters.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// `memory` or `redis`, for logs, metrics and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Records `key` as used until `expires` (Unix seconds); false when it
+    /// was already used. Check and insert are one atomic step, across every
+    /// instance sharing the store.
+    fn claim_once<'a>(&'a self, key: &'a str, expires: u64, now: u64) -> StoreFuture<'a, bool>;
+
+    /// Accepts TOTP `step` for `user` when it is newer than the last step
+    /// accepted for them (RFC 6238 §5.2), atomically.
+    fn advance_step<'a>(&'a self, user: &'a str, step: u64) -> StoreFuture<'a, bool>;
+
+    /// The store's state as last seen (no round trip): sensitive work is
+    /// refused up front while it is down.
+    fn is_available(&self) -> bool;
+
+    /// Asks the store now, refreshes `is_available`, and keeps this
+    /// instance's fingerprints published.
+    fn probe(&self) -> StoreFuture<'_, ()>;
+
+    /// Publishes `fp` unless other instances published different keys, in
+    /// which case this instance must not serve.
+    fn join<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()>;
+
+    /// Drops expired records (a no-op where the store expires them itself).
+    fn purge(&self, now: u64);
+}
+
+/// One instance: the records live in this process, and each one is also
+/// appended to a journal before it counts, so that a restart does not
+/// reopen a replay (the journal is read back, and compacted, at start).
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    once: ReplayCache,
+    steps: StepCounters,
+    journal: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+/// One journal line.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Entry {
+    Once { key: String, until: u64 },
+    Step { user: String, step: u64, until: u64 },
+}
+
+/// How long a TOTP step is kept in the journal: longer than any code of
+/// it can be accepted.
+const STEP_KEEP_SECS: u64 = 600;
+
+impl MemoryState {
+    /// Opens (or creates) the journal at `path`, restores the records that
+    /// have not expired at `now`, and rewrites the journal with only those.
+    /// A journal that cannot be read or written is an error: starting
+    /// without it would forget which proofs were spent.
+    pub fn open(path: &std::path::Path, now: u64) -> Result<Self, StateError> {
+        use std::io::Write;
+        let io = |what: &str, e: std::io::Error| StateError::Unavailable(format!("{what} {}: {e}", path.display()));
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io("cannot read", e)),
+        };
+        let state = MemoryState::default();
+        let mut live = Vec::new();
+        // A line cut short by a crash is the only kind that fails to parse;
+        // it was never acknowledged, so nothing was accepted on it.
+        for entry in text.lines().filter_map(|l| serde_json::from_str::<Entry>(l).ok()) {
+            match &entry {
+                Entry::Once { key, until } if *until >= now => {
+                    state.once.claim(key.clone(), *until);
+                }
+                Entry::Step { user, step, until } if *until >= now => {
+                    state.steps.claim(user, *step);
+                }
+                _ => continue,
+            }
+            live.push(entry);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut out = String::new();
+        for e in &live {
+            out.push_str(&serde_json::to_string(e).map_err(|e| StateError::Unavailable(e.to_string()))?);
+            out.push('\n');
+        }
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot write", e))?;
+        f.write_all(out.as_bytes()).map_err(|e| io("cannot write", e))?;
+        f.sync_all().map_err(|e| io("cannot sync", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io("cannot replace", e))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io("cannot open", e))?;
+        Ok(MemoryState {
+            journal: Some(std::sync::Mutex::new(file)),
+            ..state
+        })
+    }
+
+    /// Makes `entry` durable. On failure the record still counts in memory
+    /// (a value is burnt rather than reopened) and the proof is refused.
+    fn journal(&self, entry: &Entry) -> Result<(), StateError> {
+        use std::io::Write;
+        let Some(j) = &self.journal else { return Ok(()) };
+        let mut line = serde_json::to_string(entry).map_err(|e| StateError::Unavailable(e.to_string()))?;
+        line.push('\n');
+        let mut f = j.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| StateError::Unavailable(format!("single-use journal: {e}")))
+    }
+}
+
+impl StateStore for MemoryState {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn claim_once<'a>(&'a self, key: &'a str, expires: u64, _now: u64) -> StoreFuture<'a, bool> {
+        let fresh = self.once.claim(key.to_owned(), expires);
+        let result = if fresh {
+            self.journal(&Entry::Once {
+                key: key.to_owned(),
+                until: expires,
+            })
+            .map(|()| true)
+        } else {
+            Ok(false)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn advance_step<'a>(&'a self, user: &'a str, step: u64) -> StoreFuture<'a, bool> {
+        let newer = self.steps.claim(user, step);
+        let result = if newer {
+            // A step names its own time: it is worth keeping until well
+            // after any code of it could be accepted.
+            let until = step
+                .saturating_mul(crate::stepup::totp::STEP)
+                .saturating_add(STEP_KEEP_SECS);
+            self.journal(&Entry::Step {
+                user: user.to_owned(),
+                step,
+                until,
+            })
+            .map(|()| true)
+        } else {
+            Ok(false)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn join<'a>(&'a self, _fp: &'a Fingerprints) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn purge(&self, now: u64) {
+        self.once.purge(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_name_the_key_that_differs() {
+        let a = Fingerprints::new(b"k1", "kid-a");
+        assert!(a.differences(&a.encode()).is_empty());
+        let b = Fingerprints::new(b"k2", "kid-a");
+        assert_eq!(a.differences(&b.encode()), vec!["session key (session.key_file)"]);
+        let c = Fingerprints::new(b"k1", "kid-c");
+        assert_eq!(a.differences(&c.encode()), vec!["assertion key (assertion.key)"]);
+        assert_eq!(a.differences("garbage").len(), 2);
+        assert!(!a.encode().contains("k1"), "the key itself is never published");
+    }
+
+    #[tokio::test]
+    async fn memory_claims_once_and_steps_forward() {
+        let m = MemoryState::default();
+        assert!(m.claim_once("jti:a", 100, 0).await.expect("memory"));
+        assert!(!m.claim_once("jti:a", 100, 0).await.expect("memory"));
+        assert!(m.advance_step("alice", 5).await.expect("memory"));
+        assert!(!m.advance_step("alice", 5).await.expect("memory"));
+    }
+
+    #[tokio::test]
+    async fn the_journal_survives_a_restart_and_forgets_what_expired() {
+        let dir = std::env::temp_dir().join(format!("stepgate-journal-{}", crate::ids::random_token()));
+        let path = dir.join("single-use.jsonl");
+        let m = MemoryState::open(&path, 1000).expect("opens");
+        assert!(m.claim_once("jti:keep", 2000, 1000).await.expect("claims"));
+        assert!(m.claim_once("jti:old", 1500, 1000).await.expect("claims"));
+        assert!(m.advance_step("alice", 100).await.expect("steps"));
+        drop(m);
+        // A torn last line (a crash mid-write) is ignored.
+        let mut text = std::fs::read_to_string(&path).expect("journal");
+        text.push_str("{\"kind\":\"once\",\"ke");
+        std::fs::write(&path, text).expect("write");
+        let m = MemoryState::open(&path, 1600).expect("reopens");
+        assert!(
+            !m.claim_once("jti:keep", 2000, 1600).await.expect("claims"),
+            "still spent"
+        );
+        assert!(
+            m.claim_once("jti:old", 1700, 1600).await.expect("claims"),
+            "expired records go"
+        );
+        assert!(!m.advance_step("alice", 100).await.expect("steps"), "the step too");
+        assert!(m.advance_step("alice", 101).await.expect("steps"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
