@@ -161,6 +161,33 @@ pub struct StepupConfig {
     pub approvers: Vec<Approver>,
     /// Passkeys; `None` means the `webauthn` method is not offered.
     pub webauthn: Option<WebauthnConfig>,
+    /// Re-authentication at an OpenID Provider; `None`: no `oidc` method.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `stepup.oidc` (SPEC §5): the OpenID Provider and this gateway's client
+/// registration there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Exactly as the OP spells it (no trailing-slash normalisation): the
+    /// ID token's `iss` must equal it byte for byte.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_auth: OidcClientAuth,
+    pub redirect_uri: http::Uri,
+    /// Always starts with `openid`, without duplicates.
+    pub scopes: Vec<String>,
+    /// Extra trust anchor for a private IdP's TLS certificate.
+    pub ca: Option<PathBuf>,
+}
+
+/// How the gateway authenticates at the OP's token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OidcClientAuth {
+    /// `client_secret_basic` with the secret read from this file.
+    SecretFile(PathBuf),
+    /// `private_key_jwt` signed ES256 with the P-256 key in this PEM file.
+    PrivateKeyJwt(PathBuf),
 }
 
 /// `stepup.webauthn`: the relying party passkeys belong to. The RP id and
@@ -224,6 +251,14 @@ impl Config {
         self.assertion.retired_keys.iter_mut().for_each(fix);
         for issuer in &mut self.stepup.token_issuers {
             fix(&mut issuer.jwks);
+        }
+        if let Some(o) = self.stepup.oidc.as_mut() {
+            match &mut o.client_auth {
+                OidcClientAuth::SecretFile(p) | OidcClientAuth::PrivateKeyJwt(p) => fix(p),
+            }
+            if let Some(ca) = o.ca.as_mut() {
+                fix(ca);
+            }
         }
     }
 }

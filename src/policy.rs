@@ -65,6 +65,9 @@ pub struct Requirements {
     /// `break_glass:` on the route: the requester may release their own
     /// hold by stating a reason; always audited and announced.
     pub break_glass: Option<BreakGlass>,
+    /// The OP `acr` values that satisfy the route, in the IdP's own words
+    /// and in preference order (sent as `acr_values`). Empty: any `acr`.
+    pub acr: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,7 @@ impl Default for Requirements {
             groups: Vec::new(),
             reuse: Duration::ZERO,
             break_glass: None,
+            acr: Vec::new(),
         }
     }
 }

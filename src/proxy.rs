@@ -15,6 +15,7 @@ mod gate;
 mod handler;
 pub mod hygiene;
 pub mod inflight;
+mod oidc;
 mod origin;
 mod page;
 mod passkey;
@@ -115,6 +116,18 @@ pub struct Live {
     pub identity_jwt: Option<crate::identity::JwtIdentity>,
     /// `stepup.webauthn`, when passkeys are offered.
     pub webauthn: Option<Arc<RelyingParty>>,
+    /// `stepup.oidc`, when re-authentication at an OpenID Provider is offered.
+    pub oidc: Option<Arc<oidc::Provider>>,
+}
+
+fn oidc_provider(config: &Config) -> Result<Option<Arc<oidc::Provider>>, StartError> {
+    let Some(o) = &config.stepup.oidc else { return Ok(None) };
+    oidc::Provider::new(o)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|e| StartError::Invalid {
+            path: "stepup.oidc".into(),
+            message: e.to_string(),
+        })
 }
 
 fn relying_party(config: &Config) -> Result<Option<Arc<RelyingParty>>, StartError> {
@@ -187,6 +200,8 @@ pub struct Gateway {
     pub revoked_approvers: Revoked,
     /// WebAuthn challenges in flight.
     pub(crate) passkeys: passkey::Challenges,
+    /// OIDC authorization flows in flight.
+    pub(crate) oidc_flows: oidc::Flows,
     pub notifier: Option<Notifier>,
     /// Releases being carried out (forwarded and recorded) right now.
     pub releases: Arc<inflight::Releases>,
@@ -246,6 +261,7 @@ impl Gateway {
         let tokens = token_verifier(&config)?;
         let identity_jwt = identity_jwt(&config)?;
         let webauthn = relying_party(&config)?;
+        let oidc = oidc_provider(&config)?;
         let metrics = Metrics::new();
         let upstream = Upstream::new(
             config.upstream.authority.clone(),
@@ -284,6 +300,7 @@ impl Gateway {
             client_failures: FailureLimiter::new(20, 30, 900),
             revoked_approvers: Revoked::default(),
             passkeys: passkey::Challenges::default(),
+            oidc_flows: oidc::Flows::default(),
             notifier,
             releases: Arc::default(),
             live: ArcSwap::from_pointee(Live {
@@ -292,6 +309,7 @@ impl Gateway {
                 tokens,
                 identity_jwt,
                 webauthn,
+                oidc,
             }),
             metrics,
             session_key,
@@ -395,6 +413,11 @@ impl Gateway {
         let identity_jwt = identity_jwt(&config).map_err(|e| e.to_string())?;
         let webauthn = relying_party(&config).map_err(|e| e.to_string())?;
         let old = self.live();
+        // An unchanged provider keeps its discovery and JWKS cache.
+        let oidc = match &old.oidc {
+            Some(p) if config.stepup.oidc.as_ref() == Some(&p.config) => Some(p.clone()),
+            _ => oidc_provider(&config).map_err(|e| e.to_string())?,
+        };
         let o = &old.config;
         let fixed = [
             ("listen", o.listen != config.listen),
@@ -438,6 +461,7 @@ impl Gateway {
             tokens,
             identity_jwt,
             webauthn,
+            oidc,
         }));
         Ok(routes)
     }

@@ -381,3 +381,49 @@ fn missing_or_readable_key_files_are_refused_with_their_line() {
     std::fs::set_permissions(dir.0.join("key.pem"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(check(&f).status.code(), Some(0), "{}", text(&check(&f).stderr));
 }
+
+/// SPEC §5's `stepup.oidc` example passes `check` once its secret exists
+/// and is private; without the secret file the gateway refuses to start
+/// rather than run an OIDC client with no credential.
+#[test]
+fn oidc_example_checks_and_a_missing_client_secret_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let f = dir.write(
+        "routes.yaml",
+        "listen: 127.0.0.1:0
+tls: { cert: cert.pem, key: key.pem }
+upstream: http://127.0.0.1:9
+session: { cookie: SESSIONID }
+assertion: { key: assertion.pem, issuer: stepgate, audience: legacy }
+stepup:
+  oidc:
+    issuer: https://idp.example/realms/corp
+    client_id: stepgate
+    client_secret_file: oidc-secret
+    redirect_uri: https://gw.example/.stepup/oidc/callback
+    scopes: [openid]
+routes:
+  - name: wire
+    match: { methods: [POST], path: /admin/wire }
+    require: { methods: [oidc], acr: [phr, \"urn:example:acr:mfa\"], max_age: 5m }
+",
+    );
+    let line = assert_located(&check(&f), &f, 10, 25, "stepup.oidc.client_secret_file:");
+    assert!(line.contains("does not exist"), "{line}");
+    let served = stepgate(&["serve", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(served.status.code(), Some(2), "{}", text(&served.stderr));
+    assert!(
+        text(&served.stderr).contains("stepup.oidc.client_secret_file"),
+        "{}",
+        text(&served.stderr)
+    );
+
+    let secret = dir.write("oidc-secret", "s3cret\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let line = assert_located(&check(&f), &f, 10, 25, "stepup.oidc.client_secret_file:");
+    assert!(line.contains("chmod 600"), "{line}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = check(&f);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

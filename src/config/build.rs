@@ -163,7 +163,12 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         Some(w) => Some(webauthn::relying_party(w)?),
         None => None,
     };
+    let oidc = match raw.stepup.oidc {
+        Some(o) => Some(oidc::provider(o)?),
+        None => None,
+    };
     let stepup = StepupConfig {
+        oidc,
         prefix,
         token_issuers,
         users: raw.stepup.users.unwrap_or_else(|| PathBuf::from("state/users.yaml")),
@@ -259,6 +264,9 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
             if let Some(note) = webauthn::withdraw(&mut route.require, &at, lists_webauthn)? {
                 notes.push(note);
             }
+        }
+        if !route.deny {
+            oidc::route_fits(&route.require, stepup.oidc.as_ref(), &at)?;
         }
         if route.require.accepts(ProofMethod::Token) && stepup.token_issuers.is_empty() && !route.deny {
             return problem(
@@ -610,6 +618,7 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
                 groups: req.groups,
                 reuse,
                 break_glass: None,
+                acr: oidc::acr(req.acr, at)?,
             }
         }
     };
@@ -781,6 +790,7 @@ fn one_line(e: &regex::Error) -> String {
         .to_owned()
 }
 
+mod oidc;
 #[cfg(test)]
 mod tests;
 mod webauthn;

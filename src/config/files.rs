@@ -61,6 +61,26 @@ fn named(config: &Config) -> Vec<Named> {
             "save the issuer's JWKS there",
         ));
     }
+    if let Some(o) = &config.stepup.oidc {
+        let (at, file) = match &o.client_auth {
+            crate::config::OidcClientAuth::SecretFile(f) => ("stepup.oidc.client_secret_file", f),
+            crate::config::OidcClientAuth::PrivateKeyJwt(f) => ("stepup.oidc.private_key_jwt.key", f),
+        };
+        out.push(req(
+            at.into(),
+            file,
+            true,
+            "save the client credential the OpenID Provider issued for this gateway there",
+        ));
+        if let Some(ca) = &o.ca {
+            out.push(req(
+                "stepup.oidc.ca".into(),
+                ca,
+                false,
+                "save the IdP's CA certificate there",
+            ));
+        }
+    }
     if let Some(j) = &config.identity.jwt {
         out.push(req(
             "identity.jwt.jwks".into(),

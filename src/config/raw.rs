@@ -99,6 +99,8 @@ pub struct RawStepup {
     pub token_issuers: Vec<RawIssuer>,
     #[serde(default)]
     pub webauthn: Option<RawWebauthn>,
+    #[serde(default)]
+    pub oidc: Option<RawOidc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,28 @@ pub struct RawWebauthn {
     pub origins: Vec<String>,
     #[serde(default)]
     pub rp_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub private_key_jwt: Option<RawPrivateKeyJwt>,
+    pub redirect_uri: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivateKeyJwt {
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +295,8 @@ pub struct RawRequire {
     pub groups: Vec<String>,
     #[serde(default)]
     pub reuse: Option<Scalar>,
+    #[serde(default)]
+    pub acr: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,8 @@ use super::bodies::buffer;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
 use super::{
-    approvals, browser, ending, enroll, hold_record, origin, page, proofs, release, signin, webauthn, who, ConnInfo,
-    Gateway, Written,
+    approvals, browser, ending, enroll, hold_record, oidc, origin, page, proofs, release, signin, webauthn, who,
+    ConnInfo, Gateway, Written,
 };
 use crate::body::Body;
 use crate::hold::engine::EngineError;
@@ -67,6 +67,8 @@ pub async fn handle(
         (&Method::POST, ["holds", id, "approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
         (&Method::POST, ["holds", id, "deny"]) => approvals::decide(gw, conn, parts, body, id, false).await,
         (&Method::GET, ["holds", id, "webauthn"]) => webauthn::options(gw, conn, &parts, id),
+        (&Method::GET, ["holds", id, "oidc"]) => oidc::start(gw, conn, &parts, id).await,
+        (&Method::GET, ["oidc", "callback"]) => oidc::callback(gw, conn, &parts, target).await,
         (&Method::POST, ["enroll", "options"]) => enroll::options(gw, parts, body).await,
         (&Method::POST, ["enroll", "finish"]) => enroll::finish(gw, parts, body).await,
         _ => Err(Reject::NotFound),

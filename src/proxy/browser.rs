@@ -30,6 +30,11 @@ pub(super) fn step_up_page(
         webauthn: gw.webauthn_enabled(),
         alert,
         user,
+        idp: gw
+            .live()
+            .oidc
+            .as_ref()
+            .map(|o| super::oidc::display_name(&o.config.issuer)),
     };
     page::stepup::render(&view, status)
 }

@@ -273,6 +273,11 @@ pub async fn sensitive(
                 webauthn: gw.webauthn_enabled(),
                 alert: None,
                 user: None,
+                idp: gw
+                    .live()
+                    .oidc
+                    .as_ref()
+                    .map(|o| super::oidc::display_name(&o.config.issuer)),
             };
             Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
         }
@@ -300,11 +305,20 @@ fn empty() -> Body {
     full(bytes::Bytes::new())
 }
 
+/// RFC 9470 §3, from the route: the `acr` values it accepts (validated at
+/// config load to hold no quotes or spaces) and its `max_age`. A route
+/// that names no `acr` asks for none.
 fn bearer_challenge(bearer: bool, route: &Route) -> Option<String> {
     bearer.then(|| {
+        let req = &route.require;
+        let acr = if req.acr.is_empty() {
+            String::new()
+        } else {
+            format!(", acr_values=\"{}\"", req.acr.join(" "))
+        };
         format!(
-            "Bearer error=\"insufficient_user_authentication\", acr_values=\"stepup\", max_age=\"{}\"",
-            route.require.max_age.as_secs()
+            "Bearer error=\"insufficient_user_authentication\"{acr}, max_age=\"{}\"",
+            req.max_age.as_secs()
         )
     })
 }

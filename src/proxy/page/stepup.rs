@@ -24,6 +24,8 @@ pub struct View<'a> {
     pub alert: Option<String>,
     /// The user name the person typed last time, kept after a refusal.
     pub user: Option<String>,
+    /// The OpenID Provider's name, when `stepup.oidc` is configured.
+    pub idp: Option<String>,
 }
 
 /// The page for a held browser request (401, with the `StepUp` challenge
@@ -67,8 +69,18 @@ pub fn render(v: &View, status: StatusCode) -> Response<Body> {
         Some(proof) => {
             let _ = writeln!(b, "<p class=\"done\">Confirmed by <b>{}</b>.</p>", escape(&proof.sub));
         }
-        None if passkey || code => proof_form(b, v, &complete, passkey, code),
-        None => {}
+        None => {
+            let idp = v.idp.as_deref().filter(|_| req.accepts(ProofMethod::Oidc));
+            if let Some(idp) = idp {
+                oidc_link(b, v, idp, !(passkey || code));
+            }
+            if passkey || code {
+                if idp.is_some() {
+                    b.push_str("<p class=\"or\"><span>or</span></p>\n");
+                }
+                proof_form(b, v, &complete, passkey, code);
+            }
+        }
     }
     if req.approvals > 0 {
         approvals(b, v, &complete);
@@ -121,6 +133,18 @@ fn proof_form(b: &mut String, v: &View, complete: &str, passkey: bool, code: boo
         b,
         "<p class=\"hint\">{} attempts left.</p></form>",
         v.state.attempts_left
+    );
+}
+
+/// Re-authentication at the IdP is a plain link: the gateway redirects
+/// the browser to the OP and takes it back on the callback.
+fn oidc_link(b: &mut String, v: &View, idp: &str, primary: bool) {
+    let href = escape(&format!("{}holds/{}/oidc", v.prefix, v.meta.id));
+    let class = if primary { "primary" } else { "secondary" };
+    let _ = writeln!(
+        b,
+        "<p><a id=\"oidc\" class=\"button {class}\" href=\"{href}\">Sign in again with {}</a></p>",
+        escape(idp)
     );
 }
 

@@ -1,0 +1,356 @@
+//! OIDC step-up endpoints (SPEC §4.2, §5 `oidc`):
+//! - `GET holds/{id}/oidc` starts a re-authentication at the OP for the
+//!   caller's own hold and redirects the browser there (by PAR when the OP
+//!   offers it, so the browser carries only a `request_uri`);
+//! - `GET oidc/callback` takes the OP's answer, exchanges the code, checks
+//!   the ID token (`stepup::oidc`) and completes the hold like any other
+//!   proof: the browser lands on the upstream's response.
+//!
+//! `state` finds the flow and is removed on first use, whatever the
+//! outcome; the code is claimed in the replay cache before it is
+//! exchanged. Every refusal is a page for the person and a
+//! `proof.rejected` record with the reason.
+
+mod flows;
+pub mod provider;
+
+pub(crate) use flows::Flows;
+pub use provider::Provider;
+
+use super::hygiene::Target;
+use super::respond::Reject;
+use super::{api, browser, hold_record, page, proofs, who, ConnInfo, Gateway};
+use crate::body::Body;
+use crate::clock::unix_secs;
+use crate::hold::{Event, HoldMeta, Proof, Transition};
+use crate::ids::HoldId;
+use crate::policy::ProofMethod;
+use crate::stepup::oidc::{request, verify_id_token, AuthRequest, Expect, Flow, OidcError};
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+use provider::ProviderError;
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+
+/// What the step-up page calls the OP: the host of its issuer URL.
+pub(crate) fn display_name(issuer: &str) -> String {
+    issuer
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .unwrap_or_else(|| "your identity provider".to_owned())
+}
+
+/// `GET holds/{id}/oidc`.
+pub(super) async fn start(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: &Parts,
+    id: &str,
+) -> Result<Response<Body>, Reject> {
+    let (meta, state) = api::own_hold(gw, conn, parts, id)?;
+    api::closed(state.phase)?;
+    let now = gw.clock.now();
+    if now > state.deadline {
+        return Err(api::late(gw, &meta, Some("oidc"), None, now));
+    }
+    let req = &state.requirements;
+    if !req.accepts(ProofMethod::Oidc) {
+        return Err(Reject::BadRequest("this proof method is not accepted for this action"));
+    }
+    let Some(op) = gw.live().oidc.clone() else {
+        return Err(Reject::BadRequest("this proof method is not available on this gateway"));
+    };
+    let mut random = [0u8; 64];
+    rand::fill(&mut random[..]);
+    let flow = Flow::new(meta.id.as_str(), meta.txn.as_str(), &random);
+    let redirect_uri = op.config.redirect_uri.to_string();
+    let params = AuthRequest {
+        client_id: &op.config.client_id,
+        redirect_uri: &redirect_uri,
+        scopes: &op.config.scopes,
+        acr: &req.acr,
+        max_age_secs: req.max_age.as_secs(),
+    }
+    .params(&flow);
+    let secs = unix_secs(now);
+    let location = match locate(&op, &params, secs).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(hold = %meta.id, error = %e, "OIDC provider unusable");
+            gw.audit.record_later(
+                hold_record("oidc.unavailable", &meta)
+                    .actor(meta.requester())
+                    .reason(e.to_string())
+                    .with("method", "oidc"),
+            );
+            return Ok(browser::step_up_page(
+                gw,
+                &meta,
+                &state,
+                Some("The identity provider could not be reached. Try again, or use another way to confirm.".into()),
+                None,
+                StatusCode::BAD_GATEWAY,
+            ));
+        }
+    };
+    gw.oidc_flows
+        .insert(flow, meta.id.clone(), meta.sid.clone(), state.deadline, now);
+    let mut resp = Response::new(crate::body::full(""));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    let location = HeaderValue::from_str(&location).map_err(|_| Reject::BadRequest("bad provider endpoint"))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Where the browser goes: the authorization endpoint with the whole
+/// request, or (RFC 9126) with only the `request_uri` the OP handed out.
+/// The JWKS is fetched here too, so a key rotation before the callback is
+/// seen as one (an unknown kid, refetched) rather than as a first fetch.
+async fn locate(op: &Provider, params: &[(&'static str, String)], now: u64) -> Result<String, ProviderError> {
+    let endpoints = op.endpoints().await?;
+    op.keys().await?;
+    let query = match &endpoints.par {
+        Some(par) => {
+            let request_uri = op.push(par, params, now).await?;
+            request::encode(&[("client_id", op.config.client_id.clone()), ("request_uri", request_uri)])
+        }
+        None => request::encode(params),
+    };
+    let sep = if endpoints.authorization.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Ok(format!("{}{sep}{query}", endpoints.authorization))
+}
+
+/// `GET oidc/callback`.
+pub(super) async fn callback(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: &Parts,
+    target: &Target,
+) -> Result<Response<Body>, Reject> {
+    let answer = Answer::parse(target.query.as_deref().unwrap_or(""));
+    let Some(pending) = answer
+        .state
+        .as_deref()
+        .and_then(|s| gw.oidc_flows.take(s, gw.clock.now()))
+    else {
+        tracing::warn!("OIDC callback with an unknown, used or expired state");
+        gw.audit.record_later(crate::audit::Record {
+            event: "oidc.unknown_state",
+            ..Default::default()
+        });
+        return Ok(page::message(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "It was already used, has expired, or was not started here. Go back to the application and try again.",
+            Some(("/", "Back to the application")),
+        ));
+    };
+    let (meta, state) = gw.holds.get(&pending.hold).ok_or(Reject::UnknownHold)?;
+    if api::caller_sid(gw, conn, parts).as_ref() != Some(&meta.sid) || meta.sid != pending.sid {
+        tracing::warn!(hold = %meta.id, "OIDC callback from another session refused");
+        gw.audit.record_later(
+            hold_record("proof.rejected", &meta)
+                .reason("oidc callback from another session")
+                .with("method", "oidc"),
+        );
+        return Err(Reject::SessionMismatch);
+    }
+    api::closed(state.phase)?;
+    let now = gw.clock.now();
+    if now > state.deadline {
+        return Err(api::late(gw, &meta, Some("oidc"), None, now));
+    }
+    let verified = match gw.live().oidc.clone() {
+        Some(op) => {
+            verify(
+                gw,
+                &op,
+                &meta,
+                &state.requirements,
+                &pending.flow,
+                &answer,
+                unix_secs(now),
+            )
+            .await
+        }
+        None => Err("stepup.oidc is no longer configured".to_owned()),
+    };
+    let verified = verified.and_then(|proof| {
+        proofs::actor_allowed(gw, &meta, &state.requirements, &proof.sub)?;
+        Ok(proof)
+    });
+    let result = apply(gw, &meta, verified, now).await;
+    match result {
+        Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+            let mut r = Response::new(crate::body::full(""));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            let back = format!("{}holds/{}", gw.config().stepup.prefix, meta.id);
+            if let Ok(v) = HeaderValue::from_str(&back) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(r)
+        }
+        Ok(resp) => Ok(resp),
+        Err(reject) => {
+            let open = gw
+                .holds
+                .get(&meta.id)
+                .filter(|(_, s)| s.phase.is_open() && gw.clock.now() <= s.deadline);
+            Ok(match (&reject, open) {
+                (Reject::InvalidProof { attempts_left }, Some((meta, state))) => browser::step_up_page(
+                    gw,
+                    &meta,
+                    &state,
+                    Some(format!(
+                        "The sign-in at the identity provider was not accepted for this action ({attempts_left} attempts left)."
+                    )),
+                    None,
+                    reject.status(),
+                ),
+                _ => page::stepup::closed(&reject),
+            })
+        }
+    }
+}
+
+/// The authorization response's parameters. A parameter that appears
+/// twice counts as absent: two readers could pick different copies.
+struct Answer {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+impl Answer {
+    fn parse(query: &str) -> Answer {
+        let one = |name: &str| {
+            let mut found = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == name);
+            match (found.next(), found.next()) {
+                (Some((_, v)), None) => Some(v.into_owned()),
+                _ => None,
+            }
+        };
+        Answer {
+            state: one("state"),
+            code: one("code"),
+            error: one("error"),
+            iss: one("iss"),
+        }
+    }
+}
+
+/// The OP's answer to a proof, or the reason (for the log and the trail).
+async fn verify(
+    gw: &Gateway,
+    op: &Provider,
+    meta: &HoldMeta,
+    require: &crate::policy::Requirements,
+    flow: &Flow,
+    answer: &Answer,
+    now: u64,
+) -> Result<Proof, String> {
+    if let Some(error) = &answer.error {
+        let error: String = error.chars().take(60).filter(|c| !c.is_control()).collect();
+        return Err(format!("the provider returned error `{error}`"));
+    }
+    // RFC 9207: a response naming another issuer is a mix-up.
+    if answer.iss.as_ref().is_some_and(|iss| *iss != op.config.issuer) {
+        return Err("the response names another issuer (iss)".into());
+    }
+    let code = answer
+        .code
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or("no code in the response")?;
+    let code_key = format!("oidc-code:{}", crate::jose::b64_encode(Sha256::digest(code.as_bytes())));
+    if !gw.replay.claim(code_key, now + 3600) {
+        return Err("authorization code was already used".into());
+    }
+    let id_token = op
+        .exchange(&code, &flow.verifier, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let expect = Expect {
+        issuer: &op.config.issuer,
+        client_id: &op.config.client_id,
+        nonce: Some(&flow.nonce),
+        acr: &require.acr,
+        max_age_secs: require.max_age.as_secs(),
+        not_before: unix_secs(meta.created),
+    };
+    let keys = op.keys().await.map_err(|e| e.to_string())?;
+    let checked = match verify_id_token(&id_token, &keys, &expect, now) {
+        Err(OidcError::UnknownKid(kid)) => {
+            tracing::info!(%kid, "ID token names an unknown kid; refetching the provider's keys");
+            let keys = op.refetch_keys().await.map_err(|e| e.to_string())?;
+            verify_id_token(&id_token, &keys, &expect, now)
+        }
+        other => other,
+    };
+    let v = checked.map_err(|e| format!("ID token refused: {e}"))?;
+    Ok(Proof {
+        method: ProofMethod::Oidc,
+        sub: v.sub,
+        auth_time: v.auth_time,
+        amr: v.amr,
+        acr: v.acr.unwrap_or_default(),
+    })
+}
+
+/// Applies a verified (or refused) OIDC proof to the hold, as `complete`
+/// does for the other methods.
+async fn apply(
+    gw: &Arc<Gateway>,
+    meta: &Arc<HoldMeta>,
+    verified: Result<Proof, String>,
+    now: std::time::SystemTime,
+) -> Result<Response<Body>, Reject> {
+    let id: &HoldId = &meta.id;
+    let mut bound_now = false;
+    if let (Ok(proof), None) = (&verified, &meta.identity) {
+        let route = (meta.route.as_str(), meta.action.as_str());
+        bound_now = who::bind(gw, &meta.sid, &proof.sub, "actor", Some(meta), route, now).await?;
+    }
+    let (event, sub) = match verified {
+        Ok(proof) => {
+            let sub = proof.sub.clone();
+            (Event::ProofAccepted(proof), Ok(sub))
+        }
+        Err(reason) => {
+            tracing::info!(hold = %id, method = "oidc", %reason, "proof rejected");
+            (Event::ProofRejected, Err(reason))
+        }
+    };
+    let applied = gw.holds.apply(id, event, now);
+    if let (true, Ok(sub), Err(_)) = (bound_now, &sub, &applied) {
+        who::unbind(gw, &meta.sid, sub);
+    }
+    let record = match (&sub, &applied) {
+        (Ok(sub), Ok(a)) if a.transition == Transition::Expired => {
+            hold_record("proof.rejected", meta).actor(sub.clone()).reason("expired")
+        }
+        (Ok(sub), Ok(_)) => hold_record("proof.accepted", meta).actor(sub.clone()),
+        (Ok(sub), Err(e)) => hold_record("proof.rejected", meta)
+            .actor(sub.clone())
+            .reason(e.to_string()),
+        (Err(reason), _) => hold_record("proof.rejected", meta).reason(reason.clone()),
+    };
+    let accepted = sub.is_ok() && applied.as_ref().is_ok_and(|a| a.transition != Transition::Expired);
+    gw.metrics.proof("oidc", accepted);
+    let written = gw.audit(record.with("method", "oidc"));
+    match applied {
+        Ok(applied) => api::settle(gw, applied, now, Some(written)).await,
+        Err(e) => {
+            written.await?;
+            Err(api::engine_reject(e))
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! OIDC step-up against a real OpenID Provider: the `oidc-provider` npm
+//! package, run by tests/oidc/op.mjs over HTTPS on a free port. The test
+//! plays the browser over HTTP: it follows the gateway's redirect to the
+//! OP, logs in through the OP's interaction endpoint (the harness replaces
+//! the OP's login form with a POST the test drives: user, acr, and
+//! optionally the authentication time), follows the OP back, and hands the
+//! redirect to the gateway's callback. The redirect URI is registered under
+//! the gateway's public name `gw.test`; the test, like a browser whose DNS
+//! says so, sends that request to the gateway's address.
+//!
+//! Simulated pieces, each said where it is used: the crafted `alg: none`
+//! and HS256 ID tokens are handed out by the OP's token endpoint through
+//! the harness's override (the code exchange itself is real).
+
+mod common;
+
+use common::{read_response, Gateway, Pki, RawResponse, Upstream};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use tokio::io::AsyncWriteExt;
+
+const CLIENT_ID: &str = "stepgate-test";
+const CLIENT_SECRET: &str = "a-long-test-client-secret-0123456789abcdef";
+const REDIRECT: &str = "https://gw.test/.stepup/oidc/callback";
+const COOKIE: &str = "SESSIONID=oidc-browser";
+
+/// The OP process and what the test needs to talk to it.
+struct Op {
+    issuer: String,
+    addr: SocketAddr,
+    pki: Pki,
+    ca_file: PathBuf,
+    secret_file: PathBuf,
+    child: Child,
+    jar: BTreeMap<String, String>,
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oidc-{}", stepgate::ids::random_token()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+impl Op {
+    fn start(par: bool) -> Op {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        assert!(
+            root.join("node_modules/oidc-provider").is_dir(),
+            "tests/oidc/node_modules is missing: run ./scripts/test-env"
+        );
+        let dir = scratch();
+        let pki = Pki::new();
+        std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("key");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca_pem).expect("ca");
+        let secret_file = dir.join("client-secret");
+        stepgate::keys::write_private(&secret_file, format!("{CLIENT_SECRET}\n").as_bytes()).expect("secret");
+        let cfg = serde_json::json!({
+            "cert": dir.join("cert.pem"), "key": dir.join("key.pem"),
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "redirect_uri": REDIRECT, "par": par,
+        });
+        std::fs::write(dir.join("op.json"), cfg.to_string()).expect("op config");
+        let mut child = Command::new("node")
+            .arg(root.join("op.mjs"))
+            .arg(dir.join("op.json"))
+            .current_dir(&root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // The OP's own log, for a failing test's post-mortem.
+            .stderr(std::fs::File::create(dir.join("op.log")).expect("op log"))
+            .spawn()
+            .expect("node runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("OP announces itself");
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("OP said {line:?}"));
+        let port = ready["port"].as_u64().expect("port") as u16;
+        Op {
+            issuer: ready["issuer"].as_str().expect("issuer").to_owned(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            pki,
+            ca_file,
+            secret_file,
+            child,
+            jar: BTreeMap::new(),
+        }
+    }
+
+    /// The `stepup:` entries for a gateway that uses this OP.
+    fn stepup_yaml(&self) -> String {
+        format!(
+            "  oidc: {{ issuer: '{}', client_id: {CLIENT_ID}, client_secret_file: '{}', redirect_uri: '{REDIRECT}', ca: '{}' }}\n",
+            self.issuer,
+            self.secret_file.display(),
+            self.ca_file.display()
+        )
+    }
+
+    /// One request to the OP with its cookies (a browser's cookie jar,
+    /// paths ignored: the OP scopes them, the test only follows along).
+    async fn send(&mut self, method: &str, path_and_query: &str, form: Option<&str>) -> RawResponse {
+        let mut req = format!(
+            "{method} {path_and_query} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
+            self.addr
+        );
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req.push_str(&format!("cookie: {}\r\n", cookies.join("; ")));
+        }
+        let body = form.unwrap_or("");
+        if form.is_some() {
+            req.push_str(&format!(
+                "content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        let mut tls = common::tls_connect(self.addr, &self.pki, &[b"http/1.1"]).await;
+        tls.write_all(req.as_bytes()).await.expect("write");
+        let resp = read_response(&mut tls).await;
+        for c in resp.headers_named("set-cookie") {
+            if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
+                self.jar.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        resp
+    }
+
+    /// Follows the browser from the authorization URL to the redirect back
+    /// to the gateway, logging in as `sub` at `acr`, authenticated at
+    /// `auth_time` (default: now). Returns the redirect's path and query.
+    async fn login(&mut self, authorize_url: &str, sub: &str, acr: &str, auth_time: Option<u64>) -> String {
+        let path = self.local(authorize_url);
+        let resp = self.send("GET", &path, None).await;
+        assert_eq!(resp.status, 303, "authorize: {}", body(&resp));
+        let interaction = resp.header("location").expect("to the interaction").to_owned();
+        let interaction = self.local(&interaction);
+        assert!(interaction.starts_with("/interaction/"), "{interaction}");
+        let details = self.send("GET", &interaction, None).await;
+        assert_eq!(details.status, 200, "{}", body(&details));
+        assert_eq!(details.json()["prompt"]["name"], "login");
+        let mut form = format!("sub={sub}&acr={}", urlencode(acr));
+        if let Some(t) = auth_time {
+            form.push_str(&format!("&auth_time={t}"));
+        }
+        let done = self.send("POST", &format!("{interaction}/login"), Some(&form)).await;
+        assert_eq!(done.status, 303, "login: {}", body(&done));
+        let mut next = self.local(done.header("location").expect("resume"));
+        // The OP resumes the authorization, then redirects to the client.
+        for _ in 0..4 {
+            let resp = self.send("GET", &next, None).await;
+            assert!(
+                matches!(resp.status, 302 | 303),
+                "resume: {} {}",
+                resp.status,
+                body(&resp)
+            );
+            let location = resp.header("location").expect("location").to_owned();
+            if let Some(rest) = location.strip_prefix("https://gw.test") {
+                return rest.to_owned();
+            }
+            next = self.local(&location);
+        }
+        panic!("the OP never redirected back to the gateway");
+    }
+
+    fn local(&self, url: &str) -> String {
+        match url.strip_prefix(&self.issuer) {
+            Some(rest) => rest.to_owned(),
+            None => {
+                assert!(url.starts_with('/'), "a redirect to somewhere else: {url}");
+                url.to_owned()
+            }
+        }
+    }
+
+    async fn control(&mut self, path: &str, body: &str) -> RawResponse {
+        self.send("POST", path, Some(body)).await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn body(r: &RawResponse) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+const ROUTES: &str = "
+  - name: wire
+    action: money.wire
+    match: { methods: [POST], path: /admin/wire }
+    require: { methods: [oidc], acr: [phr, phrh], max_age: 5m }
+    hold: { mode: challenge, timeout: 2m }
+";
+
+struct World {
+    op: Op,
+    gw: Gateway,
+    up: Upstream,
+}
+
+async fn world(par: bool, extra: &str) -> World {
+    let op = Op::start(par);
+    let up = Upstream::start().await;
+    let gw = Gateway::start(up.addr, ROUTES, &format!("{}{extra}", op.stepup_yaml())).await;
+    World { op, gw, up }
+}
+
+impl World {
+    async fn gw_get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut h = vec![("cookie", COOKIE)];
+        h.extend_from_slice(headers);
+        common::raw(self.gw.addr, &self.gw.pki, &common::request("GET", target, &h, b"")).await
+    }
+
+    /// The held request; returns the hold id.
+    async fn hold(&self, headers: &[(&str, &str)]) -> String {
+        let mut h = vec![("cookie", COOKIE), ("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let resp = common::raw(
+            self.gw.addr,
+            &self.gw.pki,
+            &common::request("POST", "/admin/wire", &h, br#"{"amount":100}"#),
+        )
+        .await;
+        assert_eq!(resp.status, 401, "{}", body(&resp));
+        assert_eq!(resp.error_code(), "step_up_required");
+        resp.json()["hold_id"].as_str().expect("hold id").to_owned()
+    }
+
+    /// `GET holds/{id}/oidc`: the authorization URL the browser is sent to.
+    async fn start(&self, hold: &str, headers: &[(&str, &str)]) -> String {
+        let resp = self.gw_get(&format!("/.stepup/holds/{hold}/oidc"), headers).await;
+        assert_eq!(resp.status, 303, "{}", body(&resp));
+        assert_eq!(resp.header("cache-control"), Some("no-store"));
+        resp.header("location").expect("location").to_owned()
+    }
+
+    async fn callback(&self, path_and_query: &str, headers: &[(&str, &str)]) -> RawResponse {
+        assert!(
+            path_and_query.starts_with("/.stepup/oidc/callback?"),
+            "{path_and_query}"
+        );
+        self.gw_get(path_and_query, headers).await
+    }
+
+    fn forwarded(&self) -> usize {
+        self.up.requests().len()
+    }
+
+    /// The reasons of the trail's `proof.rejected` records for oidc.
+    fn rejections(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.gw.dir.join("state/audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["event"] == "proof.rejected" && r["method"] == "oidc")
+            .map(|r| r["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    async fn hold_state(&self, hold: &str) -> serde_json::Value {
+        let resp = self.gw_get(&format!("/.stepup/holds/{hold}"), &[]).await;
+        resp.json()
+    }
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Rewrites one query parameter (or drops it with `None`), as a user
+/// editing the redirect in the address bar would.
+fn edit(url: &str, name: &str, value: Option<&str>) -> String {
+    let (base, q) = url.split_once('?').expect("query");
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if k == name {
+            if let Some(value) = value {
+                s.append_pair(&k, value);
+            }
+        } else {
+            s.append_pair(&k, &v);
+        }
+    }
+    format!("{base}?{}", s.finish())
+}
+
+async fn full_flow(par: bool) {
+    let mut w = world(par, "").await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    assert!(authorize.starts_with(&format!("{}/auth?", w.op.issuer)), "{authorize}");
+    if par {
+        // The browser carries only a reference: nothing it could edit.
+        assert!(query_param(&authorize, "request_uri").is_some(), "{authorize}");
+        for p in ["acr_values", "max_age", "nonce", "code_challenge", "prompt"] {
+            assert!(query_param(&authorize, p).is_none(), "{p} in {authorize}");
+        }
+    } else {
+        assert_eq!(query_param(&authorize, "acr_values").as_deref(), Some("phr phrh"));
+        assert_eq!(query_param(&authorize, "prompt").as_deref(), Some("login"));
+        assert_eq!(query_param(&authorize, "max_age").as_deref(), Some("300"));
+        assert_eq!(
+            query_param(&authorize, "code_challenge_method").as_deref(),
+            Some("S256")
+        );
+        let claims: serde_json::Value =
+            serde_json::from_str(&query_param(&authorize, "claims").expect("claims")).expect("json");
+        assert_eq!(claims["id_token"]["acr"]["essential"], true);
+    }
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    assert_eq!(w.forwarded(), 0, "nothing forwarded before the callback");
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_eq!(
+        resp.header("x-upstream"),
+        Some("recorder"),
+        "the browser lands on the upstream's response"
+    );
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 1);
+    let assertion = reqs[0].header("x-stepup-assertion").expect("assertion");
+    let claims = common::verify_assertion(&w.gw, &assertion);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], "phr", "acr comes from the ID token");
+    assert_eq!(
+        claims["amr"],
+        serde_json::json!(["pwd", "otp"]),
+        "amr comes from the ID token"
+    );
+    assert_eq!(claims["hold"], hold.as_str());
+    // The same redirect again: state is single use.
+    let again = w.callback(&back, &[]).await;
+    assert_eq!(again.status, 400, "{}", body(&again));
+    assert!(body(&again).contains("not valid"), "{}", body(&again));
+    assert_eq!(w.forwarded(), 1);
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_flow_with_par() {
+    full_flow(true).await;
+}
+
+#[tokio::test]
+async fn full_flow_without_par() {
+    full_flow(false).await;
+}
+
+/// Refused proofs: the hold stays pending with one attempt fewer, the
+/// person sees the step-up page with the reason, nothing is forwarded.
+async fn assert_refused(w: &World, hold: &str, resp: &RawResponse, attempts_left: u64, reason: &str) {
+    assert_eq!(resp.status, 401, "{}", body(resp));
+    // The trail says why (the record is durable before the response).
+    let reasons = w.rejections();
+    assert!(
+        reasons.last().is_some_and(|r| r.contains(reason)),
+        "want a proof.rejected record about {reason:?}, trail has {reasons:?}"
+    );
+    let page = body(resp);
+    assert!(page.contains("was not accepted"), "{page}");
+    assert!(page.contains("Sign in again with 127.0.0.1"), "{page}");
+    assert_eq!(w.forwarded(), 0);
+    let state = w.hold_state(hold).await;
+    assert_eq!(state["state"], "pending", "{state}");
+    let page = body(resp);
+    assert!(page.contains(&format!("({attempts_left} attempts left)")), "{page}");
+}
+
+#[tokio::test]
+async fn stripped_acr_values_and_a_lower_acr_are_refused() {
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    // Without PAR the browser can edit the request: drop acr_values and
+    // the essential-acr claims request, then log in at a lower level.
+    let stripped = edit(&edit(&authorize, "acr_values", None), "claims", None);
+    let back = w.op.login(&stripped, "alice", "urn:stepgate:test:pwd", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "acr `urn:stepgate:test:pwd`").await;
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn stale_auth_time_is_refused() {
+    let mut w = world(true, "").await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "phr", Some(now() - 3600)).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "auth_time").await;
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_nonce_is_refused() {
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    let tampered = edit(&authorize, "nonce", Some("a-nonce-of-my-choosing"));
+    let back = w.op.login(&tampered, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "nonce").await;
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn replayed_code_with_a_fresh_state_is_refused() {
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    let first = w.start(&hold, &[]).await;
+    let back = w.op.login(&first, "alice", "phr", None).await;
+    let code = query_param(&back, "code").expect("code");
+    // A second flow on the same hold, answered with the first flow's code.
+    let second = w.start(&hold, &[]).await;
+    let state = query_param(&second, "state").expect("state");
+    let forged = format!(
+        "/.stepup/oidc/callback?code={}&state={}&iss={}",
+        urlencode(&code),
+        urlencode(&state),
+        urlencode(&w.op.issuer)
+    );
+    // The first callback goes through (the code is spent there) ...
+    let ok = w.callback(&back, &[]).await;
+    assert_eq!(ok.status, 200, "{}", body(&ok));
+    // ... and the replay finds the hold released.
+    let replay = w.callback(&forged, &[]).await;
+    assert_ne!(replay.status, 200, "{}", body(&replay));
+    assert_eq!(w.forwarded(), 1);
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn replayed_code_on_an_open_hold_is_refused() {
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    let first = w.start(&hold, &[]).await;
+    // Log in with a stale time, so the first callback is refused but its
+    // code is spent; then present the same code under a new flow's state.
+    let back = w.op.login(&first, "alice", "phr", Some(now() - 3600)).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "auth_time").await;
+    let code = query_param(&back, "code").expect("code");
+    let second = w.start(&hold, &[]).await;
+    let state = query_param(&second, "state").expect("state");
+    let replay = w
+        .callback(
+            &format!(
+                "/.stepup/oidc/callback?code={}&state={}",
+                urlencode(&code),
+                urlencode(&state)
+            ),
+            &[],
+        )
+        .await;
+    assert_refused(&w, &hold, &replay, 3, "already used").await;
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_sub_than_the_known_identity_is_refused() {
+    let extra = "trusted_proxies: [127.0.0.1/32]\nidentity: { header: X-Remote-User }\n";
+    let mut w = world(true, extra).await;
+    let who = [("x-remote-user", "alice")];
+    let hold = w.hold(&who).await;
+    let authorize = w.start(&hold, &who).await;
+    let back = w.op.login(&authorize, "bob", "phr", None).await;
+    let resp = w.callback(&back, &who).await;
+    assert_refused(&w, &hold, &resp, 4, "step-up by bob").await;
+    // alice herself is accepted on the same hold (signing in afresh at
+    // the OP, as a person switching accounts would).
+    w.op.jar.clear();
+    let authorize = w.start(&hold, &who).await;
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &who).await;
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_eq!(w.forwarded(), 1);
+    w.gw.shutdown().await;
+}
+
+/// Simulated: the OP's token endpoint is made to return a crafted ID
+/// token (through the harness's override) in place of its own; the code
+/// exchange that carries it is real.
+#[tokio::test]
+async fn alg_none_and_hs256_with_the_client_secret_are_refused() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    for attempt in 0..2 {
+        let authorize = w.start(&hold, &[]).await;
+        let t = now();
+        let claims = serde_json::json!({
+            "iss": w.op.issuer, "aud": CLIENT_ID, "sub": "alice", "iat": t, "exp": t + 300,
+            "auth_time": t, "acr": "phr", "amr": ["pwd"],
+            "nonce": "unknown-to-the-attacker-but-irrelevant-here",
+        });
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let token = if attempt == 0 {
+            format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#))
+        } else {
+            let input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#));
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(CLIENT_SECRET.as_bytes()).expect("hmac");
+            mac.update(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        };
+        let set = w.op.control("/test/id-token-override", &token).await;
+        assert_eq!(set.status, 204);
+        let back = w.op.login(&authorize, "alice", "phr", None).await;
+        let resp = w.callback(&back, &[]).await;
+        assert_refused(&w, &hold, &resp, 4 - attempt, "is not allowed").await;
+    }
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_between_start_and_callback_is_accepted() {
+    // Without PAR: the harness rotates by building a new provider
+    // instance, which does not carry pushed requests over.
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    // The start fetches the OP's JWKS (one key) ...
+    let authorize = w.start(&hold, &[]).await;
+    // ... then the OP rotates: a new key signs from now on.
+    let rotated = w.op.control("/test/rotate", "").await;
+    assert_eq!(rotated.status, 200);
+    let new_kid = rotated.json()["kid"].as_str().expect("kid").to_owned();
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}: {:?}", body(&resp), w.rejections());
+    assert_eq!(w.forwarded(), 1);
+    assert!(!new_kid.is_empty());
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_sessions_get_the_rfc9470_challenge_from_the_route() {
+    let w = world(false, "").await;
+    let resp = common::raw(
+        w.gw.addr,
+        &w.gw.pki,
+        &common::request(
+            "POST",
+            "/admin/wire",
+            &[("authorization", "Bearer opaque-access-token")],
+            b"{}",
+        ),
+    )
+    .await;
+    assert_eq!(resp.status, 401, "{}", body(&resp));
+    let bearer = resp
+        .headers_named("www-authenticate")
+        .into_iter()
+        .find(|v| v.starts_with("Bearer "))
+        .expect("a Bearer challenge")
+        .to_owned();
+    assert_eq!(
+        bearer,
+        "Bearer error=\"insufficient_user_authentication\", acr_values=\"phr phrh\", max_age=\"300\""
+    );
+}
