@@ -321,11 +321,36 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
+    if let config::StateConfig::Redis { url, prefix } = &config.state {
+        check_shared_keys(&config, url, prefix)?;
+    }
     for w in &config.warnings {
         eprintln!("{w}");
     }
     println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
     Ok(())
+}
+
+/// With a shared Redis: are this file's keys the ones the running
+/// instances published? A difference is bad input (exit 2); a Redis that
+/// does not answer is a runtime failure (exit 1), not a pass.
+fn check_shared_keys(config: &Config, url: &str, prefix: &str) -> anyhow::Result<()> {
+    use stepgate::store::{Fingerprints, RedisState, StateError, StateStore};
+    let (session, _) = keys::load_or_create_session_key(&config.session.key_file)?;
+    let fp = Fingerprints::new(&session, signer(config)?.kid());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let store = RedisState::new(url, prefix)?;
+        store.compare_keys(&fp).await
+    });
+    match result {
+        Ok(()) => {
+            println!("state: redis answers; the session and assertion keys match the running instances'");
+            Ok(())
+        }
+        Err(StateError::KeyMismatch(m)) => Err(BadInput(format!("state: {m}")).into()),
+        Err(e) => Err(anyhow::anyhow!("state: cannot compare key fingerprints: {e}")),
+    }
 }
 
 fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ mod origin;
 mod page;
 mod passkey;
 mod proofs;
+mod recover;
 mod release;
 pub mod reload;
 pub mod respond;
@@ -173,7 +174,14 @@ fn token_verifier(config: &Config) -> Result<TokenVerifier, StartError> {
 /// Where the memory backend journals spent single-use values: next to the
 /// audit trail, which is the directory a deployment already keeps.
 pub fn single_use_journal(config: &Config) -> std::path::PathBuf {
-    config.audit.path.with_extension("single-use.jsonl")
+    let stem = config
+        .audit
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("audit");
+    // Not `<stem>.<something>.jsonl`: that is how rotated trail files are named.
+    config.audit.path.with_file_name(format!("{stem}-single-use.jsonl"))
 }
 
 /// Everything a request needs, shared by all connections.

@@ -151,6 +151,8 @@ async fn without_redis_sensitive_routes_fail_closed_and_recover_without_a_restar
     assert!(text.contains("state"), "{text}");
     let (_, metrics) = admin_get(admin, "/metrics").await;
     assert!(metrics.contains("stepgate_state_available 0"), "{metrics}");
+    let run = check(&a.dir.join("routes.yaml"));
+    assert_eq!(run.0, 1, "an unanswered comparison is no pass: {run:?}");
 
     // A new sensitive request is refused, not parked.
     let c = cookie(session);
@@ -185,6 +187,27 @@ async fn without_redis_sensitive_routes_fail_closed_and_recover_without_a_restar
     );
 }
 
+/// A config without its `state:` line (one that `STEPGATE_TEST_STATE`
+/// may have added), for tests that set their own.
+fn without_state(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("state:"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// `stepgate check --config FILE`: exit code, stdout and stderr together.
+fn check(config: &std::path::Path) -> (i32, String) {
+    private_keys(config.parent().expect("config dir"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("stepgate check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
 #[tokio::test]
 async fn an_instance_with_other_keys_refuses_to_join() {
     let redis = RedisServer::start();
@@ -195,13 +218,24 @@ async fn an_instance_with_other_keys_refuses_to_join() {
     challenge(&b, "sess-join", DELETE_TARGET, BODY).await;
     // A gateway set up on its own: its own session key and assertion key.
     let stranger = Gateway::start(up.addr, ROUTES, "").await;
-    let text = std::fs::read_to_string(stranger.dir.join("routes.yaml")).expect("config");
+    let text = without_state(&std::fs::read_to_string(stranger.dir.join("routes.yaml")).expect("config"));
     let config = stranger.dir.join("joining.yaml");
     std::fs::write(
         &config,
         format!("{text}\n{}audit: {{ path: joining-audit.jsonl }}\n", redis.state_yaml()),
     )
     .expect("write");
+    // `check` says so before anything starts, naming the keys; for the
+    // first instance's own file it passes.
+    let run = check(&config);
+    assert_eq!(run.0, 2, "{run:?}");
+    assert!(
+        run.1.contains("session key") && run.1.contains("assertion key"),
+        "{run:?}"
+    );
+    let run = check(&a.dir.join("routes.yaml"));
+    assert_eq!(run.0, 0, "{run:?}");
+    assert!(run.1.contains("keys match"), "{run:?}");
     let cfg = stepgate::config::load(&config).expect("config");
     let gw = stepgate::proxy::Gateway::load(cfg, Arc::new(SystemClock)).expect("loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -216,7 +250,7 @@ async fn an_instance_with_other_keys_refuses_to_join() {
 async fn the_state_key_is_checked() {
     let up = Upstream::start().await;
     let gw = Gateway::start(up.addr, ROUTES, "").await;
-    let text = std::fs::read_to_string(gw.dir.join("routes.yaml")).expect("config");
+    let text = without_state(&std::fs::read_to_string(gw.dir.join("routes.yaml")).expect("config"));
     for (state, wanted) in [
         ("state: { backend: redis }", "needs `url"),
         ("state: { backend: redis, url: 'http://x' }", "redis://"),

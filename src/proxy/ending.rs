@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `hold.expired` | `deadline passed` | the deadline passed (sweeper, a late proof or decision, a `hold`-mode waiter's timer) |
 //! | `hold.expired` | `gateway shutting down` | the gateway stopped; the memory backend cannot keep the hold |
+//! | `hold.expired` | `lost in a restart` | the previous run was killed with the hold open; written at the next start (`recover`) |
 //! | `hold.abandoned` | `client_gone` | a `hold`-mode client went away before its hold was released |
 //! | `hold.abandoned` | `release_failed` | a release could not forward (it could not be signed or put on record) |
 //! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |

@@ -62,11 +62,13 @@ fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Before the first request: the state store answers, and every instance
-/// on it runs with this instance's keys.
+/// Before the first request: the state store answers, every instance on
+/// it runs with this instance's keys, and the holds a killed previous run
+/// left open are closed in the trail.
 async fn join_state(gw: &Gateway) -> Result<(), StartError> {
     gw.state.join(&gw.fingerprints).await?;
     tracing::info!(backend = gw.state.backend(), "state store joined");
+    super::recover::close_lost_holds(gw).await?;
     Ok(())
 }
 

@@ -133,14 +133,7 @@ impl RedisState {
             return Ok(());
         }
         let theirs: Option<String> = self.run(redis::cmd("GET").arg(&key).query_async(&mut c)).await?;
-        let theirs = theirs.unwrap_or_default();
-        let differ = fp.differences(&theirs);
-        if !differ.is_empty() && !theirs.is_empty() {
-            return Err(StateError::KeyMismatch(format!(
-                "other instances on this Redis run with another {}; every instance needs the same keys",
-                differ.join(" and another ")
-            )));
-        }
+        mismatch(fp, theirs.as_deref())?;
         let _: bool = self
             .run(
                 redis::cmd("EXPIRE")
@@ -151,6 +144,21 @@ impl RedisState {
             .await?;
         Ok(())
     }
+}
+
+/// An error naming the keys that differ from the published ones.
+fn mismatch(fp: &Fingerprints, published: Option<&str>) -> Result<(), StateError> {
+    let Some(theirs) = published.filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    let differ = fp.differences(theirs);
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(StateError::KeyMismatch(format!(
+        "other instances on this Redis run with another {}; every instance needs the same keys",
+        differ.join(" and another ")
+    )))
 }
 
 impl StateStore for RedisState {
@@ -211,6 +219,16 @@ impl StateStore for RedisState {
             self.publish(fp).await?;
             *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
             Ok(())
+        })
+    }
+
+    fn compare_keys<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let theirs: Option<String> = self
+                .run(redis::cmd("GET").arg(self.fingerprint_key()).query_async(&mut c))
+                .await?;
+            mismatch(fp, theirs.as_deref())
         })
     }
 

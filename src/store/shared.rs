@@ -102,6 +102,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// which case this instance must not serve.
     fn join<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()>;
 
+    /// Compares `fp` with what the running instances published, without
+    /// publishing anything (`stepgate check`).
+    fn compare_keys<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
 }
@@ -242,6 +246,10 @@ impl StateStore for MemoryState {
     }
 
     fn join<'a>(&'a self, _fp: &'a Fingerprints) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn compare_keys<'a>(&'a self, _fp: &'a Fingerprints) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
 

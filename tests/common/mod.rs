@@ -379,8 +379,8 @@ session: {{ cookie: SESSIONID, header: Authorization }}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: legacy-admin, ttl: 60s }}
 stepup:
   token_issuers: [ {{ issuer: 'https://idp.test', audience: stepgate-test, jwks: idp-jwks.json }} ]
-{state}{extra}
-routes:
+{extra}
+{state}routes:
 {routes}"
         );
         std::fs::write(dir.join("routes.yaml"), &text).expect("write");
@@ -390,6 +390,9 @@ routes:
         } else {
             (launch(&dir.join("routes.yaml"), clock).await, None)
         };
+        if redis.is_some() {
+            joined(&gw).await;
+        }
         let gw = Gateway {
             addr,
             dir,
@@ -401,6 +404,22 @@ routes:
             redis,
         };
         (gw, second)
+    }
+
+    /// This gateway's files and clients, aimed at `addr` (the same config
+    /// served by another process): the helpers that take a `Gateway` then
+    /// talk to that one. The view checks no invariants when dropped.
+    pub fn at(&self, addr: SocketAddr) -> Gateway {
+        Gateway {
+            addr,
+            dir: self.dir.clone(),
+            pki: self.pki.clone(),
+            issuer: self.issuer.clone(),
+            gw: self.gw.clone(),
+            stop: None,
+            task: None,
+            redis: self.redis.clone(),
+        }
     }
 
     /// Stops this gateway gracefully and starts it again from the same
@@ -426,6 +445,9 @@ routes:
         let config = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&config, format!("{text}\naudit: {{ path: {name}-audit.jsonl }}\n")).expect("write");
         let Launched { addr, gw, stop, task } = launch(&config, clock).await;
+        if text.contains("backend: redis") {
+            joined(&gw).await;
+        }
         Gateway {
             addr,
             dir: self.dir.clone(),
@@ -483,6 +505,28 @@ routes:
 
     pub fn jwks(&self) -> serde_json::Value {
         self.gw.signer.jwks()
+    }
+}
+
+/// Makes the private keys in a harness gateway's `dir` private (mode
+/// 0600), as `stepgate serve` and `check` demand of real deployments.
+pub fn private_keys(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["key.pem", "assertion.pem", "state/session.key"] {
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+}
+
+/// Waits until a gateway on a shared store has joined it (it serves only
+/// then; a test that asks `/readyz` at once would race the join).
+pub async fn joined(gw: &stepgate::proxy::Gateway) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.state.is_available() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not join its state store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
