@@ -271,8 +271,12 @@ async fn verify(
         .filter(|c| !c.is_empty())
         .ok_or("no code in the response")?;
     let code_key = format!("oidc-code:{}", crate::jose::b64_encode(Sha256::digest(code.as_bytes())));
-    if !gw.replay.claim(code_key, now + 3600) {
-        return Err("authorization code was already used".into());
+    // Spent through the shared store, so a code is good once on every
+    // instance; a store that does not answer refuses the proof.
+    match gw.state.claim_once(&code_key, now + 3600, now).await {
+        Ok(true) => {}
+        Ok(false) => return Err("authorization code was already used".into()),
+        Err(e) => return Err(format!("cannot record the code as used: {e}")),
     }
     let id_token = op
         .exchange(&code, &flow.verifier, now)
