@@ -6,4 +6,4 @@ pub mod engine;
 pub mod state;
 
 pub use engine::{HoldEngine, HoldMeta, Parked};
-pub use state::{Event, HoldError, HoldState, Phase, Proof, Transition};
+pub use state::{Event, HoldError, HoldState, Phase, Proof, Reloaded, Transition};

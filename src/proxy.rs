@@ -19,6 +19,7 @@ mod oidc;
 mod origin;
 mod page;
 mod passkey;
+mod pending;
 mod proofs;
 mod recover;
 mod release;
@@ -405,6 +406,10 @@ impl Gateway {
                         .with("routes", *n as u64)
                         .reason("applied"),
                 );
+                let (ended, tightened) = pending::reach_all(self, self.clock.now());
+                if ended + tightened > 0 {
+                    tracing::info!(ended, tightened, "reload applied to pending holds");
+                }
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), "reload refused, keeping the running configuration: {e}");

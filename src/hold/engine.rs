@@ -6,10 +6,10 @@
 //! release also takes the parked request out of the entry: the request
 //! can only be forwarded by the holder of that value.
 
-use super::state::{Event, HoldError, HoldState, Phase, Transition};
+use super::state::{Event, HoldError, HoldState, Phase, Reloaded, Transition};
 use crate::body::Body;
 use crate::ids::{HoldId, Sid, Txn};
-use crate::policy::HoldMode;
+use crate::policy::{HoldMode, Requirements};
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Method, Response};
@@ -385,6 +385,13 @@ impl HoldEngine {
             .filter(|e| e.state.phase.is_open())
             .map(|e| (e.meta.clone(), e.state.clone()))
             .collect()
+    }
+
+    /// Holds an open hold to its route's requirements after a reload
+    /// (see [`HoldState::reload`]), under the entry's guard like any event.
+    pub fn reload(&self, id: &HoldId, requirements: &Requirements) -> Result<Reloaded, EngineError> {
+        let mut entry = self.holds.get_mut(id).ok_or(EngineError::Unknown)?;
+        Ok(entry.state.reload(requirements))
     }
 
     /// Phase of a hold, if known.

@@ -93,6 +93,14 @@ pub enum Transition {
     Expired,
 }
 
+/// What a reload did to one pending hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    Unchanged,
+    /// The hold now needs the route's new, stricter requirements.
+    Tightened,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HoldError {
@@ -242,6 +250,37 @@ impl HoldState {
         }
     }
 
+    /// Holds a pending hold to the requirements a reload gave its route.
+    /// A reload only ever adds to what a hold needs (see [`stricter`]):
+    /// proofs or approvals the stricter requirements would not have taken
+    /// are dropped and must be given again, and a reload never satisfies or
+    /// releases a hold by itself.
+    pub fn reload(&mut self, new: &Requirements) -> Reloaded {
+        let merged = stricter(&self.requirements, new);
+        if !self.phase.is_open() || self.requirements == merged {
+            return Reloaded::Unchanged;
+        }
+        let mut next = self.clone();
+        let people_changed = merged.users != self.requirements.users || merged.groups != self.requirements.groups;
+        if next.proof.as_ref().is_some_and(|p| !merged.accepts(p.method)) || people_changed {
+            next.proof = None;
+        }
+        if merged.approvers != self.requirements.approvers {
+            next.approvals.clear();
+        }
+        next.requirements = merged;
+        if next.is_satisfied() && !self.is_satisfied() {
+            return Reloaded::Unchanged;
+        }
+        next.phase = if next.is_satisfied() {
+            self.phase
+        } else {
+            Phase::Pending
+        };
+        *self = next;
+        Reloaded::Tightened
+    }
+
     fn expire(&mut self) -> Transition {
         self.phase = Phase::Expired;
         Transition::Expired
@@ -258,6 +297,51 @@ impl HoldState {
             self.phase = Phase::Satisfied;
             Transition::Progress
         }
+    }
+}
+
+/// The stricter of a hold's requirements and its route's new ones, in
+/// each respect: more approvals, a shorter `max_age` and reuse window, and
+/// fewer accepted methods or approver groups. Where the two lists share
+/// nothing (the route now takes other methods, other approvers or other
+/// people), the new file's list stands.
+fn stricter(old: &Requirements, new: &Requirements) -> Requirements {
+    fn narrower<T: Clone + PartialEq>(old: &[T], new: &[T]) -> Vec<T> {
+        if old.is_empty() {
+            return new.to_vec();
+        }
+        if new.is_empty() {
+            return old.to_vec();
+        }
+        let both: Vec<T> = old.iter().filter(|x| new.contains(x)).cloned().collect();
+        if both.is_empty() {
+            new.to_vec()
+        } else {
+            both
+        }
+    }
+    // Who may step up: the new file's list, unless it now lets anyone.
+    let (users, groups) = if new.users.is_empty() && new.groups.is_empty() {
+        (old.users.clone(), old.groups.clone())
+    } else {
+        (new.users.clone(), new.groups.clone())
+    };
+    let break_glass = match (old.break_glass, new.break_glass) {
+        (Some(o), Some(n)) => Some(crate::policy::BreakGlass {
+            reason_required: o.reason_required || n.reason_required,
+            replaces_approvals: o.replaces_approvals && n.replaces_approvals,
+        }),
+        _ => None,
+    };
+    Requirements {
+        methods: narrower(&old.methods, &new.methods),
+        max_age: old.max_age.min(new.max_age),
+        approvals: old.approvals.max(new.approvals),
+        approvers: narrower(&old.approvers, &new.approvers),
+        users,
+        groups,
+        reuse: old.reuse.min(new.reuse),
+        break_glass,
     }
 }
 

@@ -5,7 +5,7 @@ use super::facts::Sensitive;
 use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::{self, Reject};
-use super::{bodies, display, ending, hold_record, page, proofs, release, risk, upgrade, who, Gateway};
+use super::{bodies, display, ending, hold_record, page, pending, proofs, release, risk, upgrade, who, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -256,6 +256,10 @@ pub async fn sensitive(
     }
     gw.metrics.transition("pending", None);
     gw.notify("hold.pending", &meta, now);
+    if !Arc::ptr_eq(&cfg, &gw.config()) {
+        // A reload came in since this request read its route.
+        pending::reach_one(gw, &meta, now);
+    }
     let mut state = state;
     if let Some(proof) = early_proof {
         if let Ok(applied) = gw.holds.apply(&meta.id, Event::ProofAccepted(proof), now) {

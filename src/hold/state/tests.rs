@@ -196,3 +196,50 @@ fn one_person_cannot_both_step_up_and_approve_in_either_order() {
     assert_eq!(h.on(approval("bob"), t(1002)), Ok(Transition::Progress));
     assert_eq!(h.phase, Phase::Satisfied);
 }
+
+#[test]
+fn a_reload_that_adds_an_approval_makes_a_satisfied_hold_pending_again() {
+    let mut h = HoldState::new(req(vec![], 1), t(2000), 5, false);
+    h.on(approval("bob"), t(1000)).expect("approve");
+    assert_eq!(h.phase, Phase::Satisfied, "waiting for the requester to collect");
+    assert_eq!(h.reload(&req(vec![], 2)), Reloaded::Tightened);
+    assert_eq!(h.phase, Phase::Pending);
+    assert_eq!(h.missing(), vec!["approvals:1".to_owned()]);
+    assert_eq!(
+        h.on(Event::Collect, t(1000)),
+        Ok(Transition::Progress),
+        "one approval no longer suffices"
+    );
+    assert_eq!(h.on(approval("carol"), t(1000)), Ok(Transition::Progress));
+    assert_eq!(h.on(Event::Collect, t(1000)), Ok(Transition::Release));
+}
+
+#[test]
+fn a_reload_that_changes_the_methods_drops_a_proof_the_new_ones_do_not_take() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Token], 1), t(2000), 5, false);
+    h.on(Event::ProofAccepted(proof(ProofMethod::Token)), t(1000))
+        .expect("proof");
+    assert!(h.proof.is_some());
+    assert_eq!(h.reload(&req(vec![ProofMethod::Totp], 1)), Reloaded::Tightened);
+    assert!(h.proof.is_none());
+    assert_eq!(
+        h.on(Event::ProofAccepted(proof(ProofMethod::Token)), t(1000)),
+        Err(HoldError::MethodNotAccepted)
+    );
+}
+
+#[test]
+fn a_reload_never_loosens_or_satisfies_a_pending_hold() {
+    let mut h = HoldState::new(req(vec![ProofMethod::Token], 1), t(2000), 5, false);
+    h.on(Event::ProofAccepted(proof(ProofMethod::Token)), t(1000))
+        .expect("proof");
+    assert_eq!(
+        h.reload(&req(vec![ProofMethod::Token, ProofMethod::Totp], 0)),
+        Reloaded::Unchanged
+    );
+    assert_eq!(h.requirements.approvals, 1);
+    assert_eq!(h.phase, Phase::Pending);
+    let mut ended = HoldState::new(req(vec![ProofMethod::Token], 0), t(2000), 5, false);
+    ended.on(Event::Expire, t(1000)).expect("expire");
+    assert_eq!(ended.reload(&req(vec![ProofMethod::Token], 3)), Reloaded::Unchanged);
+}
