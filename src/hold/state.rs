@@ -262,7 +262,8 @@ impl HoldState {
         }
         let mut next = self.clone();
         let people_changed = merged.users != self.requirements.users || merged.groups != self.requirements.groups;
-        if next.proof.as_ref().is_some_and(|p| !merged.accepts(p.method)) || people_changed {
+        let acr_changed = merged.acr != self.requirements.acr;
+        if next.proof.as_ref().is_some_and(|p| !merged.accepts(p.method)) || people_changed || acr_changed {
             next.proof = None;
         }
         if merged.approvers != self.requirements.approvers {
@@ -342,6 +343,7 @@ fn stricter(old: &Requirements, new: &Requirements) -> Requirements {
         groups,
         reuse: old.reuse.min(new.reuse),
         break_glass,
+        acr: narrower(&old.acr, &new.acr),
     }
 }
 
