@@ -236,6 +236,7 @@ fn hold_meta(i: usize) -> HoldMeta {
         id: HoldId::random(),
         route: "delete-user".into(),
         action: "user.delete".into(),
+        label: "Delete a user".into(),
         sid: Sid(format!("{i:043}")),
         txn: Txn(format!("{:043}", i + 1)),
         method: Method::POST,

@@ -69,6 +69,7 @@ fn main() {
             id: HoldId::random(),
             route: "delete-user".into(),
             action: "user.delete".into(),
+            label: "Delete a user".into(),
             // sid and txn are base64url SHA-256 digests: 43 characters.
             sid: Sid(format!("{}{}", random_token(), &random_token()[..21])),
             txn: Txn(format!("{}{}", random_token(), &random_token()[..21])),

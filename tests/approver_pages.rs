@@ -102,7 +102,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
         "Amount</dt><dd>25000",
         "Payee</dt><dd>ACME",
         "Approve with code",
-        "Requester</dt><dd>unknown user, session ",
+        "Requested by</dt><dd>not known (session ",
     ] {
         assert!(review.contains(shown), "{shown}:\n{review}");
     }
@@ -172,6 +172,11 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
     assert_eq!(seen.len(), 1);
     let claims = verify_assertion(&s.gw, &seen[0].header("x-stepup-assertion").unwrap());
     assert_eq!(claims["approvers"][0]["sub"], "bob");
+    // Nobody was ever named on the requester's session: `sub` is the
+    // session, never the approver.
+    let sub = claims["sub"].as_str().unwrap();
+    let sid = claims["sid"].as_str().unwrap();
+    assert_eq!(sub, format!("session:{}", &sid[..12]), "{claims:?}");
     assert!(
         !seen[0]
             .header("cookie")
@@ -323,5 +328,74 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     .await;
     assert_eq!(done.status, 200, "{}", body_text(&done));
     let claims = verify_assertion(&gw, &up.requests()[0].header("x-stepup-assertion").unwrap());
+    assert_eq!(claims["approvers"][0]["sub"], "bob");
+}
+
+/// An approval-only hold names who asked where the gateway knows: alice
+/// stepped up on this session before, so bob's list and review page say
+/// "alice", and the assertion's `sub` is alice, with bob in `approvers`.
+/// Pages show a route's `label:` (a route without one, its action id), and
+/// the request's display values sit in a section of their own, apart from
+/// the decision form.
+#[tokio::test]
+async fn approvers_see_who_asked_and_the_assertion_names_the_requester() {
+    let s = setup("").await;
+    let alice = enroll(&s.gw.dir, "alice");
+    let c = "SESSIONID=pages-known-requester";
+
+    let held = s.form("/admin/users/carol/delete", &[HTML, ("cookie", c)], "").await;
+    assert_eq!(held.status, 401);
+    let html = assert_page(&held);
+    for shown in [
+        "<title>Confirm: Delete a user</title>",
+        "Action</dt><dd>Delete a user</dd>",
+    ] {
+        assert!(html.contains(shown), "{shown}:\n{html}");
+    }
+    assert!(!html.contains("user.delete"), "the action id is shown:\n{html}");
+    let complete = form_action(&html, "/complete");
+    let code = pyotp_at(&alice, s.now());
+    let done = s
+        .form(
+            &complete,
+            &[HTML, ("cookie", c)],
+            &format!("method=totp&user=alice&code={code}"),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", body_text(&done));
+
+    let held = s
+        .form("/api/transfers", &[HTML, ("cookie", c)], "amount=25000&payee=ACME")
+        .await;
+    assert_eq!(held.status, 401);
+    let complete = form_action(&page_text(&held), "/complete");
+    let hold = complete.split('/').nth(3).unwrap().to_owned();
+
+    let bob = s.sign_in_bob().await;
+    let list = assert_page(&get(&s.gw, "/.stepup/holds", &[HTML, ("cookie", &bob)]).await);
+    assert!(list.contains("requested by <b>alice</b>"), "{list}");
+    assert!(list.contains("<span class=\"action\">money.transfer</span>"), "{list}");
+    let review = assert_page(&get(&s.gw, &format!("/.stepup/holds/{hold}"), &[HTML, ("cookie", &bob)]).await);
+    assert!(review.contains("Requested by</dt><dd>alice</dd>"), "{review}");
+    let section = review
+        .find("<section class=\"shown\"")
+        .expect("a section for the request's values");
+    let amount = review.find("Amount</dt><dd>25000").expect("the amount");
+    let form = review.find("<form id=\"decide\"").expect("the decision form");
+    assert!(section < amount && amount < form, "{review}");
+    assert!(
+        !review[section..form].contains("<input"),
+        "an input among the request's values"
+    );
+
+    let txn = hidden(&review, "txn");
+    assert_eq!(approve(&s.gw, &s.bob, &hold, &txn).await.status, 200);
+    let done = s.form(&complete, &[HTML, ("cookie", c)], "").await;
+    assert_eq!(done.status, 200, "{}", body_text(&done));
+    let seen = s.up.requests();
+    assert_eq!(seen.len(), 2, "the delete and the transfer");
+    let claims = verify_assertion(&s.gw, &seen[1].header("x-stepup-assertion").unwrap());
+    assert_eq!(claims["sub"], "alice", "the requester is accountable");
+    assert_eq!(claims["acr"], "approval");
     assert_eq!(claims["approvers"][0]["sub"], "bob");
 }

@@ -211,7 +211,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 fn api_key(banner: &str) -> String {
     banner
         .lines()
-        .find_map(|l| l.trim().strip_prefix("API key: "))
+        .find_map(|l| l.trim().strip_prefix("API key for bob: "))
         .unwrap_or_else(|| panic!("no API key in:\n{banner}"))
         .to_owned()
 }

@@ -38,17 +38,20 @@ stepup:
 routes:
   - name: delete-user
     action: user.delete
+    label: Delete a user
     match: { methods: [POST], path: '/admin/users/([^/]+)/delete', case_insensitive: true }
     require: { methods: [webauthn, totp], max_age: 5m }
     display: [ { label: User, capture: 1 } ]
     hold: { mode: auto, timeout: 3m }
   - name: view-secrets
     action: secrets.view
+    label: View the secrets
     match: { methods: [GET], prefix: /admin/secrets, case_insensitive: true }
     require: { methods: [webauthn, totp], reuse: 5m }
     hold: { mode: auto, timeout: 3m }
   - name: big-transfer
     action: money.transfer
+    label: Send a payment
     match: { methods: [POST], path: /api/transfers }
     when: [ { form: { field: amount, gt: 10000 } } ]
     require: { approvals: 1, approvers: [treasury] }
@@ -56,6 +59,7 @@ routes:
     hold: { mode: auto, timeout: 10m }
   - name: settings
     action: console.settings.write
+    label: Change the settings
     match: { methods: [POST], prefix: /admin/settings, case_insensitive: true }
     require: { methods: [webauthn, totp] }
     hold: { mode: auto, timeout: 3m }
@@ -235,7 +239,7 @@ fn banner(port: u16, admin_port: u16, admin: &str, bob: &str, bob_key: &str, dir
     println!("\nApprover `bob` (approves payments over 10,000 EUR):");
     println!("  TOTP  {}", totp::otpauth_uri(bob, "bob").unwrap_or_default());
     println!("        (or: oathtool --totp -b {bob})");
-    println!("  API key: {bob_key}");
+    println!("  API key for bob: {bob_key}");
     println!("\nWhat to try:");
     println!("  1. Open {base}/ and sign in (any password). Users → Delete next to carol:");
     println!("     the gateway holds the form and shows its step-up page. Enter user `admin` and the");

@@ -669,12 +669,19 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         reason_required: b.reason_required,
         replaces_approvals: b.replaces_approvals,
     });
+    let action = r.action.unwrap_or_else(|| r.name.clone());
+    let label = match r.label {
+        Some(l) if l.trim().is_empty() => return problem(format!("{at}.label"), "must not be empty"),
+        Some(l) => l,
+        None => action.clone(),
+    };
     Ok(Route {
         body_reader,
         when,
         caller,
         display,
-        action: r.action.unwrap_or_else(|| r.name.clone()),
+        action,
+        label,
         name: r.name,
         hosts: m.host.iter().map(|h| h.to_ascii_lowercase()).collect(),
         methods,

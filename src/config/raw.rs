@@ -227,6 +227,10 @@ pub struct RawRoute {
     pub name: String,
     #[serde(default)]
     pub action: Option<String>,
+    /// What people are shown for the action (`Delete a user`); the
+    /// action id when absent.
+    #[serde(default)]
+    pub label: Option<String>,
     #[serde(rename = "match")]
     pub matcher: RawMatch,
     #[serde(default)]

@@ -25,6 +25,8 @@ pub struct HoldMeta {
     pub id: HoldId,
     pub route: String,
     pub action: String,
+    /// The action in words, as the route's `label:` gives it.
+    pub label: String,
     pub sid: Sid,
     pub txn: Txn,
     pub method: Method,

@@ -95,7 +95,15 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
     let now = gw.clock.now();
     let holds = waiting_for(gw, &a, now);
     if html {
-        return Ok(page::approvals::list(&prefix, &a.name, &holds, now));
+        let queued: Vec<_> = holds
+            .into_iter()
+            .map(|(meta, state)| page::approvals::Queued {
+                requester: super::who::requester(gw, &meta, &state),
+                meta,
+                state,
+            })
+            .collect();
+        return Ok(page::approvals::list(&prefix, &a.name, &queued, now));
     }
     let items: Vec<_> = holds.iter().map(|(m, _)| item(m, now)).collect();
     Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
@@ -144,7 +152,17 @@ pub(super) fn review_page(
             Some((&format!("{prefix}holds"), "Back to pending approvals")),
         );
     }
-    page::approvals::detail(&prefix, &a.name, meta, state, &page_proofs(gw, a), alert, status)
+    let requester = super::who::requester(gw, meta, state);
+    page::approvals::detail(
+        &prefix,
+        &a.name,
+        meta,
+        state,
+        requester.as_deref(),
+        &page_proofs(gw, a),
+        alert,
+        status,
+    )
 }
 
 /// The hold `id` if approver `a` may decide it: it needs approvals from a

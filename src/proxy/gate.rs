@@ -142,6 +142,7 @@ pub async fn sensitive(
         id: HoldId::random(),
         route: route.name.clone(),
         action: route.action.clone(),
+        label: route.label.clone(),
         sid,
         txn: session::txn(&parts.method, &ctx.target.host, &path_and_query, &bytes),
         method: parts.method.clone(),

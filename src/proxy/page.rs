@@ -5,9 +5,10 @@
 //!
 //! Every response carries a fresh CSP nonce and only the gateway's own
 //! `<style>` and `<script>` elements carry it, so nothing a request
-//! smuggles into a page can run or restyle it; every value from a request
-//! goes through [`escape`], and values the script needs travel in escaped
-//! `data-*` attributes, never inside script text.
+//! smuggles into a page can run or restyle it. Pages are maud templates,
+//! checked at compile time, which escape every value they insert; values
+//! the script needs travel in escaped `data-*` attributes, never inside
+//! script text.
 
 pub mod approvals;
 pub mod enroll;
@@ -16,6 +17,7 @@ pub mod stepup;
 use super::Body;
 use crate::body::full;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 const CSS: &str = include_str!("page/style.css");
 const JS: &str = include_str!("page/pages.js");
@@ -35,19 +37,10 @@ pub fn from_page(headers: &HeaderMap) -> bool {
     super::display::is_form(headers) || wants_html(headers)
 }
 
+/// `s` made safe as HTML text or a quoted attribute value, for the
+/// demo console, which is not built from templates.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    html! { (s) }.into_string()
 }
 
 /// A short code derived from `txn`, so a person can compare what the page
@@ -58,13 +51,17 @@ pub fn short_code(txn: &str) -> String {
     format!("{}-{}", a.to_ascii_uppercase(), b.to_ascii_uppercase())
 }
 
-/// Who asked, in words: the session's identity when the gateway knows it,
-/// otherwise the session it came from.
-pub fn requester(meta: &crate::hold::HoldMeta) -> String {
+/// Who asked, in words: `known` (the session's identity, whoever proved
+/// on the hold, or the person bound to the session) when the gateway knows
+/// it, otherwise the session it came from.
+pub fn requester(meta: &crate::hold::HoldMeta, known: Option<&str>) -> String {
+    if let Some(name) = known {
+        return name.to_owned();
+    }
     let who = meta.requester();
     match who.strip_prefix("session:") {
-        Some(sid) if meta.identity.is_none() => format!("unknown user, session {sid}"),
-        _ => who,
+        Some(sid) => format!("not known (session {sid})"),
+        None => who,
     }
 }
 
@@ -77,40 +74,31 @@ pub fn people(n: u32) -> String {
     }
 }
 
-/// A page under construction: its nonce and its `<main>` content.
-pub struct Page {
-    nonce: String,
-    title: String,
-    pub body: String,
-}
-
-impl Page {
-    pub fn new(title: &str) -> Self {
-        Page {
-            nonce: crate::ids::random_token(),
-            title: escape(title),
-            body: String::with_capacity(4096),
+/// The whole document around `main`: the shared header, style and
+/// script (each with this response's fresh nonce), sent with the headers
+/// every gateway page carries. maud escapes every value it is given; only
+/// the gateway's own stylesheet and script go in unescaped.
+pub fn respond(status: StatusCode, title: &str, main: Markup) -> Response<Body> {
+    let nonce = crate::ids::random_token();
+    let doc = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) }
+                style nonce=(nonce) { (PreEscaped(CSS)) }
+            }
+            body {
+                header.brand { span.logo aria-hidden="true" {} span { "Security check" } }
+                main.card { (main) }
+                footer.foot { "Protected by stepgate" }
+                script nonce=(nonce) { (PreEscaped(JS)) }
+            }
         }
-    }
-
-    /// The whole document with the shared header, style and script, sent
-    /// with the headers every gateway page carries.
-    pub fn respond(self, status: StatusCode) -> Response<Body> {
-        let Page { nonce, title, body } = self;
-        let doc = format!(
-            r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark"><title>{title}</title><style nonce="{nonce}">{CSS}</style></head>
-<body><header class="brand"><span class="logo" aria-hidden="true"></span><span>Security check</span></header>
-<main class="card">
-{body}
-</main>
-<footer class="foot">Protected by stepgate</footer>
-<script nonce="{nonce}">{JS}</script>
-</body></html>"#
-        );
-        html(status, &nonce, doc)
-    }
+    };
+    html(status, &nonce, doc.into_string())
 }
 
 /// The headers of every gateway page.
@@ -140,66 +128,76 @@ pub fn html(status: StatusCode, nonce: &str, page: String) -> Response<Body> {
 
 /// A page that only says something: a heading, a message and maybe a link.
 pub fn message(status: StatusCode, heading: &str, text: &str, link: Option<(&str, &str)>) -> Response<Body> {
-    let mut p = Page::new(heading);
-    p.body.push_str(&format!(
-        "<h1>{}</h1>\n<p class=\"lead\">{}</p>\n",
-        escape(heading),
-        escape(text)
-    ));
-    if let Some((href, label)) = link {
-        p.body.push_str(&format!(
-            "<p><a class=\"button secondary\" href=\"{}\">{}</a></p>\n",
-            escape(href),
-            escape(label)
-        ));
-    }
-    p.respond(status)
+    let main = html! {
+        h1 { (heading) }
+        p.lead { (text) }
+        @if let Some((href, label)) = link {
+            p { a.button.secondary href=(href) { (label) } }
+        }
+    };
+    respond(status, heading, main)
 }
 
 /// One row of a details list.
-pub fn fact(label: &str, value_html: &str) -> String {
-    format!("<div><dt>{}</dt><dd>{value_html}</dd></div>\n", escape(label))
+pub fn fact(label: &str, value: Markup) -> Markup {
+    html! { div { dt { (label) } dd { (value) } } }
 }
 
 /// The check code row, which the requester and the approver compare.
-pub fn check_code_fact(meta: &crate::hold::HoldMeta) -> String {
-    fact(
-        "Check code",
-        &format!("<code class=\"check\">{}</code>", short_code(meta.txn.as_str())),
-    )
+pub fn check_code_fact(meta: &crate::hold::HoldMeta) -> Markup {
+    fact("Check code", html! { code.check { (short_code(meta.txn.as_str())) } })
 }
 
 /// The rows that say what a hold is, for the requester's and the
 /// approver's page alike; `requester` only where someone else reads it.
-pub fn hold_facts(b: &mut String, meta: &crate::hold::HoldMeta, requester: Option<&str>) {
-    b.push_str(&fact("Action", &escape(&meta.action)));
-    b.push_str(&fact(
-        "Request",
-        &format!(
-            "<code>{} {}</code>",
-            escape(meta.method.as_str()),
-            escape(&meta.path_and_query)
-        ),
-    ));
-    if let Some(r) = requester {
-        b.push_str(&fact("Requester", &escape(r)));
+/// The route's display fields are not among them: see [`shown`].
+pub fn hold_facts(meta: &crate::hold::HoldMeta, requester: Option<&str>) -> Markup {
+    html! {
+        (fact("Action", html! { (meta.label) }))
+        (fact("Request", html! { code { (meta.method.as_str()) " " (meta.path_and_query) } }))
+        @if let Some(r) = requester {
+            (fact("Requested by", html! { (r) }))
+        }
+        (check_code_fact(meta))
     }
-    for (label, value) in &meta.display {
-        b.push_str(&fact(label, &escape(value)));
+}
+
+/// The values the route takes from the request (`display:`), in a section
+/// of their own, so that a value such as "User: mallory" is never read as
+/// part of the form below it.
+pub fn shown(meta: &crate::hold::HoldMeta) -> Markup {
+    html! {
+        @if !meta.display.is_empty() {
+            section.shown aria-labelledby="shown-heading" {
+                h2 id="shown-heading" { "What the request says" }
+                dl.facts {
+                    @for (label, value) in &meta.display {
+                        (fact(label, html! { (value) }))
+                    }
+                }
+            }
+        }
     }
-    b.push_str(&check_code_fact(meta));
 }
 
 /// A refusal shown above a form.
-pub fn alert(b: &mut String, text: Option<&str>) {
-    if let Some(t) = text {
-        b.push_str(&format!("<div class=\"alert\" role=\"alert\">{}</div>\n", escape(t)));
+pub fn alert(text: Option<&str>) -> Markup {
+    html! {
+        @if let Some(t) = text {
+            div.alert role="alert" { (t) }
+        }
     }
 }
 
 /// The six-digit authenticator code field of every form that takes one.
-pub const CODE_FIELD: &str = "<div class=\"field\"><label for=\"code\">Authenticator code</label>\
-     <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\" autocomplete=\"one-time-code\" required></div>\n";
+pub fn code_field() -> Markup {
+    html! {
+        div.field {
+            label for="code" { "Authenticator code" }
+            input id="code" name="code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -207,7 +205,7 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;&#39;");
+        assert_eq!(escape("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;'");
         assert_eq!(short_code("ab-cdEFGHIJ"), "ABCD-EFGH");
         assert_eq!(people(1), "1 person");
         assert_eq!(people(3), "3 people");

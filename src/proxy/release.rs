@@ -325,7 +325,7 @@ async fn carry_out(
         }
     }
     let now = gw.clock.now();
-    let proof = accountable(meta, state, now);
+    let proof = accountable(meta, state, super::who::bound(gw, &meta.sid), now);
     if let Some(p) = &state.proof {
         if state.approvals.is_empty() && !state.break_glass {
             remember(gw, meta, &state.requirements, p, now);
@@ -342,26 +342,23 @@ async fn carry_out(
 }
 
 /// The accountable actor (`sub`) and how they are known. With a proof it
-/// is whoever proved; for approval-only holds it is the session's known
-/// identity, or else the approvers themselves (listed in `approvers`).
-fn accountable(meta: &HoldMeta, state: &HoldState, now: SystemTime) -> Actor {
+/// is whoever proved. Otherwise (approvals, break-glass) it is the
+/// requester: the session's identity, else the person `bound` to the
+/// session by an earlier step-up, else the session itself. Approvers are
+/// never `sub`; they have their own claim, `approvers`.
+fn accountable(meta: &HoldMeta, state: &HoldState, bound: Option<String>, now: SystemTime) -> Actor {
     if let Some(p) = &state.proof {
         return p.into();
     }
+    let sub = meta.identity.clone().or(bound).unwrap_or_else(|| meta.requester());
     if state.break_glass {
         return Actor {
-            sub: meta.identity.clone().unwrap_or_else(|| meta.requester()),
+            sub,
             amr: Vec::new(),
             acr: "break_glass".into(),
             auth_time: unix_secs(now),
         };
     }
-    let first = state.approvals.first();
-    let sub = meta
-        .identity
-        .clone()
-        .or_else(|| first.map(|a| a.sub.clone()))
-        .unwrap_or_else(|| meta.requester());
     Actor {
         sub,
         auth_time: state.approvals.iter().map(|a| a.at).max().unwrap_or(0),

@@ -129,3 +129,13 @@ pub(super) fn unbind(gw: &Gateway, sid: &Sid, who: &str) {
 pub(super) fn bound(gw: &Gateway, sid: &Sid) -> Option<String> {
     gw.sessions.who(&session::sid_key(sid)?)
 }
+
+/// Who asked for a hold, where the gateway knows: the session's identity,
+/// whoever proved on the hold, or the person bound to the session by an
+/// earlier step-up. `None` when nobody on the session was ever named.
+pub(super) fn requester(gw: &Gateway, meta: &HoldMeta, state: &crate::hold::HoldState) -> Option<String> {
+    meta.identity
+        .clone()
+        .or_else(|| state.proof.as_ref().map(|p| p.sub.clone()))
+        .or_else(|| bound(gw, &meta.sid))
+}

@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub struct Route {
     pub name: String,
     pub action: String,
+    /// The action in words for the pages (`label:`, or the action id).
+    pub label: String,
     /// Lower-case host names without port; empty means any host.
     pub hosts: Vec<String>,
     /// Empty means any method.

@@ -11,6 +11,7 @@ use stepgate::clock::ManualClock;
 pub const ROUTES: &str = "
   - name: delete-user
     action: user.delete
+    label: Delete a user
     match: { methods: [POST], path: '/admin/users/([^/]+)/delete' }
     require: { methods: [totp], max_age: 5m }
     display: [ { label: User, capture: 1 } ]

@@ -12,6 +12,7 @@ fn meta(sid: &str) -> HoldMeta {
         id: HoldId::random(),
         route: "r".into(),
         action: "a".into(),
+        label: "A".into(),
         sid: Sid(sid.into()),
         txn: Txn("t".into()),
         method: Method::POST,

@@ -1,53 +1,48 @@
 //! The approvers' pages: sign-in, the list of holds waiting for them, one
 //! hold as they review it, and the outcome of their decision.
 
-use super::{check_code_fact, escape, fact, hold_facts, short_code, Page, CODE_FIELD};
+use super::{alert, check_code_fact, code_field, fact, hold_facts, respond, short_code, shown};
 use crate::body::Body;
 use crate::hold::{HoldMeta, HoldState};
 use http::{Response, StatusCode};
-use std::fmt::Write;
+use maud::{html, Markup};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// `GET holds` for someone not signed in (or a refused sign-in).
-pub fn signin(prefix: &str, webauthn: bool, name: &str, alert: Option<&str>, status: StatusCode) -> Response<Body> {
-    let mut p = Page::new("Approver sign-in");
-    let b = &mut p.body;
-    b.push_str("<h1>Approver sign-in</h1>\n<p class=\"lead\">Sign in to review the requests that are waiting for your approval.</p>\n");
-    super::alert(b, alert);
-    let _ = writeln!(
-        b,
-        "<form id=\"signin\" class=\"stack\" method=\"post\" action=\"{action}\" data-options=\"{options}\">\n\
-         <input type=\"hidden\" name=\"method\" value=\"totp\"><input type=\"hidden\" name=\"credential\" value=\"\">\n\
-         <div class=\"field\"><label for=\"name\">Name</label>\
-         <input id=\"name\" name=\"name\" value=\"{name}\" autocomplete=\"username webauthn\" autocapitalize=\"none\" spellcheck=\"false\" required></div>",
-        action = escape(&format!("{prefix}approver/login")),
-        options = escape(&format!("{prefix}approver/login/options")),
-        name = escape(name),
-    );
-    if webauthn {
-        b.push_str(
-            "<button type=\"button\" id=\"signin-passkey\" class=\"primary\" hidden>Sign in with a passkey</button>\n\
-             <p class=\"or\"><span>or use a code from your authenticator app</span></p>\n",
-        );
-    }
-    let class = if webauthn { "secondary" } else { "primary" };
-    b.push_str(CODE_FIELD);
-    let _ = writeln!(
-        b,
-        "<button type=\"submit\" class=\"{class}\">Sign in with code</button>\n</form>"
-    );
-    p.respond(status)
+pub fn signin(prefix: &str, webauthn: bool, name: &str, refused: Option<&str>, status: StatusCode) -> Response<Body> {
+    let main = html! {
+        h1 { "Approver sign-in" }
+        p.lead { "Sign in to review the requests that are waiting for your approval." }
+        (alert(refused))
+        form id="signin" class="stack" method="post" action=(format!("{prefix}approver/login"))
+            data-options=(format!("{prefix}approver/login/options")) {
+            input type="hidden" name="method" value="totp";
+            input type="hidden" name="credential" value="";
+            div.field {
+                label for="name" { "Name" }
+                input id="name" name="name" value=(name) autocomplete="username webauthn" autocapitalize="none" spellcheck="false" required;
+            }
+            @if webauthn {
+                button type="button" id="signin-passkey" class="primary" hidden { "Sign in with a passkey" }
+                p.or { span { "or use a code from your authenticator app" } }
+            }
+            (code_field())
+            button type="submit" class=(if webauthn { "secondary" } else { "primary" }) { "Sign in with code" }
+        }
+    };
+    respond(status, "Approver sign-in", main)
 }
 
-fn signed_in_bar(b: &mut String, prefix: &str, name: &str) {
-    let _ = writeln!(
-        b,
-        "<div class=\"bar\"><span>Signed in as <b>{}</b></span>\
-         <form method=\"post\" action=\"{}\"><button type=\"submit\" class=\"link\">Sign out</button></form></div>",
-        escape(name),
-        escape(&format!("{prefix}approver/logout"))
-    );
+fn signed_in_bar(prefix: &str, name: &str) -> Markup {
+    html! {
+        div.bar {
+            span { "Signed in as " b { (name) } }
+            form method="post" action=(format!("{prefix}approver/logout")) {
+                button type="submit" class="link" { "Sign out" }
+            }
+        }
+    }
 }
 
 fn age(meta: &HoldMeta, now: SystemTime) -> String {
@@ -59,53 +54,60 @@ fn age(meta: &HoldMeta, now: SystemTime) -> String {
     }
 }
 
+/// A hold waiting for an approver, with who asked for it where the
+/// gateway knows.
+pub struct Queued {
+    pub meta: Arc<HoldMeta>,
+    pub state: HoldState,
+    pub requester: Option<String>,
+}
+
 /// `GET holds`: the holds this approver may decide.
-pub fn list(prefix: &str, name: &str, holds: &[(Arc<HoldMeta>, HoldState)], now: SystemTime) -> Response<Body> {
-    let mut p = Page::new("Pending approvals");
-    let b = &mut p.body;
-    signed_in_bar(b, prefix, name);
-    b.push_str("<h1>Pending approvals</h1>\n");
-    let ids: Vec<&str> = holds.iter().map(|(m, _)| m.id.as_str()).collect();
-    let _ = writeln!(
-        b,
-        "<div id=\"queue\" data-queue=\"{}\" data-ids=\"{}\">",
-        escape(&format!("{prefix}holds")),
-        escape(&ids.join(" "))
-    );
-    if holds.is_empty() {
-        b.push_str("<p class=\"empty\">Nothing is waiting for you. This page updates by itself.</p>\n");
-    } else {
-        b.push_str("<ul class=\"holds\">\n");
-        for (meta, state) in holds {
-            let summary: Vec<String> = meta
-                .display
-                .iter()
-                .map(|(l, v)| format!("{}: {}", escape(l), escape(v)))
-                .collect();
-            let _ = writeln!(
-                b,
-                "<li><a href=\"{href}\"><span class=\"action\">{action}</span> <code class=\"check\">{code}</code></a>\
-                 <span class=\"meta\">{method} <code>{target}</code> · requested by {who} · {age} · {have} of {need} approvals</span>{summary}</li>",
-                href = escape(&format!("{prefix}holds/{}", meta.id)),
-                action = escape(&meta.action),
-                code = short_code(meta.txn.as_str()),
-                method = escape(meta.method.as_str()),
-                target = escape(&meta.path_and_query),
-                who = escape(&super::requester(meta)),
-                age = age(meta, now),
-                have = state.approvals.len(),
-                need = state.requirements.approvals,
-                summary = if summary.is_empty() {
-                    String::new()
-                } else {
-                    format!("<span class=\"meta\">{}</span>", summary.join(" · "))
-                },
-            );
+pub fn list(prefix: &str, name: &str, holds: &[Queued], now: SystemTime) -> Response<Body> {
+    let ids: Vec<&str> = holds.iter().map(|q| q.meta.id.as_str()).collect();
+    let main = html! {
+        (signed_in_bar(prefix, name))
+        h1 { "Pending approvals" }
+        div id="queue" data-queue=(format!("{prefix}holds")) data-ids=(ids.join(" ")) {
+            @if holds.is_empty() {
+                p.empty { "Nothing is waiting for you. This page updates by itself." }
+            } @else {
+                ul.holds {
+                    @for q in holds {
+                        (list_item(prefix, q, now))
+                    }
+                }
+            }
         }
-        b.push_str("</ul>\n");
+    };
+    respond(StatusCode::OK, "Pending approvals", main)
+}
+
+fn list_item(prefix: &str, q: &Queued, now: SystemTime) -> Markup {
+    let (meta, state) = (&q.meta, &q.state);
+    let who = super::requester(meta, q.requester.as_deref());
+    html! {
+        li {
+            a href=(format!("{prefix}holds/{}", meta.id)) {
+                span.action { (meta.label) }
+                " "
+                code.check { (short_code(meta.txn.as_str())) }
+            }
+            span.meta {
+                (meta.method.as_str()) " " code { (meta.path_and_query) }
+                " · requested by " b { (who) }
+                " · " (age(meta, now))
+                " · " (state.approvals.len()) " of " (state.requirements.approvals) " approvals"
+            }
+            @if !meta.display.is_empty() {
+                dl.shown-inline {
+                    @for (label, value) in &meta.display {
+                        div { dt { (label) } dd { (value) } }
+                    }
+                }
+            }
+        }
     }
-    b.push_str("</div>\n");
-    p.respond(StatusCode::OK)
 }
 
 /// How the approver can prove it is them for this one decision.
@@ -114,78 +116,66 @@ pub struct Proofs {
     pub passkey: bool,
 }
 
-/// One hold, as the approver reviews it before deciding.
+/// One hold, as the approver reviews it before deciding. `requester` is
+/// who asked, where the gateway knows.
+#[allow(clippy::too_many_arguments)] // one page, one call site: a struct would only rename them
 pub fn detail(
     prefix: &str,
     name: &str,
     meta: &HoldMeta,
     state: &HoldState,
+    requester: Option<&str>,
     proofs: &Proofs,
-    alert: Option<&str>,
+    refused: Option<&str>,
     status: StatusCode,
 ) -> Response<Body> {
-    let mut p = Page::new(&format!("Review: {}", meta.action));
-    let b = &mut p.body;
-    signed_in_bar(b, prefix, name);
-    b.push_str("<h1>Review this request</h1>\n<p class=\"lead\">Check that this is what the requester told you about. Compare the check code with theirs.</p>\n");
-    super::alert(b, alert);
-    b.push_str("<dl class=\"facts\">\n");
-    hold_facts(b, meta, Some(&super::requester(meta)));
-    b.push_str(&fact(
-        "Approvals",
-        &format!("{} of {}", state.approvals.len(), state.requirements.approvals),
-    ));
-    b.push_str("</dl>\n");
     let base = format!("{prefix}holds/{}", meta.id);
-    let _ = writeln!(
-        b,
-        "<form id=\"decide\" class=\"stack\" method=\"post\" action=\"{approve}\" data-deny=\"{deny}\" data-options=\"{options}\">\n\
-         <input type=\"hidden\" name=\"txn\" value=\"{txn}\"><input type=\"hidden\" name=\"webauthn\" value=\"\">",
-        approve = escape(&format!("{base}/approve")),
-        deny = escape(&format!("{base}/deny")),
-        options = escape(&format!("{base}/webauthn?as=approver")),
-        txn = escape(meta.txn.as_str()),
-    );
-    if proofs.code {
-        b.push_str(CODE_FIELD);
-    }
-    b.push_str(
-        "<div class=\"field\"><label for=\"comment\">Comment</label>\
-         <textarea id=\"comment\" name=\"comment\" maxlength=\"500\" rows=\"2\"></textarea></div>\n<div class=\"actions\">\n",
-    );
-    if proofs.code {
-        b.push_str("<button type=\"submit\" class=\"primary\">Approve with code</button>\n");
-    }
-    if proofs.passkey {
-        b.push_str(
-            "<button type=\"button\" id=\"approve-passkey\" class=\"primary\" hidden>Approve with a passkey</button>\n",
-        );
-    }
-    let _ = writeln!(
-        b,
-        "<button type=\"submit\" class=\"danger\" id=\"deny\" formaction=\"{}\">Deny</button>\n</div>",
-        escape(&format!("{base}/deny"))
-    );
-    if !proofs.code && !proofs.passkey {
-        b.push_str(
-            "<p class=\"hint\">You have no authenticator code or passkey enrolled, so you cannot decide here.</p>\n",
-        );
-    }
-    let _ = writeln!(
-        b,
-        "</form>\n<p><a href=\"{}\">Back to pending approvals</a></p>",
-        escape(&format!("{prefix}holds"))
-    );
-    p.respond(status)
+    let who = super::requester(meta, requester);
+    let main = html! {
+        (signed_in_bar(prefix, name))
+        h1 { "Review this request" }
+        p.lead { "Check that this is what the requester told you about. Compare the check code with theirs." }
+        (alert(refused))
+        dl.facts {
+            (hold_facts(meta, Some(&who)))
+            (fact("Approvals", html! { (state.approvals.len()) " of " (state.requirements.approvals) }))
+        }
+        (shown(meta))
+        section.prove aria-labelledby="decide-heading" {
+            h2 id="decide-heading" { "Your decision" }
+            form id="decide" class="stack" method="post" action=(format!("{base}/approve"))
+                data-deny=(format!("{base}/deny")) data-options=(format!("{base}/webauthn?as=approver")) {
+                input type="hidden" name="txn" value=(meta.txn.as_str());
+                input type="hidden" name="webauthn" value="";
+                @if proofs.code {
+                    (code_field())
+                }
+                div.field {
+                    label for="comment" { "Comment" }
+                    textarea id="comment" name="comment" maxlength="500" rows="2" {}
+                }
+                div.actions {
+                    @if proofs.code {
+                        button type="submit" class="primary" { "Approve with code" }
+                    }
+                    @if proofs.passkey {
+                        button type="button" id="approve-passkey" class="primary" hidden { "Approve with a passkey" }
+                    }
+                    button type="submit" class="danger" id="deny" formaction=(format!("{base}/deny")) { "Deny" }
+                }
+                @if !proofs.code && !proofs.passkey {
+                    p.hint { "You have no authenticator code or passkey enrolled, so you cannot decide here." }
+                }
+            }
+        }
+        p { a href=(format!("{prefix}holds")) { "Back to pending approvals" } }
+    };
+    respond(status, &format!("Review: {}", meta.label), main)
 }
 
 /// After a decision taken on the page.
 pub fn decided(prefix: &str, name: &str, approved: bool, meta: &HoldMeta, state: Option<&HoldState>) -> Response<Body> {
     let heading = if approved { "Approved" } else { "Denied" };
-    let mut p = Page::new(heading);
-    let b = &mut p.body;
-    signed_in_bar(b, prefix, name);
-    let _ = writeln!(b, "<h1>{heading}</h1>");
     let text = match (approved, state) {
         (false, _) => "Denied. The request will not be carried out.".to_owned(),
         (true, Some(s)) if (s.approvals.len() as u32) < s.requirements.approvals => format!(
@@ -195,13 +185,15 @@ pub fn decided(prefix: &str, name: &str, approved: bool, meta: &HoldMeta, state:
         ),
         (true, _) => "Approved. The requester's page continues by itself.".to_owned(),
     };
-    let _ = writeln!(
-        b,
-        "<p class=\"status ok\" role=\"status\">{}</p>\n<dl class=\"facts\">{}{}</dl>\n<p><a class=\"button secondary\" href=\"{}\">Back to pending approvals</a></p>",
-        escape(&text),
-        fact("Action", &escape(&meta.action)),
-        check_code_fact(meta),
-        escape(&format!("{prefix}holds")),
-    );
-    p.respond(StatusCode::OK)
+    let main = html! {
+        (signed_in_bar(prefix, name))
+        h1 { (heading) }
+        p.status.ok role="status" { (text) }
+        dl.facts {
+            (fact("Action", html! { (meta.label) }))
+            (check_code_fact(meta))
+        }
+        p { a.button.secondary href=(format!("{prefix}holds")) { "Back to pending approvals" } }
+    };
+    respond(StatusCode::OK, heading, main)
 }

@@ -3,10 +3,10 @@
 //! WebAuthn API, so this page is the one that does nothing without
 //! JavaScript beyond saying who the link is for.
 
-use super::{escape, Page};
+use super::{fact, respond};
 use crate::body::Body;
 use http::{Response, StatusCode};
-use std::fmt::Write;
+use maud::html;
 
 /// `user` is who the link enrolls, or `None` for an unknown, used or
 /// expired link (which is all the page will say about it).
@@ -19,23 +19,20 @@ pub fn page(prefix: &str, token: &str, user: Option<&str>) -> Response<Body> {
             None,
         );
     };
-    let mut p = Page::new("Register a passkey");
-    let b = &mut p.body;
-    let _ = writeln!(
-        b,
-        "<h1>Register a passkey</h1>\n\
-         <p class=\"lead\">A passkey lets you confirm sensitive actions with your device's screen lock or a security key.</p>\n\
-         <dl class=\"facts\">{}</dl>\n\
-         <form id=\"enroll\" class=\"stack\" data-token=\"{token}\" data-options=\"{options}\" data-finish=\"{finish}\">\n\
-         <div class=\"field\"><label for=\"label\">Name for this passkey <span class=\"optional\">(optional)</span></label>\
-         <input id=\"label\" name=\"label\" maxlength=\"64\" placeholder=\"e.g. work laptop\"></div>\n\
-         <button type=\"submit\" class=\"primary\">Register passkey</button>\n\
-         <noscript><p class=\"hint\">Registering a passkey needs JavaScript.</p></noscript>\n\
-         </form>\n<p class=\"status\" role=\"status\" id=\"enroll-status\"></p>",
-        super::fact("User", &format!("<b>{}</b>", escape(user))),
-        token = escape(token),
-        options = escape(&format!("{prefix}enroll/options")),
-        finish = escape(&format!("{prefix}enroll/finish")),
-    );
-    p.respond(StatusCode::OK)
+    let main = html! {
+        h1 { "Register a passkey" }
+        p.lead { "A passkey lets you confirm sensitive actions with your device's screen lock or a security key." }
+        dl.facts { (fact("User", html! { b { (user) } })) }
+        form id="enroll" class="stack" data-token=(token) data-options=(format!("{prefix}enroll/options"))
+            data-finish=(format!("{prefix}enroll/finish")) {
+            div.field {
+                label for="label" { "Name for this passkey " span.optional { "(optional)" } }
+                input id="label" name="label" maxlength="64" placeholder="e.g. work laptop";
+            }
+            button type="submit" class="primary" { "Register passkey" }
+            noscript { p.hint { "Registering a passkey needs JavaScript." } }
+        }
+        p.status role="status" id="enroll-status" {}
+    };
+    respond(StatusCode::OK, "Register a passkey", main)
 }

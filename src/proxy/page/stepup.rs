@@ -4,12 +4,12 @@
 //! works without JavaScript; the passkey and the live approval status need
 //! the shared script.
 
-use super::{escape, fact, hold_facts, people, Page, CODE_FIELD};
+use super::{alert, code_field, fact, hold_facts, people, respond, shown};
 use crate::body::Body;
 use crate::hold::{HoldMeta, HoldState};
 use crate::policy::ProofMethod;
 use http::{header, HeaderValue, Response, StatusCode};
-use std::fmt::Write;
+use maud::{html, Markup};
 use std::time::{Duration, SystemTime};
 
 /// What the page shows about one hold.
@@ -45,110 +45,77 @@ pub fn render(v: &View, status: StatusCode) -> Response<Body> {
     let (meta, state) = (v.meta, v.state);
     let req = &state.requirements;
     let left = state.deadline.duration_since(v.now).unwrap_or(Duration::ZERO).as_secs();
-    let complete = escape(&format!("{}holds/{}/complete", v.prefix, meta.id));
-    let mut p = Page::new(&format!("Confirm: {}", meta.action));
-    let b = &mut p.body;
-    b.push_str("<h1>Confirm this action</h1>\n");
-    b.push_str("<p class=\"lead\">This action needs you to confirm it is really you before it goes ahead.</p>\n");
-    super::alert(b, v.alert.as_deref());
-    b.push_str("<dl class=\"facts\">\n");
-    hold_facts(b, meta, None);
-    b.push_str(&fact(
-        "Time left",
-        &format!(
-            "<span role=\"timer\" id=\"time-left\" data-seconds=\"{left}\">{}:{:02}</span>",
-            left / 60,
-            left % 60
-        ),
-    ));
-    b.push_str("</dl>\n");
-
+    let complete = format!("{}holds/{}/complete", v.prefix, meta.id);
     let passkey = v.webauthn && req.accepts(ProofMethod::Webauthn);
     let code = req.accepts(ProofMethod::Totp);
-    match &state.proof {
-        Some(proof) => {
-            let _ = writeln!(b, "<p class=\"done\">Confirmed by <b>{}</b>.</p>", escape(&proof.sub));
+    let idp = v.idp.as_deref().filter(|_| req.accepts(ProofMethod::Oidc));
+    let main = html! {
+        h1 { "Confirm this action" }
+        p.lead { "This action needs you to confirm it is really you before it goes ahead." }
+        (alert(v.alert.as_deref()))
+        dl.facts {
+            (hold_facts(meta, None))
+            (fact("Time left", html! {
+                span id="time-left" role="timer" data-seconds=(left) { (left / 60) ":" (format!("{:02}", left % 60)) }
+            }))
         }
-        None => {
-            let idp = v.idp.as_deref().filter(|_| req.accepts(ProofMethod::Oidc));
-            if let Some(idp) = idp {
-                oidc_link(b, v, idp, !(passkey || code));
-            }
-            if passkey || code {
-                if idp.is_some() {
-                    b.push_str("<p class=\"or\"><span>or</span></p>\n");
+        (shown(meta))
+        @if let Some(proof) = &state.proof {
+            p.done { "Confirmed by " b { (proof.sub) } "." }
+        } @else {
+            @if let Some(idp) = idp {
+                p { a id="oidc" class=(if passkey || code { "button secondary" } else { "button primary" })
+                    href=(format!("{}holds/{}/oidc", v.prefix, meta.id)) { "Sign in again with " (idp) } }
+                @if passkey || code {
+                    p.or { span { "or" } }
                 }
-                proof_form(b, v, &complete, passkey, code);
+            }
+            @if passkey || code {
+                (proof_form(v, &complete, passkey, code))
+            }
+        }
+        @if req.approvals > 0 {
+            (approvals(v, &complete))
+        }
+    };
+    respond(status, &format!("Confirm: {}", meta.label), main)
+}
+
+fn proof_form(v: &View, complete: &str, passkey: bool, code: bool) -> Markup {
+    let options = format!("{}holds/{}/webauthn", v.prefix, v.meta.id);
+    html! {
+        section.prove aria-labelledby="prove-heading" {
+            h2 id="prove-heading" { "Confirm it is you" }
+            form id="proof" class="stack" method="post" action=(complete) data-options=(options) {
+                input type="hidden" name="method" value="totp";
+                input type="hidden" name="credential" value="";
+                @if let Some(user) = &v.meta.identity {
+                    p.who { "Signed in as " b { (user) } }
+                    input type="hidden" name="user" value=(user);
+                } @else {
+                    div.field {
+                        label for="user" { "Your user name" }
+                        input id="user" name="user" value=(v.user.as_deref().unwrap_or("")) autocomplete="username webauthn" autocapitalize="none" spellcheck="false" required;
+                    }
+                }
+                @if passkey {
+                    button type="button" id="use-passkey" class="primary" hidden { "Use a passkey" }
+                    noscript { p.hint { "Passkeys need JavaScript." } }
+                    @if code {
+                        p.or { span { "or enter a code from your authenticator app" } }
+                    }
+                }
+                @if code {
+                    (code_field())
+                    button type="submit" class=(if passkey { "secondary" } else { "primary" }) { "Confirm with code" }
+                }
+                p.hint { (v.state.attempts_left) " attempts left." }
             }
         }
     }
-    if req.approvals > 0 {
-        approvals(b, v, &complete);
-    }
-    p.respond(status)
 }
 
-fn proof_form(b: &mut String, v: &View, complete: &str, passkey: bool, code: bool) {
-    let options = escape(&format!("{}holds/{}/webauthn", v.prefix, v.meta.id));
-    let _ = writeln!(
-        b,
-        "<form id=\"proof\" class=\"stack\" method=\"post\" action=\"{complete}\" data-options=\"{options}\">\n\
-         <input type=\"hidden\" name=\"method\" value=\"totp\"><input type=\"hidden\" name=\"credential\" value=\"\">"
-    );
-    match &v.meta.identity {
-        Some(user) => {
-            let _ = writeln!(
-                b,
-                "<p class=\"who\">Signed in as <b>{u}</b></p><input type=\"hidden\" name=\"user\" value=\"{u}\">",
-                u = escape(user)
-            );
-        }
-        None => {
-            let _ = writeln!(
-                b,
-                "<div class=\"field\"><label for=\"user\">User</label>\
-                 <input id=\"user\" name=\"user\" value=\"{}\" autocomplete=\"username webauthn\" autocapitalize=\"none\" spellcheck=\"false\" required></div>",
-                escape(v.user.as_deref().unwrap_or(""))
-            );
-        }
-    }
-    if passkey {
-        b.push_str(
-            "<button type=\"button\" id=\"use-passkey\" class=\"primary\" hidden>Use a passkey</button>\n\
-             <noscript><p class=\"hint\">Passkeys need JavaScript.</p></noscript>\n",
-        );
-        if code {
-            b.push_str("<p class=\"or\"><span>or enter a code from your authenticator app</span></p>\n");
-        }
-    }
-    if code {
-        let class = if passkey { "secondary" } else { "primary" };
-        b.push_str(CODE_FIELD);
-        let _ = writeln!(
-            b,
-            "<button type=\"submit\" class=\"{class}\">Confirm with code</button>"
-        );
-    }
-    let _ = writeln!(
-        b,
-        "<p class=\"hint\">{} attempts left.</p></form>",
-        v.state.attempts_left
-    );
-}
-
-/// Re-authentication at the IdP is a plain link: the gateway redirects
-/// the browser to the OP and takes it back on the callback.
-fn oidc_link(b: &mut String, v: &View, idp: &str, primary: bool) {
-    let href = escape(&format!("{}holds/{}/oidc", v.prefix, v.meta.id));
-    let class = if primary { "primary" } else { "secondary" };
-    let _ = writeln!(
-        b,
-        "<p><a id=\"oidc\" class=\"button {class}\" href=\"{href}\">Sign in again with {}</a></p>",
-        escape(idp)
-    );
-}
-
-fn approvals(b: &mut String, v: &View, complete: &str) {
+fn approvals(v: &View, complete: &str) -> Markup {
     let need = v.state.requirements.approvals;
     let have = v.state.approvals.len() as u32;
     let text = if have == 0 {
@@ -156,16 +123,17 @@ fn approvals(b: &mut String, v: &View, complete: &str) {
     } else {
         format!("Approved by {have} of {need}")
     };
-    let status_url = escape(&format!("{}holds/{}", v.prefix, v.meta.id));
-    let _ = writeln!(
-        b,
-        "<section class=\"approvals\" aria-labelledby=\"approvals-heading\">\n\
-         <h2 id=\"approvals-heading\">Approval</h2>\n\
-         <p class=\"hint\">Someone else must approve this request. This page continues by itself once they have.</p>\n\
-         <p class=\"status\" role=\"status\" id=\"approval-status\" data-required=\"{need}\" data-status=\"{status_url}\">{text}</p>\n\
-         <form id=\"collect\" method=\"post\" action=\"{complete}\"><button type=\"submit\" class=\"secondary\">Continue</button></form>\n\
-         </section>"
-    );
+    let status_url = format!("{}holds/{}", v.prefix, v.meta.id);
+    html! {
+        section.approvals aria-labelledby="approvals-heading" {
+            h2 id="approvals-heading" { "Approval" }
+            p.hint { "Someone else must approve this request. This page continues by itself once they have." }
+            p.status role="status" id="approval-status" data-required=(need) data-status=(status_url) { (text) }
+            form id="collect" method="post" action=(complete) {
+                button type="submit" class="secondary" { "Continue" }
+            }
+        }
+    }
 }
 
 /// Why a completion from the page was refused, in words for the person.

@@ -90,7 +90,7 @@ export async function cookieHeader(ctx) {
 /// first where the page asks for it) and returns the gateway's answer to
 /// the completion the page then submits.
 export async function usePasskey(page, hold, user = "admin") {
-  const fields = page.getByLabel("User", { exact: true });
+  const fields = page.getByLabel("Your user name", { exact: true });
   for (let i = 0; i < (await fields.count()); i++) {
     if (await fields.nth(i).isVisible()) await fields.nth(i).fill(user);
   }

@@ -38,12 +38,6 @@ async function attackerSite(demo, hold) {
   return srv;
 }
 
-/// Bob's approver API key, as the demo's banner prints it.
-function bobKey(demo) {
-  const m = demo.stdout.match(/API key \(this run only\):\s*(\S+)/);
-  assert.ok(m, `the demo printed no API key for bob:\n${demo.stdout}`);
-  return m[1];
-}
 
 export default async function ({ demo, browser, track, log }) {
   const { req: victim } = await requesterAndApprover(browser, track);
@@ -62,7 +56,7 @@ export default async function ({ demo, browser, track, log }) {
 
   // Bob approves with his API key; the hold now only waits to be collected.
   const approved = await demo.request("POST", `/.stepup/holds/${hold}/approve`, {
-    headers: { authorization: `Bearer ${bobKey(demo)}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${demo.apiKey("bob")}`, "content-type": "application/json" },
     body: JSON.stringify({ txn, comment: "ok" }),
   });
   assert.equal(approved.status, 200, `bob's approval: ${approved.status} ${approved.text}`);

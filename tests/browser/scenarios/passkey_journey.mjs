@@ -36,9 +36,12 @@ export default async function ({ demo, browser, track, log }) {
   // 3. Delete carol: the gateway holds the POST and shows the step-up page.
   const { hold, txn } = await deleteUser(page, demo, "carol");
   assert.equal(txn, txnOf("POST", `localhost:${demo.port}`, "/admin/users/carol/delete"));
-  const details = page.locator("dl");
-  await details.getByText("user.delete").waitFor();
-  await details.getByText("carol").first().waitFor();
+  // The route's label, not its action id; the user to delete in the
+  // request's own section.
+  const details = page.getByRole("main");
+  await details.locator("dd", { hasText: "Delete a user" }).waitFor();
+  assert.equal(await details.getByText("user.delete").count(), 0, "the page shows the action id");
+  await page.getByRole("region", { name: "What the request says" }).getByText("carol").waitFor();
   await page.getByRole("timer").waitFor();
   assert.equal(executed(demo, "POST", "/admin/users/carol/delete").length, 0, "the delete ran before the step-up");
   log(`held as ${hold}`);

@@ -71,6 +71,12 @@ export default async function ({ demo, browser, track, log }) {
   await page.getByRole("button", { name: "Use a passkey" }).waitFor();
   await page.getByRole("button", { name: "Confirm with code" }).waitFor();
   await shoot(page, "step-up", DELETE);
+  // Confirming with the code names admin on this session, so bob's pages
+  // below show who asks.
+  await page.getByLabel("Your user name").fill("admin");
+  await page.getByLabel("Authenticator code").fill(totp(demo.totpSecret("admin")));
+  await page.getByRole("button", { name: "Confirm with code" }).click();
+  await expectHeading(page, "Users");
 
   await page.goto(`${demo.origin}/admin/transfer`);
   await page.getByLabel("Amount").fill("25000");

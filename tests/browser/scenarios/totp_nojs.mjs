@@ -25,7 +25,7 @@ export default async function ({ demo, browser, track, log }) {
   const near = [-1, 0, 1].map((o) => totp(secret, o));
   let wrong = "000000";
   while (near.includes(wrong)) wrong = String(Number(wrong) + 1).padStart(6, "0");
-  await page.getByLabel("User").fill("admin");
+  await page.getByLabel("Your user name").fill("admin");
   await page.getByLabel("Authenticator code").fill(wrong);
   const confirm = () => page.getByRole("button", { name: "Confirm with code" }).click();
   const refused = await responseTo(page, (r) => isComplete(r, hold), confirm);
@@ -35,7 +35,7 @@ export default async function ({ demo, browser, track, log }) {
 
   // The page after a refusal offers the form again, with the user name
   // the person typed (a person retries with the next code).
-  assert.equal(await page.getByLabel("User").inputValue(), "admin", "the refusal dropped the typed user name");
+  assert.equal(await page.getByLabel("Your user name").inputValue(), "admin", "the refusal dropped the typed user name");
   await page.getByLabel("Authenticator code").fill(good);
   const released = await responseTo(page, (r) => isComplete(r, hold), confirm);
   // The console answers the delete with a redirect to its dashboard; the
