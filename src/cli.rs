@@ -33,7 +33,8 @@ use stepgate::{keys, proxy};
     about = "Step-up authentication gateway for applications that cannot be changed"
 )]
 pub struct Cli {
-    /// Log format.
+    /// Log format: `text` (default) or `json`, one object per line. What
+    /// is logged is set with RUST_LOG (default `info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -42,7 +43,9 @@ pub struct Cli {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -50,6 +53,7 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Serve {
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
@@ -59,16 +63,19 @@ enum Command {
         /// Where the demo keeps its certificates, keys and state.
         #[arg(long, default_value = "stepgate-demo")]
         dir: PathBuf,
+        /// The gateway's HTTPS port on localhost.
         #[arg(long, default_value_t = 8443)]
         port: u16,
     },
     /// Validate a config file; prints `file:line:col: message` on error.
     Check {
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
     /// Write a new P-256 assertion key (PKCS#8 PEM, mode 0600).
     Keygen {
+        /// Where to write the key.
         #[arg(long)]
         out: PathBuf,
         /// Replace an existing file.
@@ -77,6 +84,7 @@ enum Command {
     },
     /// Print the JWKS of the assertion keys (current and retired).
     Jwks {
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
@@ -88,7 +96,9 @@ enum Command {
     /// Show which route a request matches, which conditions fire and what
     /// would be required.
     Explain {
+        /// The request method, e.g. POST.
         method: String,
+        /// The request URL, e.g. https://admin.example/admin/users/7/delete.
         url: String,
         /// A request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
@@ -111,6 +121,7 @@ enum Command {
         /// The caller authenticated with a client certificate.
         #[arg(long)]
         workload: bool,
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
@@ -126,9 +137,12 @@ enum AuditCmd {
     /// Check the hash chain and sequence (and, with --config or --jwks,
     /// every checkpoint signature) of FILES given in chain order.
     Verify {
+        /// The trail's files, oldest first, the current file last.
         files: Vec<PathBuf>,
+        /// Verify checkpoint signatures with the keys and spacing of this config.
         #[arg(long, conflicts_with = "jwks")]
         config: Option<PathBuf>,
+        /// Verify checkpoint signatures with this JWKS (from `stepgate jwks`).
         #[arg(long)]
         jwks: Option<PathBuf>,
         /// With --jwks: the `audit.checkpoint_every` the trail was written
@@ -145,6 +159,7 @@ enum AuditCmd {
         /// Hold ids are base64url, so one may begin with `-`.
         #[arg(long, allow_hyphen_values = true)]
         hold: String,
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// Files to read (default: the configured trail and its rotations).
@@ -156,7 +171,9 @@ enum AuditCmd {
 enum EnrollKind {
     /// Create a TOTP secret (inactive until confirmed with --confirm CODE).
     Totp {
+        /// The user name, as the user store and routes name it.
         user: String,
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// Activate the pending secret with a current code from the app.
@@ -168,7 +185,9 @@ enum EnrollKind {
     },
     /// Print a one-time link that registers a passkey or security key.
     Webauthn {
+        /// The user name, as the user store and routes name it.
         user: String,
+        /// The config file (routes.yaml).
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
         /// How long the link works, e.g. 15m, 1h (at most 7d).
@@ -494,5 +513,39 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every command and every option or argument of every command says
+    /// what it is in `--help`.
+    #[test]
+    fn every_help_entry_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path} (the command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "stepgate", &mut missing);
+        assert!(missing.is_empty(), "no description in --help: {missing:?}");
     }
 }

@@ -146,6 +146,26 @@ impl HoldMode {
             _ => return None,
         })
     }
+
+    /// The mode as routes.yaml spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldMode::Challenge => "challenge",
+            HoldMode::Hold => "hold",
+            HoldMode::Auto => "auto",
+            HoldMode::Shadow => "shadow",
+        }
+    }
+
+    /// What the mode does, for people reading `stepgate explain`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HoldMode::Challenge => "answer 401 step_up_required at once; the completing call gets the response",
+            HoldMode::Hold => "the connection waits until the hold is released or ends",
+            HoldMode::Auto => "browsers get the step-up page, other clients the 401 challenge",
+            HoldMode::Shadow => "forward at once and only audit what would have been held",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -392,6 +392,12 @@ async fn sensitive_request_without_a_session_is_no_session() {
         let resp = send(&gw, method, target, &[("cookie", "OTHER=1")], b"{}").await;
         assert_eq!(resp.status, 401, "{target}");
         assert_eq!(resp.error_code(), "no_session", "{target}");
+        // A 401 always names its scheme (RFC 9110 §11.6.1).
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("StepUp error=\"no_session\""),
+            "{target}"
+        );
     }
     assert_eq!(up.requests().len(), 0);
     assert!(gw.gw.holds.open_holds().is_empty());

@@ -203,8 +203,9 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         );
     }
     say!(
-        "hold:      mode {:?}, timeout {}s",
-        route.hold.mode,
+        "hold:      mode {} ({}), timeout {}s",
+        route.hold.mode.as_str(),
+        route.hold.mode.describe(),
         route.hold.timeout.as_secs()
     );
     Ok(())

@@ -114,6 +114,14 @@ impl Reject {
             body["attempts_left"] = attempts_left.into();
         }
         let mut resp = json(self.status(), &body);
+        if self.status() == StatusCode::UNAUTHORIZED {
+            // Every 401 carries a challenge (RFC 9110 §11.6.1). The hold's
+            // full challenge is `step_up_required`'s (gate); these name
+            // the scheme and why, with the code's fixed text only.
+            if let Ok(v) = HeaderValue::from_str(&format!("StepUp error=\"{}\"", self.code())) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         if matches!(self, Reject::ShuttingDown | Reject::StateUnavailable) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -183,6 +191,26 @@ mod tests {
             assert_eq!(r.status().as_u16(), status, "{r:?}");
             assert_eq!(r.code(), code);
         }
+    }
+
+    #[test]
+    fn every_401_names_its_scheme() {
+        for r in [
+            Reject::NoSession,
+            Reject::NoIdentity,
+            Reject::InvalidProof { attempts_left: 1 },
+        ] {
+            let code = r.code();
+            let resp = r.into_response();
+            assert_eq!(
+                resp.headers()[header::WWW_AUTHENTICATE],
+                format!("StepUp error=\"{code}\"").as_str()
+            );
+        }
+        assert!(!Reject::Forbidden
+            .into_response()
+            .headers()
+            .contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]
