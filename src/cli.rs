@@ -458,7 +458,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         #[cfg(unix)]
         proxy::reload::on_sighup(gw.clone(), path.to_path_buf());
         tracing::info!(%listen, upstream = %gw.config().upstream.authority, "stepgate listening");
-        proxy::run_per_core(gw, listeners, shutdown_signal(), Duration::from_secs(30)).await?;
+        let drain = gw.config().limits.drain;
+        proxy::run_per_core(gw, listeners, shutdown_signal(), drain).await?;
         let _ = stop_admin.send(());
         Ok(())
     })

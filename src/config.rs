@@ -127,6 +127,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// How long a shutdown waits for open connections to finish their
+    /// requests. A connection still waiting for a release's response gets
+    /// up to `upstream_timeout` however short this is.
+    pub drain: Duration,
     pub max_attempts: u32,
 }
 
@@ -146,6 +150,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
             max_attempts: 5,
         }
     }

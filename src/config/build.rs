@@ -468,6 +468,7 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             "limits.upstream_timeout",
             d.upstream_timeout,
         )?,
+        drain: opt_duration(raw.drain.as_ref(), "limits.drain", d.drain)?,
         max_attempts: count(raw.max_attempts, "limits.max_attempts", d.max_attempts as usize)?.min(1000) as u32,
     })
 }

@@ -83,6 +83,7 @@ pub struct RawLimits {
     pub header_read_timeout: Option<Scalar>,
     pub tls_handshake_timeout: Option<Scalar>,
     pub upstream_timeout: Option<Scalar>,
+    pub drain: Option<Scalar>,
     pub max_attempts: Option<u64>,
 }
 

@@ -72,6 +72,23 @@ async fn join_state(gw: &Gateway) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Lets open connections finish, at most `drain` long. A connection whose
+/// response is a release in flight is not cut at `drain`: it may wait up
+/// to `upstream_timeout`, as the release itself does (SPEC §4), so the
+/// client that proved gets the upstream's answer.
+async fn drain_connections(gw: &Gateway, graceful: GracefulShutdown, drain: Duration) {
+    let all = graceful.shutdown();
+    tokio::pin!(all);
+    if tokio::time::timeout(drain, &mut all).await.is_ok() {
+        return;
+    }
+    let more = gw.config().limits.upstream_timeout.saturating_sub(drain);
+    if !gw.releases.is_empty() && tokio::time::timeout(more, &mut all).await.is_ok() {
+        return;
+    }
+    tracing::warn!("drain timed out; closing remaining connections");
+}
+
 /// Waits for the releases still in flight, up to `upstream_timeout`: each
 /// is forwarding a request the trail already calls released, and its
 /// `request.forwarded` must make it into the trail before the seal.
@@ -116,9 +133,7 @@ pub async fn run(
     // waiter that subscribes later would then never hear of it.
     gw.shutdown.send_replace(true);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
+    drain_connections(&gw, graceful, drain).await;
     await_releases(&gw).await;
     sweeper.abort();
     seal(&gw).await;
@@ -168,9 +183,7 @@ pub async fn run_per_core(
                         let _ = stop.wait_for(|s| *s).await;
                     };
                     accept_loop(&serving, listener, &graceful, stopped).await;
-                    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-                        tracing::warn!("drain timed out; closing remaining connections");
-                    }
+                    drain_connections(&serving.gw, graceful, drain).await;
                     // Releases run on this thread's runtime: let them finish
                     // before it goes.
                     await_releases(&serving.gw).await;

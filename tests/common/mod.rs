@@ -586,7 +586,8 @@ fn serve(
             let shutdown = async {
                 let _ = stopped.await;
             };
-            let drain = Duration::from_secs(5);
+            // The configured drain, kept short for tests that leave connections open.
+            let drain = gw.config().limits.drain.min(Duration::from_secs(5));
             match listeners {
                 Listeners::One(l) => stepgate::proxy::run(gw, l, shutdown, drain).await,
                 Listeners::PerCore(ls) => stepgate::proxy::run_per_core(gw, ls, shutdown, drain).await,
