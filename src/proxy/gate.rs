@@ -163,6 +163,7 @@ pub async fn sensitive(
         // Released later, it is still the handshake it was.
         upgrade::restore(&mut parts.headers);
     }
+    let access_token = super::oidc::bearer_jwt(&parts.headers);
     let parked = Parked::detached(parts.headers, bytes);
 
     // 3. A step-up this session made for this action moments ago (sudo mode).
@@ -190,32 +191,42 @@ pub async fn sensitive(
         }
     }
 
-    // 4. An up-front token bound to this very request.
+    // 4. An up-front token bound to this very request, or (SPEC §5) the
+    // bearer access token itself when it shows a fresh login at the IdP.
     let mut early_proof = None;
+    let mut up_front = None;
     if let Some(token) = ctx.token {
         match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now).await? {
-            Ok(proof) if route.require.approvals == 0 => {
-                if meta.identity.is_none() {
-                    who::bind(
-                        gw,
-                        &meta.sid,
-                        &proof.sub,
-                        "actor",
-                        None,
-                        (&route.name, &route.action),
-                        now,
-                    )
-                    .await?;
-                }
-                tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, "up-front step-up token accepted");
-                release::remember(gw, &meta, &route.require, &proof, now);
-                let facts = release::facts(&meta, &(&proof).into(), &[], false);
-                return release::forward_signed(gw, facts, &meta, parked, "token.accepted").await;
-            }
-            // The token proves presence; the approvals are still needed.
-            Ok(proof) => early_proof = Some(proof),
+            Ok(proof) => up_front = Some((proof, "token.accepted")),
             Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
         }
+    }
+    if let (None, Some(at)) = (&up_front, &access_token) {
+        up_front = super::oidc::access_token_proof(gw, at, &meta, &route.require, now)
+            .await
+            .map(|p| (p, "oidc.access_token.accepted"));
+    }
+    if let Some((proof, event)) = up_front {
+        if route.require.approvals == 0 {
+            if meta.identity.is_none() {
+                who::bind(
+                    gw,
+                    &meta.sid,
+                    &proof.sub,
+                    "actor",
+                    None,
+                    (&route.name, &route.action),
+                    now,
+                )
+                .await?;
+            }
+            tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, event, "up-front step-up proof accepted");
+            release::remember(gw, &meta, &route.require, &proof, now);
+            let facts = release::facts(&meta, &(&proof).into(), &[], false);
+            return release::forward_signed(gw, facts, &meta, parked, event).await;
+        }
+        // The proof shows presence; the approvals are still needed.
+        early_proof = Some(proof);
     }
 
     let state = HoldState::new(

@@ -358,3 +358,69 @@ async fn apply(
         }
     }
 }
+
+/// The access token of an `Authorization: Bearer` header, if it looks
+/// like a JWT (three dot-separated parts); opaque tokens are not ours.
+pub(super) fn bearer_jwt(headers: &http::HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && token.split('.').count() == 3).then(|| token.to_owned())
+}
+
+/// SPEC §5: an RFC 9068 access token from the configured OP, with a fresh
+/// enough `auth_time` and an accepted `acr`, is itself a proof for a route
+/// that accepts `oidc`. `None` (with the reason logged) when it is not.
+pub(super) async fn access_token_proof(
+    gw: &Gateway,
+    token: &str,
+    meta: &HoldMeta,
+    require: &crate::policy::Requirements,
+    now: std::time::SystemTime,
+) -> Option<Proof> {
+    if !require.accepts(ProofMethod::Oidc) {
+        return None;
+    }
+    let op = gw.live().oidc.clone()?;
+    let expect = Expect {
+        issuer: &op.config.issuer,
+        client_id: &op.config.client_id,
+        nonce: None,
+        acr: &require.acr,
+        max_age_secs: require.max_age.as_secs(),
+        not_before: 0,
+    };
+    let secs = unix_secs(now);
+    let checked = async {
+        let keys = op.keys().await.map_err(|e| e.to_string())?;
+        let first = crate::stepup::oidc::verify_access_token(token, &keys, &expect, secs);
+        let v = match first {
+            Err(OidcError::UnknownKid(_)) => {
+                let keys = op.refetch_keys().await.map_err(|e| e.to_string())?;
+                crate::stepup::oidc::verify_access_token(token, &keys, &expect, secs)
+            }
+            other => other,
+        };
+        let v = v.map_err(|e| format!("access token refused: {e}"))?;
+        proofs::actor_allowed(gw, meta, require, &v.sub)?;
+        Ok::<_, String>(v)
+    }
+    .await;
+    match checked {
+        Ok(v) => Some(Proof {
+            method: ProofMethod::Oidc,
+            sub: v.sub,
+            auth_time: v.auth_time,
+            amr: v.amr,
+            acr: v.acr.unwrap_or_default(),
+        }),
+        Err(reason) => {
+            tracing::info!(route = %meta.route, %reason, "bearer access token is no step-up proof; holding");
+            None
+        }
+    }
+}
