@@ -1,7 +1,11 @@
 //! Prometheus metrics, served on `admin_listen` (`/metrics`).
 //!
 //! Names follow the Prometheus conventions: counters end in `_total`,
-//! durations are in seconds.
+//! durations are in seconds, an HTTP status is the `code` label, the build
+//! is `stepgate_build_info`, and the process exports the standard
+//! `process_*` metrics.
+
+mod process;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +19,13 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
-    pub outcome: String,
+    /// The HTTP status of the answer.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,7 +83,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
-            registry: Registry::with_prefix("stepgate"),
+            registry: Registry::default(),
             unrouted: (0..1000).map(|_| std::sync::OnceLock::new()).collect(),
             requests: Family::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -87,8 +97,16 @@ impl Metrics {
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             state_available: Gauge::default(),
         };
-        let r = &mut m.registry;
-        r.register("requests", "Requests by route and outcome", m.requests.clone());
+        m.registry.register_collector(Box::new(process::ProcessCollector));
+        let r = m.registry.sub_registry_with_prefix("stepgate");
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("STEPGATE_VERSION").to_owned(),
+            })
+            .set(1);
+        r.register("build_info", "The running build: version and git commit", build);
+        r.register("requests", "Requests by route and HTTP status code", m.requests.clone());
         r.register(
             "upstream_seconds",
             "Upstream response time (headers)",
@@ -118,11 +136,11 @@ impl Metrics {
         m
     }
 
-    pub fn request(&self, route: &str, outcome: &str) {
+    pub fn request(&self, route: &str, code: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                outcome: outcome.to_owned(),
+                code: code.to_owned(),
             })
             .inc();
     }
@@ -136,7 +154,7 @@ impl Metrics {
             self.requests
                 .get_or_create(&RequestLabels {
                     route: "none".to_owned(),
-                    outcome: status.as_str().to_owned(),
+                    code: status.as_str().to_owned(),
                 })
                 .clone()
         })
@@ -202,11 +220,11 @@ mod tests {
         m.unrouted_request(http::StatusCode::BAD_GATEWAY);
         let text = m.encode();
         assert!(
-            text.contains(r#"stepgate_requests_total{route="none",outcome="200"} 3"#),
+            text.contains(r#"stepgate_requests_total{route="none",code="200"} 3"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"stepgate_requests_total{route="none",outcome="502"} 1"#),
+            text.contains(r#"stepgate_requests_total{route="none",code="502"} 1"#),
             "{text}"
         );
     }

@@ -107,9 +107,9 @@ async fn metrics_move_with_traffic_and_parse_with_the_reference_parser() {
 
     let after = parse_metrics(&http_get(admin_addr, "/metrics").await.1);
     let delta = |k: &str| metric(&after, k) - metric(&before, k);
-    assert_eq!(delta("stepgate_requests_total{outcome=200,route=none}"), 3.0, "{after}");
+    assert_eq!(delta("stepgate_requests_total{code=200,route=none}"), 3.0, "{after}");
     assert_eq!(
-        delta("stepgate_requests_total{outcome=401,route=delete-user}"),
+        delta("stepgate_requests_total{code=401,route=delete-user}"),
         1.0,
         "{after}"
     );
@@ -124,6 +124,37 @@ async fn metrics_move_with_traffic_and_parse_with_the_reference_parser() {
         "created, rejected, accepted, released"
     );
     assert_eq!(metric(&after, "stepgate_holds_open{}"), 0.0);
+
+    // The build, and the standard process metrics every Prometheus client
+    // library exports (this test process is the gateway's process).
+    let build: Vec<(&String, &serde_json::Value)> = after
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(k, _)| k.starts_with("stepgate_build_info{version="))
+        .collect();
+    assert_eq!(build.len(), 1, "{after}");
+    assert_eq!(build[0].1.as_f64(), Some(1.0));
+    assert!(build[0].0.contains(env!("CARGO_PKG_VERSION")), "{}", build[0].0);
+    for name in [
+        "process_cpu_seconds_total{}",
+        "process_resident_memory_bytes{}",
+        "process_virtual_memory_bytes{}",
+        "process_open_fds{}",
+        "process_max_fds{}",
+        "process_start_time_seconds{}",
+    ] {
+        assert!(metric(&after, name) > 0.0, "{name}: {after}");
+    }
+    let started = metric(&after, "process_start_time_seconds{}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "start {started}, now {now}"
+    );
 }
 
 fn free_port() -> u16 {
