@@ -97,6 +97,8 @@ pub struct JwtIdentityConfig {
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
     pub webhook: http::Uri,
+    /// Notifications waiting to be sent (`notify.queue`, default 1024).
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub approvals: Family<DecisionLabels, Counter>,
     pub assertions: Counter<u64, AtomicU64>,
     pub reloads: Family<ResultLabels, Counter>,
+    /// Webhook notifications not delivered, by why (`queue_full`, `undeliverable`).
+    pub notifications_dropped: Family<ResultLabels, Counter>,
     pub audit_write_seconds: Histogram,
     /// 1 while the state store (memory, or Redis) answers, 0 while it does not.
     pub state_available: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -94,6 +96,7 @@ impl Metrics {
             approvals: Family::default(),
             assertions: Counter::default(),
             reloads: Family::default(),
+            notifications_dropped: Family::default(),
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             state_available: Gauge::default(),
         };
@@ -128,6 +131,11 @@ impl Metrics {
         );
         r.register("assertions_signed", "Assertions signed", m.assertions.clone());
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        r.register(
+            "notifications_dropped",
+            "Webhook notifications not delivered, by reason",
+            m.notifications_dropped.clone(),
+        );
         r.register(
             "audit_write_seconds",
             "Durable audit append latency",

@@ -185,6 +185,33 @@ pub fn single_use_journal(config: &Config) -> std::path::PathBuf {
     config.audit.path.with_file_name(format!("{stem}-single-use.jsonl"))
 }
 
+/// Audits and counts every webhook notification that will not be
+/// delivered: a drop is never silent (issue 21 #3).
+fn notify_dropped(audit: &Audit, metrics: &Metrics) -> crate::notify::OnDrop {
+    let audit = audit.clone();
+    let dropped = metrics.notifications_dropped.clone();
+    Arc::new(move |event: &serde_json::Value, why: crate::notify::Dropped| {
+        dropped
+            .get_or_create(&crate::metrics::ResultLabels {
+                result: why.as_str().to_owned(),
+            })
+            .inc();
+        let text = |k: &str| event[k].as_str().map(str::to_owned);
+        audit.record_later(
+            Record {
+                event: "notify.dropped",
+                hold: text("hold_id"),
+                route: text("route"),
+                action: text("action"),
+                txn: text("txn"),
+                reason: Some(why.as_str().to_owned()),
+                ..Record::default()
+            }
+            .with("notification", event["event"].as_str().unwrap_or_default().to_owned()),
+        );
+    })
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     live: ArcSwap<Live>,
@@ -286,7 +313,13 @@ impl Gateway {
         let (shutdown, _) = watch::channel(false);
         let notifier = match &config.notify {
             Some(n) => Some(
-                Notifier::start(n.webhook.clone(), Duration::from_millis(500)).map_err(|e| StartError::Invalid {
+                Notifier::start(
+                    n.webhook.clone(),
+                    n.queue,
+                    Duration::from_millis(500),
+                    notify_dropped(&audit, &metrics),
+                )
+                .map_err(|e| StartError::Invalid {
                     path: "notify.webhook".into(),
                     message: e.to_string(),
                 })?,
@@ -346,7 +379,14 @@ impl Gateway {
         event_json.insert("event".into(), event.into());
         event_json.insert("reason".into(), reason.into());
         event_json.insert("at".into(), unix_secs(now).into());
-        n.send(serde_json::Value::Object(event_json));
+        // An approver must hear of a hold waiting for them, and break-glass
+        // must reach whoever watches for it, whatever else is queued.
+        let priority = match event {
+            "hold.break_glass" => crate::notify::Priority::BreakGlass,
+            "hold.pending" if meta.needs_approval => crate::notify::Priority::Approval,
+            _ => crate::notify::Priority::Routine,
+        };
+        n.send(serde_json::Value::Object(event_json), priority);
     }
 
     /// Appends to the audit trail and waits for it to be durable; without

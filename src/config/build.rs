@@ -242,7 +242,12 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return problem("notify.webhook", "must be an http:// or https:// URL");
             }
-            Some(NotifyConfig { webhook: uri })
+            let queue = match n.queue {
+                None => 1024,
+                Some(q @ 1..=1_048_576) => q as usize,
+                Some(_) => return problem("notify.queue", "must be between 1 and 1048576"),
+            };
+            Some(NotifyConfig { webhook: uri, queue })
         }
     };
     let mut names = HashSet::new();

@@ -200,6 +200,8 @@ pub struct RawState {
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
     pub webhook: String,
+    #[serde(default)]
+    pub queue: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
