@@ -5,12 +5,14 @@
 //! checkpoint line carries an ES256 signature over the chain head, so a
 //! rewrite of the whole file cannot be made consistent without the key.
 //!
-//! Writes are durable before they are acknowledged: one writer thread
-//! batches whatever is queued, writes it, `fsync`s once (group commit) and
-//! then acknowledges every record in the batch. The gateway awaits that
-//! acknowledgement before it forwards a released request, so an action
-//! never happens without its record.
+//! Writes are durable before they are acknowledged: callers append to the
+//! batch that is filling, one writer thread writes the whole batch and
+//! `fdatasync`s once (group commit), then wakes every waiter of that batch
+//! together (see `queue`). The gateway awaits that acknowledgement before
+//! it forwards a released request, so an action never happens without its
+//! record.
 
+mod queue;
 pub mod verify;
 mod writer;
 
@@ -20,8 +22,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -89,16 +90,25 @@ impl Record {
 
 struct Job {
     record: Record,
-    ack: Option<oneshot::Sender<Result<u64, ()>>>,
     /// Follow this record with a signed checkpoint (shutdown), so the tail
     /// of the trail is covered by a signature too.
     seal: bool,
 }
 
+/// Closes the queue when the last handle goes, so the writer seals the
+/// tail and stops.
+struct Closer(Arc<queue::Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<Closer>,
     healthy: Arc<AtomicBool>,
     head: Arc<ArcSwapOption<String>>,
 }
@@ -117,15 +127,29 @@ impl Audit {
         let healthy = Arc::new(AtomicBool::new(true));
         let head = Arc::new(ArcSwapOption::empty());
         let state = writer::Writer::open(cfg, signer, healthy.clone(), head.clone())?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let queue = Arc::new(queue::Queue::default());
+        let guard = queue::WriterGuard::new(queue.clone());
         std::thread::Builder::new()
             .name("stepgate-audit".into())
-            .spawn(move || state.run(rx))
+            .spawn(move || state.run(guard))
             .map_err(|source| AuditError::Io {
                 path: "audit writer thread".into(),
                 source,
             })?;
-        Ok(Audit { tx, healthy, head })
+        Ok(Audit {
+            queue: Arc::new(Closer(queue)),
+            healthy,
+            head,
+        })
+    }
+
+    /// Queues a job; the future resolves once its batch is on disk.
+    fn append(&self, record: Record, seal: bool) -> impl std::future::Future<Output = Result<u64, AuditError>> {
+        let queued = self.queue.0.push(Job { record, seal });
+        async move {
+            let (batch, index) = queued.ok_or(AuditError::Unavailable)?;
+            batch.durable(index).await.ok_or(AuditError::Unavailable)
+        }
     }
 
     /// Appends a record and waits until it is on disk. An error means it
@@ -139,46 +163,19 @@ impl Audit {
         &self,
         record: Record,
     ) -> impl std::future::Future<Output = Result<u64, AuditError>> + Send + 'static {
-        let (ack, done) = oneshot::channel();
-        let sent = self.tx.send(Job {
-            record,
-            ack: Some(ack),
-            seal: false,
-        });
-        async move {
-            sent.map_err(|_| AuditError::Unavailable)?;
-            match done.await {
-                Ok(Ok(seq)) => Ok(seq),
-                _ => Err(AuditError::Unavailable),
-            }
-        }
+        self.append(record, false)
     }
 
     /// Appends without waiting (for records written after the fact, such
     /// as the upstream's status, where nothing further depends on them).
     pub fn record_later(&self, record: Record) {
-        let _ = self.tx.send(Job {
-            record,
-            ack: None,
-            seal: false,
-        });
+        let _ = self.queue.0.push(Job { record, seal: false });
     }
 
     /// Appends a final record followed by a signed checkpoint and waits for
     /// both to be on disk (graceful shutdown).
     pub async fn seal(&self, record: Record) -> Result<u64, AuditError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job {
-                record,
-                ack: Some(ack),
-                seal: true,
-            })
-            .map_err(|_| AuditError::Unavailable)?;
-        match done.await {
-            Ok(Ok(seq)) => Ok(seq),
-            _ => Err(AuditError::Unavailable),
-        }
+        self.append(record, true).await
     }
 
     /// The newest durable checkpoint line (JSON, with its `jws`), for an

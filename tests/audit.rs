@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 fn stepgate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
@@ -770,4 +771,125 @@ async fn audit_show_prints_client_text_with_its_escapes_visible() {
         "{out}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ------------------------------------------------------- write-ahead order
+
+/// An upstream that, the moment a forwarded request arrives, reads the
+/// trail and notes whether that request's `token.accepted` record (found
+/// by its txn) is already in the file.
+type Arrivals = Arc<Mutex<Vec<(String, bool)>>>;
+
+async fn trail_checking_upstream(trail: Arc<std::sync::OnceLock<PathBuf>>) -> (std::net::SocketAddr, Arrivals) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arrivals = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (trail, log) = (trail.clone(), log.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (trail, log) = (trail.clone(), log.clone());
+                    async move {
+                        // Read before the body is: the forward has begun.
+                        let text = trail
+                            .get()
+                            .and_then(|p| std::fs::read_to_string(p).ok())
+                            .unwrap_or_default();
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let recorded = Recorded {
+                            method: parts.method.to_string(),
+                            target: parts.uri.to_string(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let txn = txn_of(&recorded, "localhost");
+                        let on_file = text.lines().any(|l| {
+                            serde_json::from_str::<serde_json::Value>(l)
+                                .is_ok_and(|v| v["event"] == "token.accepted" && v["txn"] == txn.as_str())
+                        });
+                        log.lock().expect("lock").push((recorded.target, on_file));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Group commit keeps the write-ahead promise: many up-front tokens at
+/// once share fsyncs, yet no request reaches the upstream before its own
+/// `token.accepted` record is in the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_token_forwards_each_follow_their_own_durable_record() {
+    // The gateway's directory is only known once it starts; the upstream
+    // learns the trail's path before any request is sent.
+    let slot: Arc<std::sync::OnceLock<PathBuf>> = Arc::default();
+    let (addr, seen) = trail_checking_upstream(slot.clone()).await;
+    let gw = Gateway::start(addr, DEFAULT_ROUTES, "").await;
+    let trail = gw.dir.join("state/audit.jsonl");
+    slot.set(trail.clone()).expect("set once");
+
+    let session = "sess-group-commit";
+    let cookie = format!("SESSIONID={session}");
+    let n = 24;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let target = format!("/admin/users/u{i}/delete");
+        let body = format!("{{\"n\":{i}}}").into_bytes();
+        let txn = txn_of(
+            &Recorded {
+                method: "POST".into(),
+                target: target.clone(),
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::from(body.clone()),
+            },
+            "localhost",
+        );
+        let token = gw.token(serde_json::json!({"sid": gw.sid(session), "txn": txn}));
+        let req = request(
+            "POST",
+            &target,
+            &[("cookie", cookie.as_str()), ("x-stepup-token", token.as_str())],
+            &body,
+        );
+        let (gaddr, pki) = (gw.addr, gw.pki.client_config(&[b"http/1.1"]));
+        tasks.push(tokio::spawn(async move { raw_with(gaddr, pki, &req).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), n, "every request forwarded once");
+    let early: Vec<_> = seen.iter().filter(|(_, on_file)| !on_file).collect();
+    assert!(early.is_empty(), "forwarded before their record was written: {early:?}");
+    let accepted: std::collections::BTreeSet<u64> = lines(&trail)
+        .iter()
+        .filter(|v| v["event"] == "token.accepted")
+        .map(|v| v["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(accepted.len(), n, "one record per request, each with its own seq");
+}
+
+/// `raw` for a spawned task, which cannot borrow the gateway's PKI.
+async fn raw_with(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>, request: &[u8]) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(request).await.expect("write");
+    read_response(&mut tls).await.status
 }

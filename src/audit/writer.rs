@@ -1,6 +1,7 @@
 //! The single writer: assigns `seq`, links `prev`, batches and fsyncs,
 //! rotates by size and signs checkpoints.
 
+use super::queue::{Outcome, WriterGuard};
 use super::{AuditConfig, AuditError, Job, Record, GENESIS};
 use crate::assertion::AssertionSigner;
 use crate::clock::{rfc3339, unix_secs};
@@ -11,10 +12,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-const MAX_BATCH: usize = 1024;
 const CHECKPOINT_MARK: &[u8] = br#""event":"checkpoint""#;
 
 pub(super) struct Writer {
@@ -93,7 +93,7 @@ impl Writer {
         })
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
+    pub(super) fn run(mut self, mut queue: WriterGuard) {
         if self.start_checkpoint {
             // A restart seals what the last run left unsealed, and a new
             // `checkpoint_every` is signed before the first record under it,
@@ -101,12 +101,16 @@ impl Writer {
             // that closes it.
             self.seal_now("start");
         }
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-            self.commit(batch);
+        while let Some(batch) = queue.take() {
+            let outcome = self.commit(batch);
+            queue.finish(outcome);
+            // After the waiters are released: rotation seals with a write
+            // of its own that no waiter needs.
+            if self.file.is_some() && self.size >= self.cfg.rotate_bytes {
+                self.rotate();
+            }
         }
-        // Every sender is gone without a seal (the gateway was dropped
+        // Every handle is gone without a seal (the gateway was dropped
         // rather than shut down): seal the tail if there is anything to seal.
         if self.since_checkpoint > 0 {
             self.seal_now("closed");
@@ -135,13 +139,15 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<Job>) {
+    /// Writes a batch with one `fdatasync`; the outcome names each job's
+    /// `seq`, or nothing at all when the write failed.
+    fn commit(&mut self, batch: Vec<Job>) -> Outcome {
         let (seq0, prev0, since0) = (self.seq, self.prev.clone(), self.since_checkpoint);
         let mut buf = Vec::with_capacity(batch.len() * 300);
-        let mut acks = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
         for job in batch {
             let written = self.line(&mut buf, job.record.event, &job.record).is_some();
-            acks.push((job.ack, written.then_some(self.seq)));
+            seqs.push(written.then_some(self.seq));
             if !written {
                 continue;
             }
@@ -156,14 +162,7 @@ impl Writer {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 self.publish_head();
-                for (ack, seq) in acks {
-                    if let Some(a) = ack {
-                        let _ = a.send(seq.ok_or(()));
-                    }
-                }
-                if self.size >= self.cfg.rotate_bytes {
-                    self.rotate();
-                }
+                seqs
             }
             Err(e) => {
                 tracing::error!(error = %e, path = %self.cfg.path.display(), "audit write failed; sensitive routes fail closed");
@@ -173,11 +172,7 @@ impl Writer {
                 (self.seq, self.prev, self.since_checkpoint) = (seq0, prev0, since0);
                 self.pending_head = None;
                 self.file = None;
-                for (ack, _) in acks {
-                    if let Some(a) = ack {
-                        let _ = a.send(Err(()));
-                    }
-                }
+                Vec::new()
             }
         }
     }
