@@ -17,6 +17,7 @@ use p256::ecdsa::VerifyingKey;
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
+use crate::jose::jws::Es256Public;
 use crate::jose::{b64_decode, b64_encode, clip, JoseError};
 
 /// Length of each P-256 affine coordinate; RFC 7518 §6.2.1.2 requires the
@@ -62,11 +63,23 @@ fn coordinates(key: &VerifyingKey) -> (String, String) {
 }
 
 /// A set of ES256 verification keys, each optionally named by a `kid`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Jwks {
     keys: Vec<(Option<String>, VerifyingKey)>,
+    /// Each key in aws-lc's parsed form, in the same order, so a token
+    /// check does not parse the issuer's key again.
+    parsed: Vec<Option<Es256Public>>,
     skipped: usize,
 }
+
+impl PartialEq for Jwks {
+    fn eq(&self, other: &Self) -> bool {
+        // `parsed` is derived from `keys`.
+        self.keys == other.keys && self.skipped == other.skipped
+    }
+}
+
+impl Eq for Jwks {}
 
 impl Jwks {
     /// Builds a set from known keys, each named by its thumbprint. Duplicate
@@ -75,7 +88,7 @@ impl Jwks {
         let mut set = Jwks::default();
         for key in keys {
             if !set.keys.iter().any(|(_, k)| *k == key) {
-                set.keys.push((Some(thumbprint(&key)), key));
+                set.push(Some(thumbprint(&key)), key);
             }
         }
         set
@@ -100,7 +113,7 @@ impl Jwks {
                             return Err(JoseError::DuplicateKid(clip(kid)));
                         }
                     }
-                    set.keys.push((kid, key));
+                    set.push(kid, key);
                 }
                 None => set.skipped += 1,
             }
@@ -111,19 +124,28 @@ impl Jwks {
         Ok(set)
     }
 
+    fn push(&mut self, kid: Option<String>, key: VerifyingKey) {
+        self.parsed.push(Es256Public::new(&key));
+        self.keys.push((kid, key));
+    }
+
     /// The key for a token's `kid`. A token without `kid` is only accepted
     /// when the set holds exactly one key, so it can never pick among several.
     pub fn get(&self, kid: Option<&str>) -> Option<&VerifyingKey> {
+        self.index(kid).and_then(|i| self.keys.get(i)).map(|(_, key)| key)
+    }
+
+    /// Like [`Jwks::get`], with the key's parsed form when it has one.
+    pub fn get_parsed(&self, kid: Option<&str>) -> Option<(&VerifyingKey, Option<&Es256Public>)> {
+        let i = self.index(kid)?;
+        let (_, key) = self.keys.get(i)?;
+        Some((key, self.parsed.get(i).and_then(Option::as_ref)))
+    }
+
+    fn index(&self, kid: Option<&str>) -> Option<usize> {
         match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|(k, _)| k.as_deref() == Some(kid))
-                .map(|(_, key)| key),
-            None => match self.keys.as_slice() {
-                [(_, key)] => Some(key),
-                _ => None,
-            },
+            Some(kid) => self.keys.iter().position(|(k, _)| k.as_deref() == Some(kid)),
+            None => (self.keys.len() == 1).then_some(0),
         }
     }
 

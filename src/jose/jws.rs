@@ -11,7 +11,9 @@
 //! the `jti` claim, never on the token or signature bytes.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, ParsedPublicKey, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::zeroize::Zeroizing;
 use serde::Serialize;
@@ -81,6 +83,28 @@ pub fn decode(token: &str) -> Result<Decoded, JoseError> {
 /// Checks the signature with `key`. The caller picks the key; the token's
 /// `kid` is only a hint for that choice.
 pub fn verify_es256(decoded: &Decoded, key: &VerifyingKey) -> Result<(), JoseError> {
+    check_shape(decoded)?;
+    if verify_p256(key, decoded.signing_input.as_bytes(), &decoded.signature) {
+        Ok(())
+    } else {
+        Err(JoseError::BadSignature)
+    }
+}
+
+/// [`verify_es256`] with a key parsed ahead of time (an issuer's JWKS):
+/// the same checks, without decoding and validating the point per token.
+pub fn verify_es256_parsed(decoded: &Decoded, key: &Es256Public) -> Result<(), JoseError> {
+    check_shape(decoded)?;
+    // The same range check on r and s as `verify_p256`.
+    if Signature::from_slice(&decoded.signature).is_err() {
+        return Err(JoseError::BadSignature);
+    }
+    key.0
+        .verify_sig(decoded.signing_input.as_bytes(), &decoded.signature)
+        .map_err(|_| JoseError::BadSignature)
+}
+
+fn check_shape(decoded: &Decoded) -> Result<(), JoseError> {
     // Exact, case-sensitive match (RFC 7515 §4.1.1): this single comparison
     // is what shuts out `none`, HMAC-with-the-public-key and friends.
     if decoded.header.alg != ES256 {
@@ -89,10 +113,25 @@ pub fn verify_es256(decoded: &Decoded, key: &VerifyingKey) -> Result<(), JoseErr
     if decoded.signature.len() != SIGNATURE_LEN {
         return Err(JoseError::SignatureLength(decoded.signature.len()));
     }
-    if verify_p256(key, decoded.signing_input.as_bytes(), &decoded.signature) {
-        Ok(())
-    } else {
-        Err(JoseError::BadSignature)
+    Ok(())
+}
+
+/// A P-256 verification key in aws-lc's parsed form, made once per key.
+#[derive(Clone)]
+pub struct Es256Public(ParsedPublicKey);
+
+impl Es256Public {
+    pub fn new(key: &VerifyingKey) -> Option<Self> {
+        let point = key.to_sec1_point(false);
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point.as_bytes())
+            .ok()
+            .map(Es256Public)
+    }
+}
+
+impl std::fmt::Debug for Es256Public {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Es256Public")
     }
 }
 

@@ -133,11 +133,15 @@ impl TokenVerifier {
             .iter()
             .find(|i| i.issuer == iss)
             .ok_or_else(|| TokenError::UnknownIssuer(jose::clip(iss)))?;
-        let key = issuer
+        let (key, parsed) = issuer
             .keys
-            .get(decoded.header.kid.as_deref())
+            .get_parsed(decoded.header.kid.as_deref())
             .ok_or(TokenError::UnknownKey)?;
-        jws::verify_es256(&decoded, key).map_err(TokenError::BadSignature)?;
+        match parsed {
+            Some(parsed) => jws::verify_es256_parsed(&decoded, parsed),
+            None => jws::verify_es256(&decoded, key),
+        }
+        .map_err(TokenError::BadSignature)?;
 
         // From here on the claims are the issuer's word.
         let claims = &decoded.claims;

@@ -356,6 +356,41 @@ mod rfc7515_a3 {
         verify_es256(&twin, &rfc_key()).unwrap();
     }
 
+    /// The key parsed ahead of time gives the same answers: the RFC's
+    /// high-S signature and its twin pass, another key and a zero `s` fail.
+    #[test]
+    fn a_parsed_key_decides_as_the_plain_one_does() {
+        let decoded = decode(TOKEN).unwrap();
+        let parsed = Es256Public::new(&rfc_key()).unwrap();
+        verify_es256_parsed(&decoded, &parsed).unwrap();
+        let low = Signature::from_slice(&decoded.signature).unwrap().normalize_s();
+        let twin = Decoded {
+            signature: low.to_bytes().to_vec(),
+            ..decoded.clone()
+        };
+        verify_es256_parsed(&twin, &parsed).unwrap();
+        let other = Es256Public::new(key(1).verifying_key()).unwrap();
+        assert_eq!(verify_es256_parsed(&decoded, &other), Err(JoseError::BadSignature));
+        let mut zero_s = decoded.signature.clone();
+        zero_s[32..].fill(0);
+        let zero = Decoded {
+            signature: zero_s,
+            ..decoded.clone()
+        };
+        assert_eq!(verify_es256_parsed(&zero, &parsed), Err(JoseError::BadSignature));
+        let none = Decoded {
+            header: Header {
+                alg: "none".into(),
+                ..decoded.header.clone()
+            },
+            ..decoded
+        };
+        assert!(matches!(
+            verify_es256_parsed(&none, &parsed),
+            Err(JoseError::UnsupportedAlg(_))
+        ));
+    }
+
     #[test]
     fn fails_with_another_key() {
         let decoded = decode(TOKEN).unwrap();
