@@ -68,6 +68,7 @@ pub struct Metrics {
     pub audit_write_seconds: Histogram,
     /// 1 while the state store (memory, or Redis) answers, 0 while it does not.
     pub state_available: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub connections_refused: Counter<u64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +100,7 @@ impl Metrics {
             notifications_dropped: Family::default(),
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             state_available: Gauge::default(),
+            connections_refused: Counter::default(),
         };
         m.registry.register_collector(Box::new(process::ProcessCollector));
         let r = m.registry.sub_registry_with_prefix("stepgate");
@@ -140,6 +142,11 @@ impl Metrics {
             "audit_write_seconds",
             "Durable audit append latency",
             m.audit_write_seconds.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at accept because limits.max_connections was reached",
+            m.connections_refused.clone(),
         );
         m
     }

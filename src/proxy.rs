@@ -15,6 +15,7 @@ mod gate;
 mod handler;
 pub mod hygiene;
 pub mod inflight;
+mod limit;
 mod oidc;
 mod origin;
 mod page;

@@ -10,7 +10,7 @@
 //! is thread-safe and wakes waiters through channels that work across
 //! runtimes.
 
-use super::{ending, forward, handler, tls, ConnInfo, Gateway, StartError};
+use super::{ending, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
 use crate::audit::Record;
 use crate::config::Config;
 use hyper::service::service_fn;
@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio_rustls::TlsAcceptor;
 
 /// What every accept loop shares.
@@ -31,6 +31,7 @@ struct Serving {
     acceptor: TlsAcceptor,
     builder: auto::Builder<TokioExecutor>,
     slots: Arc<Semaphore>,
+    refused: Arc<limit::Refusals>,
     handshake_timeout: Duration,
 }
 
@@ -42,6 +43,7 @@ impl Serving {
             acceptor: TlsAcceptor::from(tls),
             builder: http_builder(&c),
             slots: Arc::new(Semaphore::new(c.limits.max_connections)),
+            refused: Arc::new(limit::Refusals::new(c.limits.max_connections)),
             handshake_timeout: c.limits.tls_handshake_timeout,
             gw: gw.clone(),
         })
@@ -217,12 +219,6 @@ async fn accept_loop(
 ) {
     tokio::pin!(shutdown);
     loop {
-        // Waiting for a slot before accepting applies back-pressure at the
-        // kernel's accept queue instead of accepting and dropping.
-        let permit = tokio::select! {
-            p = s.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -233,6 +229,18 @@ async fn accept_loop(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // At the limit a connection is closed at once rather than left in
+        // the kernel's accept queue, where its TLS handshake would hang
+        // until the client gives up.
+        let permit = match s.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => {
+                s.refused.refuse(&s.gw, peer);
+                drop(tcp);
+                continue;
+            }
+            Err(TryAcquireError::Closed) => break,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = s.acceptor.clone();
