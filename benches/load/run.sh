@@ -53,9 +53,13 @@ need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl python3:python3
 NGINX=$(command -v nginx)
 PORT_KNOBS=UPSTREAM_PORT/SG_PORT/NGX_PORT/ADMIN_PORT ports_free "$UPSTREAM_PORT" "$SG_PORT" "$NGX_PORT" "$ADMIN_PORT"
 
-cargo_release --bin stepgate --example bench_tokens
-STEPGATE="$TARGET_DIR/release/stepgate"
-TOKENS_BIN="$TARGET_DIR/release/examples/bench_tokens"
+# STEPGATE=/path/to/stepgate (with TOKENS_BIN=/path/to/bench_tokens)
+# measures a build made earlier, e.g. one side of an A/B, without building.
+if [[ -z ${STEPGATE:-} ]]; then
+    cargo_release --bin stepgate --example bench_tokens
+    STEPGATE="$TARGET_DIR/release/stepgate"
+fi
+TOKENS_BIN=${TOKENS_BIN:-$TARGET_DIR/release/examples/bench_tokens}
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -192,6 +196,15 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# Context switches (voluntary + involuntary) over every thread of the proxy.
+ctx_switches() {
+    local p total=0
+    for p in $(proxy_pids "$1"); do
+        total=$((total + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')))
+    done
+    echo "$total"
+}
+
 # Reset VmHWM (clear_refs 5), so each run reports its own peak.
 reset_hwm() {
     local p
@@ -272,6 +285,8 @@ run_one() {
     read -r audit0 < <(audit_writes)
     opens0=$(passive_opens)
     cpu0=$(cpu_ticks "$proxy")
+    local cs0 cs1
+    cs0=$(ctx_switches "$proxy")
     case $scenario in
     keepalive)
         timeout $wait wrk -t "$WRK_THREADS" -c "$KEEPALIVE_CONNS" -d "${DURATION}s" --latency "$url" >"$out"
@@ -303,6 +318,7 @@ run_one() {
         ;;
     esac
     cpu1=$(cpu_ticks "$proxy")
+    cs1=$(ctx_switches "$proxy")
     opens1=$(passive_opens)
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" || true
@@ -342,7 +358,8 @@ run_one() {
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$proxy" "$rps" "$p50" "$p99" \
         "$errors" "$(status_kib "$proxy" VmHWM)" "$cpu_us" "$reqs" "$conns" "$audit_ms" "$note" >>"$RAW"
-    log "round $round $scenario $proxy: $rps req/s p50 ${p50}ms p99 ${p99}ms errors $errors cpu ${cpu_us}us/req $note"
+    log "round $round $scenario $proxy: $rps req/s p50 ${p50}ms p99 ${p99}ms errors $errors cpu ${cpu_us}us/req" \
+        "context switches/req $(awk -v c=$((cs1 - cs0)) -v n="${reqs:-0}" 'BEGIN {if (n > 0) printf "%.2f", c / n; else print "nan"}') $note"
 }
 
 # The token runs come after every pass-through round: each leaves its
