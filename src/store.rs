@@ -1,6 +1,7 @@
 //! Shared single-use records. In memory for one instance; the interface is
 //! the one a shared backend would offer (claim-once with an expiry).
 
+mod journal;
 mod pending;
 mod redis_state;
 mod sessions;

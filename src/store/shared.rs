@@ -3,6 +3,7 @@
 //! instance must share. One interface, two backends: process memory for a
 //! single instance, Redis for several (see `redis_state`).
 
+use super::journal::{Entry, Journal};
 use super::{ReplayCache, StepCounters};
 use std::future::Future;
 use std::pin::Pin;
@@ -112,74 +113,43 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
 /// One instance: the records live in this process, and each one is also
 /// appended to a journal before it counts, so that a restart does not
-/// reopen a replay (the journal is read back, and compacted, at start).
+/// reopen a replay.
 #[derive(Debug, Default)]
 pub struct MemoryState {
     once: ReplayCache,
     steps: StepCounters,
-    journal: Option<std::sync::Mutex<std::fs::File>>,
-}
-
-/// One journal line.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Entry {
-    Once { key: String, until: u64 },
-    Step { user: String, step: u64, until: u64 },
+    journal: Option<std::sync::Mutex<Journal>>,
 }
 
 /// How long a TOTP step is kept in the journal: longer than any code of
 /// it can be accepted.
 const STEP_KEEP_SECS: u64 = 600;
 
+fn step_until(step: u64) -> u64 {
+    step.saturating_mul(crate::stepup::totp::STEP)
+        .saturating_add(STEP_KEEP_SECS)
+}
+
 impl MemoryState {
-    /// Opens (or creates) the journal at `path`, restores the records that
-    /// have not expired at `now`, and rewrites the journal with only those.
-    /// A journal that cannot be read or written is an error: starting
-    /// without it would forget which proofs were spent.
+    /// Opens (or creates) the journal at `path` and restores the records
+    /// that have not expired at `now`. A journal that cannot be read or
+    /// written is an error: starting without it would forget which proofs
+    /// were spent.
     pub fn open(path: &std::path::Path, now: u64) -> Result<Self, StateError> {
-        use std::io::Write;
-        let io = |what: &str, e: std::io::Error| StateError::Unavailable(format!("{what} {}: {e}", path.display()));
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io("cannot read", e)),
-        };
+        let (journal, live) = Journal::open(path, now)?;
         let state = MemoryState::default();
-        let mut live = Vec::new();
-        // A line cut short by a crash is the only kind that fails to parse;
-        // it was never acknowledged, so nothing was accepted on it.
-        for entry in text.lines().filter_map(|l| serde_json::from_str::<Entry>(l).ok()) {
-            match &entry {
-                Entry::Once { key, until } if *until >= now => {
-                    state.once.claim(key.clone(), *until);
+        for entry in live {
+            match entry {
+                Entry::Once { key, until } => {
+                    state.once.claim(key, until);
                 }
-                Entry::Step { user, step, until } if *until >= now => {
-                    state.steps.claim(user, *step);
+                Entry::Step { user, step, .. } => {
+                    state.steps.claim(&user, step);
                 }
-                _ => continue,
             }
-            live.push(entry);
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut out = String::new();
-        for e in &live {
-            out.push_str(&serde_json::to_string(e).map_err(|e| StateError::Unavailable(e.to_string()))?);
-            out.push('\n');
-        }
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot write", e))?;
-        f.write_all(out.as_bytes()).map_err(|e| io("cannot write", e))?;
-        f.sync_all().map_err(|e| io("cannot sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io("cannot replace", e))?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| io("cannot open", e))?;
         Ok(MemoryState {
-            journal: Some(std::sync::Mutex::new(file)),
+            journal: Some(std::sync::Mutex::new(journal)),
             ..state
         })
     }
@@ -187,14 +157,44 @@ impl MemoryState {
     /// Makes `entry` durable. On failure the record still counts in memory
     /// (a value is burnt rather than reopened) and the proof is refused.
     fn journal(&self, entry: &Entry) -> Result<(), StateError> {
-        use std::io::Write;
         let Some(j) = &self.journal else { return Ok(()) };
-        let mut line = serde_json::to_string(entry).map_err(|e| StateError::Unavailable(e.to_string()))?;
-        line.push('\n');
-        let mut f = j.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(line.as_bytes())
-            .and_then(|()| f.sync_data())
-            .map_err(|e| StateError::Unavailable(format!("single-use journal: {e}")))
+        j.lock().unwrap_or_else(|p| p.into_inner()).append(entry)
+    }
+
+    /// Rewrites a journal that has grown well past the live records. Under
+    /// the journal's lock, so no append lands in the file being replaced; a
+    /// value claimed but not yet appended is in the maps already, so it is
+    /// in the rewrite too.
+    fn compact(&self, now: u64) {
+        let Some(j) = &self.journal else { return };
+        let mut j = j.lock().unwrap_or_else(|p| p.into_inner());
+        if !j.bloated(self.once.len() + self.steps.last.len()) {
+            return;
+        }
+        let mut live: Vec<Entry> = self
+            .once
+            .seen
+            .iter()
+            .filter(|e| *e.value() >= now)
+            .map(|e| Entry::Once {
+                key: e.key().clone(),
+                until: *e.value(),
+            })
+            .collect();
+        live.extend(
+            self.steps
+                .last
+                .iter()
+                .map(|e| Entry::Step {
+                    user: e.key().clone(),
+                    step: *e.value(),
+                    until: step_until(*e.value()),
+                })
+                .filter(|e| e.until() >= now),
+        );
+        if let Err(e) = j.compact(&live) {
+            tracing::error!(error = %e, "cannot compact the single-use journal; it keeps growing");
+        }
     }
 }
 
@@ -222,13 +222,10 @@ impl StateStore for MemoryState {
         let result = if newer {
             // A step names its own time: it is worth keeping until well
             // after any code of it could be accepted.
-            let until = step
-                .saturating_mul(crate::stepup::totp::STEP)
-                .saturating_add(STEP_KEEP_SECS);
             self.journal(&Entry::Step {
                 user: user.to_owned(),
                 step,
-                until,
+                until: step_until(step),
             })
             .map(|()| true)
         } else {
@@ -255,6 +252,7 @@ impl StateStore for MemoryState {
 
     fn purge(&self, now: u64) {
         self.once.purge(now);
+        self.compact(now);
     }
 }
 
@@ -307,6 +305,35 @@ mod tests {
         );
         assert!(!m.advance_step("alice", 100).await.expect("steps"), "the step too");
         assert!(m.advance_step("alice", 101).await.expect("steps"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_long_run_compacts_the_journal_to_what_is_live() {
+        let dir = std::env::temp_dir().join(format!("stepgate-journal-{}", crate::ids::random_token()));
+        let path = dir.join("single-use.jsonl");
+        let m = MemoryState::open(&path, 0).expect("opens");
+        for i in 0..5000 {
+            assert!(m.claim_once(&format!("jti:short-{i}"), 10, 0).await.expect("claims"));
+        }
+        assert!(m.claim_once("jti:long", 1000, 0).await.expect("claims"));
+        m.purge(5);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("journal").lines().count(),
+            5001,
+            "not yet"
+        );
+        m.purge(11);
+        let text = std::fs::read_to_string(&path).expect("journal");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            m.claim_once("jti:after", 1000, 11).await.expect("claims"),
+            "appends go on"
+        );
+        drop(m);
+        let m = MemoryState::open(&path, 12).expect("reopens");
+        assert!(!m.claim_once("jti:long", 1000, 12).await.expect("claims"));
+        assert!(!m.claim_once("jti:after", 1000, 12).await.expect("claims"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
