@@ -6,8 +6,10 @@
 //! fresh proof of their own to every decision and must post from the
 //! gateway's own origin.
 
-use super::api::{self, caller_sid, closed, engine_reject, parse_body, settle, MAX_PROOF_BODY};
-use super::bodies::buffer;
+use super::api::access::{caller_sid, lookup};
+use super::api::outcome::{closed, settle, status_json};
+use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
+use super::extract::buffer;
 use super::respond::{self, Reject};
 use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::body::Body;
@@ -172,10 +174,9 @@ pub(super) fn decidable(
     conn: &ConnInfo,
     parts: &Parts,
     a: &Approver,
-    id: &str,
+    id: Option<&HoldId>,
 ) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
-    let id = HoldId::parse(id).ok_or(Reject::UnknownHold)?;
-    let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = lookup(gw, id)?;
     if !state.requirements.wants_approval_from(&a.groups) {
         return Err(Reject::Forbidden);
     }
@@ -186,7 +187,7 @@ pub(super) fn decidable(
         || state.proof.as_ref().is_some_and(|p| p.sub == a.name)
         || super::who::bound(gw, &meta.sid).is_some_and(|w| w == a.name);
     if same_session || same_person {
-        tracing::warn!(hold = %id, approver = %a.name, "self-approval refused");
+        tracing::warn!(hold = %meta.id, approver = %a.name, "self-approval refused");
         return Err(Reject::SelfApproval);
     }
     Ok((meta, state))
@@ -199,7 +200,7 @@ pub(super) async fn decide(
     conn: &ConnInfo,
     parts: Parts,
     body: Body,
-    id: &str,
+    id: Option<&HoldId>,
     approve: bool,
 ) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
@@ -208,7 +209,7 @@ pub(super) async fn decide(
     let (Some((a, Via::SignedIn)), true) = (who, html) else {
         return result;
     };
-    let hold = HoldId::parse(id).and_then(|h| gw.holds.get(&h));
+    let hold = lookup(gw, id).ok();
     let prefix = gw.config().stepup.prefix.clone();
     match (result, hold) {
         (Ok(resp), Some((meta, state))) if resp.status() == StatusCode::OK => {
@@ -238,7 +239,7 @@ async fn decide_json(
     conn: &ConnInfo,
     parts: Parts,
     body: Body,
-    id: &str,
+    id: Option<&HoldId>,
     approve: bool,
     who: Option<(Approver, Via)>,
 ) -> Result<Response<Body>, Reject> {
@@ -309,11 +310,11 @@ async fn decide_json(
     let applied = match gw.holds.apply(&id, event, now) {
         Err(EngineError::Hold(HoldError::DuplicateApproval)) => {
             let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
-            let mut v = api::status_json(&meta, &state, now);
+            let mut v = status_json(&meta, &state, now);
             v["duplicate"] = true.into();
             return Ok(respond::json(StatusCode::OK, &v));
         }
-        other => other.map_err(engine_reject)?,
+        other => other.map_err(Reject::from)?,
     };
     // Recorded once the state machine took the decision, so the trail never
     // shows an approval that did not count; queued in the same step, so a
@@ -342,7 +343,7 @@ async fn decide_json(
         // The approver's part is done; the requester collects the release.
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
             let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
-            let mut v = api::status_json(&meta, &state, now);
+            let mut v = status_json(&meta, &state, now);
             v["status"] = "approved".into();
             Ok(respond::json(StatusCode::OK, &v))
         }

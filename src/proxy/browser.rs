@@ -2,10 +2,13 @@
 //! the JSON API, answered with a page (the step-up page with the reason
 //! for a refusal, a redirect back to it while approvals are outstanding).
 
-use super::bodies::buffer;
+use super::api::access::lookup;
+use super::api::complete::complete as complete_json;
+use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
+use super::extract::buffer;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{api, page, signin, ConnInfo, Gateway};
+use super::{page, signin, ConnInfo, Gateway};
 use crate::body::{full, Body};
 use crate::hold::{HoldMeta, HoldState};
 use crate::ids::HoldId;
@@ -34,7 +37,7 @@ pub(super) fn step_up_page(
             .live()
             .oidc
             .as_ref()
-            .map(|o| super::oidc::display_name(&o.config.issuer)),
+            .map(|o| super::oidc::provider::display_name(&o.config.issuer)),
     };
     page::stepup::render(&view, status)
 }
@@ -49,20 +52,21 @@ pub(super) async fn complete(
     conn: &ConnInfo,
     parts: Parts,
     body: Body,
-    id: &str,
+    id: Option<&HoldId>,
 ) -> Result<Response<Body>, Reject> {
     if !page::from_page(&parts.headers) {
-        return api::complete(gw, conn, parts, body, id).await;
+        return complete_json(gw, conn, parts, body, id).await;
     }
     // Read here so a refused attempt can keep the user name that was typed.
-    let bytes = buffer(body, api::MAX_PROOF_BODY).await?;
-    let user = api::parse_body(&parts, &bytes).ok().and_then(|b| b.user);
-    let result = api::complete(gw, conn, parts, full(bytes), id).await;
+    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let user = parse_body(&parts, &bytes).ok().and_then(|b| b.user);
+    let result = complete_json(gw, conn, parts, full(bytes), id).await;
     let prefix = gw.config().stepup.prefix.clone();
     match result {
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
             let mut r = Response::new(crate::body::full(""));
             *r.status_mut() = StatusCode::SEE_OTHER;
+            let id = id.map_or("", HoldId::as_str);
             if let Ok(v) = http::HeaderValue::from_str(&format!("{prefix}holds/{id}")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
@@ -72,8 +76,8 @@ pub(super) async fn complete(
         }
         Ok(resp) => Ok(resp),
         Err(reject) => {
-            let open = HoldId::parse(id)
-                .and_then(|h| gw.holds.get(&h))
+            let open = lookup(gw, id)
+                .ok()
                 .filter(|(_, s)| s.phase.is_open() && gw.clock.now() <= s.deadline);
             match (&reject, open) {
                 (Reject::InvalidProof { .. } | Reject::BadRequest(_), Some((meta, state))) => Ok(step_up_page(

@@ -5,7 +5,7 @@
 //! one passkey. Bad, used or expired tokens get 403 `forbidden`. The token
 //! is never logged.
 
-use super::bodies::buffer;
+use super::extract::buffer;
 use super::passkey::{self, Registering};
 use super::respond::{self, Reject};
 use super::Gateway;

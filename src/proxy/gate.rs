@@ -1,10 +1,11 @@
 //! Deciding for one request: pass it through, or hold it until a bound
 //! proof arrives, and forwarding a released hold with its assertion.
 
+use super::challenge::{bearer_challenge, challenge};
 use super::facts::Sensitive;
 use super::forward::upstream_failed;
 use super::hygiene::Target;
-use super::respond::{self, Reject};
+use super::respond::Reject;
 use super::{bodies, display, ending, hold_record, page, pending, proofs, release, risk, upgrade, who, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
@@ -15,12 +16,11 @@ use crate::ids::HoldId;
 use crate::policy::body::Reading;
 use crate::policy::conditions;
 use crate::policy::HoldMode;
-use crate::route::Route;
 use crate::session;
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Forwards a request that needs no step-up, streaming both bodies. A
@@ -293,7 +293,7 @@ pub async fn sensitive(
                     .live()
                     .oidc
                     .as_ref()
-                    .map(|o| super::oidc::display_name(&o.config.issuer)),
+                    .map(|o| super::oidc::provider::display_name(&o.config.issuer)),
             };
             Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
         }
@@ -319,82 +319,6 @@ fn unread(body: Option<Body>, read: Option<(Option<Reading>, bytes::Bytes)>) -> 
 
 fn empty() -> Body {
     full(bytes::Bytes::new())
-}
-
-/// RFC 9470 §3, from the route: the `acr` values it accepts (validated at
-/// config load to hold no quotes or spaces) and its `max_age`. A route
-/// that names no `acr` asks for none.
-fn bearer_challenge(bearer: bool, route: &Route) -> Option<String> {
-    bearer.then(|| {
-        let req = &route.require;
-        let acr = if req.acr.is_empty() {
-            String::new()
-        } else {
-            format!(", acr_values=\"{}\"", req.acr.join(" "))
-        };
-        format!(
-            "Bearer error=\"insufficient_user_authentication\"{acr}, max_age=\"{}\"",
-            req.max_age.as_secs()
-        )
-    })
-}
-
-/// The `WWW-Authenticate: StepUp ...` value of SPEC §4.1 (JSON challenge
-/// and browser page alike).
-pub(super) fn stepup_challenge(meta: &HoldMeta, req: &crate::policy::Requirements) -> String {
-    format!(
-        "StepUp hold=\"{}\", action=\"{}\", methods=\"{}\", max_age=\"{}\", txn=\"{}\"",
-        meta.id,
-        meta.action.replace(['"', '\\'], ""),
-        req.methods_joined(),
-        req.max_age.as_secs(),
-        meta.txn
-    )
-}
-
-/// The 401 `step_up_required` of SPEC §4.1, to the field.
-pub fn challenge(
-    prefix: &str,
-    meta: &HoldMeta,
-    state: &HoldState,
-    route: &Route,
-    now: SystemTime,
-    bearer: bool,
-) -> Response<Body> {
-    let req = &state.requirements;
-    let expires_in = state.deadline.duration_since(now).unwrap_or(Duration::ZERO).as_secs();
-    let body = serde_json::json!({
-        "error": "step_up_required",
-        "hold_id": meta.id.as_str(),
-        "route": meta.route,
-        "action": meta.action,
-        "methods": req.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-        "approvals": req.approvals,
-        "max_age": req.max_age.as_secs(),
-        "sid": meta.sid.as_str(),
-        "txn": meta.txn.as_str(),
-        "expires_in": expires_in,
-        "complete": format!("{prefix}holds/{}/complete", meta.id),
-        "status": format!("{prefix}holds/{}", meta.id),
-    });
-    // The conditions that fired, when the route has any (an addition to
-    // the fixed members, present only then).
-    let mut body = body;
-    if !meta.risk.is_empty() {
-        body["risk"] = meta.risk.clone().into();
-    }
-    let mut resp = respond::json(StatusCode::UNAUTHORIZED, &body);
-    let stepup = stepup_challenge(meta, req);
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&stepup) {
-        h.append(header::WWW_AUTHENTICATE, v);
-    }
-    if let Some(b) = bearer_challenge(bearer, route) {
-        if let Ok(v) = HeaderValue::from_str(&b) {
-            h.append(header::WWW_AUTHENTICATE, v);
-        }
-    }
-    resp
 }
 
 /// A `hold`-mode request: the connection waits for the outcome.

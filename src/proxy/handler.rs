@@ -1,7 +1,7 @@
 //! The request path as one story:
 //! normalize → strip → match → decide → (forward | hold → release → forward).
 
-use super::bodies::buffer;
+use super::extract::buffer;
 use super::respond::Reject;
 use super::{api, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};

@@ -17,9 +17,13 @@ pub mod provider;
 pub(crate) use flows::Flows;
 pub use provider::Provider;
 
+use super::api::access::{caller_sid, own_hold};
+use super::api::complete::late;
+use super::api::outcome::{closed, settle};
+use super::api::proof_body::Step;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{api, browser, hold_record, page, proofs, who, ConnInfo, Gateway};
+use super::{browser, hold_record, page, proofs, who, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::hold::{Event, HoldMeta, Proof, Transition};
@@ -32,27 +36,18 @@ use provider::ProviderError;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
-/// What the step-up page calls the OP: the host of its issuer URL.
-pub(crate) fn display_name(issuer: &str) -> String {
-    issuer
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(str::to_owned))
-        .unwrap_or_else(|| "your identity provider".to_owned())
-}
-
 /// `GET holds/{id}/oidc`.
 pub(super) async fn start(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
     parts: &Parts,
-    id: &str,
+    id: Option<&HoldId>,
 ) -> Result<Response<Body>, Reject> {
-    let (meta, state) = api::own_hold(gw, conn, parts, id)?;
-    api::closed(state.phase)?;
+    let (meta, state) = own_hold(gw, conn, parts, id)?;
+    closed(state.phase)?;
     let now = gw.clock.now();
     if now > state.deadline {
-        return Err(api::late(gw, &meta, Some("oidc"), None, now));
+        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now));
     }
     let req = &state.requirements;
     if !req.accepts(ProofMethod::Oidc) {
@@ -153,7 +148,7 @@ pub(super) async fn callback(
         ));
     };
     let (meta, state) = gw.holds.get(&pending.hold).ok_or(Reject::UnknownHold)?;
-    if api::caller_sid(gw, conn, parts).as_ref() != Some(&meta.sid) || meta.sid != pending.sid {
+    if caller_sid(gw, conn, parts).as_ref() != Some(&meta.sid) || meta.sid != pending.sid {
         tracing::warn!(hold = %meta.id, "OIDC callback from another session refused");
         gw.audit.record_later(
             hold_record("proof.rejected", &meta)
@@ -162,10 +157,10 @@ pub(super) async fn callback(
         );
         return Err(Reject::SessionMismatch);
     }
-    api::closed(state.phase)?;
+    closed(state.phase)?;
     let now = gw.clock.now();
     if now > state.deadline {
-        return Err(api::late(gw, &meta, Some("oidc"), None, now));
+        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now));
     }
     let verified = match gw.live().oidc.clone() {
         Some(op) => {
@@ -351,10 +346,10 @@ async fn apply(
     gw.metrics.proof("oidc", accepted);
     let written = gw.audit(record.with("method", "oidc"));
     match applied {
-        Ok(applied) => api::settle(gw, applied, now, Some(written)).await,
+        Ok(applied) => settle(gw, applied, now, Some(written)).await,
         Err(e) => {
             written.await?;
-            Err(api::engine_reject(e))
+            Err(e.into())
         }
     }
 }

@@ -3,6 +3,8 @@
 //! internal can leak into a response by accident.
 
 use crate::body::{full, Body};
+use crate::hold::engine::EngineError;
+use crate::hold::HoldError;
 use http::{header, HeaderValue, Response, StatusCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +129,34 @@ impl Reject {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
+    }
+}
+
+/// What a refused hold event tells the caller.
+impl From<EngineError> for Reject {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unknown => Reject::UnknownHold,
+            EngineError::Hold(HoldError::AlreadyReleased) => Reject::AlreadyReleased,
+            EngineError::Hold(HoldError::Expired) => Reject::HoldExpired,
+            EngineError::Hold(HoldError::Denied) => Reject::StepUpDenied,
+            EngineError::Hold(HoldError::SelfApproval) => Reject::SelfApproval,
+            EngineError::Hold(e @ (HoldError::BreakGlassNeedsStepUp | HoldError::BreakGlassCannotReplaceApprovals)) => {
+                Reject::BadRequest(if e == HoldError::BreakGlassNeedsStepUp {
+                    "break-glass needs your own step-up first"
+                } else {
+                    "break-glass cannot replace this action's approvals"
+                })
+            }
+            EngineError::Hold(HoldError::MethodNotAccepted) => {
+                Reject::BadRequest("this proof method is not accepted for this action")
+            }
+            EngineError::Hold(_) => Reject::BadRequest("the request could not be applied"),
+            EngineError::GlobalLimit
+            | EngineError::SessionLimit
+            | EngineError::ByteLimit
+            | EngineError::ClientLimit => Reject::TooManyHolds,
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 //! `__Host-stepgate-approver` cookie (see `session::approver`); decisions
 //! taken with it still need a fresh proof each (see `approvals::decide`).
 
-use super::api::MAX_PROOF_BODY;
-use super::bodies::buffer;
+use super::api::proof_body::MAX_PROOF_BODY;
+use super::extract::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{origin, page, proofs, ConnInfo, Gateway};

@@ -5,12 +5,14 @@
 //! Without `stepup.webauthn` the endpoint answers 404 `not_found`: the
 //! method does not exist on this gateway.
 
-use super::api::{closed, own_hold};
+use super::api::access::own_hold;
+use super::api::outcome::closed;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{approvals, proofs, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::HoldState;
+use crate::ids::HoldId;
 use crate::policy::ProofMethod;
 use crate::stepup::webauthn::PublicKeyCredential;
 use http::request::Parts;
@@ -39,7 +41,12 @@ fn still_open(state: &HoldState, now: SystemTime) -> Result<(), Reject> {
     Ok(())
 }
 
-pub(super) fn options(gw: &Gateway, conn: &ConnInfo, parts: &Parts, id: &str) -> Result<Response<Body>, Reject> {
+pub(super) fn options(
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    id: Option<&HoldId>,
+) -> Result<Response<Body>, Reject> {
     if passkey::relying_party(gw).is_none() {
         return Err(Reject::NotFound);
     }

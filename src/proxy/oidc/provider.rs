@@ -355,3 +355,12 @@ fn private_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, ProviderEr
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+/// What the step-up page calls the OP: the host of its issuer URL.
+pub(crate) fn display_name(issuer: &str) -> String {
+    issuer
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .unwrap_or_else(|| "your identity provider".to_owned())
+}

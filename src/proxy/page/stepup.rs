@@ -32,7 +32,7 @@ pub struct View<'a> {
 /// and `challenge`, the bearer one, when it applies).
 pub fn held(view: &View, challenge: Option<String>) -> Response<Body> {
     let mut resp = render(view, StatusCode::UNAUTHORIZED);
-    let stepup = crate::proxy::gate::stepup_challenge(view.meta, &view.state.requirements);
+    let stepup = crate::proxy::challenge::stepup_challenge(view.meta, &view.state.requirements);
     for v in std::iter::once(stepup).chain(challenge) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
