@@ -72,6 +72,14 @@ start_static_upstream "$UPSTREAM_PORT"
 # assertion key next to the config; nginx then serves the same certificate.
 # The token issuer is a key made here; tokens are minted per run.
 "$TOKENS_BIN" init "$WORK"
+# serve no longer makes a certificate it does not find: make one here (ECDSA
+# P-256, the same for both proxies).
+if [[ ! -f $WORK/gateway.pem ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$WORK/gateway-key.pem" -out "$WORK/gateway.pem" 2>/dev/null
+fi
+[[ -f $WORK/assertion-key.pem ]] || "$STEPGATE" keygen --out "$WORK/assertion-key.pem" >/dev/null
 cat >"$WORK/stepgate.yaml" <<EOF
 listen: 127.0.0.1:$SG_PORT
 admin_listen: 127.0.0.1:$ADMIN_PORT
