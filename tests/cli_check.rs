@@ -152,19 +152,34 @@ fn unknown_keys_are_located_at_the_key() {
 "
         ),
     );
-    assert_located(&check(&f), &f, 9, 5, "routes[0]: unknown field `holdd`");
+    let line = assert_located(&check(&f), &f, 9, 5, "routes[0]: unknown field `holdd`");
+    assert!(line.ends_with("; did you mean `hold`?"), "{line}");
     // ... and one inside a flow mapping (line 8, column 31).
     let f = dir.write(
         "flow.yaml",
         &format!("{BASE}  - name: delete-user\n    match: {{ methods: [POST], pth: /a }}\n"),
     );
-    assert_located(&check(&f), &f, 8, 31, "routes[0].match: unknown field `pth`");
+    let line = assert_located(&check(&f), &f, 8, 31, "routes[0].match: unknown field `pth`");
+    assert!(line.ends_with("; did you mean `path`?"), "{line}");
     // ... and at the top level (line 4, column 1).
     let f = dir.write(
         "top.yaml",
         &BASE.replacen("upstream:", "upstream: http://127.0.0.1:9\nupstreams:", 1),
     );
-    assert_located(&check(&f), &f, 4, 1, "unknown field `upstreams`");
+    let line = assert_located(&check(&f), &f, 4, 1, "unknown field `upstreams`");
+    assert!(line.ends_with("; did you mean `upstream`?"), "{line}");
+    // A key like nothing the file knows gets no guess.
+    let f = dir.write(
+        "far.yaml",
+        &BASE.replacen(
+            "upstream:",
+            "upstream: http://127.0.0.1:9
+zzzzqqq:",
+            1,
+        ),
+    );
+    let line = assert_located(&check(&f), &f, 4, 1, "unknown field `zzzzqqq`");
+    assert!(!line.contains("did you mean"), "{line}");
 }
 
 #[test]

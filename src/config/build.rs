@@ -83,12 +83,33 @@ fn anyone_may_act(route: &Route, identity: &IdentityConfig, at: &str) -> Option<
     ))
 }
 
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the known
+/// key closest to the misspelt one, when it is close enough to be a typo.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected ")?.1;
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), k))
+        .min()?;
+    // Two edits, or a third of the key's length for long keys: beyond
+    // that the suggestion is a guess, not a typo fixed.
+    let limit = 2.max(unknown.chars().count() / 3);
+    (best.0 <= limit).then(|| format!("; did you mean `{}`?", best.1))
+}
+
 fn yaml_error(e: &serde_yaml::Error, file: &str) -> ConfigError {
     let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut message = e.to_string();
     // serde_yaml appends the location in prose; it is already in the prefix.
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
+    }
+    if let Some(hint) = did_you_mean(&message) {
+        message.push_str(&hint);
     }
     ConfigError {
         file: file.to_owned(),
