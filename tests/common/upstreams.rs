@@ -177,7 +177,7 @@ impl RealUpstream {
         if self.framework == Framework::Nginx {
             self.nginx_barrier();
         }
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = read_lossy(&self.log);
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -211,7 +211,7 @@ impl RealUpstream {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = read_lossy(&self.log);
             if text.contains(&id) {
                 return;
             }
@@ -313,6 +313,14 @@ fn command(f: Framework, dir: &Path, port: u16) -> (Command, PathBuf) {
         }
     };
     (cmd, log)
+}
+
+/// The record log as text. nginx writes the bytes of a path that is not
+/// UTF-8 as they came, and one such line must not hide every other record.
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 fn opt_string(v: &serde_json::Value) -> Option<String> {
