@@ -6,6 +6,7 @@ mod pending;
 mod redis_state;
 mod sessions;
 mod shared;
+mod state_error;
 
 pub use pending::Pending;
 pub use redis_state::RedisState;

@@ -3,7 +3,7 @@
 //! rewritten with only the live records at start and whenever it has grown
 //! well past them, so it stays about as large as the records themselves.
 
-use super::shared::StateError;
+use super::state_error::StateError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

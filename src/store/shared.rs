@@ -12,17 +12,7 @@ use std::pin::Pin;
 /// be asked. Callers fail closed on the error.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StateError {
-    /// The store did not answer (refused, reset, timed out). The detail is
-    /// for the log only.
-    #[error("state store unavailable: {0}")]
-    Unavailable(String),
-    /// Another instance on this store runs with other keys.
-    #[error("{0}")]
-    KeyMismatch(String),
-}
+pub use super::state_error::StateError;
 
 /// What an instance publishes about its shared secrets: digests only, never
 /// the keys.
