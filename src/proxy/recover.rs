@@ -55,6 +55,11 @@ pub(super) fn unclosed(path: &Path) -> Vec<serde_json::Value> {
     let mut open: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
     let mut n = 0u64;
     for file in recent_files(path) {
+        // Only regular files hold a trail: a device such as /dev/full (the
+        // test of an unwritable trail) would read forever.
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
