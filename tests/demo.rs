@@ -51,7 +51,8 @@ async fn the_demo_starts_in_a_fresh_directory_and_prints_what_to_try() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        for line in lines.by_ref() {
             text.push_str(&line);
             text.push('\n');
             if line.contains("audit verify") {
@@ -59,6 +60,9 @@ async fn the_demo_starts_in_a_fresh_directory_and_prints_what_to_try() {
             }
         }
         let _ = tx.send(text);
+        // Keep reading: the banner goes on, and a closed pipe would end
+        // the demo at its next line.
+        for _ in lines {}
     });
     let banner = rx
         .recv_timeout(Duration::from_secs(60))
