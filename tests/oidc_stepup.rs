@@ -586,3 +586,59 @@ async fn bearer_sessions_get_the_rfc9470_challenge_from_the_route() {
         "Bearer error=\"insufficient_user_authentication\", acr_values=\"phr phrh\", max_age=\"300\""
     );
 }
+
+async fn mint(op: &mut Op, auth_time: u64, acr: &str) -> String {
+    let t = now();
+    let claims = serde_json::json!({
+        "iss": op.issuer, "aud": CLIENT_ID, "sub": "alice", "client_id": CLIENT_ID,
+        "iat": t, "exp": t + 300, "jti": stepgate::ids::random_token(),
+        "auth_time": auth_time, "acr": acr, "amr": ["pwd", "otp"],
+    });
+    let r = op.control("/test/mint-access-token", &claims.to_string()).await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    body(&r)
+}
+
+/// Simulated: the access tokens are signed by the OP's harness with the
+/// OP's own current key (oidc-provider issues JWT access tokens only for
+/// resource servers, which this test does not set up); the gateway fetches
+/// the key from the OP's real JWKS.
+#[tokio::test]
+async fn an_rfc9068_access_token_with_fresh_auth_time_is_itself_a_proof() {
+    let mut w = world(false, "").await;
+    let fresh = mint(&mut w.op, now() - 10, "phr").await;
+    let stale = mint(&mut w.op, now() - 3600, "phr").await;
+    let low = mint(&mut w.op, now() - 10, "urn:stepgate:test:pwd").await;
+    let send = |token: String| {
+        let gw = &w.gw;
+        async move {
+            let auth = format!("Bearer {token}");
+            common::raw(
+                gw.addr,
+                &gw.pki,
+                &common::request("POST", "/admin/wire", &[("authorization", &auth)], b"{}"),
+            )
+            .await
+        }
+    };
+    for (token, what) in [(stale, "stale auth_time"), (low, "lower acr")] {
+        let resp = send(token).await;
+        assert_eq!(resp.status, 401, "{what}: {}", body(&resp));
+        assert_eq!(resp.error_code(), "step_up_required", "{what}");
+        assert!(
+            resp.headers_named("www-authenticate")
+                .iter()
+                .any(|v| v.contains("insufficient_user_authentication") && v.contains("acr_values=\"phr phrh\"")),
+            "{what}"
+        );
+    }
+    assert_eq!(w.forwarded(), 0);
+    let resp = send(fresh).await;
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 1, "forwarded at once, no hold");
+    let claims = common::verify_assertion(&w.gw, &reqs[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], "phr");
+    assert!(claims.get("hold").is_none_or(|h| h.is_null()), "{claims:?}");
+}

@@ -18,6 +18,9 @@
 // - Consent is implied for the test client (a first-party client).
 // - POST /test/rotate puts a freshly generated signing key in front of the
 //   old one, as an IdP key rotation does; the old key stays published.
+// - POST /test/mint-access-token (body: JSON claims) signs an RFC 9068
+//   access token (typ at+jwt) with the OP's current signing key, for the
+//   bearer-token proof tests; the claims are the test's.
 // - POST /test/id-token-override (body: a compact JWS) makes the next token
 //   response carry that string as its id_token. This is how the tests feed
 //   crafted tokens (alg none, HS256) through the real callback path; the
@@ -26,6 +29,7 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import Provider from 'oidc-provider';
+import { importJWK, SignJWT } from 'jose';
 
 // stdout carries only the ready line; the package's notices go to stderr.
 console.log = console.error;
@@ -135,6 +139,16 @@ const server = https.createServer(tls, async (req, res) => {
       callback = provider.callback();
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kid: keys[0].kid }));
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/test/mint-access-token') {
+      const claims = JSON.parse(await readBody(req));
+      const key = await importJWK(keys[0], alg);
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg, kid: keys[0].kid, typ: 'at+jwt' })
+        .sign(key);
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(token);
       return;
     }
     if (req.method === 'POST' && url.pathname === '/test/id-token-override') {
