@@ -100,7 +100,8 @@ fn used_memory(port: u16) -> u64 {
 }
 
 fn main() {
-    let dir = std::env::temp_dir().join(format!("stepgate-state-bench-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-state-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -64,6 +64,15 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Scratch space for the unit tests, inside the checkout (`target/tmp`),
+/// because the tests never write outside it.
+#[cfg(test)]
+pub(crate) fn test_tmp() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp");
+    std::fs::create_dir_all(&dir).expect("target/tmp is writable");
+    dir
+}
+
 /// A fresh request id: unique within the process and, by a random prefix
 /// drawn at start-up, across restarts and instances; not a secret (it is
 /// logged and sent upstream), so a counter does instead of the CSPRNG.

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn session_key_is_created_private_and_reused() {
-        let dir = std::env::temp_dir().join(format!("stepgate-keys-{}", crate::ids::random_token()));
+        let dir = crate::ids::test_tmp().join(format!("stepgate-keys-{}", crate::ids::random_token()));
         let path = dir.join("state/session.key");
         let (k1, created) = load_or_create_session_key(&path).expect("create");
         assert!(created);

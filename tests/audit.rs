@@ -427,7 +427,8 @@ fn read_lines(path: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn an_erased_break_glass_hold_with_its_checkpoints_removed_fails_verification() {
-    let dir = std::env::temp_dir().join(format!("stepgate-cut-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-cut-{}", stepgate::ids::random_token()));
     let (path, jwks) = written_trail(&dir, 5).await;
     let jwks_arg = jwks.to_str().expect("p");
     let (code, out, err) = verify_with(&path, &["--jwks", jwks_arg]);
@@ -465,7 +466,8 @@ async fn an_erased_break_glass_hold_with_its_checkpoints_removed_fails_verificat
 
 #[tokio::test]
 async fn a_trail_whose_first_records_were_deleted_fails_verification() {
-    let dir = std::env::temp_dir().join(format!("stepgate-head-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-head-{}", stepgate::ids::random_token()));
     let (path, jwks) = written_trail(&dir, 4).await;
     let lines = read_lines(&path);
     // Cut the first hold away, keeping every later line byte for byte: the
@@ -557,7 +559,8 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
     use stepgate::audit::{Audit, AuditConfig, Record};
-    let dir = std::env::temp_dir().join(format!("stepgate-restart-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-restart-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (_, pem) = generate_signing_key();
     let signer = std::sync::Arc::new(
@@ -641,7 +644,8 @@ impl Drop for Child {
 async fn a_failed_write_leaves_no_partial_line_and_the_trail_verifies_after() {
     use std::os::unix::fs::PermissionsExt;
     let up = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!("stepgate-fsize-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-fsize-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let pki = Pki::new();
     let (_, pem) = stepgate::assertion::generate_signing_key();
@@ -731,7 +735,8 @@ routes:
 async fn audit_show_prints_client_text_with_its_escapes_visible() {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
     use stepgate::audit::{Audit, AuditConfig, Record};
-    let dir = std::env::temp_dir().join(format!("stepgate-esc-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-esc-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (_, pem) = generate_signing_key();
     let signer = AssertionSigner::new(

@@ -30,7 +30,8 @@ impl Dir {
     }
 
     fn bare() -> Dir {
-        let dir = std::env::temp_dir().join(format!("stepgate-cli-{}", stepgate::ids::random_token()));
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stepgate-cli-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Dir(dir)
     }

@@ -48,7 +48,8 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new() -> Dir {
-        let dir = std::env::temp_dir().join(format!("stepgate-explain-{}", stepgate::ids::random_token()));
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stepgate-explain-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("routes.yaml"), CONFIG).expect("write config");
         std::fs::write(dir.join("small.json"), br#"{"amount": 250}"#).expect("write body");

@@ -29,7 +29,8 @@ const CAROL_KEY: &str = "carol-treasury-api-key-0123456789";
 const DAVE_KEY: &str = "dave-treasury-api-key-9876543210";
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepgate-identity-{tag}-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-identity-{tag}-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     dir
 }

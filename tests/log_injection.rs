@@ -14,7 +14,8 @@ const EVIL: &str =
 
 async fn run(format: &str) -> Vec<String> {
     let up = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!("stepgate-logs-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-logs-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let pki = Pki::new();
     std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("cert");

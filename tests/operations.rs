@@ -195,7 +195,8 @@ const ROUTE_A: &str = "  - name: guarded-a\n    match: { path: /a }\n";
 const ROUTE_B: &str = "  - name: guarded-b\n    match: { path: /b }\n";
 
 async fn serve_binary(upstream: SocketAddr) -> Served {
-    let dir = std::env::temp_dir().join(format!("stepgate-ops-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-ops-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let pki = Pki::new();
     std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("write");

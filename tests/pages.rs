@@ -188,7 +188,8 @@ async fn a_code_accepted_while_approvals_are_missing_returns_the_browser_to_its_
 async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console = listener.local_addr().unwrap();
-    let log = std::env::temp_dir().join(format!("console-{}.jsonl", stepgate::ids::random_token()));
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-{}.jsonl", stepgate::ids::random_token()));
     tokio::spawn(stepgate::demo::run(listener, Some(log.clone())));
     let gw = Gateway::start(console, ROUTES, "").await;
     let alice = enroll(&gw.dir, "alice");

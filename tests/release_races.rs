@@ -270,7 +270,8 @@ async fn a_break_glass_whose_requester_goes_away_is_still_forwarded() {
 /// that ends twice, a forward with no release before it.
 #[test]
 fn the_story_checker_catches_broken_stories() {
-    let dir = std::env::temp_dir().join(format!("stepgate-story-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-story-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("audit.jsonl");
     let line = |event: &str, hold: &str| json!({"event": event, "hold": hold}).to_string();

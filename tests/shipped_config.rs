@@ -6,7 +6,8 @@ use std::process::Command;
 fn shipped_routes_yaml_passes_check() {
     // `check` refuses missing key files, and the repository ships none: a
     // copy of the file beside generated ones (the tracked file stays).
-    let dir = std::env::temp_dir().join(format!("stepgate-shipped-{}", stepgate::ids::random_token()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("stepgate-shipped-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(dir.join("certs")).expect("dir");
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/routes.yaml");
     std::fs::copy(shipped, dir.join("routes.yaml")).expect("copy");

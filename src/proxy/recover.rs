@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn finds_holds_without_an_ending_in_the_current_and_newest_rotated_file() {
-        let dir = std::env::temp_dir().join(format!("stepgate-recover-{}", crate::ids::random_token()));
+        let dir = crate::ids::test_tmp().join(format!("stepgate-recover-{}", crate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("audit.jsonl");
         let line = |event: &str, hold: &str| format!("{{\"event\":\"{event}\",\"hold\":\"{hold}\",\"route\":\"r\"}}\n");

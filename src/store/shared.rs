@@ -273,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_journal_survives_a_restart_and_forgets_what_expired() {
-        let dir = std::env::temp_dir().join(format!("stepgate-journal-{}", crate::ids::random_token()));
+        let dir = crate::ids::test_tmp().join(format!("stepgate-journal-{}", crate::ids::random_token()));
         let path = dir.join("single-use.jsonl");
         let m = MemoryState::open(&path, 1000).expect("opens");
         assert!(m.claim_once("jti:keep", 2000, 1000).await.expect("claims"));
@@ -300,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_run_compacts_the_journal_to_what_is_live() {
-        let dir = std::env::temp_dir().join(format!("stepgate-journal-{}", crate::ids::random_token()));
+        let dir = crate::ids::test_tmp().join(format!("stepgate-journal-{}", crate::ids::random_token()));
         let path = dir.join("single-use.jsonl");
         let m = MemoryState::open(&path, 0).expect("opens");
         for i in 0..5000 {

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn update_then_snapshot_round_trips_and_hides_secrets_in_debug() {
-    let dir = std::env::temp_dir().join(format!("stepgate-users-{}", crate::ids::random_token()));
+    let dir = crate::ids::test_tmp().join(format!("stepgate-users-{}", crate::ids::random_token()));
     let store = UserStore::open(&dir.join("users.yaml"));
     assert!(store.snapshot().expect("empty").users.is_empty());
     store
@@ -61,7 +61,7 @@ fn passkey(id: u8) -> Passkey {
 
 #[test]
 fn passkeys_and_enrollment_links_round_trip_through_yaml() {
-    let dir = std::env::temp_dir().join(format!("stepgate-users-{}", crate::ids::random_token()));
+    let dir = crate::ids::test_tmp().join(format!("stepgate-users-{}", crate::ids::random_token()));
     let store = UserStore::open(&dir.join("users.yaml"));
     store
         .update(|f| {

@@ -348,7 +348,8 @@ impl Gateway {
         clock: Arc<dyn stepgate::clock::Clock>,
         per_core: bool,
     ) -> (Gateway, Option<SocketAddr>) {
-        let dir = std::env::temp_dir().join(format!("stepgate-test-{}", stepgate::ids::random_token()));
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stepgate-test-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let pki = Pki::new();
         std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("write");

@@ -124,7 +124,8 @@ impl RealUpstream {
     }
 
     async fn try_start(f: Framework) -> Result<RealUpstream, String> {
-        let dir = std::env::temp_dir().join(format!("stepgate-upstream-{}", stepgate::ids::random_token()));
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stepgate-upstream-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(&dir).expect("upstream temp dir");
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
