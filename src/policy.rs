@@ -101,6 +101,13 @@ impl Requirements {
         self.methods.contains(&method)
     }
 
+    /// Whether a proof by `method` at assurance `acr` meets the route's
+    /// `acr` list, which binds OIDC proofs only (other methods carry no
+    /// IdP `acr`).
+    pub fn accepts_acr(&self, method: ProofMethod, acr: &str) -> bool {
+        method != ProofMethod::Oidc || self.acr.is_empty() || self.acr.iter().any(|a| a == acr)
+    }
+
     /// Whether `user` (a member of `groups`) may perform the step-up.
     pub fn allows_user(&self, user: &str, groups: &[String]) -> bool {
         if self.users.is_empty() && self.groups.is_empty() {
@@ -231,5 +238,27 @@ pub fn route_reader(
         (true, true) => Ok(Some(body::Reader::new(body::BodyKind::Json, []))),
         (false, false) => Ok(Some(body::Reader::new(body::BodyKind::Form, form))),
         (true, false) => Err("a route reads its body as one type: `json` and `form` fields cannot be mixed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acr_binds_oidc_proofs_only() {
+        let any = Requirements::default();
+        assert!(any.accepts_acr(ProofMethod::Oidc, "urn:low"), "no list: any acr");
+        let strict = Requirements {
+            acr: vec!["phr".into(), "phrh".into()],
+            ..Requirements::default()
+        };
+        assert!(strict.accepts_acr(ProofMethod::Oidc, "phrh"));
+        assert!(!strict.accepts_acr(ProofMethod::Oidc, "urn:low"));
+        assert!(!strict.accepts_acr(ProofMethod::Oidc, ""), "no acr is not a listed one");
+        assert!(
+            strict.accepts_acr(ProofMethod::Totp, ""),
+            "a TOTP proof carries no IdP acr"
+        );
     }
 }

@@ -223,9 +223,13 @@ struct World {
 }
 
 async fn world(par: bool, extra: &str) -> World {
+    world_with(par, ROUTES, extra).await
+}
+
+async fn world_with(par: bool, routes: &str, extra: &str) -> World {
     let op = Op::start(par);
     let up = Upstream::start().await;
-    let gw = Gateway::start(up.addr, ROUTES, &format!("{}{extra}", op.stepup_yaml())).await;
+    let gw = Gateway::start(up.addr, routes, &format!("{}{extra}", op.stepup_yaml())).await;
     World { op, gw, up }
 }
 
@@ -641,4 +645,63 @@ async fn an_rfc9068_access_token_with_fresh_auth_time_is_itself_a_proof() {
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["acr"], "phr");
     assert!(claims.get("hold").is_none_or(|h| h.is_null()), "{claims:?}");
+}
+
+/// Two routes share an action and a sudo window; only one asks for a
+/// strong `acr`. A low-`acr` login on the lax route must not be reused
+/// for the strict one (issue 20 #6: a reuse applies only where the earlier
+/// step-up would itself satisfy the later route).
+const REUSE_ROUTES: &str = "
+  - name: wire-lite
+    action: money.wire
+    match: { methods: [POST], path: /admin/wire-lite }
+    require: { methods: [oidc], max_age: 5m, reuse: 5m }
+    hold: { mode: challenge, timeout: 2m }
+  - name: wire
+    action: money.wire
+    match: { methods: [POST], path: /admin/wire }
+    require: { methods: [oidc], acr: [phr, phrh], max_age: 5m, reuse: 5m }
+    hold: { mode: challenge, timeout: 2m }
+";
+
+#[tokio::test]
+async fn a_reused_step_up_must_meet_the_later_routes_acr() {
+    let mut w = world_with(false, REUSE_ROUTES, "").await;
+    let post = |path: &'static str| {
+        common::request(
+            "POST",
+            path,
+            &[("cookie", COOKIE), ("content-type", "application/json")],
+            br#"{"amount":100}"#,
+        )
+    };
+    // A low-assurance login on the lax route forwards it.
+    let lax = common::raw(w.gw.addr, &w.gw.pki, &post("/admin/wire-lite")).await;
+    assert_eq!(lax.status, 401, "{}", body(&lax));
+    let lax_hold = lax.json()["hold_id"].as_str().expect("hold id").to_owned();
+    let authorize = w.start(&lax_hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "urn:stepgate:test:pwd", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_eq!(w.forwarded(), 1);
+
+    // Same session, same action, inside the window: the strict route still
+    // holds, because that login's acr is not one it accepts.
+    let strict_hold = w.hold(&[]).await;
+    assert_eq!(w.forwarded(), 1, "the low-acr step-up was not reused");
+
+    // Control: a phr login on the strict route is reused by the next one.
+    let authorize = w.start(&strict_hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_eq!(w.forwarded(), 2);
+    let again = common::raw(w.gw.addr, &w.gw.pki, &post("/admin/wire")).await;
+    assert_eq!(again.status, 200, "the phr step-up is reused: {}", body(&again));
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 3);
+    let claims = common::verify_assertion(&w.gw, &reqs[2].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["reuse"], true);
+    assert_eq!(claims["acr"], "phr");
+    w.gw.shutdown().await;
 }

@@ -174,10 +174,12 @@ pub async fn sensitive(
         let fresh =
             |r: &crate::store::Recent| unix_secs(now).saturating_sub(r.auth_time) <= route.require.max_age.as_secs();
         // A reuse never widens who may act (SPEC §5): the earlier step-up
-        // must itself satisfy this route, its methods and who may step up,
-        // not only share its action.
+        // must itself satisfy this route, its methods, its `acr` and who may
+        // step up, not only share its action.
         let satisfies = |r: &crate::store::Recent| {
-            route.require.accepts(r.method) && proofs::actor_allowed(gw, &meta, &route.require, &r.sub).is_ok()
+            route.require.accepts(r.method)
+                && route.require.accepts_acr(r.method, &r.acr)
+                && proofs::actor_allowed(gw, &meta, &route.require, &r.sub).is_ok()
         };
         if let Some(recent) = gw
             .reuse
