@@ -18,15 +18,15 @@ pub(crate) use flows::Flows;
 pub use provider::Provider;
 
 use super::api::access::{caller_sid, own_hold};
-use super::api::complete::late;
-use super::api::outcome::{closed, settle};
+use super::api::complete::{apply_proof, late};
+use super::api::outcome::closed;
 use super::api::proof_body::Step;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{browser, hold_record, page, proofs, who, ConnInfo, Gateway};
+use super::{browser, hold_record, page, proofs, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::clock::unix_secs;
-use crate::hold::{Event, HoldMeta, Proof, Transition};
+use crate::hold::{HoldMeta, Proof};
 use crate::ids::HoldId;
 use crate::policy::ProofMethod;
 use crate::stepup::oidc::{request, verify_id_token, AuthRequest, Expect, Flow, OidcError};
@@ -181,7 +181,7 @@ pub(super) async fn callback(
         proofs::actor_allowed(gw, &meta, &state.requirements, &proof.sub)?;
         Ok(proof)
     });
-    let result = apply(gw, &meta, verified, now).await;
+    let result = apply_proof(gw, &meta, "oidc", None, verified, now).await;
     match result {
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
             let mut r = Response::new(crate::body::full(""));
@@ -302,56 +302,6 @@ async fn verify(
         amr: v.amr,
         acr: v.acr.unwrap_or_default(),
     })
-}
-
-/// Applies a verified (or refused) OIDC proof to the hold, as `complete`
-/// does for the other methods.
-async fn apply(
-    gw: &Arc<Gateway>,
-    meta: &Arc<HoldMeta>,
-    verified: Result<Proof, String>,
-    now: std::time::SystemTime,
-) -> Result<Response<Body>, Reject> {
-    let id: &HoldId = &meta.id;
-    let mut bound_now = false;
-    if let (Ok(proof), None) = (&verified, &meta.identity) {
-        let route = (meta.route.as_str(), meta.action.as_str());
-        bound_now = who::bind(gw, &meta.sid, &proof.sub, "actor", Some(meta), route, now).await?;
-    }
-    let (event, sub) = match verified {
-        Ok(proof) => {
-            let sub = proof.sub.clone();
-            (Event::ProofAccepted(proof), Ok(sub))
-        }
-        Err(reason) => {
-            tracing::info!(hold = %id, method = "oidc", %reason, "proof rejected");
-            (Event::ProofRejected, Err(reason))
-        }
-    };
-    let applied = gw.holds.apply(id, event, now);
-    if let (true, Ok(sub), Err(_)) = (bound_now, &sub, &applied) {
-        who::unbind(gw, &meta.sid, sub);
-    }
-    let record = match (&sub, &applied) {
-        (Ok(sub), Ok(a)) if a.transition == Transition::Expired => {
-            hold_record("proof.rejected", meta).actor(sub.clone()).reason("expired")
-        }
-        (Ok(sub), Ok(_)) => hold_record("proof.accepted", meta).actor(sub.clone()),
-        (Ok(sub), Err(e)) => hold_record("proof.rejected", meta)
-            .actor(sub.clone())
-            .reason(e.to_string()),
-        (Err(reason), _) => hold_record("proof.rejected", meta).reason(reason.clone()),
-    };
-    let accepted = sub.is_ok() && applied.as_ref().is_ok_and(|a| a.transition != Transition::Expired);
-    gw.metrics.proof("oidc", accepted);
-    let written = gw.audit(record.with("method", "oidc"));
-    match applied {
-        Ok(applied) => settle(gw, applied, now, Some(written)).await,
-        Err(e) => {
-            written.await?;
-            Err(e.into())
-        }
-    }
 }
 
 /// The access token of an `Authorization: Bearer` header, if it looks

@@ -5,7 +5,7 @@ use super::access::{caller_sid, lookup};
 use super::outcome::{closed, settle};
 use super::proof_body::{parse_body, ProofBody, Step, MAX_PROOF_BODY};
 use crate::body::Body;
-use crate::hold::{Event, HoldMeta, HoldState, Transition};
+use crate::hold::{Event, HoldMeta, HoldState, Proof, Transition};
 use crate::ids::HoldId;
 use crate::policy::ProofMethod;
 use crate::proxy::extract::buffer;
@@ -115,6 +115,22 @@ async fn prove(
         }
         _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
     };
+    apply_proof(gw, meta, method.as_str(), req.user.clone(), verified, now).await
+}
+
+/// Applies a verified (or refused) proof to its hold: binds the session's
+/// actor when the identity is unknown, runs the state machine, writes the
+/// record and the metric, and settles the release. `complete` and the
+/// OIDC callback both end here. `claimed` is the user a refused proof
+/// named, for the record.
+pub(in crate::proxy) async fn apply_proof(
+    gw: &Arc<Gateway>,
+    meta: &Arc<HoldMeta>,
+    method: &str,
+    claimed: Option<String>,
+    verified: Result<Proof, String>,
+    now: SystemTime,
+) -> Result<Response<Body>, Reject> {
     // Without a known identity, the first person to step up on a
     // session becomes its actor; nobody else may step up on it.
     let mut bound_now = false;
@@ -147,14 +163,14 @@ async fn prove(
             .actor(sub.clone())
             .reason(e.to_string()),
         (Err(reason), _) => hold_record("proof.rejected", meta)
-            .actor(req.user.clone().unwrap_or_default())
+            .actor(claimed.unwrap_or_default())
             .reason(reason.clone()),
     };
     let accepted = sub.is_ok() && applied.as_ref().is_ok_and(|a| a.transition != Transition::Expired);
-    gw.metrics.proof(method.as_str(), accepted);
+    gw.metrics.proof(method, accepted);
     // Queued now, in the same step as the decision: the release (if
     // this proof won it) is written after it, whatever the client does.
-    let written = gw.audit(record.with("method", method.as_str()));
+    let written = gw.audit(record.with("method", method));
     match applied {
         Ok(applied) => settle(gw, applied, now, Some(written)).await,
         Err(e) => {
