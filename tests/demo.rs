@@ -38,35 +38,7 @@ async fn the_demo_starts_in_a_fresh_directory_and_prints_what_to_try() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stepgate-demo-test-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_stepgate"))
-            .args(["demo", "--port", &port.to_string()])
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        for line in lines.by_ref() {
-            text.push_str(&line);
-            text.push('\n');
-            if line.contains("audit verify") {
-                break;
-            }
-        }
-        let _ = tx.send(text);
-        // Keep reading: the banner goes on, and a closed pipe would end
-        // the demo at its next line.
-        for _ in lines {}
-    });
-    let banner = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its banner");
+    let (child, banner) = start_demo(&dir, port).await;
     for expected in [
         format!("https://localhost:{port}/ "),
         format!("https://localhost:{port}/.stepup/holds"),
@@ -94,26 +66,8 @@ async fn the_demo_starts_in_a_fresh_directory_and_prints_what_to_try() {
     assert!(routes.contains("methods: [webauthn, totp]"));
 
     // The gateway answers over TLS with the certificate it wrote.
-    let pem = std::fs::read_to_string(demo.join("certs/gateway.pem")).unwrap();
-    let b64: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-    let pki = Pki {
-        ca_pem: pem.clone(),
-        ca_der: der.into(),
-        cert_pem: String::new(),
-        key_pem: String::new(),
-    };
+    let pki = demo_pki(&demo);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the demo listens");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let login = raw(addr, &pki, &request("GET", "/", &[], b"")).await;
     assert_eq!(login.status, 200);
     assert!(String::from_utf8_lossy(&login.body).contains("Acme Admin"));
