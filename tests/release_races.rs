@@ -383,26 +383,11 @@ async fn a_waiting_agent_that_goes_away_leaves_an_abandoned_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_releases_in_flight_and_closes_pending_holds() {
     let up = Upstream::start().await;
-    let routes = format!(
-        "{ROUTES}  - name: slow\n    action: slow.thing\n    match: {{ methods: [POST], path: /slow }}\n    require: {{ methods: [token] }}\n    hold: {{ mode: challenge, timeout: 2m }}\n"
-    );
+    let routes = format!("{ROUTES}{SLOW_ROUTE}");
     let mut gw = Gateway::start(up.addr, &routes, "").await;
     let (_, pending) = challenge(&gw, "stays", "/api/items/1", b"pending").await;
     let (_, ch) = challenge(&gw, "slow", "/slow", b"slow").await;
-    let id = hold_id(&ch);
-    let proof = json!({"method": "token", "token": bound_token(&gw, &ch)});
-    let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
-    let req = complete_request(&id, "slow", &proof);
-    let completing = tokio::spawn(async move {
-        tls.write_all(&req).await.expect("write");
-        read_response(&mut tls).await
-    });
-    let releases = gw.gw.releases.clone();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while releases.is_empty() && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert!(!releases.is_empty(), "the release never started");
+    let completing = release_in_flight(&gw, &ch).await;
     // Stops while the upstream is still answering (it takes 1.5 s).
     gw.shutdown().await;
     let done = completing.await.expect("completion");
@@ -423,14 +408,33 @@ async fn shutdown_waits_for_releases_in_flight_and_closes_pending_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_drain_does_not_cut_off_a_release_in_flight() {
     let up = Upstream::start().await;
-    let routes = format!(
-        "{ROUTES}  - name: slow\n    action: slow.thing\n    match: {{ methods: [POST], path: /slow }}\n    require: {{ methods: [token] }}\n    hold: {{ mode: challenge, timeout: 2m }}\n"
-    );
+    let routes = format!("{ROUTES}{SLOW_ROUTE}");
     let mut gw = Gateway::start(up.addr, &routes, "limits: { drain: 100ms, upstream_timeout: 20s }").await;
     assert_eq!(gw.gw.config().limits.drain, Duration::from_millis(100));
     let (_, ch) = challenge(&gw, "slow", "/slow", b"slow").await;
-    let id = hold_id(&ch);
-    let proof = json!({"method": "token", "token": bound_token(&gw, &ch)});
+    let completing = release_in_flight(&gw, &ch).await;
+    // The upstream takes 1.5 s; the drain is 100 ms.
+    gw.shutdown().await;
+    let done = completing.await.expect("completion");
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(up.count("/slow"), 1);
+    let trail = story::records(&gw.gw.config().audit.path).expect("trail");
+    let forwarded: Vec<&serde_json::Value> = trail
+        .iter()
+        .filter(|r| r["hold"] == ch["hold_id"] && r["event"] == "request.forwarded")
+        .collect();
+    assert_eq!(forwarded.len(), 1, "the release is on record before the seal");
+}
+
+/// A route whose upstream takes 1.5 s to answer (the test upstream sleeps
+/// on `/slow`), so a release of it is still in flight at shutdown.
+const SLOW_ROUTE: &str = "  - name: slow\n    action: slow.thing\n    match: { methods: [POST], path: /slow }\n    require: { methods: [token] }\n    hold: { mode: challenge, timeout: 2m }\n";
+
+/// Completes the `slow` hold `ch` over its own TLS connection and returns
+/// once its release has started; the task yields the completer's answer.
+async fn release_in_flight(gw: &Gateway, ch: &serde_json::Value) -> tokio::task::JoinHandle<RawResponse> {
+    let id = hold_id(ch);
+    let proof = json!({"method": "token", "token": bound_token(gw, ch)});
     let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
     let req = complete_request(&id, "slow", &proof);
     let completing = tokio::spawn(async move {
@@ -443,15 +447,5 @@ async fn a_short_drain_does_not_cut_off_a_release_in_flight() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(!releases.is_empty(), "the release never started");
-    // The upstream takes 1.5 s; the drain is 100 ms.
-    gw.shutdown().await;
-    let done = completing.await.expect("completion");
-    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
-    assert_eq!(up.count("/slow"), 1);
-    let trail = story::records(&gw.gw.config().audit.path).expect("trail");
-    let forwarded: Vec<&serde_json::Value> = trail
-        .iter()
-        .filter(|r| r["hold"] == ch["hold_id"] && r["event"] == "request.forwarded")
-        .collect();
-    assert_eq!(forwarded.len(), 1, "the release is on record before the seal");
+    completing
 }
