@@ -118,12 +118,7 @@ fn https_url(s: &str) -> bool {
 mod tests {
     use crate::config::{from_str, OidcClientAuth};
 
-    const BASE: &str = "listen: 127.0.0.1:8443
-tls: { cert: c.pem, key: k.pem }
-upstream: http://127.0.0.1:8080
-session: { cookie: SESSIONID }
-assertion: { key: a.pem, issuer: stepgate, audience: legacy }
-";
+    use crate::config::build::tests::BASE;
 
     const OIDC: &str = "stepup:
   oidc:

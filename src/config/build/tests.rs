@@ -1,7 +1,8 @@
 use super::super::from_str;
 use crate::config::Config;
 
-const BASE: &str = "listen: 127.0.0.1:8443
+/// The smallest valid top of a config, shared by the build tests.
+pub(in crate::config::build) const BASE: &str = "listen: 127.0.0.1:8443
 tls: { cert: c.pem, key: k.pem }
 upstream: http://127.0.0.1:8080
 session: { cookie: SESSIONID }
@@ -192,4 +193,28 @@ pub(super) fn other_warnings(c: &Config) -> Vec<String> {
         .filter(|w| !w.contains("becomes its actor"))
         .cloned()
         .collect()
+}
+
+#[test]
+fn round_two_settings_refuse_hostile_values() {
+    for (yaml, at) in [
+        (
+            "notify: { webhook: 'http://127.0.0.1:9/h', queue: 0 }\n",
+            "notify.queue",
+        ),
+        (
+            "notify: { webhook: 'http://127.0.0.1:9/h', queue: 99999999999 }\n",
+            "notify.queue",
+        ),
+        ("notify: { webhook: 'http://127.0.0.1:9/h', queue: -1 }\n", "notify"),
+        ("limits: { drain: soon }\n", "limits.drain"),
+        ("limits: { drain: -5s }\n", "limits.drain"),
+        ("state: { backend: memcached }\n", "state"),
+        ("state: { backend: redis }\n", "state"),
+    ] {
+        let e = err(&format!(
+            "{BASE}{yaml}routes:\n  - name: a\n    match: {{ path: /a }}\n"
+        ));
+        assert!(e.contains(at), "{yaml} -> {e}");
+    }
 }

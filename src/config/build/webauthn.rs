@@ -117,12 +117,7 @@ mod tests {
     use crate::config::from_str;
     use crate::policy::ProofMethod;
 
-    const BASE: &str = "listen: 127.0.0.1:8443
-tls: { cert: c.pem, key: k.pem }
-upstream: http://127.0.0.1:8080
-session: { cookie: SESSIONID }
-assertion: { key: a.pem, issuer: stepgate, audience: legacy }
-";
+    use crate::config::build::tests::BASE;
 
     fn config(stepup: &str, routes: &str) -> Result<crate::config::Config, String> {
         from_str(&format!("{BASE}stepup:\n{stepup}routes:\n{routes}"), "routes.yaml").map_err(|e| e.to_string())
