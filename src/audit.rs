@@ -97,11 +97,23 @@ struct Job {
 
 /// Closes the queue when the last handle goes, so the writer seals the
 /// tail and stops.
-struct Closer(Arc<queue::Queue>);
+/// Closes the queue when the last handle goes, then waits for the writer
+/// to seal the tail. Without the wait, a process that exits right after
+/// dropping its gateway races the writer's final checkpoint: signing then
+/// runs while the C crypto library is being torn down, and aborts.
+struct Closer {
+    queue: Arc<queue::Queue>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        self.0.close();
+        self.queue.close();
+        if let Some(writer) = self.writer.take() {
+            if writer.thread().id() != std::thread::current().id() && writer.join().is_err() {
+                tracing::error!("the audit writer thread panicked");
+            }
+        }
     }
 }
 
@@ -129,7 +141,7 @@ impl Audit {
         let state = writer::Writer::open(cfg, signer, healthy.clone(), head.clone())?;
         let queue = Arc::new(queue::Queue::default());
         let guard = queue::WriterGuard::new(queue.clone());
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("stepgate-audit".into())
             .spawn(move || state.run(guard))
             .map_err(|source| AuditError::Io {
@@ -137,7 +149,10 @@ impl Audit {
                 source,
             })?;
         Ok(Audit {
-            queue: Arc::new(Closer(queue)),
+            queue: Arc::new(Closer {
+                queue,
+                writer: Some(writer),
+            }),
             healthy,
             head,
         })
@@ -145,7 +160,7 @@ impl Audit {
 
     /// Queues a job; the future resolves once its batch is on disk.
     fn append(&self, record: Record, seal: bool) -> impl std::future::Future<Output = Result<u64, AuditError>> {
-        let queued = self.queue.0.push(Job { record, seal });
+        let queued = self.queue.queue.push(Job { record, seal });
         async move {
             let (batch, index) = queued.ok_or(AuditError::Unavailable)?;
             batch.durable(index).await.ok_or(AuditError::Unavailable)
@@ -169,7 +184,7 @@ impl Audit {
     /// Appends without waiting (for records written after the fact, such
     /// as the upstream's status, where nothing further depends on them).
     pub fn record_later(&self, record: Record) {
-        let _ = self.queue.0.push(Job { record, seal: false });
+        let _ = self.queue.queue.push(Job { record, seal: false });
     }
 
     /// Appends a final record followed by a signed checkpoint and waits for

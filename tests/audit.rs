@@ -406,15 +406,20 @@ async fn written_trail(dir: &Path, holds: usize) -> (PathBuf, PathBuf) {
         }
     }
     drop(audit);
-    // The writer seals the tail when its last handle goes away.
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.lines().last().is_some_and(|l| l.contains("\"closed\"")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    sealed_on_drop(&path);
     (path, jwks)
+}
+
+/// Dropping the last handle returns only once the writer has sealed the
+/// tail: a process that exits right after must not race the final
+/// checkpoint (signing it during process teardown aborted the process).
+fn sealed_on_drop(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("\"event\":\"checkpoint\""),
+        "the tail was not sealed when the last handle went: {last}"
+    );
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
@@ -596,7 +601,7 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
         audit.record(Record::new("hold.created")).await.expect("written");
     }
     drop(audit);
-    settle(&path, "\"closed\"").await;
+    sealed_on_drop(&path);
     // A crash leaves the tail unsealed: take the closing checkpoint away.
     let mut lines = read_lines(&path);
     lines.pop();
@@ -607,7 +612,7 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
         audit.record(Record::new("hold.created")).await.expect("written");
     }
     drop(audit);
-    settle(&path, "\"closed\"").await;
+    sealed_on_drop(&path);
     let text = std::fs::read_to_string(&path).expect("read");
     assert!(text.contains("\"start\""), "the restart sealed what it found: {text}");
     let (code, out, err) = verify_with(&path, &["--jwks", jwks.to_str().expect("p"), "--checkpoint-every", "2"]);
