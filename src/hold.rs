@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod state;
+pub mod wire;
 
 pub use engine::{HoldEngine, HoldMeta, Parked};
 pub use state::{Event, HoldError, HoldState, Phase, Proof, Reloaded, Transition};

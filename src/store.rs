@@ -3,12 +3,14 @@
 
 mod journal;
 mod pending;
+pub mod redis_holds;
 mod redis_state;
 mod sessions;
 mod shared;
 mod state_error;
 
 pub use pending::Pending;
+pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};
 pub use shared::{Fingerprints, MemoryState, StateError, StateStore, StoreFuture};

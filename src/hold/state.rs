@@ -14,7 +14,7 @@
 use crate::policy::{ProofMethod, Requirements};
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
     Pending,
     Satisfied,
@@ -37,6 +37,40 @@ impl Phase {
     /// Still counts against the hold limits.
     pub fn is_open(self) -> bool {
         matches!(self, Phase::Pending | Phase::Satisfied)
+    }
+}
+
+/// Every phase change the machine can make, and so the only ones a
+/// shared store may write (its compare-and-set script is built from this
+/// table, see `store::redis_holds`). A reload may send a satisfied hold
+/// back to pending (its requirements grew); nothing leaves a closed phase.
+pub const TRANSITIONS: &[(Phase, Phase)] = &[
+    (Phase::Pending, Phase::Satisfied),
+    (Phase::Pending, Phase::Released),
+    (Phase::Pending, Phase::Denied),
+    (Phase::Pending, Phase::Expired),
+    (Phase::Satisfied, Phase::Pending),
+    (Phase::Satisfied, Phase::Released),
+    (Phase::Satisfied, Phase::Denied),
+    (Phase::Satisfied, Phase::Expired),
+];
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Pending,
+        Phase::Satisfied,
+        Phase::Released,
+        Phase::Denied,
+        Phase::Expired,
+    ];
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Whether a hold may go from `self` to `to` (staying put always may).
+    pub fn may_become(self, to: Phase) -> bool {
+        self == to || TRANSITIONS.contains(&(self, to))
     }
 }
 

@@ -243,3 +243,90 @@ fn a_reload_never_loosens_or_satisfies_a_pending_hold() {
     ended.on(Event::Expire, t(1000)).expect("expire");
     assert_eq!(ended.reload(&req(vec![ProofMethod::Token], 3)), Reloaded::Unchanged);
 }
+
+/// Walks every state reachable from a spread of starting holds through
+/// every event (on time and late) and every reload, and checks that the
+/// phase changes the machine makes are exactly `TRANSITIONS`: a shared
+/// store's script built from the table then allows nothing the machine
+/// would not do, and refuses nothing it would.
+#[test]
+fn the_transition_table_is_exactly_what_the_machine_does() {
+    use std::collections::HashSet;
+    let events = || {
+        vec![
+            Event::ProofAccepted(proof(ProofMethod::Token)),
+            Event::ProofRejected,
+            Event::Collect,
+            approval("bob"),
+            approval("alice"),
+            approval("carol"),
+            Event::Deny { by: "bob".into() },
+            Event::BreakGlass { by: "alice".into() },
+            Event::Expire,
+        ]
+    };
+    let mut starts = Vec::new();
+    for methods in [vec![], vec![ProofMethod::Token]] {
+        for approvals in 0..3 {
+            for release_on_satisfy in [false, true] {
+                for bg in [
+                    None,
+                    Some(crate::policy::BreakGlass {
+                        reason_required: false,
+                        replaces_approvals: true,
+                    }),
+                ] {
+                    for attempts in [1, 2] {
+                        let mut r = req(methods.clone(), approvals);
+                        r.break_glass = bg;
+                        starts.push(HoldState::new(r, t(2000), attempts, release_on_satisfy));
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut frontier = starts;
+    for _depth in 0..6 {
+        let mut next = Vec::new();
+        for h in &frontier {
+            for now in [t(1000), t(3000)] {
+                for ev in events() {
+                    let mut after = h.clone();
+                    if after.on(ev, now).is_ok() {
+                        if after.phase != h.phase {
+                            seen.insert((h.phase, after.phase));
+                        }
+                        next.push(after);
+                    } else {
+                        assert_eq!(after.phase, h.phase, "a refused event changes nothing");
+                    }
+                }
+            }
+            let mut stricter = h.requirements.clone();
+            stricter.approvals += 1;
+            let mut after = h.clone();
+            if after.reload(&stricter) == Reloaded::Tightened {
+                if after.phase != h.phase {
+                    seen.insert((h.phase, after.phase));
+                }
+                next.push(after);
+            }
+        }
+        frontier = next;
+    }
+    let table: HashSet<_> = TRANSITIONS.iter().copied().collect();
+    let extra: Vec<_> = seen.difference(&table).collect();
+    let unused: Vec<_> = table.difference(&seen).collect();
+    assert!(extra.is_empty(), "the machine makes changes the table lacks: {extra:?}");
+    assert!(
+        unused.is_empty(),
+        "the table allows changes the machine never makes: {unused:?}"
+    );
+    for from in Phase::ALL {
+        assert_eq!(Phase::parse(from.as_str()), Some(from));
+        for to in Phase::ALL {
+            assert_eq!(from.may_become(to), from == to || table.contains(&(from, to)));
+        }
+    }
+}
