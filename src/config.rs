@@ -122,6 +122,15 @@ pub struct Limits {
     /// client's flood cannot use up the global budget for everyone.
     pub max_holds_per_client: usize,
     pub max_held_bytes_per_client: u64,
+    /// Every request body the gateway reads into memory, from its first
+    /// byte until it is forwarded or its hold ends, including bodies still
+    /// arriving (before any hold exists): all together, and per client
+    /// address (IPv6 by /64).
+    pub max_buffered_bytes: u64,
+    pub max_buffered_bytes_per_client: u64,
+    /// How long an ended hold is remembered, so late callers learn that it
+    /// was released or expired rather than that it never existed.
+    pub keep_ended_holds: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -145,6 +154,9 @@ impl Default for Limits {
             max_held_bytes: 256 << 20,
             max_holds_per_client: 100,
             max_held_bytes_per_client: 16 << 20,
+            max_buffered_bytes: 256 << 20,
+            max_buffered_bytes_per_client: 16 << 20,
+            keep_ended_holds: Duration::from_secs(300),
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_connections: 10_000,

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_seconds: Histogram,
     pub holds_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Request body bytes in memory: being read, parked, or on their way upstream.
+    pub body_bytes_buffered: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub hold_transitions: Family<StateLabels, Counter>,
     pub hold_wait_seconds: Histogram,
     pub proofs: Family<ProofLabels, Counter>,
@@ -91,6 +93,7 @@ impl Metrics {
             requests: Family::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             holds_open: Gauge::default(),
+            body_bytes_buffered: Gauge::default(),
             hold_transitions: Family::default(),
             hold_wait_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
             proofs: Family::default(),
@@ -118,6 +121,11 @@ impl Metrics {
             m.upstream_seconds.clone(),
         );
         r.register("holds_open", "Holds pending or satisfied", m.holds_open.clone());
+        r.register(
+            "body_bytes_buffered",
+            "Request body bytes held in memory (being read, parked, or being forwarded)",
+            m.body_bytes_buffered.clone(),
+        );
         r.register("hold_transitions", "Holds reaching a state", m.hold_transitions.clone());
         r.register(
             "hold_wait_seconds",

@@ -81,6 +81,7 @@ use crate::assertion::{load_public_key_pem, load_signing_key_pem, AssertionSigne
 use crate::audit::{Audit, Record};
 use crate::clock::{unix_secs, Clock};
 use crate::config::Config;
+use crate::hold::budget::BodyBudget;
 use crate::hold::{HoldEngine, HoldMeta};
 use crate::jose::Jwks;
 use crate::keys;
@@ -228,6 +229,9 @@ pub struct Gateway {
     /// Digests of the keys every instance must share.
     pub fingerprints: Fingerprints,
     pub holds: HoldEngine,
+    /// Request bodies in memory, from their first byte until forwarded or
+    /// their hold ends (`limits.max_buffered_bytes*`).
+    pub bodies: Arc<BodyBudget>,
     pub users: UserStore,
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
@@ -312,7 +316,8 @@ impl Gateway {
             .with_client_quota(
                 config.limits.max_holds_per_client,
                 config.limits.max_held_bytes_per_client,
-            );
+            )
+            .with_keep_ended(config.limits.keep_ended_holds);
         let (shutdown, _) = watch::channel(false);
         let notifier = match &config.notify {
             Some(n) => Some(
@@ -362,6 +367,7 @@ impl Gateway {
             state,
             fingerprints,
             holds,
+            bodies: BodyBudget::new(),
             clock,
             shutdown,
         }))

@@ -447,7 +447,7 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             Some(n) => usize::try_from(n).or_else(|_| problem(path, "too large")),
         }
     };
-    Ok(Limits {
+    let mut limits = Limits {
         max_holds: count(raw.max_holds, "limits.max_holds", d.max_holds)?,
         max_holds_per_session: count(
             raw.max_holds_per_session,
@@ -496,7 +496,10 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
         )?,
         drain: opt_duration(raw.drain.as_ref(), "limits.drain", d.drain)?,
         max_attempts: count(raw.max_attempts, "limits.max_attempts", d.max_attempts as usize)?.min(1000) as u32,
-    })
+        ..d
+    };
+    memory::limits(&raw, &mut limits)?;
+    Ok(limits)
 }
 
 fn prefix(p: Option<&str>) -> Res<String> {
@@ -824,6 +827,7 @@ fn one_line(e: &regex::Error) -> String {
         .to_owned()
 }
 
+mod memory;
 mod oidc;
 #[cfg(test)]
 mod tests;

@@ -186,6 +186,17 @@ impl HoldEngine {
         }
     }
 
+    /// How long an ended hold is remembered (`limits.keep_ended_holds`).
+    pub fn with_keep_ended(mut self, keep: Duration) -> Self {
+        self.linger = keep;
+        self
+    }
+
+    /// Holds remembered now, open or ended: what the engine keeps in memory.
+    pub fn kept_count(&self) -> usize {
+        self.holds.len()
+    }
+
     /// Caps the bytes of all parked requests together.
     pub fn with_max_held_bytes(mut self, max: u64) -> Self {
         self.max_held_bytes = max;
@@ -404,7 +415,7 @@ impl HoldEngine {
 
 /// The address a client quota is kept under: IPv4 as it is, IPv6 by its
 /// /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(super) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

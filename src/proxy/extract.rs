@@ -3,28 +3,56 @@
 
 use super::respond::Reject;
 use crate::body::Body;
-use bytes::Bytes;
+use crate::hold::budget::Charge;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 /// Reads a whole body, refusing more than `max` bytes (checked against the
 /// declared length first, so an oversized upload is refused unread).
-pub(super) async fn buffer(mut body: Body, max: u64) -> Result<Bytes, Reject> {
+pub(super) async fn buffer(body: Body, max: u64) -> Result<Bytes, Reject> {
+    read(body, max, |_| Ok(())).await.map(BytesMut::freeze)
+}
+
+/// Like [`buffer`], for a request body on its way upstream, which may
+/// stay in memory for as long as its hold: the bytes are charged before
+/// they are read (the declared length at once), so a body the budget
+/// cannot take is refused with 429, unread or as soon as it outgrows it,
+/// and never cut short. The bytes returned own the charge.
+pub(super) async fn buffer_charged(body: Body, max: u64, mut charge: Charge) -> Result<Bytes, Reject> {
+    let out = read(body, max, |total| {
+        charge.cover(total).map_err(|e| {
+            tracing::info!(reason = %e, bytes = total, "request body refused");
+            Reject::TooManyHolds
+        })
+    })
+    .await?;
+    Ok(charge.seal(out))
+}
+
+/// The one read loop: `grow` is asked before the buffer may hold `total`
+/// bytes, first with the declared length.
+async fn read(mut body: Body, max: u64, mut grow: impl FnMut(u64) -> Result<(), Reject>) -> Result<BytesMut, Reject> {
     use http_body::Body as _;
-    if body.size_hint().lower() > max {
+    let declared = body.size_hint().lower();
+    if declared > max {
         return Err(Reject::BodyTooLarge);
     }
-    let mut out = bytes::BytesMut::new();
+    grow(declared)?;
+    // `declared` is at most `max`, so the client cannot make this large.
+    let mut out = BytesMut::with_capacity(declared as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             tracing::debug!(error = %e, "client body read failed");
             Reject::BadRequest("the request body could not be read")
         })?;
         if let Ok(data) = frame.into_data() {
-            if (out.len() + data.len()) as u64 > max {
+            let total = (out.len() + data.len()) as u64;
+            if total > max {
                 return Err(Reject::BodyTooLarge);
             }
+            grow(total)?;
             out.extend_from_slice(&data);
         }
     }
-    Ok(out.freeze())
+    Ok(out)
 }

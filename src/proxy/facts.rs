@@ -25,4 +25,7 @@ pub struct Sensitive {
     /// This request's sighting of its session (`None`: no session, or not
     /// recorded), for the session conditions.
     pub sighting: Option<crate::store::Sighting>,
+    /// The body, when the handler already read it (a form that might carry
+    /// `_method`): charged once, and the same bytes as the body passed on.
+    pub buffered: Option<bytes::Bytes>,
 }

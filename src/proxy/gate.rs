@@ -56,7 +56,7 @@ pub async fn pass_through(
 /// step-up (sudo window) or an up-front token, or park it.
 pub async fn sensitive(
     gw: &Arc<Gateway>,
-    ctx: Sensitive,
+    mut ctx: Sensitive,
     mut parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, Reject> {
@@ -71,6 +71,7 @@ pub async fn sensitive(
         m => m,
     };
     let now = gw.clock.now();
+    let mut buffered = ctx.buffered.take();
     let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
     let value = session::session_value(&cfg.session, &parts.headers, cert)
         .map_err(|_| Reject::BadRequest("the session is ambiguous"))?;
@@ -87,7 +88,14 @@ pub async fn sensitive(
     // display fields alike.
     let (mut body, mut read) = (Some(body), None);
     if body_conditions {
-        let bytes = bodies::collect(body.take().unwrap_or_else(empty), cfg.limits.max_body).await?;
+        let bytes = bodies::collect(
+            gw,
+            &cfg.limits,
+            ctx.client_ip,
+            &mut buffered,
+            body.take().unwrap_or_else(empty),
+        )
+        .await?;
         read = Some((bodies::read(&route, &parts.headers, &bytes)?, bytes));
     }
 
@@ -133,7 +141,14 @@ pub async fn sensitive(
     let (reading, bytes) = match (read, body) {
         (Some(read), _) => read,
         (None, body) => {
-            let bytes = bodies::collect(body.unwrap_or_else(empty), cfg.limits.max_body).await?;
+            let bytes = bodies::collect(
+                gw,
+                &cfg.limits,
+                ctx.client_ip,
+                &mut buffered,
+                body.unwrap_or_else(empty),
+            )
+            .await?;
             (bodies::read(&route, &parts.headers, &bytes)?, bytes)
         }
     };

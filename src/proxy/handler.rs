@@ -1,9 +1,8 @@
 //! The request path as one story:
 //! normalize → strip → match → decide → (forward | hold → release → forward).
 
-use super::extract::buffer;
 use super::respond::Reject;
-use super::{api, gate, hygiene, upgrade, ConnInfo, Gateway};
+use super::{api, bodies, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};
 use crate::route::methods::{effective_methods, form_kind, form_methods};
 use crate::route::MatchRequest;
@@ -100,14 +99,16 @@ async fn serve(
     };
     let mut lookup = find(&methods);
     let form = form_kind(&parts.headers);
+    let mut buffered = None;
     if let (true, Some(form)) = (lookup.method_miss, form) {
         // Only a body that may carry `_method` is read up front, and only
         // when a `_method` could select a stricter route.
-        let bytes = buffer(body, cfg.limits.max_body).await?;
+        let bytes = bodies::charged(gw, &cfg.limits, client_ip, body).await?;
         let read = form_methods(form, &bytes).map_err(|e| Reject::BadRequest(e.message()))?;
         methods.extend(read);
         lookup = find(&methods);
-        body = full(bytes);
+        body = full(bytes.clone());
+        buffered = Some(bytes);
     }
 
     hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
@@ -139,6 +140,7 @@ async fn serve(
                 request_id,
                 websocket,
                 sighting,
+                buffered,
             };
             Box::pin(gate::sensitive(gw, ctx, parts, body)).await
         }
