@@ -49,6 +49,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// What a throttled request was counted against (`client`, `session`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    pub by: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// `requests` counters of unrouted requests by status code, resolved
@@ -71,6 +77,8 @@ pub struct Metrics {
     /// 1 while the state store (memory, or Redis) answers, 0 while it does not.
     pub state_available: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub connections_refused: Counter<u64, AtomicU64>,
+    /// Ceremony requests refused for their rate (see `proxy::throttle`).
+    pub throttled: Family<ThrottleLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +112,7 @@ impl Metrics {
             audit_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             state_available: Gauge::default(),
             connections_refused: Counter::default(),
+            throttled: Family::default(),
         };
         m.registry.register_collector(Box::new(process::ProcessCollector));
         let r = m.registry.sub_registry_with_prefix("stepgate");
@@ -134,6 +143,11 @@ impl Metrics {
         );
         r.register("proofs", "Proofs by method and result", m.proofs.clone());
         r.register("approvals", "Approver decisions", m.approvals.clone());
+        r.register(
+            "throttled",
+            "Passkey options and sign-ins refused for their rate, by what was counted",
+            m.throttled.clone(),
+        );
         r.register(
             "state_available",
             "Whether the state store answers (1) or not (0)",

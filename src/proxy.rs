@@ -32,6 +32,7 @@ mod risk;
 mod serve;
 mod sighting;
 mod signin;
+mod throttle;
 pub mod tls;
 mod upgrade;
 mod webauthn;
@@ -243,6 +244,8 @@ pub struct Gateway {
     pub revoked_approvers: Revoked,
     /// WebAuthn challenges in flight.
     pub(crate) passkeys: passkey::Challenges,
+    /// Rates of the ceremony endpoints per client and session.
+    pub(crate) throttle: throttle::Throttle,
     /// OIDC authorization flows in flight.
     pub(crate) oidc_flows: oidc::Flows,
     pub notifier: Option<Notifier>,
@@ -350,6 +353,7 @@ impl Gateway {
             client_failures: FailureLimiter::new(20, 30, 900),
             revoked_approvers: Revoked::default(),
             passkeys: passkey::Challenges::default(),
+            throttle: throttle::Throttle::default(),
             oidc_flows: oidc::Flows::default(),
             notifier,
             releases: Arc::default(),
@@ -550,6 +554,7 @@ impl Gateway {
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
         self.passkeys.purge(secs);
+        self.throttle.purge(now);
         self.failures.purge(secs);
         self.client_failures.purge(secs);
         self.revoked_approvers.purge(secs);

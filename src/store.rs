@@ -3,6 +3,7 @@
 
 mod journal;
 mod pending;
+mod rate;
 pub mod redis_holds;
 mod redis_state;
 mod sessions;
@@ -10,6 +11,7 @@ mod shared;
 mod state_error;
 
 pub use pending::Pending;
+pub use rate::RateLimiter;
 pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};

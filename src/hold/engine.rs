@@ -415,7 +415,7 @@ impl HoldEngine {
 
 /// The address a client quota is kept under: IPv4 as it is, IPv6 by its
 /// /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4.
-pub(super) fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

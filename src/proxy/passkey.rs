@@ -95,7 +95,10 @@ pub(super) fn expiry(now: SystemTime) -> u64 {
 
 /// Request options (`{"publicKey": {...}}`) for `user`'s passkeys, with a
 /// challenge bound to `binding` and remembered for `key`.
-/// 404 `not_found` without `stepup.webauthn`; 400 when the user has no passkey.
+/// 404 `not_found` without `stepup.webauthn`. A name without a passkey
+/// (unknown, or TOTP only) gets the same answer with stand-in credentials
+/// (see [`decoys`]), and nothing is remembered for it: no assertion can
+/// answer those credentials, so the proof fails as a wrong one does.
 pub(super) fn start(
     gw: &Gateway,
     key: ChallengeKey,
@@ -103,20 +106,49 @@ pub(super) fn start(
     binding: &str,
     now: SystemTime,
 ) -> Result<serde_json::Value, Reject> {
+    issue(gw, Some(key), user, binding, now)
+}
+
+/// The options [`start`] would give `user`, remembered for nothing: for a
+/// name that may not prove here, which must not learn that from the answer.
+pub(super) fn look_alike(
+    gw: &Gateway,
+    user: &str,
+    binding: &str,
+    now: SystemTime,
+) -> Result<serde_json::Value, Reject> {
+    issue(gw, None, user, binding, now)
+}
+
+fn issue(
+    gw: &Gateway,
+    key: Option<ChallengeKey>,
+    user: &str,
+    binding: &str,
+    now: SystemTime,
+) -> Result<serde_json::Value, Reject> {
     let rp = relying_party(gw).ok_or(Reject::NotFound)?;
     let users = gw.users.snapshot().map_err(|e| {
         tracing::error!(error = %e, "user store unreadable");
-        Reject::BadRequest("no passkey is registered for this user")
+        Reject::BadRequest("passkey options could not be made")
     })?;
-    let passkeys = users.passkeys(user);
-    if passkeys.is_empty() {
-        return Err(Reject::BadRequest("no passkey is registered for this user"));
+    let mut passkeys = users.passkeys(user);
+    let real = !passkeys.is_empty();
+    if !real {
+        passkeys = decoys(gw, &users, user).map_err(|e| {
+            tracing::error!(error = %e, "stand-in passkey options failed");
+            Reject::BadRequest("passkey options could not be made")
+        })?;
     }
     let nonce: Nonce = rand::random();
     let options = rp.request(&passkeys, &nonce, binding).map_err(|e| {
         tracing::error!(error = %e, "passkey options failed");
         Reject::BadRequest("passkey options could not be made")
     })?;
+    let Some(key) = key.filter(|_| real) else {
+        tracing::debug!(%user, real, "passkey options that no assertion can answer");
+        return Ok(options);
+    };
     let challenge = webauthn::challenge(&nonce, binding).to_vec();
     gw.passkeys.assertions.insert(
         challenge,
@@ -129,6 +161,25 @@ pub(super) fn start(
         unix_secs(now),
     );
     Ok(options)
+}
+
+/// Stand-in passkeys for a name that has none, derived from the session
+/// key (shared by every instance, so all of them answer alike). They copy
+/// the shape of one of the gateway's real passkeys, picked by the name.
+fn decoys(
+    gw: &Gateway,
+    users: &crate::users::UserFile,
+    name: &str,
+) -> Result<Vec<webauthn::Passkey>, webauthn::PasskeyError> {
+    let secret = gw.session_key.mac("passkey-decoys", b"");
+    let real: Vec<&webauthn::Passkey> = users
+        .users
+        .values()
+        .flat_map(|u| u.webauthn.iter().map(|r| &r.passkey))
+        .collect();
+    let pick = gw.session_key.mac("passkey-decoy-shape", name.as_bytes());
+    let like = (!real.is_empty()).then(|| real[usize::from(pick[0]) % real.len()]);
+    webauthn::decoy::passkeys(&secret, name, like)
 }
 
 /// Verifies `credential` (webauthn-rs's `PublicKeyCredential` JSON)

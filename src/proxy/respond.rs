@@ -30,6 +30,11 @@ pub enum Reject {
     HoldExpired,
     BodyTooLarge,
     TooManyHolds,
+    /// A client (or session) calling a ceremony endpoint faster than its
+    /// rate allows; SPEC's one 429 code, with `Retry-After` in seconds.
+    Throttled {
+        retry_after: u64,
+    },
     UpstreamUnavailable,
     AuditUnavailable,
     /// The shared state store (Redis) cannot be reached: sensitive routes
@@ -50,7 +55,7 @@ impl Reject {
             AlreadyReleased | TxnMismatch => StatusCode::CONFLICT,
             HoldExpired => StatusCode::GONE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            TooManyHolds => StatusCode::TOO_MANY_REQUESTS,
+            TooManyHolds | Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             AuditUnavailable | StateUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -74,7 +79,7 @@ impl Reject {
             TxnMismatch => "txn_mismatch",
             HoldExpired => "hold_expired",
             BodyTooLarge => "body_too_large",
-            TooManyHolds => "too_many_holds",
+            TooManyHolds | Throttled { .. } => "too_many_holds",
             UpstreamUnavailable => "upstream_unavailable",
             AuditUnavailable => "audit_unavailable",
             StateUnavailable => "state_unavailable",
@@ -102,6 +107,7 @@ impl Reject {
             HoldExpired => "the hold has expired",
             BodyTooLarge => "the request body is too large for a sensitive action",
             TooManyHolds => "too many pending step-ups",
+            Throttled { .. } => "too many requests from this client; try again later",
             UpstreamUnavailable => "the upstream is unavailable",
             AuditUnavailable => "the audit trail is unavailable",
             StateUnavailable => "the shared state store is unavailable",
@@ -127,6 +133,10 @@ impl Reject {
         if matches!(self, Reject::ShuttingDown | Reject::StateUnavailable) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Reject::Throttled { retry_after } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         resp
     }
@@ -212,6 +222,7 @@ mod tests {
             (Reject::HoldExpired, 410, "hold_expired"),
             (Reject::BodyTooLarge, 413, "body_too_large"),
             (Reject::TooManyHolds, 429, "too_many_holds"),
+            (Reject::Throttled { retry_after: 3 }, 429, "too_many_holds"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Reject::AuditUnavailable, 503, "audit_unavailable"),
             (Reject::StateUnavailable, 503, "state_unavailable"),

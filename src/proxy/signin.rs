@@ -8,7 +8,7 @@ use super::api::proof_body::MAX_PROOF_BODY;
 use super::extract::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
-use super::{origin, page, proofs, ConnInfo, Gateway};
+use super::{origin, page, proofs, throttle, ConnInfo, Gateway};
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -103,6 +103,7 @@ pub(super) async fn login(
 ) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
     let config = gw.config();
+    throttle::client(gw, proofs::client_addr(gw, conn, &parts), "approver sign-in")?;
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req = parse(&parts, &bytes)?;
     let now = gw.clock.now();
@@ -154,18 +155,23 @@ pub(super) async fn login(
 }
 
 /// `POST approver/login/options`: the passkey challenge for signing in.
+/// Every name gets options of the same shape, so the answer does not tell
+/// who is an approver or who has a passkey (see `passkey::start`).
 pub(super) async fn options(
     gw: &Arc<Gateway>,
-    _conn: &ConnInfo,
-    _parts: Parts,
+    conn: &ConnInfo,
+    parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, Reject> {
+    throttle::client(gw, proofs::client_addr(gw, conn, &parts), "approver sign-in options")?;
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
-    if !gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
-        return Err(Reject::Forbidden);
-    }
-    let options = approver_login_options(gw, &req.name, gw.clock.now())?;
+    let now = gw.clock.now();
+    let options = if gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
+        approver_login_options(gw, &req.name, now)?
+    } else {
+        passkey::look_alike(gw, &req.name, &login_binding(&req.name), now)?
+    };
     Ok(respond::json(StatusCode::OK, &options))
 }
 

@@ -9,7 +9,7 @@ use super::api::access::own_hold;
 use super::api::outcome::closed;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
-use super::{approvals, proofs, ConnInfo, Gateway};
+use super::{approvals, proofs, throttle, ConnInfo, Gateway};
 use crate::body::Body;
 use crate::hold::HoldState;
 use crate::ids::HoldId;
@@ -50,6 +50,7 @@ pub(super) fn options(
     if passkey::relying_party(gw).is_none() {
         return Err(Reject::NotFound);
     }
+    throttle::client(gw, proofs::client_addr(gw, conn, parts), "passkey options")?;
     let now = gw.clock.now();
     if query(parts, "as").as_deref() == Some("approver") {
         let a = approvals::approver(gw, parts).ok_or(Reject::Forbidden)?;
@@ -63,6 +64,7 @@ pub(super) fn options(
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let (meta, state) = own_hold(gw, conn, parts, id)?;
+    throttle::session(gw, &meta.sid, "passkey options")?;
     still_open(&state, now)?;
     if !state.requirements.accepts(ProofMethod::Webauthn) {
         return Err(Reject::BadRequest("this proof method is not accepted for this action"));
@@ -77,8 +79,11 @@ pub(super) fn options(
         (None, None) => return Err(Reject::BadRequest("name the user who steps up (?user=)")),
     };
     if let Err(reason) = proofs::actor_allowed(gw, &meta, &state.requirements, &user) {
-        tracing::info!(hold = %meta.id, %user, %reason, "passkey options refused");
-        return Err(Reject::BadRequest("this user may not step up for this action"));
+        // Answered like anyone else, so the answer does not tell who is
+        // in the route's users or groups; the proof will be refused.
+        tracing::info!(hold = %meta.id, %user, %reason, "passkey options for a user who may not step up here");
+        let options = passkey::look_alike(gw, &user, meta.txn.as_str(), now)?;
+        return Ok(respond::json(StatusCode::OK, &options));
     }
     let options = passkey::start(
         gw,

@@ -40,6 +40,8 @@ pub use webauthn_rs::prelude::{
 
 use crate::config::WebauthnConfig;
 
+pub mod decoy;
+
 /// The server-side secret half of a challenge.
 pub type Nonce = [u8; 32];
 

@@ -1,0 +1,82 @@
+//! Rates on the endpoints anyone can call before proving anything: passkey
+//! options (a hold's, an approver's decision's, the approver sign-in's) and
+//! the approver sign-in itself. Each request costs a token from its
+//! client address's bucket (IPv6 by its /64, as the hold quotas count) and,
+//! where there is one, from its session's. A flood therefore slows down
+//! the sender only: another address, and the real user at their own
+//! address, keep their full rate. An empty bucket answers 429
+//! `too_many_holds` with `Retry-After`.
+//!
+//! The limits are far above what a person needs (a step-up takes one set
+//! of options, a sign-in one or two tries), and low enough that one
+//! address cannot fill the table of challenges in flight
+//! (`passkey::Challenges`) and push out other people's.
+
+use super::respond::Reject;
+use super::Gateway;
+use crate::hold::engine::client_key;
+use crate::ids::Sid;
+use crate::store::RateLimiter;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Requests one client address may make at once, and per minute after.
+pub(crate) const CLIENT_BURST: u32 = 30;
+pub(crate) const CLIENT_PER_MINUTE: u32 = 30;
+/// The same for one session.
+pub(crate) const SESSION_BURST: u32 = 10;
+pub(crate) const SESSION_PER_MINUTE: u32 = 10;
+
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    clients: RateLimiter,
+    sessions: RateLimiter,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            clients: RateLimiter::new(CLIENT_BURST, CLIENT_PER_MINUTE),
+            sessions: RateLimiter::new(SESSION_BURST, SESSION_PER_MINUTE),
+        }
+    }
+}
+
+fn millis(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Throttle {
+    pub(crate) fn purge(&self, now: SystemTime) {
+        self.clients.purge(millis(now));
+        self.sessions.purge(millis(now));
+    }
+}
+
+fn refused(gw: &Gateway, what: &'static str, by: &'static str, wait: u64) -> Reject {
+    gw.metrics
+        .throttled
+        .get_or_create(&crate::metrics::ThrottleLabels { by: by.into() })
+        .inc();
+    tracing::debug!(what, by, wait, "request over its rate");
+    Reject::Throttled { retry_after: wait }
+}
+
+/// One `what` request from `client`.
+pub(super) fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result<(), Reject> {
+    let key = client_key(client).to_string();
+    gw.throttle
+        .clients
+        .take(&key, millis(gw.clock.now()))
+        .map_err(|wait| refused(gw, what, "client", wait))
+}
+
+/// One `what` request on session `sid`.
+pub(super) fn session(gw: &Gateway, sid: &Sid, what: &'static str) -> Result<(), Reject> {
+    gw.throttle
+        .sessions
+        .take(sid.as_str(), millis(gw.clock.now()))
+        .map_err(|wait| refused(gw, what, "session", wait))
+}
