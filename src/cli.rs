@@ -340,6 +340,12 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
+    // Parsed as `serve` will: a CA or client key that exists but is not
+    // PEM, or a key that does not fit its certificate, fails here too.
+    if let Some(t) = &config.upstream.tls {
+        proxy::tls::upstream_client_config(t)
+            .map_err(|e| BadInput(format!("{}: upstream_tls: {e}", path.display())))?;
+    }
     if let config::StateConfig::Redis { url, prefix } = &config.state {
         check_shared_keys(&config, url, prefix)?;
     }

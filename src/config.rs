@@ -57,11 +57,26 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
-/// The upstream origin; only `http://host:port` for now (the gateway
-/// terminates TLS and the upstream sits next to it).
+/// The upstream origin: `http://host:port`, or `https://host:port` with
+/// the CA that must have issued its certificate.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub authority: http::uri::Authority,
+    /// Set for an `https://` upstream, and only then.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the gateway verifies an `https://` upstream and proves itself to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The only roots trusted for the upstream's certificate (never the
+    /// system store, unless this names it).
+    pub ca: PathBuf,
+    /// A client certificate and its key, for an upstream that asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name sent as SNI and checked against the certificate; the
+    /// upstream's host when not set.
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +274,13 @@ impl Config {
         fix(&mut self.tls.key);
         if let Some(ca) = self.tls.client_ca.as_mut() {
             fix(ca);
+        }
+        if let Some(t) = self.upstream.tls.as_mut() {
+            fix(&mut t.ca);
+            if let Some((cert, key)) = t.client.as_mut() {
+                fix(cert);
+                fix(key);
+            }
         }
         fix(&mut self.session.key_file);
         fix(&mut self.stepup.users);

@@ -127,6 +127,19 @@ pub struct Live {
     pub oidc: Option<Arc<oidc::Provider>>,
 }
 
+fn upstream(config: &Config, metrics: &Metrics) -> Result<Upstream, StartError> {
+    let tls = match &config.upstream.tls {
+        Some(t) => Some(tls::upstream_client_config(t)?),
+        None => None,
+    };
+    Ok(Upstream::new(
+        config.upstream.authority.clone(),
+        tls,
+        config.limits.upstream_timeout,
+        metrics.upstream_seconds.clone(),
+    ))
+}
+
 fn oidc_provider(config: &Config) -> Result<Option<Arc<oidc::Provider>>, StartError> {
     let Some(o) = &config.stepup.oidc else { return Ok(None) };
     oidc::Provider::new(o)
@@ -309,11 +322,7 @@ impl Gateway {
         let webauthn = relying_party(&config)?;
         let oidc = oidc_provider(&config)?;
         let metrics = Metrics::new();
-        let upstream = Upstream::new(
-            config.upstream.authority.clone(),
-            config.limits.upstream_timeout,
-            metrics.upstream_seconds.clone(),
-        );
+        let upstream = upstream(&config, &metrics)?;
         let holds = HoldEngine::new(config.limits.max_holds, config.limits.max_holds_per_session)
             .with_max_held_bytes(config.limits.max_held_bytes)
             .with_client_quota(
@@ -506,16 +515,16 @@ impl Gateway {
                 tracing::warn!(setting = name, "changed in the file but applies only after a restart");
             }
         }
+        // A TLS upstream is rebuilt on every reload, so a renewed client
+        // certificate or CA file is read without a restart.
         let upstream = if o.upstream.authority == config.upstream.authority
+            && o.upstream.tls.is_none()
+            && config.upstream.tls.is_none()
             && o.limits.upstream_timeout == config.limits.upstream_timeout
         {
             old.upstream.clone()
         } else {
-            Upstream::new(
-                config.upstream.authority.clone(),
-                config.limits.upstream_timeout,
-                self.metrics.upstream_seconds.clone(),
-            )
+            upstream(&config, &self.metrics).map_err(|e| e.to_string())?
         };
         let routes = config.routes.routes().len();
         for w in &config.warnings {

@@ -135,7 +135,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         ),
         None => None,
     };
-    let upstream = upstream(&raw.upstream)?;
+    let upstream = upstream(&raw.upstream, raw.upstream_tls)?;
     let session = session(raw.session)?;
     let trusted_proxies = raw
         .trusted_proxies
@@ -371,16 +371,15 @@ fn non_empty(s: String, path: &str) -> Res<String> {
     }
 }
 
-fn upstream(s: &str) -> Res<Upstream> {
+fn upstream(s: &str, tls: Option<super::raw::RawUpstreamTls>) -> Res<Upstream> {
     let uri: http::Uri = s
         .parse()
         .or_else(|_| problem("upstream", format!("`{s}` is not a URL")))?;
-    if uri.scheme_str() != Some("http") {
-        return problem(
-            "upstream",
-            "only http:// upstreams are supported (the gateway terminates TLS)",
-        );
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return problem("upstream", "must be an http:// or https:// URL"),
+    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return problem("upstream", "must be an origin (http://host:port) without a path");
     }
@@ -388,7 +387,47 @@ fn upstream(s: &str) -> Res<Upstream> {
         .authority()
         .cloned()
         .ok_or_else(|| Problem("upstream".into(), "missing host".into()))?;
-    Ok(Upstream { authority })
+    let tls = match (https, tls) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return problem(
+                "upstream_tls",
+                "is set but the upstream is http://; use an https:// upstream or remove upstream_tls",
+            )
+        }
+        (true, None) => {
+            return problem(
+                "upstream",
+                "an https:// upstream needs upstream_tls.ca, the CA that issued its certificate",
+            )
+        }
+        (true, Some(t)) => Some(upstream_tls(t, authority.host())?),
+    };
+    Ok(Upstream { authority, tls })
+}
+
+fn upstream_tls(t: super::raw::RawUpstreamTls, host: &str) -> Res<UpstreamTls> {
+    let client = match (t.cert, t.key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return problem("upstream_tls.cert", "needs upstream_tls.key too"),
+        (None, Some(_)) => return problem("upstream_tls.key", "needs upstream_tls.cert too"),
+    };
+    let (server_name, at) = match t.server_name {
+        Some(n) => (n, "upstream_tls.server_name"),
+        None => (
+            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            "upstream",
+        ),
+    };
+    if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+        return problem(at, format!("`{server_name}` is not a DNS name or IP address to verify"));
+    }
+    Ok(UpstreamTls {
+        ca: t.ca,
+        client,
+        server_name,
+    })
 }
 
 fn session(raw: super::raw::RawSession) -> Res<SessionConfig> {

@@ -45,6 +45,19 @@ fn named(config: &Config) -> Vec<Named> {
             "name the CA that issues your client certificates",
         ));
     }
+    if let Some(t) = &config.upstream.tls {
+        out.push(req(
+            "upstream_tls.ca".into(),
+            &t.ca,
+            false,
+            "save the CA certificate that issued the upstream's certificate there",
+        ));
+        if let Some((cert, key)) = &t.client {
+            let hint = "save the client certificate the upstream trusts, and its key, there";
+            out.push(req("upstream_tls.cert".into(), cert, false, hint));
+            out.push(req("upstream_tls.key".into(), key, true, hint));
+        }
+    }
     for (i, p) in config.assertion.retired_keys.iter().enumerate() {
         out.push(req(
             format!("assertion.retired_keys[{i}]"),

@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub upstream: String,
     #[serde(default)]
+    pub upstream_tls: Option<RawUpstreamTls>,
+    #[serde(default)]
     pub admin_listen: Option<String>,
     pub session: RawSession,
     #[serde(default)]
@@ -40,6 +42,19 @@ pub struct RawTls {
     pub key: PathBuf,
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+}
+
+/// `upstream_tls:`, for an `https://` upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

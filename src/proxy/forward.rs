@@ -8,9 +8,14 @@
 //! response head and then from the response body, so bytes move between the
 //! two sockets without another task in between. A connection goes back to
 //! the pool only once its response body has been read to the end.
+//!
+//! An `https://` upstream is the same pool over TLS sockets (see `dial`).
+
+mod dial;
 
 use crate::body::{Body, BoxError};
 use bytes::Bytes;
+use dial::{Dialer, UpIo};
 use http::uri::Authority;
 use http::{header, HeaderValue, Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
@@ -25,13 +30,16 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ForwardError {
     #[error("upstream connect failed: {0}")]
     Connect(#[source] std::io::Error),
+    /// The handshake failed: most often the upstream's certificate is not
+    /// from the configured CA or does not name the upstream.
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
     #[error("upstream request failed: {0}")]
     Failed(#[source] hyper::Error),
     #[error("upstream did not answer within {0:?}")]
@@ -40,13 +48,12 @@ pub enum ForwardError {
     UnaskedUpgrade,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused: the
 /// upstream may have timed them out already.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE: usize = 256;
 
-type Conn = http1::Connection<TokioIo<TcpStream>, Body>;
+type Conn = http1::Connection<TokioIo<UpIo>, Body>;
 
 /// One upstream HTTP/1.1 connection: the sending half and the connection
 /// future that does its I/O, polled by whoever holds it.
@@ -66,6 +73,7 @@ struct Idle {
 
 struct Pool {
     authority: Authority,
+    dialer: Dialer,
     /// One idle list per serving thread (see `set_shard`), so a thread
     /// takes only connections registered with its own runtime's reactor.
     /// Oldest at the front; taken from the back (the warmest connection).
@@ -110,9 +118,17 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(authority: Authority, timeout: Duration, latency: Histogram) -> Self {
+    /// `tls` is the client side for an `https://` upstream (see
+    /// `tls::upstream_client_config`), `None` for plain HTTP.
+    pub fn new(
+        authority: Authority,
+        tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+        timeout: Duration,
+        latency: Histogram,
+    ) -> Self {
         Upstream {
             pool: Arc::new(Pool {
+                dialer: Dialer::new(&authority, tls),
                 authority,
                 idle: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
             }),
@@ -244,16 +260,8 @@ impl Pool {
         }
     }
 
-    async fn dial(&self) -> Result<TokioIo<TcpStream>, ForwardError> {
-        let host = self.authority.host();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let port = self.authority.port_u16().unwrap_or(80);
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| ForwardError::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(ForwardError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        Ok(TokioIo::new(tcp))
+    async fn dial(&self) -> Result<TokioIo<UpIo>, ForwardError> {
+        Ok(TokioIo::new(self.dialer.dial().await?))
     }
 
     /// Boxed: the connection state is large, and it moves between the

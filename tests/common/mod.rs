@@ -329,7 +329,17 @@ impl Gateway {
         extra: &str,
         clock: Arc<dyn stepgate::clock::Clock>,
     ) -> Gateway {
-        Self::start_inner(upstream, routes, extra, clock, false).await.0
+        Self::start_inner(&format!("http://{upstream}"), routes, extra, clock, false)
+            .await
+            .0
+    }
+
+    /// Like [`Gateway::start`], in front of the upstream at `url` (an
+    /// `https://` one, with its `upstream_tls:` in `extra`).
+    pub async fn start_url(url: &str, routes: &str, extra: &str) -> Gateway {
+        Self::start_inner(url, routes, extra, Arc::new(SystemClock), false)
+            .await
+            .0
     }
 
     /// Like [`Gateway::start`], served as `stepgate serve` does, by
@@ -337,12 +347,13 @@ impl Gateway {
     /// chooses which serving thread a connection lands on: `addr` is the
     /// first, the returned address the second.
     pub async fn start_per_core(upstream: SocketAddr, routes: &str, extra: &str) -> (Gateway, SocketAddr) {
-        let (gw, second) = Self::start_inner(upstream, routes, extra, Arc::new(SystemClock), true).await;
+        let url = format!("http://{upstream}");
+        let (gw, second) = Self::start_inner(&url, routes, extra, Arc::new(SystemClock), true).await;
         (gw, second.expect("second listener"))
     }
 
     async fn start_inner(
-        upstream: SocketAddr,
+        upstream: &str,
         routes: &str,
         extra: &str,
         clock: Arc<dyn stepgate::clock::Clock>,
@@ -375,7 +386,7 @@ impl Gateway {
         let text = format!(
             "listen: 127.0.0.1:0
 tls: {{ cert: cert.pem, key: key.pem }}
-upstream: http://{upstream}
+upstream: {upstream}
 session: {{ cookie: SESSIONID, header: Authorization }}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: legacy-admin, ttl: 60s }}
 stepup:
