@@ -195,3 +195,34 @@ fn the_checker_catches_dead_links() {
         ],
     );
 }
+
+/// The systemd unit's `Documentation=` pages are the repository's own docs
+/// under the directory its install comment copies them to, so
+/// `systemctl help stepgate` opens pages that exist.
+#[test]
+fn the_systemd_unit_names_docs_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = fs::read_to_string(root.join("deploy/stepgate.service")).expect("deploy/stepgate.service");
+    assert!(
+        unit.contains("install -D -m 0644 -t /usr/share/doc/stepgate README.md docs/*.md"),
+        "the unit says how its docs are installed"
+    );
+    let uris: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(uris.len() >= 2, "README and the operations page: {uris:?}");
+    for uri in &uris {
+        let name = uri
+            .strip_prefix("file:///usr/share/doc/stepgate/")
+            .unwrap_or_else(|| panic!("{uri} is not one of the installed docs"));
+        let source = if name == "README.md" {
+            root.join(name)
+        } else {
+            root.join("docs").join(name)
+        };
+        assert!(source.is_file(), "{uri}: {} does not exist", source.display());
+    }
+    assert!(uris.iter().any(|u| u.ends_with("/operations.md")), "{uris:?}");
+}
