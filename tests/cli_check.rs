@@ -229,6 +229,47 @@ fn shadowed_route_is_a_located_warning_not_an_error() {
     );
 }
 
+/// The upstream folds case (the default), so `/ADMIN` written in upper
+/// case catches `/admin/users/bob/delete` written later: `check` says so.
+/// With `case_sensitive: true` on the earlier route it would not, and the
+/// warning goes.
+#[test]
+fn a_case_folded_prefix_shadowing_a_later_route_is_warned_about() {
+    let dir = Dir::new();
+    for (earlier, shadowed) in [
+        ("{ prefix: /ADMIN }", true),
+        ("{ prefix: /Admin, case_insensitive: true }", true),
+        ("{ prefix: /ADMIN, case_sensitive: true }", false),
+    ] {
+        let f = dir.write(
+            "routes.yaml",
+            &format!(
+                "{BASE}  - name: admin
+    match: {earlier}
+  - name: delete-bob
+    match: {{ methods: [POST], path: /admin/users/bob/delete }}
+"
+            ),
+        );
+        let out = check(&f);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("shadowed")).collect();
+        if shadowed {
+            assert_eq!(
+                lines,
+                [format!(
+                    "{}:9:5: warning: routes[1] `delete-bob` is shadowed by routes[0] `admin` and can never match",
+                    f.display()
+                )],
+                "{earlier}: {stderr}"
+            );
+        } else {
+            assert!(lines.is_empty(), "{earlier}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn webauthn_relying_party_errors_are_located() {
     let dir = Dir::new();
