@@ -78,14 +78,16 @@ wait_port() {
 # start_static_upstream PORT: nginx answering from memory with one worker,
 # in $WORK/upstream. It does far less per request than either proxy (no
 # TLS, no proxying), so it is not the bottleneck. GET of any path is a
-# 1 KiB file; POST /api/... a short JSON answer. Returns once it listens.
+# 1 KiB file, GET /static/16k a 16 KiB one; POST /api/... a short JSON
+# answer. Returns once it listens.
 start_static_upstream() {
     local port=$1 dir="$WORK/upstream"
     mkdir -p "$dir"
     head -c 1024 /dev/zero | tr '\0' 'x' >"$dir/1k"
+    head -c 16384 /dev/zero | tr '\0' 'x' >"$dir/16k"
     # nginx workers drop root and run as nobody; they must be able to read it.
     chmod 755 "$WORK" "$dir"
-    chmod 644 "$dir/1k"
+    chmod 644 "$dir/1k" "$dir/16k"
     # The long keep-alive timeout lets a proxy slowed down by valgrind keep
     # its pooled upstream connection.
     cat >"$dir/nginx.conf" <<EOF
@@ -103,6 +105,7 @@ http {
         listen 127.0.0.1:$port reuseport;
         root $dir;
         location /api/ { default_type application/json; return 200 '{"ok":true}'; }
+        location = /static/16k { default_type application/octet-stream; try_files /16k =404; }
         location / { default_type application/octet-stream; try_files /1k =404; }
     }
 }

@@ -30,7 +30,9 @@ TOKEN_CONNS=${TOKEN_CONNS:-50}
 # Tokens minted per second of a token run; a thread that runs out says so
 # ("tokens wrapped" in the per-round table) and the run does not count.
 TOKEN_RATE=${TOKEN_RATE:-8000}
-SCENARIOS=${SCENARIOS:-"keepalive close h2 token"}
+# keepalive-16k and h2-16k are the same runs against a 16 KiB body, where
+# per-byte costs (DATA frames, flow control, copies) dominate.
+SCENARIOS=${SCENARIOS:-"keepalive close h2 keepalive-16k h2-16k token"}
 # PERF="token keepalive" also samples stepgate with `perf record` during the
 # first round of those scenarios and writes benches/load/perf-SCENARIO.txt
 # (flat profile by symbol). The profiled runs are left out of the medians.
@@ -161,6 +163,8 @@ for url in "$SG_URL" "$NGX_URL"; do
         "200 1024 "*) ;;
         *) echo "proxy check failed for $url ($v): $got" >&2; exit 1 ;;
         esac
+        got=$(curl -sk "$v" -o /dev/null -w '%{http_code} %{size_download}' "${url%/1k}/16k")
+        [[ $got == "200 16384" ]] || { echo "proxy check failed for ${url%/1k}/16k ($v): $got" >&2; exit 1; }
     done
 done
 
@@ -274,6 +278,7 @@ run_one() {
     local round=$1 scenario=$2 proxy=$3 url out rps p50 p99 errors cpu0 cpu1 reqs opens0 opens1 note="" audit0 audit1
     url=$SG_URL
     [[ $proxy == nginx ]] && url=$NGX_URL
+    [[ $scenario == *-16k ]] && url=${url%/1k}/16k
     out="$WORK/$scenario-$proxy-$round.txt"
     local wait=$((DURATION + 30))
     if [[ $scenario == token ]]; then
@@ -296,7 +301,7 @@ run_one() {
     local cs0 cs1
     cs0=$(ctx_switches "$proxy")
     case $scenario in
-    keepalive)
+    keepalive | keepalive-16k)
         timeout $wait wrk -t "$WRK_THREADS" -c "$KEEPALIVE_CONNS" -d "${DURATION}s" --latency "$url" >"$out"
         ;;
     close)
@@ -305,7 +310,7 @@ run_one() {
         timeout $wait wrk -t "$WRK_THREADS" -c "$CLOSE_CONNS" -d "${DURATION}s" --latency \
             -H 'Connection: close' "$url" >"$out"
         ;;
-    h2)
+    h2 | h2-16k)
         # CPU is counted after h2load's 1 s warm-up, like its requests.
         timeout $wait h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$DURATION" --warm-up-time=1 \
             --log-file="$out.log" "$url" >"$out" &
@@ -334,7 +339,7 @@ run_one() {
         note="profiled"
     fi
     read -r audit1 < <(audit_writes)
-    if [[ $scenario == h2 ]]; then
+    if [[ $scenario == h2* ]]; then
         rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")
         reqs=$(awk '/^requests:/ {print $8}' "$out")
         # failed + errored + timed out, plus 4xx/5xx answers.
