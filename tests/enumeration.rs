@@ -6,7 +6,8 @@
 //!   shape, a credential list that is never empty and stays the same on
 //!   every request for the same name;
 //! - the approver sign-in refuses a wrong code for an approver and for an
-//!   unknown name with the same bytes;
+//!   unknown name with the same bytes, and a stranger asking for bob's
+//!   sign-in options does not push bob's own challenge out;
 //! - a flood of options and sign-ins from one client address, or one
 //!   session, gets 429 while another address (127.0.0.3 against the
 //!   flooder's 127.0.0.2: Linux routes all of 127/8 to the loopback) and
@@ -365,8 +366,13 @@ async fn approver_sign_in_answers_alike_for_an_approver_and_for_anyone_else() {
         without_nonces(&body_text(&unknown)).replace("nobody", "NAME")
     );
 
-    // Bob still signs in with his passkey.
+    // Bob asks for his sign-in options; a stranger at another address
+    // then asks for bob's, again and again. Bob's challenge stays: each
+    // address's requests push out only that address's own.
     let o = login_options_from(&s, B, "bob").await.json();
+    for _ in 0..10 {
+        assert_eq!(login_options_from(&s, A, "bob").await.status, 200);
+    }
     let credential = s.bob.assert(&o);
     let r = from(
         B,

@@ -76,6 +76,8 @@ pub(super) async fn options(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Resu
     gw.passkeys.registrations.insert(
         challenge,
         EnrollToken::digest(req.token.trim()),
+        // One link, one person: its holder is the only owner there is.
+        "enrollment",
         Registering {
             user: ticket.user.clone(),
             user_id,

@@ -99,9 +99,11 @@ pub(super) fn expiry(now: SystemTime) -> u64 {
 /// (unknown, or TOTP only) gets the same answer with stand-in credentials
 /// (see [`decoys`]), and nothing is remembered for it: no assertion can
 /// answer those credentials, so the proof fails as a wrong one does.
+/// `owner` names who asked (see `throttle::owner`): what must make room
+/// in the table of challenges comes out of the asker's own entries first.
 pub(super) fn start(
     gw: &Gateway,
-    key: ChallengeKey,
+    key: (ChallengeKey, &str),
     user: &str,
     binding: &str,
     now: SystemTime,
@@ -122,7 +124,7 @@ pub(super) fn look_alike(
 
 fn issue(
     gw: &Gateway,
-    key: Option<ChallengeKey>,
+    key: Option<(ChallengeKey, &str)>,
     user: &str,
     binding: &str,
     now: SystemTime,
@@ -145,7 +147,7 @@ fn issue(
         tracing::error!(error = %e, "passkey options failed");
         Reject::BadRequest("passkey options could not be made")
     })?;
-    let Some(key) = key.filter(|_| real) else {
+    let Some((key, owner)) = key.filter(|_| real) else {
         tracing::debug!(%user, real, "passkey options that no assertion can answer");
         return Ok(options);
     };
@@ -153,6 +155,7 @@ fn issue(
     gw.passkeys.assertions.insert(
         challenge,
         key,
+        owner,
         Issued {
             user: user.to_owned(),
             nonce,

@@ -163,12 +163,13 @@ pub(super) async fn options(
     parts: Parts,
     body: Body,
 ) -> Result<Response<Body>, Reject> {
-    throttle::client(gw, proofs::client_addr(gw, conn, &parts), "approver sign-in options")?;
+    let client = proofs::client_addr(gw, conn, &parts);
+    throttle::client(gw, client, "approver sign-in options")?;
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     let now = gw.clock.now();
     let options = if gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
-        approver_login_options(gw, &req.name, now)?
+        approver_login_options(gw, &req.name, &throttle::owner(client), now)?
     } else {
         passkey::look_alike(gw, &req.name, &login_binding(&req.name), now)?
     };
@@ -218,9 +219,14 @@ fn login_binding(name: &str) -> String {
     format!("approver-login:{name}")
 }
 
-fn approver_login_options(gw: &Gateway, name: &str, now: std::time::SystemTime) -> Result<serde_json::Value, Reject> {
+fn approver_login_options(
+    gw: &Gateway,
+    name: &str,
+    owner: &str,
+    now: std::time::SystemTime,
+) -> Result<serde_json::Value, Reject> {
     let key = ChallengeKey::ApproverLogin(name.to_owned());
-    passkey::start(gw, key, name, &login_binding(name), now)
+    passkey::start(gw, (key, owner), name, &login_binding(name), now)
 }
 
 fn approver_login_passkey(

@@ -64,9 +64,15 @@ fn refused(gw: &Gateway, what: &'static str, by: &'static str, wait: u64) -> Rej
     Reject::Throttled { retry_after: wait }
 }
 
+/// Whom a request is counted against (and a challenge it asked for is
+/// owned by): its client address, IPv6 by its /64.
+pub(super) fn owner(client: IpAddr) -> String {
+    client_key(client).to_string()
+}
+
 /// One `what` request from `client`.
 pub(super) fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result<(), Reject> {
-    let key = client_key(client).to_string();
+    let key = owner(client);
     gw.throttle
         .clients
         .take(&key, millis(gw.clock.now()))

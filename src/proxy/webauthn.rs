@@ -50,7 +50,9 @@ pub(super) fn options(
     if passkey::relying_party(gw).is_none() {
         return Err(Reject::NotFound);
     }
-    throttle::client(gw, proofs::client_addr(gw, conn, parts), "passkey options")?;
+    let client = proofs::client_addr(gw, conn, parts);
+    throttle::client(gw, client, "passkey options")?;
+    let owner = throttle::owner(client);
     let now = gw.clock.now();
     if query(parts, "as").as_deref() == Some("approver") {
         let a = approvals::approver(gw, parts).ok_or(Reject::Forbidden)?;
@@ -60,7 +62,7 @@ pub(super) fn options(
             hold: meta.id.clone(),
             approver: a.name.clone(),
         };
-        let options = passkey::start(gw, key, &a.name, meta.txn.as_str(), now)?;
+        let options = passkey::start(gw, (key, &owner), &a.name, meta.txn.as_str(), now)?;
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let (meta, state) = own_hold(gw, conn, parts, id)?;
@@ -87,7 +89,7 @@ pub(super) fn options(
     }
     let options = passkey::start(
         gw,
-        ChallengeKey::Requester(meta.id.clone()),
+        (ChallengeKey::Requester(meta.id.clone()), &owner),
         &user,
         meta.txn.as_str(),
         now,
