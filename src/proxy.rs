@@ -12,6 +12,7 @@ mod ending;
 mod enroll;
 mod extract;
 mod facts;
+mod fleet;
 mod forward;
 mod gate;
 mod handler;
@@ -246,6 +247,11 @@ pub struct Gateway {
     /// Request bodies in memory, from their first byte until forwarded or
     /// their hold ends (`limits.max_buffered_bytes*`).
     pub bodies: Arc<BodyBudget>,
+    /// Holds in Redis, shared by every instance (`state.backend: redis`);
+    /// `holds` then mirrors the ones created here.
+    pub shared_holds: Option<Arc<crate::store::RedisHolds>>,
+    /// This process, as the owner of the holds whose clients wait on it.
+    pub instance: String,
     pub users: UserStore,
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
@@ -309,6 +315,12 @@ impl Gateway {
         let fingerprints = Fingerprints {
             session: session_digest,
             assertion: signer.kid().to_owned(),
+        };
+        let shared_holds = match &config.state {
+            crate::config::StateConfig::Memory => None,
+            crate::config::StateConfig::Redis { url, prefix } => {
+                Some(Arc::new(crate::store::RedisHolds::new(url, prefix)?))
+            }
         };
         let state: Arc<dyn StateStore> = match &config.state {
             crate::config::StateConfig::Memory => {
@@ -381,6 +393,8 @@ impl Gateway {
             fingerprints,
             holds,
             bodies: BodyBudget::new(),
+            shared_holds,
+            instance: crate::ids::random_token(),
             clock,
             shutdown,
         }))
@@ -548,7 +562,14 @@ impl Gateway {
 
     fn sweep(&self) {
         let now = self.clock.now();
-        for meta in self.holds.sweep(now) {
+        // Shared holds expire through the store (`fleet::sweep`).
+        let expired = if self.shared_holds.is_some() {
+            self.holds.forget_ended(now);
+            Vec::new()
+        } else {
+            self.holds.sweep(now)
+        };
+        for meta in expired {
             self.metrics
                 .transition("expired", now.duration_since(meta.created).ok());
             tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");

@@ -399,7 +399,14 @@ async fn shutdown_waits_for_releases_in_flight_and_closes_pending_holds() {
         .filter(|r| r["hold"] == pending["hold_id"] && r["event"] == "hold.expired")
         .map(|r| s(&r["reason"]))
         .collect();
-    assert_eq!(closed, ["gateway shutting down"]);
+    // The memory backend cannot keep it; on Redis it outlives the
+    // instance, for any other instance to complete (SPEC §10).
+    let want: &[&str] = if gw.gw.shared_holds.is_some() {
+        &[]
+    } else {
+        &["gateway shutting down"]
+    };
+    assert_eq!(closed, want);
 }
 
 /// Issue 22 #5: `limits.drain` is shorter than the upstream's answer, yet

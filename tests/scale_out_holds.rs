@@ -186,3 +186,170 @@ async fn racing_proofs_from_two_instances_release_once_and_hand_the_request_to_o
         assert!(k.contains("{") && k.ends_with('}'), "hash-tagged: {k}");
     }
 }
+
+// ------------------------------------------------ two gateways on one Redis
+
+mod holdkit;
+mod stepup_kit;
+
+use common::story;
+use common::{raw, request, Gateway as Instance, Upstream};
+use holdkit::{bound_token, challenge, complete_with_token, hold_id};
+use serde_json::json;
+use stepup_kit::{approve, approvers_line, body_text, extra, first_queued, ApproverKey};
+
+const ROUTES: &str = "
+  - name: delete-user
+    action: user.delete
+    match: { methods: [POST], path: '/admin/users/([^/]+)/delete' }
+    require: { methods: [token], max_age: 5m }
+    hold: { mode: challenge, timeout: 2m }
+  - name: agent-transfer
+    action: agent.transfer
+    match: { methods: [POST], path: /api/agent/transfers }
+    require: { approvals: 1, approvers: [treasury] }
+    hold: { mode: hold, timeout: 30s }
+";
+
+const BODY: &[u8] = b"{\"confirm\":true}";
+
+async fn fleet(up: &Upstream, redis: &RedisServer, bob: &ApproverKey) -> (Instance, Instance) {
+    let top = extra(
+        &[approvers_line(&[bob.yaml(&["treasury"], false)])],
+        &redis.state_yaml(),
+    );
+    let a = Instance::start(up.addr, ROUTES, &top).await;
+    let b = a.peer(Arc::new(stepgate::clock::SystemClock)).await;
+    (a, b)
+}
+
+/// The trail events of one instance about `hold`.
+fn events(gw: &Instance, hold: &str) -> Vec<String> {
+    let path = gw.gw.config().audit.path.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<String> = story::records(&path)
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["hold"] == hold)
+            .filter_map(|r| r["event"].as_str().map(str::to_owned))
+            .collect();
+        // Records reach the file a moment after they are queued.
+        if found.iter().any(|e| e == "request.forwarded") || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_hold_created_on_a_and_approved_on_b_is_released_once_on_a() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let bob = ApproverKey::new("bob");
+    let (a, b) = fleet(&up, &redis, &bob).await;
+
+    // The agent waits on A.
+    let req = request(
+        "POST",
+        "/api/agent/transfers",
+        &[("cookie", "SESSIONID=agent"), ("content-type", "application/json")],
+        b"{\"amount\":5}",
+    );
+    let (addr, pki) = (a.addr, a.pki.clone());
+    let client = tokio::spawn(async move { raw(addr, &pki, &req).await });
+
+    // B's approver queue lists A's hold: the queue is the fleet's.
+    let item = first_queued(&b, &bob).await;
+    let hold = item["hold_id"].as_str().expect("hold id").to_owned();
+    let txn = item["txn"].as_str().expect("txn").to_owned();
+    let r = approve(&b, &bob, &hold, &txn).await;
+    assert_eq!(r.status, 200, "{}", body_text(&r));
+    assert_eq!(r.json(), json!({"status": "released", "hold_id": hold}));
+
+    let resp = client.await.expect("client");
+    assert_eq!(resp.status, 200, "{}", body_text(&resp));
+    assert_eq!(resp.json()["target"], "/api/agent/transfers");
+    assert_eq!(up.requests().len(), 1, "forwarded exactly once");
+    assert!(up.requests()[0].header("x-stepup-assertion").is_some());
+
+    // A forwarded it: its trail has the release and the forward, B's has
+    // the approval only.
+    let on_a = events(&a, &hold);
+    let on_b = events(&b, &hold);
+    assert!(on_a.contains(&"hold.created".to_owned()), "{on_a:?}");
+    assert!(on_a.contains(&"hold.released".to_owned()), "{on_a:?}");
+    assert!(on_a.contains(&"request.forwarded".to_owned()), "{on_a:?}");
+    assert_eq!(on_b, vec!["approval.granted".to_owned()], "{on_b:?}");
+
+    // A second approval finds it released, anywhere.
+    let r = approve(&a, &bob, &hold, &txn).await;
+    assert_eq!(r.status, 409, "{}", body_text(&r));
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_challenge_hold_created_on_a_is_completed_on_b_which_forwards_it() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let bob = ApproverKey::new("bob");
+    let (a, b) = fleet(&up, &redis, &bob).await;
+    let session = "sess-b";
+
+    let (_, ch) = challenge(&a, session, "/admin/users/u7/delete", BODY).await;
+    let hold = hold_id(&ch);
+    let resp = complete_with_token(&b, &hold, session, &bound_token(&b, &ch)).await;
+    assert_eq!(resp.status, 200, "{}", body_text(&resp));
+    assert_eq!(resp.json()["target"], "/admin/users/u7/delete");
+    assert_eq!(up.count("/admin/users/u7/"), 1);
+    assert_eq!(
+        &up.requests()[0].body[..],
+        BODY,
+        "the request parked on A, body and all"
+    );
+
+    let on_b = events(&b, &hold);
+    assert!(on_b.contains(&"request.forwarded".to_owned()), "{on_b:?}");
+    assert!(!events(&a, &hold).contains(&"request.forwarded".to_owned()));
+    // A, asked about it, knows it was released.
+    let st = holdkit::status_state(&a, &hold, session).await;
+    assert_eq!(st, "released");
+    let again = complete_with_token(&a, &hold, session, &bound_token(&a, &ch)).await;
+    assert_eq!(again.status, 409, "{}", body_text(&again));
+    assert_eq!(up.count("/admin/users/u7/"), 1);
+}
+
+#[tokio::test]
+async fn fifty_completions_split_over_two_instances_forward_one_request() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let bob = ApproverKey::new("bob");
+    let (a, b) = fleet(&up, &redis, &bob).await;
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    let session = "sess-race";
+    let (_, ch) = challenge(&a, session, "/admin/users/u9/delete", BODY).await;
+    let hold = hold_id(&ch);
+
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
+        // Each its own valid token (its own jti): only the hold decides.
+        let token = bound_token(&gw, &ch);
+        let hold = hold.clone();
+        tasks.push(tokio::spawn(async move {
+            complete_with_token(&gw, &hold, session, &token).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            200 => ok += 1,
+            409 => assert_eq!(r.error_code(), "already_released", "{}", body_text(&r)),
+            other => panic!("unexpected {other}: {}", body_text(&r)),
+        }
+    }
+    assert_eq!(ok, 1, "one completion gets the upstream's answer");
+    assert_eq!(up.count("/admin/users/u9/"), 1, "the upstream saw one request");
+}

@@ -124,6 +124,9 @@ pub struct Applied {
     pub state: HoldState,
     /// Present only for the one caller that won the release.
     pub release: Option<Release>,
+    /// Released for a client waiting on another instance, which forwards
+    /// it (shared state only).
+    pub elsewhere: bool,
 }
 
 #[derive(Debug)]
@@ -147,6 +150,9 @@ pub enum EngineError {
     ClientLimit,
     #[error(transparent)]
     Hold(#[from] HoldError),
+    /// The shared store could not be asked; the hold is left as it was.
+    #[error("the shared state store is unavailable")]
+    StoreUnavailable,
 }
 
 #[derive(Debug)]
@@ -330,6 +336,7 @@ impl HoldEngine {
             meta: entry.meta.clone(),
             state: entry.state.clone(),
             release,
+            elsewhere: false,
         };
         drop(entry);
         let closed = was_open && !now_open;
@@ -340,6 +347,83 @@ impl HoldEngine {
             self.release_client(client_key(applied.meta.client_ip), usize::from(closed), freed);
         }
         Ok(applied)
+    }
+
+    /// Takes on a state the shared store committed (another instance, or
+    /// this one, decided it there), with the bookkeeping `apply` does: a
+    /// closed hold frees its budgets, and its waiter is handed back when
+    /// `take` (this instance forwards) or told how the hold ended.
+    pub fn mirror(&self, id: &HoldId, state: HoldState, take: bool, now: SystemTime) -> Option<Waiter> {
+        let mut entry = self.holds.get_mut(id)?;
+        let was_open = entry.state.phase.is_open();
+        entry.state = state;
+        let phase = entry.state.phase;
+        let mut waiter = None;
+        match phase {
+            Phase::Released if take => {
+                entry.parked = None;
+                waiter = entry.waiter.take();
+            }
+            // Released, but not taken by this call: the store keeps the
+            // request, and a waiter here stays until this instance takes
+            // the release itself (see `take_waiter`).
+            Phase::Released => entry.parked = None,
+            Phase::Denied | Phase::Expired => {
+                entry.parked = None;
+                if let Some(w) = entry.waiter.take() {
+                    let _ = w.send(Delivery::Failed(phase));
+                }
+            }
+            Phase::Pending | Phase::Satisfied => {}
+        }
+        let mut freed = 0;
+        if entry.parked.is_none() && entry.charged > 0 {
+            self.held_bytes.fetch_sub(entry.charged, Ordering::AcqRel);
+            freed = entry.charged;
+            entry.charged = 0;
+        }
+        let closed = was_open && !phase.is_open();
+        if closed {
+            entry.ended = Some(now);
+        }
+        let meta = entry.meta.clone();
+        drop(entry);
+        if closed {
+            self.close(&meta.sid);
+        }
+        if closed || freed > 0 {
+            self.release_client(client_key(meta.client_ip), usize::from(closed), freed);
+        }
+        waiter
+    }
+
+    /// The waiter of a hold whose release this instance took from the
+    /// shared store.
+    pub fn take_waiter(&self, id: &HoldId) -> Option<Waiter> {
+        self.holds.get_mut(id).and_then(|mut e| e.waiter.take())
+    }
+
+    /// The facts of a hold kept here, if any.
+    pub fn meta(&self, id: &HoldId) -> Option<Arc<HoldMeta>> {
+        self.holds.get(id).map(|e| e.meta.clone())
+    }
+
+    /// Ids of open holds whose client waits here (`hold` mode).
+    pub fn waiting(&self) -> Vec<HoldId> {
+        self.holds
+            .iter()
+            .filter(|e| e.waiter.is_some())
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Ids of open holds past their deadline.
+    pub fn due(&self, now: SystemTime) -> Vec<Arc<HoldMeta>> {
+        self.holds
+            .iter()
+            .filter(|e| e.state.phase.is_open() && now > e.state.deadline)
+            .map(|e| e.meta.clone())
+            .collect()
     }
 
     fn release_client(&self, client: IpAddr, holds: usize, bytes: u64) {
@@ -383,12 +467,17 @@ impl HoldEngine {
                 }
             }
         }
+        self.forget_ended(now);
+        expired
+    }
+
+    /// Forgets holds that ended more than the linger period ago.
+    pub fn forget_ended(&self, now: SystemTime) {
         let linger = self.linger;
         self.holds.retain(|_, e| match e.ended {
             Some(t) => now.duration_since(t).map(|d| d <= linger).unwrap_or(true),
             None => true,
         });
-        expired
     }
 
     /// Snapshots of the open holds, for the approvers' queue.

@@ -56,7 +56,7 @@ pub async fn handle(
             );
             Ok(resp)
         }
-        (&Method::GET, ["holds"]) => approvals::queue(gw, &parts),
+        (&Method::GET, ["holds"]) => approvals::queue(gw, &parts).await,
         (&Method::POST, ["approver", "login"]) => signin::login(gw, conn, parts, body).await,
         (&Method::POST, ["approver", "login", "options"]) => signin::options(gw, conn, parts, body).await,
         (&Method::POST, ["approver", "logout"]) => signin::logout(gw, &parts),
@@ -80,11 +80,11 @@ async fn hold(
     rest: &[&str],
 ) -> Result<Response<Body>, Reject> {
     match (&parts.method, rest) {
-        (&Method::GET, []) => status::status(gw, conn, &parts, id),
+        (&Method::GET, []) => status::status(gw, conn, &parts, id).await,
         (&Method::POST, ["complete"]) => browser::complete(gw, conn, parts, body, id).await,
         (&Method::POST, ["approve"]) => approvals::decide(gw, conn, parts, body, id, true).await,
         (&Method::POST, ["deny"]) => approvals::decide(gw, conn, parts, body, id, false).await,
-        (&Method::GET, ["webauthn"]) => webauthn::options(gw, conn, &parts, id),
+        (&Method::GET, ["webauthn"]) => webauthn::options(gw, conn, &parts, id).await,
         (&Method::GET, ["oidc"]) => oidc::start(gw, conn, &parts, id).await,
         _ => Err(Reject::NotFound),
     }

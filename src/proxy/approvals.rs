@@ -84,7 +84,7 @@ pub(super) fn item(meta: &HoldMeta, now: SystemTime) -> serde_json::Value {
 
 /// `GET /.stepup/holds`: pending holds this approver may decide (the
 /// approval page for a browser, the sign-in page if nobody is signed in).
-pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
+pub(super) async fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Reject> {
     let html = page::wants_html(&parts.headers);
     let prefix = gw.config().stepup.prefix.clone();
     let Some(a) = approver(gw, parts) else {
@@ -95,7 +95,7 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
         return Err(Reject::Forbidden);
     };
     let now = gw.clock.now();
-    let holds = waiting_for(gw, &a, now);
+    let holds = waiting_for(gw, &a, now).await?;
     if html {
         let queued: Vec<_> = holds
             .into_iter()
@@ -111,10 +111,10 @@ pub(super) fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>, Rejec
     Ok(respond::json(StatusCode::OK, &serde_json::json!({ "holds": items })))
 }
 
-fn waiting_for(gw: &Gateway, a: &Approver, now: SystemTime) -> Vec<(Arc<HoldMeta>, HoldState)> {
-    let mut holds: Vec<_> = gw
-        .holds
-        .open_holds()
+/// Every instance's holds, when they are shared.
+async fn waiting_for(gw: &Gateway, a: &Approver, now: SystemTime) -> Result<Vec<(Arc<HoldMeta>, HoldState)>, Reject> {
+    let mut holds: Vec<_> = super::fleet::open_holds(gw)
+        .await?
         .into_iter()
         .filter(|(_, s)| s.requirements.approvals as usize > s.approvals.len())
         .filter(|(_, s)| s.requirements.allows_approver(&a.groups))
@@ -122,7 +122,7 @@ fn waiting_for(gw: &Gateway, a: &Approver, now: SystemTime) -> Vec<(Arc<HoldMeta
         .filter(|(_, s)| now <= s.deadline)
         .collect();
     holds.sort_by_key(|(m, _)| m.created);
-    holds
+    Ok(holds)
 }
 
 /// What the approver can prove themselves with on the page.
@@ -169,14 +169,14 @@ pub(super) fn review_page(
 
 /// The hold `id` if approver `a` may decide it: it needs approvals from a
 /// group of theirs, and it is not their own request.
-pub(super) fn decidable(
+pub(super) async fn decidable(
     gw: &Gateway,
     conn: &ConnInfo,
     parts: &Parts,
     a: &Approver,
     id: Option<&HoldId>,
 ) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
-    let (meta, state) = lookup(gw, id)?;
+    let (meta, state) = lookup(gw, id).await?;
     if !state.requirements.wants_approval_from(&a.groups) {
         return Err(Reject::Forbidden);
     }
@@ -209,7 +209,7 @@ pub(super) async fn decide(
     let (Some((a, Via::SignedIn)), true) = (who, html) else {
         return result;
     };
-    let hold = lookup(gw, id).ok();
+    let hold = lookup(gw, id).await.ok();
     let prefix = gw.config().stepup.prefix.clone();
     match (result, hold) {
         (Ok(resp), Some((meta, state))) if resp.status() == StatusCode::OK => {
@@ -248,7 +248,7 @@ async fn decide_json(
         tracing::warn!(approver = %a.name, "cookie decision without the gateway's Origin refused");
         return Err(Reject::Forbidden);
     }
-    let (meta, state) = decidable(gw, conn, &parts, &a, id)?;
+    let (meta, state) = decidable(gw, conn, &parts, &a, id).await?;
     let id = meta.id.clone();
     let bytes = buffer(body, MAX_PROOF_BODY).await?;
     let req = parse_body(&parts, &bytes)?;
@@ -261,7 +261,7 @@ async fn decide_json(
     if now > state.deadline {
         // Too late to count: the approver's proof is not spent on it, and
         // the hold expires with its record.
-        let _ = ending::expire(gw, &meta, ending::DEADLINE, now);
+        let _ = ending::expire(gw, &meta, ending::DEADLINE, now).await;
         return Err(Reject::HoldExpired);
     }
     // A passkey assertion, when sent, must be good; it also stands in for
@@ -307,9 +307,9 @@ async fn decide_json(
     } else {
         Event::Deny { by: a.name.clone() }
     };
-    let applied = match gw.holds.apply(&id, event, now) {
+    let applied = match super::fleet::apply(gw, &id, event, now).await {
         Err(EngineError::Hold(HoldError::DuplicateApproval)) => {
-            let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+            let (meta, state) = lookup(gw, Some(&id)).await?;
             let mut v = status_json(&meta, &state, now);
             v["duplicate"] = true.into();
             return Ok(respond::json(StatusCode::OK, &v));
@@ -342,7 +342,7 @@ async fn decide_json(
     match settle(gw, applied, now, Some(written)).await {
         // The approver's part is done; the requester collects the release.
         Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-            let (meta, state) = gw.holds.get(&id).ok_or(Reject::UnknownHold)?;
+            let (meta, state) = lookup(gw, Some(&id)).await?;
             let mut v = status_json(&meta, &state, now);
             v["status"] = "approved".into();
             Ok(respond::json(StatusCode::OK, &v))

@@ -77,6 +77,7 @@ pub(super) async fn complete(
         Ok(resp) => Ok(resp),
         Err(reject) => {
             let open = lookup(gw, id)
+                .await
                 .ok()
                 .filter(|(_, s)| s.phase.is_open() && gw.clock.now() <= s.deadline);
             match (&reject, open) {

@@ -8,6 +8,7 @@
 //! | `hold.expired` | `deadline passed` | the deadline passed (sweeper, a late proof or decision, a `hold`-mode waiter's timer) |
 //! | `hold.expired` | `gateway shutting down` | the gateway stopped; the memory backend cannot keep the hold |
 //! | `hold.expired` | `lost in a restart` | the previous run was killed with the hold open; written at the next start (`recover`) |
+//! | `hold.expired` | `state store unavailable` | the hold could not be stored in the shared store as it was created (503 `state_unavailable`) |
 //! | `hold.abandoned` | `client_gone` | a `hold`-mode client went away before its hold was released |
 //! | `hold.abandoned` | `release_failed` | a release could not forward (it could not be signed or put on record) |
 //! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |
@@ -22,6 +23,7 @@ use std::time::SystemTime;
 pub(super) const DEADLINE: &str = "deadline passed";
 pub(super) const SHUTDOWN: &str = "gateway shutting down";
 pub(super) const CLIENT_GONE: &str = "client_gone";
+pub(super) const STORE_DOWN: &str = "state store unavailable";
 
 /// Records how a hold ended, counts it and tells the webhook. `state` is
 /// the metric's label (`expired`, `abandoned`, `denied`).
@@ -33,8 +35,31 @@ pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: &'static str, state: 
 
 /// Expires hold `meta` now, and records it if this call is what ended it.
 /// An abandoned waiter whose deadline had passed anyway is an expiry.
-pub(super) fn expire(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime) -> Result<Applied, EngineError> {
+pub(super) async fn expire(
+    gw: &std::sync::Arc<Gateway>,
+    meta: &HoldMeta,
+    reason: &str,
+    now: SystemTime,
+) -> Result<Applied, EngineError> {
+    let applied = super::fleet::apply(gw, &meta.id, Event::Expire, now).await?;
+    closing(gw, meta, reason, now, &applied);
+    Ok(applied)
+}
+
+/// [`expire`] without waiting, for the memory engine, where it cannot
+/// wait on anything (a connection's drop).
+pub(super) fn expire_here(
+    gw: &Gateway,
+    meta: &HoldMeta,
+    reason: &str,
+    now: SystemTime,
+) -> Result<Applied, EngineError> {
     let applied = gw.holds.apply(&meta.id, Event::Expire, now)?;
+    closing(gw, meta, reason, now, &applied);
+    Ok(applied)
+}
+
+fn closing(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime, applied: &Applied) {
     if applied.transition == Transition::Expired {
         let late = now > applied.state.deadline;
         match reason {
@@ -43,5 +68,4 @@ pub(super) fn expire(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTim
             _ => record(gw, meta, "hold.expired", "expired", reason, now),
         }
     }
-    Ok(applied)
 }

@@ -259,13 +259,17 @@ pub async fn sensitive(
         }
         _ => (None, None),
     };
+    let shared_copy = gw.shared_holds.as_ref().map(|_| Parked {
+        headers: parked.headers.clone(),
+        body: parked.body.clone(),
+    });
     let meta = gw.holds.create(meta, state.clone(), parked, waiter).map_err(|e| {
         tracing::warn!(route = %route.name, reason = %e, "hold refused");
         Reject::TooManyHolds
     })?;
     // Armed before the first await: a hold-mode client that goes away while
     // the audit record is written must take its hold with it too.
-    let abandon = Abandon {
+    let mut abandon = Abandon {
         gw: gw.clone(),
         meta: (mode == HoldMode::Hold).then(|| meta.clone()),
     };
@@ -278,9 +282,18 @@ pub async fn sensitive(
         // Why this request stepped up: the conditions that fired.
         created = created.reason(meta.risk.join(",")).with("risk", meta.risk.clone());
     }
-    if let Err(e) = gw.audit(created).await {
+    let written = gw.audit(created);
+    if let Some(copy) = shared_copy {
+        if let Err(e) = super::fleet::put(gw, &meta, &state, copy).await {
+            abandon.meta = None;
+            let _ = ending::expire_here(gw, &meta, ending::STORE_DOWN, now);
+            let _ = written.await;
+            return Err(Reject::from(e));
+        }
+    }
+    if let Err(e) = written.await {
         // Without its record the hold must not exist.
-        let _ = gw.holds.apply(&meta.id, Event::Expire, now);
+        let _ = super::fleet::apply(gw, &meta.id, Event::Expire, now).await;
         return Err(e);
     }
     gw.metrics.transition("pending", None);
@@ -291,7 +304,7 @@ pub async fn sensitive(
     }
     let mut state = state;
     if let Some(proof) = early_proof {
-        if let Ok(applied) = gw.holds.apply(&meta.id, Event::ProofAccepted(proof), now) {
+        if let Ok(applied) = super::fleet::apply(gw, &meta.id, Event::ProofAccepted(proof), now).await {
             state = applied.state;
         }
     }
@@ -359,7 +372,7 @@ async fn wait(
         Reject::ShuttingDown => ending::SHUTDOWN,
         _ => ending::DEADLINE,
     };
-    match ending::expire(gw, meta, reason, gw.clock.now()) {
+    match ending::expire(gw, meta, reason, gw.clock.now()).await {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
         _ => Err(failure),
     }
@@ -384,10 +397,31 @@ struct Abandon {
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        if let Some(meta) = self.meta.take() {
-            if ending::expire(&self.gw, &meta, ending::CLIENT_GONE, self.gw.clock.now()).is_ok() {
+        let Some(meta) = self.meta.take() else { return };
+        let gw = self.gw.clone();
+        let now = gw.clock.now();
+        if gw.shared_holds.is_none() {
+            if ending::expire_here(&gw, &meta, ending::CLIENT_GONE, now).is_ok() {
                 tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");
             }
+            return;
+        }
+        // The shared store is asked from a task of its own: a drop cannot wait.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                // The hold's own write to the store may still be landing.
+                for _ in 0..30 {
+                    match ending::expire(&gw, &meta, ending::CLIENT_GONE, now).await {
+                        Err(EngineError::Unknown) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Ok(_) => {
+                            tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let _ = ending::expire_here(&gw, &meta, ending::CLIENT_GONE, now);
+            });
         }
     }
 }

@@ -43,11 +43,11 @@ pub(super) async fn start(
     parts: &Parts,
     id: Option<&HoldId>,
 ) -> Result<Response<Body>, Reject> {
-    let (meta, state) = own_hold(gw, conn, parts, id)?;
+    let (meta, state) = own_hold(gw, conn, parts, id).await?;
     closed(state.phase)?;
     let now = gw.clock.now();
     if now > state.deadline {
-        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now));
+        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now).await);
     }
     let req = &state.requirements;
     if !req.accepts(ProofMethod::Oidc) {
@@ -147,7 +147,7 @@ pub(super) async fn callback(
             Some(("/", "Back to the application")),
         ));
     };
-    let (meta, state) = gw.holds.get(&pending.hold).ok_or(Reject::UnknownHold)?;
+    let (meta, state) = super::api::access::lookup(gw, Some(&pending.hold)).await?;
     if caller_sid(gw, conn, parts).as_ref() != Some(&meta.sid) || meta.sid != pending.sid {
         tracing::warn!(hold = %meta.id, "OIDC callback from another session refused");
         gw.audit.record_later(
@@ -160,7 +160,7 @@ pub(super) async fn callback(
     closed(state.phase)?;
     let now = gw.clock.now();
     if now > state.deadline {
-        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now));
+        return Err(late(gw, &meta, Step::Prove(ProofMethod::Oidc), None, now).await);
     }
     let verified = match gw.live().oidc.clone() {
         Some(op) => {

@@ -85,6 +85,11 @@ pub(super) fn unclosed(path: &Path) -> Vec<serde_json::Value> {
 
 /// Closes, in the trail, every hold the previous run left open.
 pub(super) async fn close_lost_holds(gw: &Gateway) -> Result<usize, StartError> {
+    if gw.shared_holds.is_some() {
+        // Shared holds outlive an instance: any instance may still complete
+        // or expire them, and whichever does writes their ending.
+        return Ok(0);
+    }
     let path = gw.config().audit.path.clone();
     let lost = unclosed(&path);
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().map(str::to_owned);

@@ -273,7 +273,11 @@ impl Releasing {
 /// queued; the release is written after it.
 pub(super) fn start(gw: &Arc<Gateway>, applied: Applied, ahead: Option<Written>) -> Releasing {
     let Applied {
-        meta, state, release, ..
+        meta,
+        state,
+        release,
+        elsewhere,
+        ..
     } = applied;
     let (durable_tx, durable) = oneshot::channel();
     let (response_tx, response) = oneshot::channel();
@@ -284,7 +288,14 @@ pub(super) fn start(gw: &Arc<Gateway>, applied: Applied, ahead: Option<Written>)
         response,
     };
     let Some(Release { parked, waiter }) = release else {
-        let _ = response_tx.send(Err(Reject::AlreadyReleased));
+        if elsewhere {
+            // The instance the client waits on forwards it; the release
+            // itself is committed in the shared store already.
+            releasing.to_waiter = true;
+            let _ = durable_tx.send(Ok(()));
+        } else {
+            let _ = response_tx.send(Err(Reject::AlreadyReleased));
+        }
         return releasing;
     };
     releasing.to_waiter = waiter.is_some();

@@ -162,6 +162,7 @@ impl From<EngineError> for Reject {
                 Reject::BadRequest("this proof method is not accepted for this action")
             }
             EngineError::Hold(_) => Reject::BadRequest("the request could not be applied"),
+            EngineError::StoreUnavailable => Reject::StateUnavailable,
             EngineError::GlobalLimit
             | EngineError::SessionLimit
             | EngineError::ByteLimit

@@ -57,6 +57,7 @@ fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             gw.sweep();
+            super::fleet::sweep(&gw).await;
             // Also how a lost store is noticed while idle, and its return:
             // `/readyz` and sensitive routes follow `is_available`.
             let _ = gw.state.probe().await;
@@ -107,10 +108,15 @@ async fn await_releases(gw: &Gateway) {
 /// The end of a serve: close the holds that cannot outlive this process
 /// (the memory backend keeps nothing), then seal the audit trail, so the
 /// records of drained requests are covered by the checkpoint that ends it.
-async fn seal(gw: &Gateway) {
+async fn seal(gw: &Arc<Gateway>) {
     let now = gw.clock.now();
     for (meta, _) in gw.holds.open_holds() {
-        let _ = ending::expire(gw, &meta, ending::SHUTDOWN, now);
+        // A shared hold outlives this instance, unless its client was
+        // waiting on this instance's connection.
+        if gw.shared_holds.is_some() && meta.mode != crate::policy::HoldMode::Hold {
+            continue;
+        }
+        let _ = ending::expire(gw, &meta, ending::SHUTDOWN, now).await;
     }
     if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
         tracing::error!(error = %e, "could not seal the audit trail at shutdown");
@@ -130,6 +136,7 @@ pub async fn run(
     let serving = Serving::new(gw.clone())?;
     let graceful = GracefulShutdown::new();
     let sweeper = spawn_sweeper(&gw);
+    super::fleet::spawn_listener(&gw);
     accept_loop(&serving, listener, &graceful, shutdown).await;
     // `send` would store nothing while no waiter is subscribed, and a
     // waiter that subscribes later would then never hear of it.

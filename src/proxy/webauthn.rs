@@ -41,7 +41,7 @@ fn still_open(state: &HoldState, now: SystemTime) -> Result<(), Reject> {
     Ok(())
 }
 
-pub(super) fn options(
+pub(super) async fn options(
     gw: &Gateway,
     conn: &ConnInfo,
     parts: &Parts,
@@ -56,7 +56,7 @@ pub(super) fn options(
     let now = gw.clock.now();
     if query(parts, "as").as_deref() == Some("approver") {
         let a = approvals::approver(gw, parts).ok_or(Reject::Forbidden)?;
-        let (meta, state) = approvals::decidable(gw, conn, parts, &a, id)?;
+        let (meta, state) = approvals::decidable(gw, conn, parts, &a, id).await?;
         still_open(&state, now)?;
         let key = ChallengeKey::ApproverDecision {
             hold: meta.id.clone(),
@@ -65,7 +65,7 @@ pub(super) fn options(
         let options = passkey::start(gw, (key, &owner), &a.name, meta.txn.as_str(), now)?;
         return Ok(respond::json(StatusCode::OK, &options));
     }
-    let (meta, state) = own_hold(gw, conn, parts, id)?;
+    let (meta, state) = own_hold(gw, conn, parts, id).await?;
     throttle::session(gw, &meta.sid, "passkey options")?;
     still_open(&state, now)?;
     if !state.requirements.accepts(ProofMethod::Webauthn) {

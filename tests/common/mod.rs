@@ -484,7 +484,11 @@ stepup:
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
-            story::audit_invariants(&self.gw.config().audit.path);
+            if self.gw.shared_holds.is_some() {
+                story::stopped_fleet_invariants(&self.gw);
+            } else {
+                story::audit_invariants(&self.gw.config().audit.path);
+            }
         }
     }
 

@@ -77,9 +77,38 @@ struct Story {
 /// says a hold may legitimately lack its ending (still pending, or its
 /// release still in flight); pass `|_| false` once the gateway stopped.
 pub fn violations(path: &Path, open: impl Fn(&str) -> bool) -> Vec<String> {
-    let Some(records) = records(path) else {
-        return Vec::new();
-    };
+    fleet_violations(&[path.to_owned()], open)
+}
+
+/// The trails of every instance whose trail sits beside `path` (instances
+/// sharing holds on Redis): one hold's story may span several of them.
+pub fn fleet_trails(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_owned()];
+    if let Some(dir) = path.parent() {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut peers: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p != path
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.ends_with("audit.jsonl"))
+                })
+                .collect();
+            peers.sort();
+            out.extend(peers);
+        }
+    }
+    out
+}
+
+/// [`violations`] of the stories told by several trails together, each
+/// read in its own order.
+pub fn fleet_violations(paths: &[PathBuf], open: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut records = Vec::new();
+    for path in paths {
+        records.extend(self::records(path).unwrap_or_default());
+    }
     let mut stories: HashMap<String, Story> = HashMap::new();
     let mut order = Vec::new();
     for r in &records {
@@ -153,20 +182,48 @@ pub fn audit_invariants(path: &Path) {
     );
 }
 
+/// Asserts the stories of a stopped instance that shared its holds on
+/// Redis: a hold still open in the store outlives the instance (any other
+/// instance may complete it), so only those may lack their ending.
+pub fn stopped_fleet_invariants(gw: &stepgate::proxy::Gateway) {
+    let path = gw.config().audit.path.clone();
+    let open = |hold: &str| {
+        stepgate::ids::HoldId::parse(hold)
+            .is_some_and(|id| gw.holds.phase(&id).is_some_and(|p| p.is_open()) || gw.holds.meta(&id).is_none())
+    };
+    let problems = fleet_violations(&fleet_trails(&path), open);
+    assert!(
+        problems.is_empty(),
+        "audit trails beside {} break the hold story invariants:\n{}",
+        path.display(),
+        problems.join("\n")
+    );
+}
+
 /// Asserts the stories of a running gateway's trail. Records the gateway
 /// has queued reach the file a moment later, so the check retries for a
 /// while before it reports.
 pub fn running_invariants(gw: &stepgate::proxy::Gateway) {
     let path = gw.config().audit.path.clone();
+    // Instances sharing holds tell each hold's story together; a hold
+    // another instance created is that instance's to finish.
+    let shared = gw.shared_holds.is_some();
+    let paths = if shared {
+        fleet_trails(&path)
+    } else {
+        vec![path.clone()]
+    };
     let open = |hold: &str| {
         let Some(id) = stepgate::ids::HoldId::parse(hold) else {
             return false;
         };
-        gw.releases.holds().contains(&id) || gw.holds.phase(&id).is_some_and(|p| p.is_open())
+        gw.releases.holds().contains(&id)
+            || gw.holds.phase(&id).is_some_and(|p| p.is_open())
+            || (shared && gw.holds.meta(&id).is_none())
     };
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let problems = violations(&path, open);
+        let problems = fleet_violations(&paths, open);
         if problems.is_empty() {
             return;
         }

@@ -19,19 +19,20 @@ pub(in crate::proxy) fn caller_sid(gw: &Gateway, conn: &ConnInfo, parts: &Parts)
 
 /// The hold a path names. `None` is a path segment that is no hold id at
 /// all: it names no hold, and is answered exactly like an unknown one.
-pub(in crate::proxy) fn lookup(gw: &Gateway, id: Option<&HoldId>) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
-    id.and_then(|id| gw.holds.get(id)).ok_or(Reject::UnknownHold)
+pub(in crate::proxy) async fn lookup(gw: &Gateway, id: Option<&HoldId>) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
+    let id = id.ok_or(Reject::UnknownHold)?;
+    crate::proxy::fleet::get(gw, id).await?.ok_or(Reject::UnknownHold)
 }
 
 /// Looks a hold up for its own session. Anyone else learns nothing, not
 /// even that the hold exists.
-pub(in crate::proxy) fn own_hold(
+pub(in crate::proxy) async fn own_hold(
     gw: &Gateway,
     conn: &ConnInfo,
     parts: &Parts,
     id: Option<&HoldId>,
 ) -> Result<(Arc<HoldMeta>, HoldState), Reject> {
-    let (meta, state) = lookup(gw, id)?;
+    let (meta, state) = lookup(gw, id).await?;
     match caller_sid(gw, conn, parts) {
         Some(sid) if sid == meta.sid => Ok((meta, state)),
         _ => Err(Reject::UnknownHold),

@@ -10,7 +10,7 @@ use crate::ids::HoldId;
 use crate::policy::ProofMethod;
 use crate::proxy::extract::buffer;
 use crate::proxy::respond::Reject;
-use crate::proxy::{ending, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
+use crate::proxy::{ending, fleet, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
 use http::request::Parts;
 use http::Response;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(in crate::proxy) async fn complete(
     body: Body,
     id: Option<&HoldId>,
 ) -> Result<Response<Body>, Reject> {
-    let (meta, state) = lookup(gw, id)?;
+    let (meta, state) = lookup(gw, id).await?;
     let id = &meta.id;
     if caller_sid(gw, conn, &parts).as_ref() != Some(&meta.sid) {
         tracing::warn!(hold = %id, "complete from another session refused");
@@ -37,11 +37,11 @@ pub(in crate::proxy) async fn complete(
     let req = parse_body(&parts, &bytes)?;
     let step = req.step();
     if now > state.deadline {
-        return Err(late(gw, &meta, step, req.user.clone(), now));
+        return Err(late(gw, &meta, step, req.user.clone(), now).await);
     }
     match step {
         Step::Collect => {
-            let applied = gw.holds.apply(id, Event::Collect, now)?;
+            let applied = fleet::apply(gw, id, Event::Collect, now).await?;
             settle(gw, applied, now, None).await
         }
         Step::BreakGlass => break_glass(gw, &meta, &state, &req, now).await,
@@ -71,7 +71,7 @@ async fn break_glass(
     // Recorded once the hold has really been broken open, so the
     // trail never shows a break-glass that did not happen; it is
     // durable before the release forwards anything.
-    let applied = gw.holds.apply(&meta.id, Event::BreakGlass { by: by.clone() }, now)?;
+    let applied = fleet::apply(gw, &meta.id, Event::BreakGlass { by: by.clone() }, now).await?;
     let written = gw.audit(
         hold_record("break_glass.used", meta)
             .actor(by.clone())
@@ -150,7 +150,7 @@ pub(in crate::proxy) async fn apply_proof(
             (Event::ProofRejected, Err(reason))
         }
     };
-    let applied = gw.holds.apply(&meta.id, event, now);
+    let applied = fleet::apply(gw, &meta.id, event, now).await;
     if let (true, Ok(sub), Err(_)) = (bound_now, &sub, &applied) {
         who::unbind(gw, &meta.sid, sub);
     }
@@ -183,8 +183,8 @@ pub(in crate::proxy) async fn apply_proof(
 /// A proof or collection after the hold's deadline: never verified (a
 /// token's `jti`, a TOTP step stay unspent), recorded as a rejected proof,
 /// and the hold expires with its record.
-pub(in crate::proxy) fn late(
-    gw: &Gateway,
+pub(in crate::proxy) async fn late(
+    gw: &Arc<Gateway>,
     meta: &HoldMeta,
     step: Step,
     user: Option<String>,
@@ -199,6 +199,6 @@ pub(in crate::proxy) fn late(
         );
         gw.metrics.proof(method, false);
     }
-    let _ = ending::expire(gw, meta, ending::DEADLINE, now);
+    let _ = ending::expire(gw, meta, ending::DEADLINE, now).await;
     Reject::HoldExpired
 }

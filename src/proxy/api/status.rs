@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 
 /// `GET holds/{id}`: the requester's own hold (its step-up page for a
 /// browser), else an approver's view of a hold they may decide.
-pub(super) fn status(
+pub(super) async fn status(
     gw: &Gateway,
     conn: &ConnInfo,
     parts: &Parts,
@@ -22,7 +22,12 @@ pub(super) fn status(
     let html = page::wants_html(&parts.headers);
     // The requester first: in one browser, a person who is also signed in
     // as an approver still sees their own step-up page.
-    if let Ok((meta, state)) = own_hold(gw, conn, parts, id) {
+    let own = own_hold(gw, conn, parts, id).await;
+    if let Err(Reject::StateUnavailable) = own {
+        // Not knowing is no answer: say so rather than "no such hold".
+        return Err(Reject::StateUnavailable);
+    }
+    if let Ok((meta, state)) = own {
         if html {
             if let Err(reject) = closed(state.phase) {
                 return Ok(page::stepup::closed(&reject));
@@ -32,7 +37,7 @@ pub(super) fn status(
         return Ok(respond::json(StatusCode::OK, &status_json(&meta, &state, now)));
     }
     let approver = approvals::approver(gw, parts).ok_or(Reject::UnknownHold)?;
-    let (meta, state) = lookup(gw, id)?;
+    let (meta, state) = lookup(gw, id).await?;
     if !state.requirements.wants_approval_from(&approver.groups) {
         return Err(Reject::UnknownHold);
     }
