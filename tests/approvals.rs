@@ -97,6 +97,11 @@ async fn setup(top: &str) -> Setup {
     }
 }
 
+/// The single sign-on proxy in front of the gateway names the requester:
+/// on routes that approvals alone decide, the gateway refuses a requester
+/// nobody named, since an approver could be approving their own request.
+const SSO: &str = "trusted_proxies: [127.0.0.1/32]\nidentity: { header: X-Remote-User }\n";
+
 fn post(path: &str, cookie: &str, body: &serde_json::Value) -> Vec<u8> {
     request(
         "POST",
@@ -106,9 +111,31 @@ fn post(path: &str, cookie: &str, body: &serde_json::Value) -> Vec<u8> {
     )
 }
 
+/// A request that the SSO proxy (see [`SSO`]) says `user` sent.
+fn post_as(user: &str, path: &str, cookie: &str, body: &serde_json::Value) -> Vec<u8> {
+    request(
+        "POST",
+        path,
+        &[
+            ("cookie", cookie),
+            ("x-remote-user", user),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
 /// A challenge-mode request: returns the 401 body.
 async fn held(gw: &Gateway, path: &str, cookie: &str, body: &serde_json::Value) -> serde_json::Value {
-    let resp = raw(gw.addr, &gw.pki, &post(path, cookie, body)).await;
+    challenged(raw(gw.addr, &gw.pki, &post(path, cookie, body)).await)
+}
+
+/// A challenge-mode request by `user` (see [`SSO`]): returns the 401 body.
+async fn held_as(gw: &Gateway, user: &str, path: &str, cookie: &str, body: &serde_json::Value) -> serde_json::Value {
+    challenged(raw(gw.addr, &gw.pki, &post_as(user, path, cookie, body)).await)
+}
+
+fn challenged(resp: RawResponse) -> serde_json::Value {
     assert_eq!(resp.status, 401, "{}", body_text(&resp));
     assert_eq!(resp.error_code(), "step_up_required");
     resp.json()
@@ -143,9 +170,16 @@ fn approvers_claim(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<S
 
 #[tokio::test]
 async fn two_of_three_in_challenge_mode_release_once_to_the_requester() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let cookie = "SESSIONID=wire-requester";
-    let ch = held(&gw, "/api/wires", cookie, &json!({"amount": 9000, "payee": "ACME"})).await;
+    let ch = held_as(
+        &gw,
+        "alice",
+        "/api/wires",
+        cookie,
+        &json!({"amount": 9000, "payee": "ACME"}),
+    )
+    .await;
     assert_eq!(ch["approvals"], 2);
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
 
@@ -176,6 +210,7 @@ async fn two_of_three_in_challenge_mode_release_once_to_the_requester() {
     assert_eq!(claims["txn"], txn_of(&seen[0], "localhost"));
     assert_eq!(claims["txn"], txn.as_str());
     assert_eq!(claims["act"], "money.wire");
+    assert_eq!(claims["sub"], "alice", "the requester is accountable");
 
     let again = complete(&gw, cookie, &hold, json!({})).await;
     assert_eq!(again.status, 409);
@@ -188,9 +223,9 @@ async fn two_of_three_in_challenge_mode_release_once_to_the_requester() {
 
 #[tokio::test]
 async fn two_of_three_in_hold_mode_the_waiting_client_gets_the_response() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let body = json!({"amount": 120, "payee": "Initech"});
-    let client = waiter(&gw, post("/api/transfers", "SESSIONID=ops-bot", &body));
+    let client = waiter(&gw, post_as("ops-bot", "/api/transfers", "SESSIONID=ops-bot", &body));
     let item = first_queued(&gw, &a.bob).await;
     let (hold, txn) = (s(&item["hold_id"]), s(&item["txn"]));
 
@@ -219,10 +254,15 @@ async fn two_of_three_in_hold_mode_the_waiting_client_gets_the_response() {
 
 #[tokio::test]
 async fn concurrent_approvals_release_exactly_once() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let client = waiter(
         &gw,
-        post("/api/transfers", "SESSIONID=race", &json!({"amount": 1, "payee": "x"})),
+        post_as(
+            "alice",
+            "/api/transfers",
+            "SESSIONID=race",
+            &json!({"amount": 1, "payee": "x"}),
+        ),
     );
     let item = first_queued(&gw, &a.bob).await;
     let (hold, txn) = (s(&item["hold_id"]), s(&item["txn"]));
@@ -250,9 +290,9 @@ async fn concurrent_approvals_release_exactly_once() {
 
 #[tokio::test]
 async fn a_duplicate_approval_does_not_count_twice() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let cookie = "SESSIONID=dup";
-    let ch = held(&gw, "/api/wires", cookie, &json!({"amount": 5, "payee": "p"})).await;
+    let ch = held_as(&gw, "alice", "/api/wires", cookie, &json!({"amount": 5, "payee": "p"})).await;
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
 
     for _ in 0..3 {
@@ -278,9 +318,17 @@ async fn a_duplicate_approval_does_not_count_twice() {
 
 #[tokio::test]
 async fn the_requester_session_cannot_approve_its_own_hold() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
+    // The SSO proxy names someone else: the session alone gives bob away.
     let cookie = "SESSIONID=bob-at-his-desk";
-    let ch = held(&gw, "/api/wires", cookie, &json!({"amount": 77, "payee": "Bob Ltd"})).await;
+    let ch = held_as(
+        &gw,
+        "bob.smith",
+        "/api/wires",
+        cookie,
+        &json!({"amount": 77, "payee": "Bob Ltd"}),
+    )
+    .await;
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
 
     let auth = a.bob.bearer();
@@ -400,10 +448,24 @@ async fn an_approver_cannot_then_step_up_for_the_hold_they_approved() {
 
 #[tokio::test]
 async fn an_approval_for_a_different_txn_is_refused_and_counts_for_nothing() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let cookie = "SESSIONID=txn";
-    let small = held(&gw, "/api/wires", cookie, &json!({"amount": 10, "payee": "ACME"})).await;
-    let big = held(&gw, "/api/wires", cookie, &json!({"amount": 99999, "payee": "ACME"})).await;
+    let small = held_as(
+        &gw,
+        "alice",
+        "/api/wires",
+        cookie,
+        &json!({"amount": 10, "payee": "ACME"}),
+    )
+    .await;
+    let big = held_as(
+        &gw,
+        "alice",
+        "/api/wires",
+        cookie,
+        &json!({"amount": 99999, "payee": "ACME"}),
+    )
+    .await;
     let hold = s(&big["hold_id"]);
 
     // Reviewed the small one, approving the big one: refused.
@@ -436,10 +498,11 @@ async fn an_approval_for_a_different_txn_is_refused_and_counts_for_nothing() {
 
 #[tokio::test]
 async fn a_deny_ends_the_hold_for_the_waiting_client_and_later_approvals() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let client = waiter(
         &gw,
-        post(
+        post_as(
+            "alice",
             "/api/transfers",
             "SESSIONID=deny",
             &json!({"amount": 5000, "payee": "Mallory"}),
@@ -479,12 +542,13 @@ async fn a_deny_ends_the_hold_for_the_waiting_client_and_later_approvals() {
 
 #[tokio::test]
 async fn an_approval_racing_the_deadline_releases_once_or_expires_never_both() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let mut released = 0;
     for (i, offset_ms) in [500u64, 800, 900, 950, 1000, 1050, 1100, 1400].into_iter().enumerate() {
         let path = format!("/api/quick?n={i}");
         let started = Instant::now();
-        let client = waiter(&gw, post(&path, &format!("SESSIONID=race-{i}"), &json!({"i": i})));
+        let req = post_as("alice", &path, &format!("SESSIONID=race-{i}"), &json!({"i": i}));
+        let client = waiter(&gw, req);
         let item = first_queued(&gw, &a.bob).await;
         assert_eq!(item["target"], path.as_str());
         // Aim the approval at (and around) the 1 s deadline.
@@ -518,10 +582,10 @@ async fn an_approval_racing_the_deadline_releases_once_or_expires_never_both() {
 
 #[tokio::test]
 async fn the_queue_shows_pending_holds_only_to_their_approvers() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let cookie = "SESSIONID=queue-requester-secret";
     let body = json!({"amount": 2500, "payee": "ACME Corp", "memo": "quarterly"});
-    let resp = raw(gw.addr, &gw.pki, &post("/api/wires?ref=7", cookie, &body)).await;
+    let resp = raw(gw.addr, &gw.pki, &post_as("alice", "/api/wires?ref=7", cookie, &body)).await;
     assert_eq!(resp.status, 401);
     let ch = resp.json();
     let hold = s(&ch["hold_id"]);
@@ -538,11 +602,7 @@ async fn the_queue_shows_pending_holds_only_to_their_approvers() {
         json!([{"label": "Amount", "value": "2500"}, {"label": "Payee", "value": "ACME Corp"}])
     );
     assert!(item["age"].as_u64().is_some(), "age in seconds: {item}");
-    let requester = s(&item["requester"]);
-    let short = requester
-        .strip_prefix("session:")
-        .expect("an anonymous session is named by its sid");
-    assert!(gw.sid("queue-requester-secret").starts_with(short), "{requester}");
+    assert_eq!(item["requester"], "alice", "the approver sees who asked");
     assert!(!body_text(&queue(&gw, &a.bob).await).contains("queue-requester-secret"));
     let bob = a.bob.bearer();
     let one = get(
@@ -644,10 +704,10 @@ async fn totp_and_one_approval_combine_on_one_route() {
 
 #[tokio::test]
 async fn an_approver_with_totp_must_include_their_own_code() {
-    let Setup { up, gw, a } = setup("").await;
+    let Setup { up, gw, a } = setup(SSO).await;
     let frank = enroll(&gw.dir, "frank");
     let cookie = "SESSIONID=vault";
-    let ch = held(&gw, "/admin/vault", cookie, &json!({"door": 3})).await;
+    let ch = held_as(&gw, "alice", "/admin/vault", cookie, &json!({"door": 3})).await;
     let (hold, txn) = (s(&ch["hold_id"]), s(&ch["txn"]));
 
     for body in [json!({"txn": txn}), json!({"txn": txn, "code": wrong_code(&frank)})] {
@@ -676,14 +736,16 @@ async fn an_approver_with_totp_must_include_their_own_code() {
 
 #[tokio::test]
 async fn an_ai_agent_waits_on_its_call_while_a_human_reviews_and_approves() {
-    let Setup { up, gw, a } = setup("").await;
-    // The agent's own credential is its session (session.header: Authorization).
+    let Setup { up, gw, a } = setup(SSO).await;
+    // The agent's own credential is its session (session.header:
+    // Authorization); the proxy in front names the agent.
     let body = json!({"amount": 1200, "payee": "Globex", "reference": "INV-2291"});
     let req = request(
         "POST",
         "/api/agent/transfers",
         &[
             ("authorization", "Bearer agent-7f3a"),
+            ("x-remote-user", "payments-agent"),
             ("content-type", "application/json"),
         ],
         body.to_string().as_bytes(),
@@ -723,4 +785,5 @@ async fn an_ai_agent_waits_on_its_call_while_a_human_reviews_and_approves() {
     assert_eq!(claims["act"], "agent.transfer");
     assert_eq!(claims["sid"], gw.sid("Bearer agent-7f3a"));
     assert_eq!(approvers_claim(&claims), ["dave"]);
+    assert_eq!(claims["sub"], "payments-agent");
 }

@@ -76,6 +76,7 @@ async fn approver_cookies_that_are_forged_tampered_or_expired_are_refused() {
 async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_the_requester_continues() {
     let s = setup("").await;
     let c = "SESSIONID=pages-requester";
+    s.step_up_on(c, "dana").await;
     let held = s
         .form("/api/transfers", &[HTML, ("cookie", c)], "amount=25000&payee=ACME")
         .await;
@@ -93,7 +94,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
         early.header("location"),
         Some(format!("/.stepup/holds/{hold}").as_str())
     );
-    assert_eq!(s.up.requests().len(), 0);
+    assert_eq!(s.up.count("/api/transfers"), 0);
 
     let bob = s.sign_in_bob().await;
     let review = page_text(&get(&s.gw, &format!("/.stepup/holds/{hold}"), &[HTML, ("cookie", &bob)]).await);
@@ -102,7 +103,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
         "Amount</dt><dd>25000",
         "Payee</dt><dd>ACME",
         "Approve with code",
-        "Requested by</dt><dd>not known (session ",
+        "Requested by</dt><dd>dana</dd>",
     ] {
         assert!(review.contains(shown), "{shown}:\n{review}");
     }
@@ -153,7 +154,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
     .await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error_code(), "txn_mismatch");
-    assert_eq!(s.up.requests().len(), 0);
+    assert_eq!(s.up.count("/api/transfers"), 0);
 
     // The API key keeps working as before (no code needed), but bob has
     // not decided yet: the queue still lists the hold for him.
@@ -168,15 +169,16 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
     let done = s.form(&complete, &[HTML, ("cookie", c)], "").await;
     assert_eq!(done.status, 200, "{}", body_text(&done));
     assert_eq!(done.header("x-upstream"), Some("recorder"));
-    let seen = s.up.requests();
+    let seen: Vec<_> =
+        s.up.requests()
+            .into_iter()
+            .filter(|r| r.target == "/api/transfers")
+            .collect();
     assert_eq!(seen.len(), 1);
     let claims = verify_assertion(&s.gw, &seen[0].header("x-stepup-assertion").unwrap());
     assert_eq!(claims["approvers"][0]["sub"], "bob");
-    // Nobody was ever named on the requester's session: `sub` is the
-    // session, never the approver.
-    let sub = claims["sub"].as_str().unwrap();
-    let sid = claims["sid"].as_str().unwrap();
-    assert_eq!(sub, format!("session:{}", &sid[..12]), "{claims:?}");
+    // The requester named on the session is accountable, never the approver.
+    assert_eq!(claims["sub"], "dana", "{claims:?}");
     assert!(
         !seen[0]
             .header("cookie")
@@ -190,7 +192,7 @@ async fn a_signed_in_approver_adds_a_fresh_proof_from_the_gateways_origin_and_th
     assert!(assert_page(&after).contains("<h1>Already done</h1>"));
     let again = s.form(&complete, &[HTML, ("cookie", c)], "").await;
     assert_eq!(again.status, 409);
-    assert_eq!(s.up.requests().len(), 1);
+    assert_eq!(s.up.count("/api/transfers"), 1);
 }
 
 #[tokio::test]
@@ -246,6 +248,7 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
 
     let enc = |v: &serde_json::Value| form_urlencoded::byte_serialize(v.to_string().as_bytes()).collect::<String>();
     let c = "SESSIONID=pages-passkey-payer";
+    step_up_on(&gw, c, "dana", now_secs()).await;
     let held = post_form(
         &gw,
         "/api/transfers",
@@ -296,7 +299,7 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     let for_login = key.assert(&login_options().await.json());
     let r = raw(gw.addr, &gw.pki, &decide(&for_login)).await;
     assert_eq!(r.status, 401, "{}", body_text(&r));
-    assert_eq!(up.requests().len(), 0);
+    assert_eq!(up.count("/api/transfers"), 0);
 
     let d = get(
         &gw,
@@ -327,8 +330,14 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     )
     .await;
     assert_eq!(done.status, 200, "{}", body_text(&done));
-    let claims = verify_assertion(&gw, &up.requests()[0].header("x-stepup-assertion").unwrap());
+    let transfer = up
+        .requests()
+        .into_iter()
+        .find(|r| r.target == "/api/transfers")
+        .unwrap();
+    let claims = verify_assertion(&gw, &transfer.header("x-stepup-assertion").unwrap());
     assert_eq!(claims["approvers"][0]["sub"], "bob");
+    assert_eq!(claims["sub"], "dana");
 }
 
 /// An approval-only hold names who asked where the gateway knows: alice

@@ -43,7 +43,8 @@ fn forbidden(r: &RawResponse, what: &str) {
 }
 
 /// A transfer waiting for bob, approved by him with his API key: the
-/// victim's session only has to collect it.
+/// victim's session only has to collect it. The victim was named on the
+/// session by an earlier step-up (see `pagekit::step_up_on`).
 async fn approved_transfer(s: &Setup, cookie: &str) -> String {
     let held = s
         .form("/api/transfers", &[("cookie", cookie)], "amount=25000&payee=ACME")
@@ -60,6 +61,7 @@ async fn approved_transfer(s: &Setup, cookie: &str) -> String {
 async fn a_cross_site_complete_never_releases_the_victims_hold() {
     let s = setup("").await;
     let victim = "SESSIONID=victim-session";
+    s.step_up_on(victim, "dana").await;
     let hold = approved_transfer(&s, victim).await;
     let complete = format!("/.stepup/holds/{hold}/complete");
 
@@ -155,6 +157,7 @@ async fn cross_site_sign_in_logout_and_decisions_are_refused() {
     let bob = s.sign_in_bob().await;
 
     let victim = "SESSIONID=victim-two";
+    s.step_up_on(victim, "dana").await;
     let held = s
         .form("/api/transfers", &[("cookie", victim)], "amount=25000&payee=ACME")
         .await;

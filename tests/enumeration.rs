@@ -583,7 +583,13 @@ async fn an_agent_that_goes_away_leaves_a_record_a_notification_a_metric_and_a_c
     let hook = Hook::start(HookMode::Ok).await;
     let olivia = ApproverKey::new("olivia");
     let stepup = vec![approvers_line(&[olivia.yaml(&["ops"], false)])];
-    let gw = Gateway::start(up.addr, AGENT_ROUTES, &extra(&stepup, &notify_yaml(&hook.url()))).await;
+    // The proxy in front names each agent: approvals alone decide the
+    // route, and the gateway holds nothing for a requester nobody named.
+    let top = format!(
+        "{}trusted_proxies: [127.0.0.1/32]\nidentity: {{ header: X-Remote-User }}\n",
+        notify_yaml(&hook.url())
+    );
+    let gw = Gateway::start(up.addr, AGENT_ROUTES, &extra(&stepup, &top)).await;
     let abandoned = "stepgate_hold_transitions_total{state=\"abandoned\"}";
     assert_eq!(counter(&gw.gw.metrics.encode(), abandoned), 0.0);
 
@@ -592,7 +598,11 @@ async fn an_agent_that_goes_away_leaves_a_record_a_notification_a_metric_and_a_c
     let held = request(
         "POST",
         "/api/agent/transfers",
-        &[("cookie", "SESSIONID=agent-1"), ("content-type", "application/json")],
+        &[
+            ("cookie", "SESSIONID=agent-1"),
+            ("x-remote-user", "agent-1"),
+            ("content-type", "application/json"),
+        ],
         body,
     );
     let mut tls = tls_connect(gw.addr, &gw.pki, &[b"http/1.1"]).await;
@@ -610,6 +620,7 @@ async fn an_agent_that_goes_away_leaves_a_record_a_notification_a_metric_and_a_c
         .method("POST")
         .uri("https://localhost/api/agent/transfers")
         .header("cookie", "SESSIONID=agent-2")
+        .header("x-remote-user", "agent-2")
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             br#"{"amount":"815"}"#,

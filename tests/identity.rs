@@ -491,13 +491,19 @@ const CALLER_ROUTES: &str = "
     hold: { mode: challenge, timeout: 10s }
 ";
 
+/// Workloads are named by their certificate, people by the SSO proxy in
+/// front (approvals alone decide these routes, so the gateway refuses a
+/// requester nobody named). The value continues the `identity:` line.
+const PEOPLE_AND_WORKLOADS: &str = "{ mtls: true, header: X-Remote-User }\ntrusted_proxies: [127.0.0.1/32]";
+
 #[tokio::test]
 async fn caller_kind_selects_the_route_for_people_and_for_workloads() {
     let up = Upstream::start().await;
     let ca = ClientCa::new("workload CA");
-    let gw = start_mtls(up.addr, &ca, "{ cookie: SESSIONID, mtls: true }", CALLER_ROUTES).await;
+    let session = "{ cookie: SESSIONID, mtls: true }";
+    let gw = start_gateway(up.addr, &ca, session, PEOPLE_AND_WORKLOADS, CALLER_ROUTES).await;
     let agent = ca.issue(Some(SPIFFE), None);
-    let cookie = [("cookie", "SESSIONID=alice-session")];
+    let cookie = [("cookie", "SESSIONID=alice-session"), ("x-remote-user", "alice")];
     let route_of = |resp: &RawResponse| {
         assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
         resp.json()["route"].as_str().unwrap_or("").to_owned()
@@ -559,9 +565,10 @@ async fn a_route_for_the_other_caller_kind_applies_when_none_is_for_yours() {
     require: { approvals: 1, approvers: [treasury] }
     hold: { mode: challenge, timeout: 10s }
 ";
-    let gw = start_mtls(up.addr, &ca, "{ cookie: SESSIONID, mtls: true }", routes).await;
+    let session = "{ cookie: SESSIONID, mtls: true }";
+    let gw = start_gateway(up.addr, &ca, session, PEOPLE_AND_WORKLOADS, routes).await;
     let agent = ca.issue(Some(SPIFFE), None);
-    let cookie = [("cookie", "SESSIONID=alice-session")];
+    let cookie = [("cookie", "SESSIONID=alice-session"), ("x-remote-user", "alice")];
 
     let resp = send(
         gw.addr,

@@ -44,6 +44,7 @@ async fn every_page_sends_the_strict_headers_and_only_nonced_inline_code() {
     assert!(assert_page(&bad).contains("role=\"alert\""));
 
     let bob = s.sign_in_bob().await;
+    s.step_up_on("SESSIONID=pages-payer", "dana").await;
     let t = s
         .form(
             "/api/transfers",

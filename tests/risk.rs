@@ -881,6 +881,10 @@ async fn a_route_without_break_glass_refuses_it() {
     let hook = Hook::start().await;
     let up = Upstream::start().await;
     let gw = Gateway::start(up.addr, APPROVAL_ROUTES, &approval_extra(&hook)).await;
+    // The requester stepped up on the session before (on a transfer that
+    // still waits for its approval), so the gateway knows who asks.
+    let first = step_up_first(&gw, "sess-payroll", "/api/agent/transfers", b"first").await;
+    assert_eq!(first.status, 202, "{}", text(&first));
     let (_, ch) = challenge(&gw, "sess-payroll", "/api/payroll", b"run").await;
     let hold = hold_id(&ch);
 

@@ -51,20 +51,31 @@ const FIELDS: [&str; 11] = [
     "at",
 ];
 
-/// A gateway notifying `webhook`, with one approver, bob (treasury).
+/// A gateway notifying `webhook`, with one approver, bob (treasury). The
+/// single sign-on proxy in front names every requester (approvals alone
+/// decide these routes, so the gateway refuses requesters nobody named).
 async fn gateway(webhook: &str) -> (Upstream, Arc<Gateway>, ApproverKey) {
     let up = Upstream::start().await;
     let bob = ApproverKey::new("bob");
     let stepup = [approvers_line(&[bob.yaml(&["treasury"], false)])];
-    let gw = Gateway::start(up.addr, ROUTES, &extra(&stepup, &notify_yaml(webhook))).await;
+    let top = format!(
+        "{}trusted_proxies: [127.0.0.1/32]\nidentity: {{ header: X-Remote-User }}\n",
+        notify_yaml(webhook)
+    );
+    let gw = Gateway::start(up.addr, ROUTES, &extra(&stepup, &top)).await;
     (up, Arc::new(gw), bob)
 }
 
+/// A request that alice sends through the SSO proxy.
 fn post(path: &str, cookie: &str, body: &serde_json::Value) -> Vec<u8> {
     request(
         "POST",
         path,
-        &[("cookie", cookie), ("content-type", "application/json")],
+        &[
+            ("cookie", cookie),
+            ("x-remote-user", "alice"),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )
 }
@@ -101,6 +112,7 @@ async fn pending_then_released_events_describe_the_hold_without_body_or_secrets(
     assert_eq!(pending["target"], "/api/transfers?ref=42");
     assert_eq!(pending["txn"], item["txn"]);
     assert_eq!(pending["requester"], item["requester"]);
+    assert_eq!(pending["requester"], "alice");
     assert_eq!(
         pending["display"],
         json!([{"label": "Amount", "value": "2500"}, {"label": "Payee", "value": "ACME Corp"}])

@@ -66,9 +66,7 @@ pub(super) fn build(text: &str, file: &str) -> Result<Config, ConfigError> {
 /// §3); `check` says so, since that first person may be a thief.
 fn anyone_may_act(route: &Route, identity: &IdentityConfig, at: &str) -> Option<Problem> {
     let r = &route.require;
-    let known = identity.jwt.is_some()
-        || identity.header.is_some()
-        || (identity.mtls && route.caller == Some(Caller::Workload));
+    let known = names_caller(route, identity);
     if route.deny || route.hold.mode == HoldMode::Shadow || known || r.methods.is_empty() {
         return None;
     }
@@ -79,6 +77,33 @@ fn anyone_may_act(route: &Route, identity: &IdentityConfig, at: &str) -> Option<
         format!("{at}.require"),
         "anyone enrolled can step up here: with no `identity:` source and no `require.users`/`groups`, \
          the first person who steps up on a session becomes its actor, and others are refused"
+            .into(),
+    ))
+}
+
+/// Whether an identity source names every caller of `route`.
+fn names_caller(route: &Route, identity: &IdentityConfig) -> bool {
+    identity.jwt.is_some() || identity.header.is_some() || (identity.mtls && route.caller == Some(Caller::Workload))
+}
+
+/// A route that approvals alone decide, where nothing may name the
+/// requester. The gateway refuses such a hold (401 `no_identity`) unless
+/// an earlier step-up bound someone to the session, since an approver
+/// could otherwise approve their own request as a stranger's; `check`
+/// says so before users meet it.
+fn requester_may_be_unknown(route: &Route, identity: &IdentityConfig, at: &str) -> Option<Problem> {
+    let r = &route.require;
+    if route.deny || route.hold.mode == HoldMode::Shadow || r.approvals == 0 || !r.methods.is_empty() {
+        return None;
+    }
+    if names_caller(route, identity) {
+        return None;
+    }
+    Some(Problem(
+        format!("{at}.require"),
+        "approvals alone decide here, but no `identity:` source names the requester, so an approver could approve \
+         their own request: the gateway refuses these requests (401 no_identity) unless an earlier step-up bound \
+         someone to the session; configure `identity:` or add `require.methods`"
             .into(),
     ))
 }
@@ -303,6 +328,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         if let Some(note) = anyone_may_act(&route, &identity, &at) {
             notes.push(note);
         }
+        notes.extend(requester_may_be_unknown(&route, &identity, &at));
         routes.push(route);
     }
     let routes = RouteTable::new(routes).or_else(|e| problem("routes", format!("cannot compile route set: {e}")))?;

@@ -136,6 +136,8 @@ pub async fn sensitive(
     if let Some(id) = &identity {
         who::bind(gw, &sid, id, "identity", None, (&route.name, &route.action), now).await?;
     }
+    // Approvers must be able to tell the requester from themselves.
+    let identity = who::requester_for(gw, &route.require, identity, &sid)?;
 
     // 2. Bind: the exact bytes that will be forwarded.
     let (reading, bytes) = match (read, body) {

@@ -15,6 +15,9 @@ pub enum Reject {
     BadRequest(&'static str),
     NoSession,
     NoIdentity,
+    /// A hold only approvers decide, asked for from a session on which
+    /// nobody is known: 401 `no_identity` (see `who::requester_for`).
+    UnknownRequester,
     IdentityMismatch,
     InvalidProof {
         attempts_left: u32,
@@ -49,7 +52,7 @@ impl Reject {
         use Reject::*;
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
-            NoSession | NoIdentity | InvalidProof { .. } | StepUpExpired => StatusCode::UNAUTHORIZED,
+            NoSession | NoIdentity | UnknownRequester | InvalidProof { .. } | StepUpExpired => StatusCode::UNAUTHORIZED,
             SessionMismatch | IdentityMismatch | StepUpDenied | SelfApproval | Forbidden => StatusCode::FORBIDDEN,
             UnknownHold | NotFound => StatusCode::NOT_FOUND,
             AlreadyReleased | TxnMismatch => StatusCode::CONFLICT,
@@ -66,7 +69,7 @@ impl Reject {
         match self {
             BadRequest(_) => "bad_request",
             NoSession => "no_session",
-            NoIdentity => "no_identity",
+            NoIdentity | UnknownRequester => "no_identity",
             IdentityMismatch => "identity_mismatch",
             InvalidProof { .. } => "invalid_proof",
             StepUpExpired => "step_up_expired",
@@ -94,6 +97,9 @@ impl Reject {
             BadRequest(detail) => detail,
             NoSession => "this action needs a session",
             NoIdentity => "this action needs exactly one identity",
+            UnknownRequester => {
+                "this action is decided by approvers, who must know who asks: sign in or step up on this session first"
+            }
             IdentityMismatch => "this session belongs to someone else",
             InvalidProof { .. } => "the proof was not accepted",
             StepUpExpired => "the step-up was not completed in time",
@@ -210,6 +216,7 @@ mod tests {
             (Reject::BadRequest("x"), 400, "bad_request"),
             (Reject::NoSession, 401, "no_session"),
             (Reject::NoIdentity, 401, "no_identity"),
+            (Reject::UnknownRequester, 401, "no_identity"),
             (Reject::IdentityMismatch, 403, "identity_mismatch"),
             (Reject::InvalidProof { attempts_left: 2 }, 401, "invalid_proof"),
             (Reject::StepUpExpired, 401, "step_up_expired"),
@@ -240,6 +247,7 @@ mod tests {
         for r in [
             Reject::NoSession,
             Reject::NoIdentity,
+            Reject::UnknownRequester,
             Reject::InvalidProof { attempts_left: 1 },
         ] {
             let code = r.code();

@@ -12,6 +12,7 @@ use crate::audit::Record;
 use crate::clock::unix_secs;
 use crate::hold::HoldMeta;
 use crate::ids::Sid;
+use crate::policy::Requirements;
 use crate::session;
 use crate::store::Bind;
 use http::HeaderMap;
@@ -138,4 +139,33 @@ pub(super) fn requester(gw: &Gateway, meta: &HoldMeta, state: &crate::hold::Hold
         .clone()
         .or_else(|| state.proof.as_ref().map(|p| p.sub.clone()))
         .or_else(|| bound(gw, &meta.sid))
+}
+
+/// The requester of a hold that only approvers decide (`require.approvals`
+/// and no `require.methods`). An approval may never come from the
+/// requester (SPEC §5), yet on such a route the requester never proves
+/// anything: unless the session names them, an approver could file a
+/// request from an opaque session and approve it from another as if it
+/// were someone else's. So such a hold is refused (401 `no_identity`)
+/// until the session has an identity or a person bound to it by an earlier
+/// step-up, and that person is pinned on the hold as its requester. On a
+/// route with proof methods the requester names themselves by stepping
+/// up, and the hold's state machine keeps that person and the approvers
+/// apart in either order.
+pub(super) fn requester_for(
+    gw: &Gateway,
+    require: &Requirements,
+    identity: Option<String>,
+    sid: &Sid,
+) -> Result<Option<String>, Reject> {
+    if require.approvals == 0 || !require.methods.is_empty() || identity.is_some() {
+        return Ok(identity);
+    }
+    match bound(gw, sid) {
+        Some(actor) => Ok(Some(actor)),
+        None => {
+            tracing::info!(%sid, "approval-only hold refused: nobody on the session is known");
+            Err(Reject::UnknownRequester)
+        }
+    }
 }

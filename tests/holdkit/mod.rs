@@ -62,6 +62,15 @@ pub async fn challenge(gw: &Gateway, session: &str, target: &str, body: &[u8]) -
     (resp, ch)
 }
 
+/// Steps up on `session` with a token proof on `target` (a challenge-mode
+/// route that takes tokens), returning the `complete` answer. The token's
+/// subject becomes the session's actor (SPEC §3), so the gateway knows who
+/// asks on the routes that approvals alone decide.
+pub async fn step_up_first(gw: &Gateway, session: &str, target: &str, body: &[u8]) -> RawResponse {
+    let (_, ch) = challenge(gw, session, target, body).await;
+    complete_with_token(gw, &hold_id(&ch), session, &bound_token(gw, &ch)).await
+}
+
 pub fn hold_id(ch: &Value) -> String {
     ch["hold_id"].as_str().expect("hold_id is a string").to_owned()
 }

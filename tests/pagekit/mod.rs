@@ -61,9 +61,27 @@ pub async fn setup(top: &str) -> Setup {
     }
 }
 
+/// Names who is behind `cookie`: `user` (enrolled here) confirms a user
+/// deletion on that session with a TOTP code for time `now`. The gateway
+/// refuses an approval-only request (the transfer) from a session nobody
+/// was named on, since its requester could be the approver.
+pub async fn step_up_on(gw: &Gateway, cookie: &str, user: &str, now: u64) {
+    let secret = enroll(&gw.dir, user);
+    let held = post_form(gw, "/admin/users/nobody/delete", &[("cookie", cookie)], "").await;
+    assert_eq!(held.status, 401, "{}", body_text(&held));
+    let hold = held.json()["hold_id"].as_str().expect("hold id").to_owned();
+    let done = complete_totp(gw, cookie, &hold, user, &pyotp_at(&secret, now)).await;
+    assert_eq!(done.status, 200, "{}", body_text(&done));
+}
+
 impl Setup {
     pub fn now(&self) -> u64 {
         stepgate::clock::unix_secs(stepgate::clock::Clock::now(self.clock.as_ref()))
+    }
+
+    /// [`step_up_on`] at the gateway's time.
+    pub async fn step_up_on(&self, cookie: &str, user: &str) {
+        step_up_on(&self.gw, cookie, user, self.now()).await;
     }
 
     /// Bob's code `steps` time steps from the gateway's now.

@@ -218,3 +218,45 @@ fn round_two_settings_refuse_hostile_values() {
         assert!(e.contains(at), "{yaml} -> {e}");
     }
 }
+
+/// Approvals alone, and nothing that names the requester: `check` warns,
+/// since the gateway refuses such requests from sessions nobody is bound
+/// to. An identity source, a proof method or a workload certificate each
+/// name the requester, so those routes get no such warning.
+#[test]
+fn approval_only_routes_without_a_requester_identity_are_warned_about() {
+    let routes = "  - name: wire
+    match: { path: /wire }
+    require: { approvals: 1 }
+  - name: vendor
+    match: { path: /vendor }
+    require: { methods: [totp], approvals: 1 }
+  - name: agent
+    match: { caller: workload, path: /agent }
+    require: { approvals: 1 }
+";
+    let unknown = |c: &Config| -> Vec<String> {
+        c.warnings
+            .iter()
+            .filter(|w| w.contains("no `identity:` source names the requester"))
+            .cloned()
+            .collect()
+    };
+    let c = from_str(&with_routes(routes), "routes.yaml").expect("valid");
+    let warned = unknown(&c);
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].starts_with("routes.yaml:"), "{}", warned[0]);
+    assert!(warned[0].contains("routes[0].require"), "{}", warned[0]);
+    assert!(warned[0].contains("401 no_identity"), "{}", warned[0]);
+    assert!(warned[1].contains("routes[2].require"), "{}", warned[1]);
+
+    let mtls =
+        format!("{BASE}identity: {{ mtls: true }}\nroutes:\n{routes}").replace("k.pem }", "k.pem, client_ca: ca.pem }");
+    let warned = unknown(&from_str(&mtls, "routes.yaml").expect("valid"));
+    assert_eq!(warned.len(), 1, "a workload certificate names the agent: {warned:?}");
+    assert!(warned[0].contains("routes[0].require"), "{}", warned[0]);
+
+    let header = format!("{BASE}identity: {{ header: X-Remote-User }}\nroutes:\n{routes}");
+    let c = from_str(&header, "routes.yaml").expect("valid");
+    assert!(unknown(&c).is_empty(), "{:?}", c.warnings);
+}

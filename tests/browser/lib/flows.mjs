@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { parseChallenge } from "./assertion.mjs";
+import { totp } from "./totp.mjs";
 
 export const TIMEOUT = 20_000;
 
@@ -60,6 +61,23 @@ export async function deleteUser(page, demo, user) {
   return submitHeld(page, `/admin/users/${user}/delete`, () =>
     page.getByRole("button", { name: `Delete ${user}`, exact: true }).click(),
   );
+}
+
+/// Deletes `user` and confirms with admin's code. From then on the gateway
+/// knows who is behind this session, which a payment needs: approvals
+/// alone decide it, and the gateway holds no such request from a session
+/// nobody was named on (its requester could be the approver).
+export async function confirmDeleteAsAdmin(page, demo, user) {
+  const del = await deleteUser(page, demo, user);
+  await page.getByLabel("Your user name").fill("admin");
+  await page.getByLabel("Authenticator code").fill(totp(demo.totpSecret("admin")));
+  const done = await responseTo(
+    page,
+    (r) => isComplete(r, del.hold),
+    () => page.getByRole("button", { name: "Confirm with code" }).click(),
+  );
+  assert.equal(done.status(), 303, `the delete's completion got ${done.status()}`);
+  await expectDeleted(page, user);
 }
 
 /// After a released delete: the console's user list, without `user`,

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { verifyAssertion } from "../lib/assertion.mjs";
 import { addAuthenticator, requesterAndApprover } from "../lib/browser.mjs";
-import { enrollPasskey, executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
+import { confirmDeleteAsAdmin, enrollPasskey, executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
 
 export default async function ({ demo, browser, track, log }) {
   const { req, approver: bob } = await requesterAndApprover(browser, track);
@@ -16,6 +16,7 @@ export default async function ({ demo, browser, track, log }) {
   await enrollPasskey(bob, demo, "bob");
 
   await signIn(req, demo);
+  await confirmDeleteAsAdmin(req, demo, "alice");
   await req.goto(`${demo.origin}/admin/transfer`);
   await req.getByLabel("Amount").fill("40000");
   const { hold, txn } = await submitHeld(req, "/api/transfers", () =>

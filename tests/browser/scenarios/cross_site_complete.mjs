@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import { requesterAndApprover } from "../lib/browser.mjs";
-import { executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
+import { confirmDeleteAsAdmin, executed, expectHeading, isComplete, responseTo, signIn, submitHeld, TIMEOUT } from "../lib/flows.mjs";
 
 /// The attacker's site: `/collect` and `/break` each auto-submit a form
 /// to the gateway as soon as the page loads.
@@ -42,6 +42,7 @@ async function attackerSite(demo, hold) {
 export default async function ({ demo, browser, track, log }) {
   const { req: victim } = await requesterAndApprover(browser, track);
   await signIn(victim, demo);
+  await confirmDeleteAsAdmin(victim, demo, "alice");
   await victim.goto(`${demo.origin}/admin/transfer`);
   await expectHeading(victim, "Payments");
   await victim.getByLabel("Payee").fill("Mallory Holdings");
