@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub enum Framework {
     Express,
     Flask,
+    /// The Flask app behind Werkzeug's `ProxyFix`, which believes one hop
+    /// of `X-Forwarded-*` (the gateway's).
+    FlaskProxyFix,
     FlaskGunicorn,
     Hypercorn,
     Rack,
@@ -26,9 +29,10 @@ pub enum Framework {
 }
 
 impl Framework {
-    pub const ALL: [Framework; 7] = [
+    pub const ALL: [Framework; 8] = [
         Framework::Express,
         Framework::Flask,
+        Framework::FlaskProxyFix,
         Framework::FlaskGunicorn,
         Framework::Hypercorn,
         Framework::Rack,
@@ -41,6 +45,7 @@ impl Framework {
         match self {
             Framework::Express => "express",
             Framework::Flask => "flask",
+            Framework::FlaskProxyFix => "flask-proxyfix",
             Framework::FlaskGunicorn => "gunicorn",
             Framework::Hypercorn => "hypercorn",
             Framework::Rack => "rack",
@@ -254,6 +259,11 @@ fn command(f: Framework, dir: &Path, port: u16) -> (Command, PathBuf) {
         Framework::Flask => {
             let mut c = Command::new(venv_python());
             c.current_dir(&up).arg("flask_app.py").arg(&port_s).arg(&log);
+            c
+        }
+        Framework::FlaskProxyFix => {
+            let mut c = Command::new(venv_python());
+            c.current_dir(&up).arg("flask_proxyfix.py").arg(&port_s).arg(&log);
             c
         }
         Framework::FlaskGunicorn => {

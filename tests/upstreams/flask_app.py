@@ -60,6 +60,13 @@ def record(handler):
         "session": request.cookies.get("SESSIONID"),
         "assertion": request.headers.get("X-StepUp-Assertion"),
         "headers": dict(request.headers),
+        # What the app believes about the client and its own URL; behind
+        # ProxyFix (flask_proxyfix.py) these come from X-Forwarded-*.
+        "remote_addr": request.remote_addr,
+        "scheme": request.scheme,
+        "host_port": request.host,
+        "url_root": request.url_root,
+        "peer": request.environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", request.remote_addr),
     }
     with open(LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
