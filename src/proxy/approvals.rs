@@ -261,7 +261,7 @@ async fn decide_json(
     if now > state.deadline {
         // Too late to count: the approver's proof is not spent on it, and
         // the hold expires with its record.
-        let _ = ending::expire(gw, &meta, ending::DEADLINE, now).await;
+        let _ = super::fleet::expire(gw, &meta, ending::DEADLINE, now).await;
         return Err(Reject::HoldExpired);
     }
     // A passkey assertion, when sent, must be good; it also stands in for

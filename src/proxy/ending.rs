@@ -33,20 +33,7 @@ pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: &'static str, state: 
     gw.notify(event, meta, now);
 }
 
-/// Expires hold `meta` now, and records it if this call is what ended it.
-/// An abandoned waiter whose deadline had passed anyway is an expiry.
-pub(super) async fn expire(
-    gw: &std::sync::Arc<Gateway>,
-    meta: &HoldMeta,
-    reason: &str,
-    now: SystemTime,
-) -> Result<Applied, EngineError> {
-    let applied = super::fleet::apply(gw, &meta.id, Event::Expire, now).await?;
-    closing(gw, meta, reason, now, &applied);
-    Ok(applied)
-}
-
-/// [`expire`] without waiting, for the memory engine, where it cannot
+/// [`super::fleet::expire`] without waiting, for the memory engine, where it cannot
 /// wait on anything (a connection's drop).
 pub(super) fn expire_here(
     gw: &Gateway,
@@ -59,7 +46,7 @@ pub(super) fn expire_here(
     Ok(applied)
 }
 
-fn closing(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime, applied: &Applied) {
+pub(super) fn closing(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime, applied: &Applied) {
     if applied.transition == Transition::Expired {
         let late = now > applied.state.deadline;
         match reason {

@@ -283,7 +283,7 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
     let Some(shared) = &gw.shared_holds else { return };
     let now = gw.clock.now();
     for meta in gw.holds.due(now) {
-        match ending::expire(gw, &meta, ending::DEADLINE, now).await {
+        match expire(gw, &meta, ending::DEADLINE, now).await {
             Ok(_) | Err(EngineError::StoreUnavailable) => {}
             // Gone from the store (a Redis that lost its data): it can end
             // only here.
@@ -316,4 +316,17 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
             Err(_) => return,
         }
     }
+}
+
+/// Expires hold `meta` now, and records it if this call is what ended it.
+/// An abandoned waiter whose deadline had passed anyway is an expiry.
+pub(super) async fn expire(
+    gw: &std::sync::Arc<Gateway>,
+    meta: &HoldMeta,
+    reason: &str,
+    now: SystemTime,
+) -> Result<Applied, EngineError> {
+    let applied = apply(gw, &meta.id, Event::Expire, now).await?;
+    ending::closing(gw, meta, reason, now, &applied);
+    Ok(applied)
 }

@@ -374,7 +374,7 @@ async fn wait(
         Reject::ShuttingDown => ending::SHUTDOWN,
         _ => ending::DEADLINE,
     };
-    match ending::expire(gw, meta, reason, gw.clock.now()).await {
+    match super::fleet::expire(gw, meta, reason, gw.clock.now()).await {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
         _ => Err(failure),
     }
@@ -413,7 +413,7 @@ impl Drop for Abandon {
             rt.spawn(async move {
                 // The hold's own write to the store may still be landing.
                 for _ in 0..30 {
-                    match ending::expire(&gw, &meta, ending::CLIENT_GONE, now).await {
+                    match super::fleet::expire(&gw, &meta, ending::CLIENT_GONE, now).await {
                         Err(EngineError::Unknown) => tokio::time::sleep(Duration::from_millis(100)).await,
                         Ok(_) => {
                             tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");

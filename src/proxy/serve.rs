@@ -116,7 +116,7 @@ async fn seal(gw: &Arc<Gateway>) {
         if gw.shared_holds.is_some() && meta.mode != crate::policy::HoldMode::Hold {
             continue;
         }
-        let _ = ending::expire(gw, &meta, ending::SHUTDOWN, now).await;
+        let _ = super::fleet::expire(gw, &meta, ending::SHUTDOWN, now).await;
     }
     if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
         tracing::error!(error = %e, "could not seal the audit trail at shutdown");

@@ -199,6 +199,6 @@ pub(in crate::proxy) async fn late(
         );
         gw.metrics.proof(method, false);
     }
-    let _ = ending::expire(gw, meta, ending::DEADLINE, now).await;
+    let _ = crate::proxy::fleet::expire(gw, meta, ending::DEADLINE, now).await;
     Reject::HoldExpired
 }
