@@ -213,10 +213,18 @@ const ROUTES: &str = "
 
 const BODY: &[u8] = b"{\"confirm\":true}";
 
+/// An approval-only route holds a request only for a known requester: the
+/// agent is named by the SSO proxy in front (the test client's address).
+const SSO: &str = "trusted_proxies: [127.0.0.1/32]\nidentity: { header: X-Remote-User }\n";
+
 async fn fleet(up: &Upstream, redis: &RedisServer, bob: &ApproverKey) -> (Instance, Instance) {
+    fleet_with(up, redis, bob, "").await
+}
+
+async fn fleet_with(up: &Upstream, redis: &RedisServer, bob: &ApproverKey, more: &str) -> (Instance, Instance) {
     let top = extra(
         &[approvers_line(&[bob.yaml(&["treasury"], false)])],
-        &redis.state_yaml(),
+        &format!("{}{more}", redis.state_yaml()),
     );
     let a = Instance::start(up.addr, ROUTES, &top).await;
     let b = a.peer(Arc::new(stepgate::clock::SystemClock)).await;
@@ -247,13 +255,17 @@ async fn a_hold_created_on_a_and_approved_on_b_is_released_once_on_a() {
     let redis = RedisServer::start();
     let up = Upstream::start().await;
     let bob = ApproverKey::new("bob");
-    let (a, b) = fleet(&up, &redis, &bob).await;
+    let (a, b) = fleet_with(&up, &redis, &bob, SSO).await;
 
     // The agent waits on A.
     let req = request(
         "POST",
         "/api/agent/transfers",
-        &[("cookie", "SESSIONID=agent"), ("content-type", "application/json")],
+        &[
+            ("cookie", "SESSIONID=agent"),
+            ("x-remote-user", "agent-7"),
+            ("content-type", "application/json"),
+        ],
         b"{\"amount\":5}",
     );
     let (addr, pki) = (a.addr, a.pki.clone());
