@@ -46,6 +46,13 @@ pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch; times before 1970 clamp to 0.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// RFC 3339 UTC with milliseconds (`2026-11-24T04:10:23.123Z`), without a
 /// calendar dependency: days since the epoch to a civil date is the
 /// well-known era arithmetic.

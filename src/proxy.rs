@@ -318,9 +318,11 @@ impl Gateway {
         };
         let shared_holds = match &config.state {
             crate::config::StateConfig::Memory => None,
-            crate::config::StateConfig::Redis { url, prefix } => {
-                Some(Arc::new(crate::store::RedisHolds::new(url, prefix)?))
-            }
+            crate::config::StateConfig::Redis { url, prefix } => Some(Arc::new(crate::store::RedisHolds::new(
+                url,
+                prefix,
+                config.limits.keep_ended_holds,
+            )?)),
         };
         let state: Arc<dyn StateStore> = match &config.state {
             crate::config::StateConfig::Memory => {

@@ -13,6 +13,9 @@ use stepgate::ids::{HoldId, Sid, Txn};
 use stepgate::policy::{HoldMode, ProofMethod, Requirements};
 use stepgate::store::redis_holds::{Commit, HoldStoreError, RedisHolds};
 
+/// How long an ended hold stays readable in the store.
+const KEEP: Duration = Duration::from_secs(300);
+
 fn meta() -> HoldMeta {
     HoldMeta {
         id: HoldId::random(),
@@ -69,7 +72,7 @@ fn proof() -> Proof {
 #[tokio::test]
 async fn the_store_script_allows_exactly_the_state_machines_transitions() {
     let redis = RedisServer::start();
-    let store = RedisHolds::new(&redis.url(), "stepgate").expect("store");
+    let store = RedisHolds::new(&redis.url(), "stepgate", KEEP).expect("store");
     let mut allowed = 0;
     for from in Phase::ALL {
         for to in Phase::ALL {
@@ -139,8 +142,8 @@ async fn the_store_script_allows_exactly_the_state_machines_transitions() {
 #[tokio::test]
 async fn racing_proofs_from_two_instances_release_once_and_hand_the_request_to_one() {
     let redis = RedisServer::start();
-    let a = Arc::new(RedisHolds::new(&redis.url(), "stepgate").expect("a"));
-    let b = Arc::new(RedisHolds::new(&redis.url(), "stepgate").expect("b"));
+    let a = Arc::new(RedisHolds::new(&redis.url(), "stepgate", KEEP).expect("a"));
+    let b = Arc::new(RedisHolds::new(&redis.url(), "stepgate", KEEP).expect("b"));
     let m = meta();
     a.put(&m, &state(Phase::Pending), &parked(), "a").await.expect("put");
     let mut tasks = Vec::new();

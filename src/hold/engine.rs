@@ -198,11 +198,6 @@ impl HoldEngine {
         self
     }
 
-    /// Holds remembered now, open or ended: what the engine keeps in memory.
-    pub fn kept_count(&self) -> usize {
-        self.holds.len()
-    }
-
     /// Caps the bytes of all parked requests together.
     pub fn with_max_held_bytes(mut self, max: u64) -> Self {
         self.max_held_bytes = max;

@@ -5,6 +5,7 @@
 
 use super::engine::{HoldMeta, Parked};
 use super::state::{Approval, HoldState, Phase, Proof};
+use crate::clock::unix_millis;
 use crate::ids::{HoldId, Sid, Txn};
 use crate::policy::{BreakGlass, HoldMode, ProofMethod, Requirements};
 use bytes::Bytes;
@@ -19,10 +20,6 @@ pub struct WireError(String);
 
 fn bad(what: &str) -> WireError {
     WireError(what.to_owned())
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn at(ms: u64) -> SystemTime {
@@ -114,7 +111,7 @@ pub fn encode_state(s: &HoldState) -> String {
             break_glass: r.break_glass.map(|b| (b.reason_required, b.replaces_approvals)),
             acr: r.acr.clone(),
         },
-        deadline_ms: millis(s.deadline),
+        deadline_ms: unix_millis(s.deadline),
         attempts_left: s.attempts_left,
         proof: s.proof.as_ref().map(|p| ProofWire {
             method: p.method.as_str().to_owned(),
@@ -187,7 +184,7 @@ pub fn encode_meta(m: &HoldMeta) -> String {
         path: m.path.clone(),
         pq: m.path_and_query.clone(),
         mode: m.mode.as_str().to_owned(),
-        created_ms: millis(m.created),
+        created_ms: unix_millis(m.created),
         ip: m.client_ip,
         risk: m.risk.clone(),
         identity: m.identity.clone(),

@@ -196,13 +196,9 @@ async fn catch_up(gw: &Arc<Gateway>, id: &HoldId) {
         }
     };
     let now = gw.clock.now();
-    if stored.phase == FORWARDING {
-        // Someone took it; only possible for a waiter here when this
-        // instance did, so nothing is left to do but keep the mirror.
-        let _ = gw.holds.mirror(id, stored.state, false, now);
-        return;
-    }
-    if stored.state.phase != crate::hold::Phase::Released {
+    // Taken already (only this instance takes a release for a waiter
+    // here), or not released: keeping the mirror is all there is to do.
+    if stored.phase == FORWARDING || stored.state.phase != crate::hold::Phase::Released {
         let _ = gw.holds.mirror(id, stored.state, false, now);
         return;
     }
@@ -321,7 +317,7 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
 /// Expires hold `meta` now, and records it if this call is what ended it.
 /// An abandoned waiter whose deadline had passed anyway is an expiry.
 pub(super) async fn expire(
-    gw: &std::sync::Arc<Gateway>,
+    gw: &Arc<Gateway>,
     meta: &HoldMeta,
     reason: &str,
     now: SystemTime,

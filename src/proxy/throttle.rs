@@ -14,11 +14,12 @@
 
 use super::respond::Reject;
 use super::Gateway;
+use crate::clock::unix_millis;
 use crate::hold::engine::client_key;
 use crate::ids::Sid;
 use crate::store::RateLimiter;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Requests one client address may make at once, and per minute after.
 pub(crate) const CLIENT_BURST: u32 = 30;
@@ -42,16 +43,10 @@ impl Default for Throttle {
     }
 }
 
-fn millis(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Throttle {
     pub(crate) fn purge(&self, now: SystemTime) {
-        self.clients.purge(millis(now));
-        self.sessions.purge(millis(now));
+        self.clients.purge(unix_millis(now));
+        self.sessions.purge(unix_millis(now));
     }
 }
 
@@ -75,7 +70,7 @@ pub(super) fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result
     let key = owner(client);
     gw.throttle
         .clients
-        .take(&key, millis(gw.clock.now()))
+        .take(&key, unix_millis(gw.clock.now()))
         .map_err(|wait| refused(gw, what, "client", wait))
 }
 
@@ -83,6 +78,6 @@ pub(super) fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result
 pub(super) fn session(gw: &Gateway, sid: &Sid, what: &'static str) -> Result<(), Reject> {
     gw.throttle
         .sessions
-        .take(sid.as_str(), millis(gw.clock.now()))
+        .take(sid.as_str(), unix_millis(gw.clock.now()))
         .map_err(|wait| refused(gw, what, "session", wait))
 }

@@ -23,20 +23,17 @@
 //! caller can take, and it is what entitles an instance to forward.
 
 use super::shared::StateError;
+use crate::clock::unix_secs;
 use crate::hold::engine::{HoldMeta, Parked};
 use crate::hold::state::{Event, HoldError, HoldState, Phase, Transition, TRANSITIONS};
 use crate::hold::wire;
 use crate::ids::HoldId;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Value;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The store-only step after `released`: the parked request is taken.
 pub const FORWARDING: &str = "forwarding";
-
-/// How long an ended hold stays readable, so late callers learn how it
-/// ended (the memory engine keeps ended holds as long).
-pub const LINGER: Duration = Duration::from_secs(300);
 
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -137,6 +134,7 @@ pub struct RedisHolds {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
+    keep: Duration,
     step: redis::Script,
     claim: redis::Script,
 }
@@ -149,10 +147,6 @@ impl std::fmt::Debug for RedisHolds {
 
 fn unavailable(e: impl std::fmt::Display) -> StateError {
     StateError::Unavailable(e.to_string())
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 async fn timed<T>(op: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StateError> {
@@ -178,19 +172,16 @@ fn int(v: &Value) -> Option<i64> {
 }
 
 impl RedisHolds {
-    /// Connects lazily, like the rest of the Redis state.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, StateError> {
-        let client = redis::Client::open(url).map_err(|e| unavailable(e.category()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+    /// Connects lazily, like the rest of the Redis state. An ended hold
+    /// stays readable for `keep` after its deadline (`limits.keep_ended_holds`,
+    /// as the memory engine keeps it), so late callers learn how it ended.
+    pub fn new(url: &str, prefix: &str, keep: Duration) -> Result<Self, StateError> {
+        let (client, conn) = super::redis_state::connect(url)?;
         Ok(RedisHolds {
             client,
             conn,
             prefix: prefix.to_owned(),
+            keep,
             step: redis::Script::new(&STEP.replace("__TABLE__", &lua_table())),
             claim: redis::Script::new(CLAIM),
         })
@@ -221,7 +212,7 @@ impl RedisHolds {
         owner: &str,
     ) -> Result<(), StateError> {
         let key = self.key(meta.id.as_str());
-        let expire_at = secs(state.deadline) + LINGER.as_secs();
+        let expire_at = unix_secs(state.deadline) + self.keep.as_secs();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -245,7 +236,7 @@ impl RedisHolds {
             .ignore()
             .cmd("ZADD")
             .arg(self.index())
-            .arg(secs(state.deadline))
+            .arg(unix_secs(state.deadline))
             .arg(meta.id.as_str())
             .ignore();
         let mut c = self.conn.clone();
@@ -470,19 +461,6 @@ impl RedisHolds {
         let mut ps = timed(self.client.get_async_pubsub()).await?;
         timed(ps.subscribe(self.channel())).await?;
         Ok(ps)
-    }
-
-    /// Bytes Redis uses for one hold's key (`MEMORY USAGE`), for benches.
-    pub async fn memory_usage(&self, id: &HoldId) -> Result<u64, StateError> {
-        let mut c = self.conn.clone();
-        let n: Option<u64> = timed(
-            redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(self.key(id.as_str()))
-                .query_async(&mut c),
-        )
-        .await?;
-        Ok(n.unwrap_or(0))
     }
 }
 

@@ -59,20 +59,28 @@ fn digest(text: &str) -> String {
         .collect()
 }
 
+/// A client for `url` and its lazily connected, self-healing connection,
+/// with the short timeouts every store operation relies on (a request
+/// must not hang on a Redis that is gone).
+pub(super) fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), StateError> {
+    let client = redis::Client::open(url).map_err(|e| StateError::Unavailable(e.category().to_owned()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(200));
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(|e| StateError::Unavailable(e.to_string()))?;
+    Ok((client, conn))
+}
+
 impl RedisState {
     /// Connects lazily: nothing is sent until the first operation (see
     /// [`StateStore::join`], which the server runs before it serves).
     /// Must be called inside a Tokio runtime, which then drives the
     /// connection for every serving thread.
     pub fn new(url: &str, prefix: &str) -> Result<Self, StateError> {
-        let client = redis::Client::open(url).map_err(|e| StateError::Unavailable(e.category().to_owned()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        let (_, conn) = connect(url)?;
         Ok(RedisState {
             conn,
             prefix: prefix.to_owned(),
