@@ -220,31 +220,7 @@ async fn an_approver_signs_in_and_decides_with_a_passkey_each_challenge_for_its_
     ];
     let gw = Gateway::start(up.addr, ROUTES, &extra(&stepup, "")).await;
     let mut key = SoftKey::new("localhost", "https://localhost");
-    let run = stepgate(&gw.dir, &["enroll", "webauthn", "bob"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let token = run
-        .stdout
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let opts = post_json(
-        &gw,
-        "/.stepup/enroll/options",
-        &[],
-        &serde_json::json!({ "token": token }),
-    )
-    .await;
-    let done = post_json(
-        &gw,
-        "/.stepup/enroll/finish",
-        &[],
-        &serde_json::json!({"token": token, "credential": key.register(&opts.json())}),
-    )
-    .await;
-    assert_eq!(done.status, 200, "{}", body_text(&done));
+    enroll_passkey(&gw, "bob", &key).await;
 
     let enc = |v: &serde_json::Value| form_urlencoded::byte_serialize(v.to_string().as_bytes()).collect::<String>();
     let c = "SESSIONID=pages-passkey-payer";

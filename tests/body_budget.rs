@@ -11,7 +11,6 @@ mod holdkit;
 use common::upstreams::{Framework, RealUpstream};
 use common::*;
 use holdkit::*;
-use rustls::pki_types::ServerName;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -34,15 +33,7 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// A TLS connection to the gateway from the source address `from`.
 async fn connect_from(gw: &Gateway, from: &str) -> Tls {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(format!("{from}:0").parse().expect("address"))
-        .expect("bind a loopback source address");
-    let tcp = socket.connect(gw.addr).await.expect("connect");
-    tokio_rustls::TlsConnector::from(gw.pki.client_config(&[b"http/1.1"]))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake")
+    tls_from(from, gw.addr, &gw.pki).await
 }
 
 /// A form body of `len` bytes whose one field shows, at the upstream,

@@ -30,7 +30,6 @@ use common::authenticator::SoftKey;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use stepgate::clock::ManualClock;
@@ -93,42 +92,12 @@ async fn setup() -> Setup {
     }
 }
 
-async fn enroll_passkey(gw: &Gateway, user: &str, key: &SoftKey) {
-    let run = stepgate(&gw.dir, &["enroll", "webauthn", user]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let token = run
-        .stdout
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let opts = post_json(gw, "/.stepup/enroll/options", &[], &json!({ "token": token })).await;
-    assert_eq!(opts.status, 200, "{}", body_text(&opts));
-    let done = post_json(
-        gw,
-        "/.stepup/enroll/finish",
-        &[],
-        &json!({"token": token, "credential": key.register(&opts.json())}),
-    )
-    .await;
-    assert_eq!(done.status, 200, "{}", body_text(&done));
-}
-
 // ------------------------------------------------------------ client sockets
 
 /// One request over TLS from a socket bound to `source` (an address of
 /// 127/8), so the gateway sees that peer address.
 async fn from(source: &str, gw: &Gateway, req: &[u8]) -> RawResponse {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
-    let tcp = socket.connect(gw.addr).await.expect("connect");
-    let connector = tokio_rustls::TlsConnector::from(gw.pki.client_config(&[b"http/1.1"]));
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
-    tls.write_all(req).await.expect("write");
-    read_response(&mut tls).await
+    raw_from(source, gw.addr, &gw.pki, req).await
 }
 
 fn json_request(path: &str, headers: &[(&str, &str)], body: &Value) -> Vec<u8> {

@@ -15,7 +15,6 @@ mod holdkit;
 use common::upstreams::{Framework, Ran, RealUpstream};
 use common::*;
 use holdkit::{bound_token, complete_with_token, hold_id};
-use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Everything a client might write to steer what the app believes: the
@@ -40,18 +39,11 @@ const SPOOFED: &[(&str, &str)] = &[
 /// The client's own address: not the address the gateway connects to the
 /// app from (127.0.0.1), so the app's idea of the client can only come from
 /// the `X-Forwarded-For` the gateway wrote.
-const CLIENT_IP: [u8; 4] = [127, 0, 0, 2];
+const CLIENT_IP: &str = "127.0.0.2";
 
 /// One HTTP/1.1 request over TLS from [`CLIENT_IP`].
 async fn from_client(gw: &Gateway, request: &[u8]) -> RawResponse {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((CLIENT_IP, 0))).expect("bind 127.0.0.2");
-    let tcp = socket.connect(gw.addr).await.expect("connect");
-    let connector = tokio_rustls::TlsConnector::from(gw.pki.client_config(&[b"http/1.1"]));
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
-    tls.write_all(request).await.expect("write");
-    read_response(&mut tls).await
+    raw_from(CLIENT_IP, gw.addr, &gw.pki, request).await
 }
 
 /// The same request straight to the app over plain HTTP, as an attacker

@@ -17,7 +17,7 @@ mod stepup_kit;
 
 use common::upstreams::{Framework, RealUpstream};
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use stepup_kit::*;
 
 const ROUTES: &str = "
@@ -60,14 +60,6 @@ async fn transfer(gw: &Gateway, cookie: &str, payee: &str) -> RawResponse {
     .await
 }
 
-fn trail(gw: &Gateway, event: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(gw.dir.join("state/audit.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == event)
-        .collect()
-}
-
 #[tokio::test]
 async fn an_anonymous_request_that_only_approvals_decide_is_never_held_for_its_author_to_approve() {
     let Setup { flask, gw, bob, carol } = setup().await;
@@ -92,7 +84,10 @@ async fn an_anonymous_request_that_only_approvals_decide_is_never_held_for_its_a
         assert_eq!(q.status, 200, "{}", body_text(&q));
         assert_eq!(q.json()["holds"], json!([]), "{}", approver.name);
     }
-    assert!(trail(&gw, "hold.created").is_empty(), "no hold.created in the trail");
+    assert!(
+        gw.audit_events("hold.created").is_empty(),
+        "no hold.created in the trail"
+    );
     assert!(
         flask.ran_handler("transfer").is_empty(),
         "Flask ran the transfer: {:?}",
@@ -167,7 +162,7 @@ async fn a_requester_named_by_an_earlier_step_up_cannot_approve_but_another_appr
     assert_eq!(claims["sub"], "bob", "the requester is accountable");
     assert_eq!(claims["approvers"].as_array().map(Vec::len), Some(1));
     assert_eq!(claims["approvers"][0]["sub"], "carol");
-    let created = trail(&gw, "hold.created");
+    let created = gw.audit_events("hold.created");
     let transfer_hold = created.iter().find(|r| r["hold"] == id).expect("hold.created");
     assert_eq!(transfer_hold["requester"], "bob", "{transfer_hold}");
 }

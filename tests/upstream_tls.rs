@@ -7,9 +7,11 @@
 //! missing, unreadable and half-configured upstream TLS settings.
 
 mod common;
+mod holdkit;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::ServerName;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -228,8 +230,6 @@ impl Drop for Nginx {
     }
 }
 
-use rustls::pki_types::pem::PemObject;
-
 fn named<'a>(records: &'a [serde_json::Value], uri: &str) -> Vec<&'a serde_json::Value> {
     records.iter().filter(|r| r["request_uri"] == uri).collect()
 }
@@ -255,25 +255,10 @@ async fn pass_through_and_a_released_hold_travel_over_verified_tls_with_the_clie
 
     // A held request, released with a token, goes upstream over TLS too,
     // with its assertion.
-    let cookie = ("cookie", "SESSIONID=tls-session");
     let target = "/admin/users/carol/delete";
-    let resp = raw(gw.addr, &gw.pki, &request("POST", target, &[cookie], b"x=1")).await;
-    assert_eq!(resp.status, 401);
-    let ch = resp.json();
-    let hold = ch["hold_id"].as_str().expect("hold id");
-    let token = gw.token(serde_json::json!({"sid": ch["sid"], "txn": ch["txn"]}));
-    let proof = serde_json::json!({"method": "token", "token": token}).to_string();
-    let resp = raw(
-        gw.addr,
-        &gw.pki,
-        &request(
-            "POST",
-            &format!("/.stepup/holds/{hold}/complete"),
-            &[cookie],
-            proof.as_bytes(),
-        ),
-    )
-    .await;
+    let (_, ch) = holdkit::challenge(&gw, "tls-session", target, b"x=1").await;
+    let token = holdkit::bound_token(&gw, &ch);
+    let resp = holdkit::complete_with_token(&gw, &holdkit::hold_id(&ch), "tls-session", &token).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     assert_eq!(resp.json()["served"], target);
 

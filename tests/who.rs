@@ -40,14 +40,6 @@ async fn complete(gw: &Gateway, headers: &[(&str, &str)], hold: &Value, proof: V
     raw(gw.addr, &gw.pki, &request("POST", &target, &headers, body.as_bytes())).await
 }
 
-fn audit_events(gw: &Gateway, event: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(gw.dir.join("state/audit.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == event)
-        .collect()
-}
-
 // ------------------------------------------------------------ cookie reader
 
 #[tokio::test]
@@ -163,7 +155,7 @@ async fn a_thief_with_the_legacy_cookie_cannot_omit_double_or_swap_the_identity(
         "{}",
         text(&resp)
     );
-    let mismatches = audit_events(&gw, "identity.mismatch");
+    let mismatches = gw.audit_events("identity.mismatch");
     assert_eq!(mismatches.len(), 1, "{mismatches:?}");
     assert_eq!(mismatches[0]["sub"], "mallory");
     assert_eq!(mismatches[0]["sid"], gw.sid("bob-legacy"));
@@ -221,7 +213,7 @@ async fn the_first_person_to_step_up_on_an_anonymous_session_is_its_only_actor()
     let resp = complete(&gw, &session, &hold, json!({"method": "token", "token": token})).await;
     assert_eq!(resp.error_code(), "identity_mismatch");
     assert_eq!(up.requests().len(), 1, "nothing more was forwarded");
-    let mismatches = audit_events(&gw, "identity.mismatch");
+    let mismatches = gw.audit_events("identity.mismatch");
     assert_eq!(mismatches.len(), 2, "{mismatches:?}");
     assert!(mismatches.iter().all(|m| m["sub"] == "mallory" && m["bound"] == "bob"));
 

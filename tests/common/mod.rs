@@ -492,6 +492,15 @@ stepup:
         }
     }
 
+    /// The records of `event` in this gateway's trail so far.
+    pub fn audit_events(&self, event: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.gw.config().audit.path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
     pub fn sid(&self, session_value: &str) -> String {
         self.gw.session_key.sid(session_value.as_bytes()).as_str().to_owned()
     }
@@ -656,6 +665,29 @@ pub async fn tls_connect(addr: SocketAddr, pki: &Pki, alpn: &[&[u8]]) -> tokio_r
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("handshake")
+}
+
+/// A TLS connection (HTTP/1.1) to `addr` from the loopback address
+/// `source` (Linux routes all of 127/8 to lo), so the gateway sees a peer
+/// other than 127.0.0.1: per-client budgets and rates are keyed by it.
+pub async fn tls_from(source: &str, addr: SocketAddr, pki: &Pki) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let bind: std::net::IpAddr = source.parse().expect("source address");
+    socket
+        .bind(SocketAddr::new(bind, 0))
+        .expect("bind a loopback source address");
+    let tcp = socket.connect(addr).await.expect("connect");
+    tokio_rustls::TlsConnector::from(pki.client_config(&[b"http/1.1"]))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake")
+}
+
+/// [`raw`] from the loopback address `source` (see [`tls_from`]).
+pub async fn raw_from(source: &str, addr: SocketAddr, pki: &Pki, request: &[u8]) -> RawResponse {
+    let mut tls = tls_from(source, addr, pki).await;
+    tls.write_all(request).await.expect("write");
+    read_response(&mut tls).await
 }
 
 /// Sends `request` byte for byte over a fresh TLS connection (HTTP/1.1)

@@ -464,3 +464,33 @@ impl Drop for Hook {
 pub fn notify_yaml(url: &str) -> String {
     format!("notify: {{ webhook: '{url}' }}\n")
 }
+
+/// Registers `key` for `user` through the link `stepgate enroll webauthn`
+/// prints, as a person following it in a browser would.
+pub async fn enroll_passkey(gw: &Gateway, user: &str, key: &crate::common::authenticator::SoftKey) {
+    let run = stepgate(&gw.dir, &["enroll", "webauthn", user]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let token = run
+        .stdout
+        .split("token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no enrollment link in {:?}", run.stdout))
+        .to_owned();
+    let opts = post_json(
+        gw,
+        "/.stepup/enroll/options",
+        &[],
+        &serde_json::json!({ "token": token }),
+    )
+    .await;
+    assert_eq!(opts.status, 200, "{}", body_text(&opts));
+    let done = post_json(
+        gw,
+        "/.stepup/enroll/finish",
+        &[],
+        &serde_json::json!({"token": token, "credential": key.register(&opts.json())}),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", body_text(&done));
+}
