@@ -368,3 +368,27 @@ async fn fifty_completions_split_over_two_instances_forward_one_request() {
     assert_eq!(ok, 1, "one completion gets the upstream's answer");
     assert_eq!(up.count("/admin/users/u9/"), 1, "the upstream saw one request");
 }
+
+/// A stored hold expires `limits.keep_ended_holds` after its deadline (the
+/// deadline is two minutes out), as the memory engine forgets it.
+#[tokio::test]
+async fn a_stored_hold_is_kept_for_the_configured_window_after_its_deadline() {
+    let redis = RedisServer::start();
+    for (keep, want) in [(30, 150), (3600, 3720)] {
+        let store = RedisHolds::new(&redis.url(), "stepgate", Duration::from_secs(keep)).expect("store");
+        let m = meta();
+        store
+            .put(&m, &state(Phase::Pending), &parked(), "a")
+            .await
+            .expect("put");
+        let ttl = redis
+            .command(&["TTL", &format!("stepgate:hold:{{{}}}", m.id.as_str())])
+            .and_then(|l| l.trim_start_matches(':').parse::<i64>().ok())
+            .expect("a TTL");
+        // A second or two may pass between the write and the question.
+        assert!(
+            (want - 10..=want).contains(&ttl),
+            "keep {keep}s: TTL {ttl}, want about {want}"
+        );
+    }
+}
