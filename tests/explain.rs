@@ -456,3 +456,30 @@ fn the_gateway_prefix_in_any_case_is_never_forwarded() {
         run.stdout
     );
 }
+
+#[test]
+fn explain_refuses_what_the_gateway_refuses_and_names_a_missing_session() {
+    let dir = Dir::new();
+    // Host and the URL's authority disagree: the gateway answers 400
+    // before any route, so explain must not name one.
+    let run = dir
+        .explain(&["GET", "https://gw.example/admin/sql/run", "-H", "Host: other.example"])
+        .ok();
+    assert!(run.stdout.starts_with("400 bad_request"), "{}", run.stdout);
+    assert_eq!(run.field("route:"), None);
+    // Without a session the gateway answers 401 no_session; explain says so
+    // first, then what it would do with one.
+    let run = dir.explain(&["DELETE", "https://gw.example/api/items/9"]).ok();
+    let session = run.field("session:").expect("the missing session is named");
+    assert!(session.contains("401 no_session"), "{session}");
+    let run = dir
+        .explain(&[
+            "DELETE",
+            "https://gw.example/api/items/9",
+            "-H",
+            "Cookie: SESSIONID=abc",
+        ])
+        .ok();
+    assert_eq!(run.field("session:"), None, "{}", run.stdout);
+    assert!(run.field("hold:").is_some(), "{}", run.stdout);
+}

@@ -1,19 +1,20 @@
 //! `stepgate explain`: what the gateway would do with one request, without
-//! sending it anywhere. Uses the same canonical path, matcher and
-//! conditions as the proxy.
+//! sending it anywhere. It prints the plan of the gateway's own
+//! [`plan`](stepgate::proxy::plan::plan) function, from facts gathered by
+//! the gateway's own checks, so the two cannot disagree.
 
 use super::BadInput;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+use stepgate::clock::unix_secs;
 use stepgate::config::Config;
-use stepgate::policy::body::Reading;
-use stepgate::policy::conditions::{self, RequestFacts, SessionFacts, Verdict};
-use stepgate::route::authority;
-use stepgate::route::canonical::canonicalize;
-use stepgate::route::methods::{effective_methods, form_kind, form_methods};
-use stepgate::route::MatchRequest;
+use stepgate::policy::conditions;
+use stepgate::policy::HoldMode;
+use stepgate::proxy::plan::{self, Plan};
+use stepgate::route::Route;
+use stepgate::store::Sighting;
 
 pub struct Request<'a> {
     pub method: &'a str,
@@ -44,6 +45,10 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         let value = HeaderValue::from_str(v.trim()).map_err(|_| bad(format!("bad header value in `{h}`")))?;
         headers.append(name, value);
     }
+    // Like curl: a path without a host is asked of localhost.
+    if uri.authority().is_none() && !headers.contains_key(http::header::HOST) {
+        headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
+    }
     let body = match r.body {
         Some(p) => std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())))?,
         None => Vec::new(),
@@ -52,121 +57,121 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         Some(t) => parse_time(t)?,
         None => SystemTime::now(),
     };
-    // The gateway refuses these before it even reads the path.
-    if stepgate::proxy::hygiene::check_header_names(&headers).is_err() {
-        say!("400 bad_request: a header name contains `_` (refused before matching)");
-        return Ok(());
-    }
-    // The host as the gateway reads it: the URL's authority, else a `Host`
-    // header given with -H, else localhost.
-    let authority = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => match headers.get(http::header::HOST).map(|v| v.to_str()) {
-            Some(Ok(h)) => h.to_owned(),
-            Some(Err(_)) => String::new(),
-            None => "localhost".to_owned(),
-        },
-    };
-    let host = match authority::host_name(&authority) {
-        Ok(h) => h,
-        Err(e) => {
-            say!("400 bad_request: invalid host `{authority}`: {e}");
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let (mut parts, ()) = request.into_parts();
+
+    // The gateway's own checks, in its order, before any route.
+    let target = match plan::front(&mut parts, config) {
+        Ok(t) => t,
+        Err(reject) => {
+            say!(
+                "{} {}: {} (refused before matching)",
+                reject.status().as_u16(),
+                reject.code(),
+                reject.message()
+            );
             return Ok(());
         }
     };
-    let path = match canonicalize(uri.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            say!("400 bad_request: {e} (an ambiguous path is refused before matching)");
-            return Ok(());
-        }
-    };
-    say!(
-        "request:   {method} {}{}",
-        path.as_str(),
-        uri.query().map(|q| format!("?{q}")).unwrap_or_default()
-    );
-    if path.as_str() != uri.path() {
-        say!("           (canonical form of {})", uri.path());
+    say!("request:   {} {}", parts.method, target.path_and_query());
+    if target.path.as_str() != parts.uri.path() {
+        say!("           (canonical form of {})", parts.uri.path());
     }
-    if stepgate::route::gateway_owns(&config.stepup.prefix, &path) {
+    let websocket = plan::websocket_handshake(&parts);
+    let facts = plan::Request {
+        method: &parts.method,
+        target: &target,
+        headers: &parts.headers,
+        body: Some(&body),
+        client_addr: Some(r.ip),
+        client_ip: r.ip,
+        trusted_peer: false,
+        workload: r.workload,
+        websocket,
+    };
+    // The session as the gateway would have recorded it.
+    let age = r.session_age.unwrap_or_default().as_secs();
+    let mut device = conditions::device_key(plan::user_agent(&parts.headers), r.ip);
+    if r.new_device {
+        device[0] ^= 1;
+    }
+    let mut session = plan::Session {
+        carried: plan::Carried::of(&config.session, &parts.headers, None),
+        seen: Some(Sighting {
+            first: unix_secs(now).saturating_sub(age),
+            device,
+        }),
+    };
+    let mut decided = plan::plan(config, &facts, &session, now);
+    if let (Plan::NeedSession(_), plan::Carried::None) = (&decided, session.carried) {
+        say!("session:   none carried: the gateway answers 401 no_session; below, as with one");
+        session.carried = plan::Carried::One;
+        decided = plan::plan(config, &facts, &session, now);
+    }
+    print(config, &decided);
+    Ok(())
+}
+
+/// The plan, step by step, with the reason for each.
+fn print(config: &Config, decided: &Plan) {
+    if let Plan::Gateway = decided {
         say!(
             "route:     the gateway's own endpoint (under {}): answered here, never forwarded",
             config.stepup.prefix
         );
-        return Ok(());
+        return;
     }
-    let mut methods = effective_methods(&method, &headers, uri.query());
-    let req = |methods: &[Method]| {
-        config.routes.find(&MatchRequest {
-            host: &host,
-            methods,
-            path: &path,
-            query: uri.query(),
-            headers: &headers,
-            workload: r.workload,
-        })
-    };
-    let mut lookup = req(&methods);
-    if lookup.method_miss {
-        if let Some(form) = form_kind(&headers) {
-            match form_methods(form, &body) {
-                Ok(read) => methods.extend(read),
-                Err(e) => {
-                    say!("400 bad_request: {e} (the body's _method is ambiguous)");
-                    return Ok(());
-                }
-            }
-            lookup = req(&methods);
+    match decided.routed() {
+        None if matches!(decided, Plan::Forward(None)) => {
+            say!("route:     none: forwarded untouched (streamed, no step-up)");
+            return;
         }
-    }
-    let read_as = lookup.method.clone().filter(|m| *m != method);
-    let Some(route) = lookup.governing() else {
-        say!("route:     none: forwarded untouched (streamed, no step-up)");
-        return Ok(());
-    };
-    match read_as {
+        None => {}
         // An override chose the stricter route: say so, since the request
         // line alone names another method.
-        Some(m) => say!("route:     {} (action {}) as {m}", route.name, route.action),
-        None => say!("route:     {} (action {})", route.name, route.action),
-    }
-    if route.deny {
-        say!("decision:  403 forbidden (deny: true)");
-        return Ok(());
-    }
-    let session = SessionFacts {
-        first_seen: now
-            .checked_sub(r.session_age.unwrap_or_default())
-            .unwrap_or(SystemTime::UNIX_EPOCH),
-        device_changed: r.new_device,
-    };
-    let reading = match &route.body_reader {
-        None => None,
-        Some(reader) => match Reading::read(reader, &headers, &body) {
-            Ok(reading) => Some(reading),
-            Err(e) => {
-                say!("decision:  400 bad_request ({e})");
-                return Ok(());
-            }
+        Some(r) => match &r.read_as {
+            Some(m) => say!("route:     {} (action {}) as {m}", r.route.name, r.route.action),
+            None => say!("route:     {} (action {})", r.route.name, r.route.action),
         },
-    };
-    let facts = RequestFacts {
-        client_ip: Some(r.ip),
-        headers: &headers,
-        body: reading.as_ref(),
-    };
-    if !route.when.is_empty() {
+    }
+    if let Some(route) = decided.route().filter(|r| !r.when.is_empty() && !r.deny) {
         let labels: Vec<String> = route.when.iter().map(|c| c.label()).collect();
         say!("when:      {}", labels.join(" | "));
-        match conditions::evaluate(&route.when, &facts, &session, now) {
-            Verdict::Pass => {
-                say!("decision:  no condition fires: forwarded unheld");
-                return Ok(());
-            }
-            Verdict::StepUp { reasons } => say!("fired:     {}", reasons.join(", ")),
-        }
     }
+    match decided {
+        Plan::Refuse(reject) => say!(
+            "decision:  {} {} ({})",
+            reject.status().as_u16(),
+            reject.code(),
+            reject.message()
+        ),
+        Plan::Deny(_) => say!("decision:  403 forbidden (deny: true)"),
+        Plan::Forward(_) => say!("decision:  no condition fires: forwarded unheld"),
+        Plan::NeedSession(_) => say!("decision:  401 no_session (a step-up needs a session)"),
+        Plan::Shadow { routed, reasons } | Plan::Hold { routed, reasons, .. } => {
+            if !routed.route.when.is_empty() {
+                say!("fired:     {}", reasons.join(", "));
+            }
+            requirements(&routed.route);
+            let mode = match decided {
+                Plan::Hold { mode, .. } => *mode,
+                _ => HoldMode::Shadow,
+            };
+            say!(
+                "hold:      mode {} ({}), timeout {}s",
+                mode.as_str(),
+                mode.describe(),
+                routed.route.hold.timeout.as_secs()
+            );
+        }
+        Plan::Gateway | Plan::ReadBody => {}
+    }
+}
+
+fn requirements(route: &Route) {
     let q = &route.require;
     let methods: Vec<&str> = q.methods.iter().map(|m| m.as_str()).collect();
     say!(
@@ -202,13 +207,6 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
             }
         );
     }
-    say!(
-        "hold:      mode {} ({}), timeout {}s",
-        route.hold.mode.as_str(),
-        route.hold.mode.describe(),
-        route.hold.timeout.as_secs()
-    );
-    Ok(())
 }
 
 /// `--at`: Unix seconds or an RFC 3339 instant.

@@ -1,31 +1,30 @@
-//! What the handler gathered about a request on a sensitive route, once,
-//! before anything decides on it: the route, the canonical target, the
-//! client and its session sighting. `gate` and `risk` read these facts;
-//! neither gathers its own.
+//! A request the plan holds: what the handler gathered about it and what
+//! the plan decided (route, mode, the conditions that fired, the body as
+//! the route reads it). `gate` carries it out; it gathers nothing itself.
 
 use super::hygiene::Target;
+use crate::policy::body::Reading;
+use crate::policy::HoldMode;
 use crate::route::Route;
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct Sensitive {
+    /// The config the plan was made with: one request, one config.
+    pub config: Arc<crate::config::Config>,
     pub route: Arc<Route>,
+    /// The route's mode, or `hold` for a WebSocket handshake.
+    pub mode: HoldMode,
+    /// The conditions that fired (empty when the route has no `when:`).
+    pub risk: Vec<String>,
+    pub reading: Option<Reading>,
     pub target: Target,
     pub token: Option<HeaderValue>,
     pub client_ip: IpAddr,
-    /// The client address for IP conditions; `None` when a forwarding hop
-    /// did not parse (unknown: outside every list).
-    pub client_addr: Option<IpAddr>,
     pub client_cert: Option<Arc<Vec<u8>>>,
     pub request_id: String,
     /// A WebSocket handshake: forwarded as one, and held on its own
     /// connection, the only one that can carry the tunnel.
     pub websocket: bool,
-    /// This request's sighting of its session (`None`: no session, or not
-    /// recorded), for the session conditions.
-    pub sighting: Option<crate::store::Sighting>,
-    /// The body, when the handler already read it (a form that might carry
-    /// `_method`): charged once, and the same bytes as the body passed on.
-    pub buffered: Option<bytes::Bytes>,
 }

@@ -6,17 +6,16 @@ use super::facts::Sensitive;
 use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{bodies, display, ending, hold_record, page, pending, proofs, release, risk, upgrade, who, Gateway};
+use super::{display, ending, hold_record, page, pending, proofs, release, upgrade, who, Gateway};
 use crate::audit::Record;
-use crate::body::{full, Body};
+use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::hold::engine::{Delivery, EngineError};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Phase};
 use crate::ids::HoldId;
-use crate::policy::body::Reading;
-use crate::policy::conditions;
 use crate::policy::HoldMode;
 use crate::session;
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use std::sync::Arc;
@@ -51,75 +50,45 @@ pub async fn pass_through(
         .map_err(upstream_failed)
 }
 
-/// A request on a sensitive route: decide whether the risk calls for a
-/// step-up, bind it to the session and the exact bytes, accept a recent
-/// step-up (sudo window) or an up-front token, or park it.
+/// A `shadow` route whose conditions fired: the trail records that the
+/// request would have been held, and it goes on unheld.
+pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+    let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
+    let value = session::session_value_ref(&ctx.config.session, &parts.headers, cert)
+        .ok()
+        .flatten();
+    let record = Record {
+        event: "shadow.would_hold",
+        route: Some(ctx.route.name.clone()),
+        action: Some(ctx.route.action.clone()),
+        sid: value.map(|v| gw.session_key.sid(&v).as_str().to_owned()),
+        reason: (!ctx.risk.is_empty()).then(|| ctx.risk.join(",")),
+        ..Record::default()
+    }
+    .with("method", parts.method.as_str())
+    .with("path", ctx.target.path.as_str())
+    .with("request_id", ctx.request_id);
+    gw.audit(record).await?;
+    pass_through(gw, parts, body, &ctx.target, ctx.websocket).await
+}
+
+/// A request the plan holds: bind it to the session and the exact bytes,
+/// accept a recent step-up (sudo window) or an up-front token, or park it.
 pub async fn sensitive(
     gw: &Arc<Gateway>,
-    mut ctx: Sensitive,
+    ctx: Sensitive,
     mut parts: Parts,
-    body: Body,
+    bytes: Bytes,
 ) -> Result<Response<Body>, Reject> {
-    let cfg = gw.config();
+    let cfg = ctx.config.clone();
     let route = ctx.route.clone();
-    // A WebSocket handshake waits on its own connection whatever the
-    // route's mode: only that connection can carry the tunnel, so a
-    // `complete` call could never receive it.
-    let mode = match route.hold.mode {
-        HoldMode::Shadow => HoldMode::Shadow,
-        _ if ctx.websocket => HoldMode::Hold,
-        m => m,
-    };
+    let mode = ctx.mode;
     let now = gw.clock.now();
-    let mut buffered = ctx.buffered.take();
     let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
     let value = session::session_value(&cfg.session, &parts.headers, cert)
-        .map_err(|_| Reject::BadRequest("the session is ambiguous"))?;
+        .ok()
+        .flatten();
     let sid = value.as_deref().map(|v| gw.session_key.sid(v));
-
-    // A request that will need a session and has none is refused before
-    // its body is read: an anonymous flood buffers nothing.
-    let shadow = mode == HoldMode::Shadow;
-    let body_conditions = conditions::needs_body(&route.when);
-    if value.is_none() && !shadow && body_conditions {
-        return Err(Reject::NoSession);
-    }
-    // The body, read once by its declared type, for conditions and
-    // display fields alike.
-    let (mut body, mut read) = (Some(body), None);
-    if body_conditions {
-        let bytes = bodies::collect(
-            gw,
-            &cfg.limits,
-            ctx.client_ip,
-            &mut buffered,
-            body.take().unwrap_or_else(empty),
-        )
-        .await?;
-        read = Some((bodies::read(&route, &parts.headers, &bytes)?, bytes));
-    }
-
-    // 1. Risk: a route with `when:` steps up only if a condition fires.
-    let reading = read.as_ref().and_then(|(r, _)| r.as_ref());
-    let risk = match risk::assess(gw, &route, &ctx, &parts, sid.as_ref(), reading, now) {
-        risk::Assessed::Pass => return pass_through(gw, parts, unread(body, read), &ctx.target, ctx.websocket).await,
-        risk::Assessed::StepUp { reasons } => reasons,
-    };
-    if shadow {
-        let record = Record {
-            event: "shadow.would_hold",
-            route: Some(route.name.clone()),
-            action: Some(route.action.clone()),
-            sid: sid.as_ref().map(|s| s.as_str().to_owned()),
-            reason: (!risk.is_empty()).then(|| risk.join(",")),
-            ..Record::default()
-        }
-        .with("method", parts.method.as_str())
-        .with("path", ctx.target.path.as_str())
-        .with("request_id", ctx.request_id.clone());
-        gw.audit(record).await?;
-        return pass_through(gw, parts, unread(body, read), &ctx.target, ctx.websocket).await;
-    }
     let (Some(value), Some(sid)) = (value, sid) else {
         return Err(Reject::NoSession);
     };
@@ -140,20 +109,6 @@ pub async fn sensitive(
     let identity = who::requester_for(gw, &route.require, identity, &sid)?;
 
     // 2. Bind: the exact bytes that will be forwarded.
-    let (reading, bytes) = match (read, body) {
-        (Some(read), _) => read,
-        (None, body) => {
-            let bytes = bodies::collect(
-                gw,
-                &cfg.limits,
-                ctx.client_ip,
-                &mut buffered,
-                body.unwrap_or_else(empty),
-            )
-            .await?;
-            (bodies::read(&route, &parts.headers, &bytes)?, bytes)
-        }
-    };
     let path_and_query = ctx.target.path_and_query();
     let meta = HoldMeta {
         id: HoldId::random(),
@@ -169,9 +124,9 @@ pub async fn sensitive(
         mode,
         created: now,
         client_ip: ctx.client_ip,
-        risk,
+        risk: ctx.risk,
         identity,
-        display: display::values(&route, &ctx.target.path, reading.as_ref()),
+        display: display::values(&route, &ctx.target.path, ctx.reading.as_ref()),
         needs_approval: route.require.approvals > 0,
         request_id: ctx.request_id.clone(),
     };
@@ -338,19 +293,6 @@ pub async fn sensitive(
             bearer,
         )),
     }
-}
-
-/// A body that was read goes on as its bytes; one that was not, as its stream.
-fn unread(body: Option<Body>, read: Option<(Option<Reading>, bytes::Bytes)>) -> Body {
-    match (read, body) {
-        (Some((_, bytes)), _) => full(bytes),
-        (None, Some(body)) => body,
-        (None, None) => empty(),
-    }
-}
-
-fn empty() -> Body {
-    full(bytes::Bytes::new())
 }
 
 /// A `hold`-mode request: the connection waits for the outcome.

@@ -1,11 +1,11 @@
 //! The request path as one story:
-//! normalize → strip → match → decide → (forward | hold → release → forward).
+//! normalize → facts → plan → execute (forward | deny | hold → release → forward).
 
+use super::plan::{self, Plan};
 use super::respond::Reject;
 use super::{api, bodies, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};
-use crate::route::methods::{effective_methods, form_kind, form_methods};
-use crate::route::MatchRequest;
+use crate::policy::HoldMode;
 use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -65,10 +65,7 @@ async fn serve(
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
 
     // 1. normalize: one canonical target, or 400.
-    hygiene::check_header_names(&parts.headers)?;
-    hygiene::check_connection(&parts.headers, &cfg)?;
-    hygiene::join_cookies(&mut parts.headers);
-    let target = hygiene::target(&parts)?;
+    let target = plan::front(&mut parts, &cfg)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
         *route = Cow::Borrowed("stepup-api");
         // Boxed, like the sensitive path below: the request future is
@@ -76,73 +73,106 @@ async fn serve(
         return Box::pin(api::handle(gw, conn, parts, body, &target)).await;
     }
 
-    // 2. read what the gateway consumes, then strip it.
+    // 2. the facts: what the gateway consumes, and the session's sighting.
     let trusted = hygiene::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
     let client_addr = hygiene::client_addr(conn.peer.ip(), &parts.headers, &cfg.trusted_proxies);
     let client_ip = client_addr.unwrap_or(conn.peer.ip());
     let token = parts.headers.get(&X_STEPUP_TOKEN).cloned();
     let request_id = request_id(&parts.headers);
     let cert = conn.client_cert.as_deref().map(|c| c.as_slice());
-    let sighting = super::sighting::observe(gw, cert, &parts.headers, client_ip, gw.clock.now());
-
-    // 3. match, on the method as sent and on every override it carries.
-    let mut methods = effective_methods(&parts.method, &parts.headers, target.query.as_deref());
-    let find = |methods: &[Method]| {
-        cfg.routes.find(&MatchRequest {
-            host: &target.host_name,
-            methods,
-            path: &target.path,
-            query: target.query.as_deref(),
-            headers: &parts.headers,
-            workload: conn.client_cert.is_some(),
-        })
+    let now = gw.clock.now();
+    let session = plan::Session {
+        carried: plan::Carried::of(&cfg.session, &parts.headers, cert),
+        seen: super::sighting::observe(gw, cert, &parts.headers, client_ip, now),
     };
-    let mut lookup = find(&methods);
-    let form = form_kind(&parts.headers);
-    let mut buffered = None;
-    if let (true, Some(form)) = (lookup.method_miss, form) {
-        // Only a body that may carry `_method` is read up front, and only
-        // when a `_method` could select a stricter route.
-        let bytes = bodies::charged(gw, &cfg.limits, client_ip, body).await?;
-        let read = form_methods(form, &bytes).map_err(|e| Reject::BadRequest(e.message()))?;
-        methods.extend(read);
-        lookup = find(&methods);
-        body = full(bytes.clone());
-        buffered = Some(bytes);
-    }
 
+    // 3. the plan, from the facts alone; the body is read only when the
+    // plan asks for it.
+    let mut bytes = None;
+    let decided = loop {
+        let facts = plan::Request {
+            method: &parts.method,
+            target: &target,
+            headers: &parts.headers,
+            body: bytes.as_deref(),
+            client_addr,
+            client_ip,
+            trusted_peer: trusted,
+            workload: conn.client_cert.is_some(),
+            websocket,
+        };
+        match plan::plan(&cfg, &facts, &session, now) {
+            Plan::ReadBody if bytes.is_none() => {
+                // Within `max_body` and the budget for buffered bodies,
+                // charged to this client.
+                let unread = std::mem::replace(&mut body, full(bytes::Bytes::new()));
+                let read = bodies::charged(gw, &cfg.limits, client_ip, unread).await?;
+                body = full(read.clone());
+                bytes = Some(read);
+            }
+            Plan::ReadBody => {
+                // The plan asks only for a body it has not seen.
+                tracing::error!("the plan asked for a body it was given");
+                return Err(Reject::BadRequest("the request could not be decided"));
+            }
+            decided => break decided,
+        }
+    };
+
+    // 4. execute.
     hygiene::strip_inbound(&mut parts.headers, trusted, cfg.identity.header.as_ref());
     hygiene::strip_gateway_cookies(&mut parts.headers);
     hygiene::set_forwarded(&mut parts.headers, conn.peer.ip(), trusted, &target.host);
     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
-
-    // 4. decide.
-    let governing = lookup.governing();
-    if let Some(r) = &governing {
+    if let Some(r) = decided.route() {
         *route = Cow::Owned(r.name.clone());
     }
-    match governing {
-        None => gate::pass_through(gw, parts, body, &target, websocket).await,
-        Some(route) if route.deny => {
-            tracing::info!(route = %route.name, path = %target.path.as_str(), "denied by route");
+    let sensitive = |routed: plan::Routed, mode, risk, reading| super::facts::Sensitive {
+        config: cfg.clone(),
+        route: routed.route,
+        mode,
+        risk,
+        reading,
+        target: target.clone(),
+        token: token.clone(),
+        client_ip,
+        client_cert: conn.client_cert.clone(),
+        request_id: request_id.clone(),
+        websocket,
+    };
+    match decided {
+        Plan::Refuse(reject) => Err(reject),
+        Plan::Gateway | Plan::ReadBody => Err(Reject::NotFound),
+        Plan::Forward(routed) => {
+            if let Some(r) = routed {
+                tracing::debug!(route = %r.route.name, "no risk condition fired; forwarding unheld");
+            }
+            gate::pass_through(gw, parts, body, &target, websocket).await
+        }
+        Plan::Deny(r) => {
+            tracing::info!(route = %r.route.name, path = %target.path.as_str(), "denied by route");
             Err(Reject::Forbidden)
         }
-        Some(route) => {
-            let ctx = super::facts::Sensitive {
-                route,
-                target,
-                token,
-                client_ip,
-                client_addr,
-                client_cert: conn.client_cert.clone(),
-                request_id,
-                websocket,
-                sighting,
-                buffered,
+        Plan::NeedSession(_) => Err(Reject::NoSession),
+        Plan::Shadow { routed, reasons } => {
+            let ctx = sensitive(routed, HoldMode::Shadow, reasons, None);
+            gate::shadow(gw, ctx, parts, body).await
+        }
+        Plan::Hold {
+            routed,
+            mode,
+            reasons,
+            reading,
+        } => {
+            // A hold binds its body, so the plan had it read.
+            let Some(bytes) = bytes else {
+                tracing::error!(route = %routed.route.name, "a hold was planned without its body");
+                return Err(Reject::BadRequest("the request could not be decided"));
             };
-            Box::pin(gate::sensitive(gw, ctx, parts, body)).await
+            let ctx = sensitive(routed, mode, reasons, reading);
+            Box::pin(gate::sensitive(gw, ctx, parts, bytes)).await
         }
     }
 }

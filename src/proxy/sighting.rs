@@ -9,12 +9,13 @@
 //! (the device key) and one insert. Requests without a session, or with an
 //! ambiguous one, cost only the header scan and record nothing.
 
+use super::plan::user_agent;
 use super::Gateway;
 use crate::clock::unix_secs;
 use crate::policy::conditions::device_key;
 use crate::session;
 use crate::store::Sighting;
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -31,11 +32,4 @@ pub(super) fn observe(
     let sid = gw.session_key.sid_bytes(&value);
     gw.sessions
         .observe(&sid, unix_secs(now), || device_key(user_agent(headers), client_ip))
-}
-
-pub(super) fn user_agent(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }

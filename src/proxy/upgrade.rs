@@ -37,7 +37,7 @@ impl Client {
 
 /// The `Sec-WebSocket-Key` of an HTTP/1.1 `GET` that asks, through
 /// `Connection: upgrade`, for `Upgrade: websocket` and nothing else.
-fn websocket_key(method: &Method, version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+pub(super) fn websocket_key(method: &Method, version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     if method != Method::GET || version != Version::HTTP_11 {
         return None;
     }
