@@ -151,6 +151,10 @@ pub struct Limits {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub header_read_timeout: Duration,
+    /// The whole of one request body, from its head to its last byte: a
+    /// client trickling a body cannot hold a connection, a buffer or an
+    /// upstream connection for longer.
+    pub body_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub upstream_timeout: Duration,
     /// How long a shutdown waits for open connections to finish their
@@ -177,6 +181,7 @@ impl Default for Limits {
             max_connections: 10_000,
             h2_max_concurrent_streams: 100,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(30),

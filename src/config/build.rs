@@ -549,6 +549,15 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
             "limits.header_read_timeout",
             d.header_read_timeout,
         )?,
+        body_read_timeout: match opt_duration(
+            raw.body_read_timeout.as_ref(),
+            "limits.body_read_timeout",
+            d.body_read_timeout,
+        )? {
+            // Zero would refuse every body, never what anyone means.
+            t if t.is_zero() => return problem("limits.body_read_timeout", "must be more than 0"),
+            t => t,
+        },
         tls_handshake_timeout: opt_duration(
             raw.tls_handshake_timeout.as_ref(),
             "limits.tls_handshake_timeout",

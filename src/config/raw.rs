@@ -99,6 +99,7 @@ pub struct RawLimits {
     pub max_connections: Option<u64>,
     pub h2_max_concurrent_streams: Option<u64>,
     pub header_read_timeout: Option<Scalar>,
+    pub body_read_timeout: Option<Scalar>,
     pub tls_handshake_timeout: Option<Scalar>,
     pub upstream_timeout: Option<Scalar>,
     pub drain: Option<Scalar>,

@@ -1,6 +1,7 @@
 //! Reading a request body the gateway itself consumes (a proof, a
 //! sign-in, a body a route's conditions read): whole, and within a limit.
 
+use super::deadline::TimedOut;
 use super::respond::Reject;
 use crate::body::Body;
 use crate::hold::budget::Charge;
@@ -42,6 +43,10 @@ async fn read(mut body: Body, max: u64, mut grow: impl FnMut(u64) -> Result<(), 
     let mut out = BytesMut::with_capacity(declared as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
+            if e.is::<TimedOut>() {
+                tracing::info!("request body refused: it did not arrive within limits.body_read_timeout");
+                return Reject::BadRequest("the request body did not arrive in time");
+            }
             tracing::debug!(error = %e, "client body read failed");
             Reject::BadRequest("the request body could not be read")
         })?;

@@ -3,7 +3,7 @@
 
 use super::plan::{self, Plan};
 use super::respond::Reject;
-use super::{api, bodies, gate, hygiene, upgrade, ConnInfo, Gateway};
+use super::{api, bodies, deadline, gate, hygiene, upgrade, ConnInfo, Gateway};
 use crate::body::{full, Body, BoxError};
 use crate::policy::HoldMode;
 use http::{HeaderMap, HeaderName, Method, Request, Response};
@@ -62,7 +62,8 @@ async fn serve(
 ) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
     let (mut parts, body) = req.into_parts();
-    let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let mut body = deadline::limit(body, cfg.limits.body_read_timeout);
 
     // 1. normalize: one canonical target, or 400.
     let target = plan::front(&mut parts, &cfg)?;

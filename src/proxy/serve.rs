@@ -10,7 +10,7 @@
 //! is thread-safe and wakes waiters through channels that work across
 //! runtimes.
 
-use super::{ending, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
+use super::{ending, first_byte, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
 use crate::audit::Record;
 use crate::config::Config;
 use hyper::service::service_fn;
@@ -33,6 +33,7 @@ struct Serving {
     slots: Arc<Semaphore>,
     refused: Arc<limit::Refusals>,
     handshake_timeout: Duration,
+    first_byte_timeout: Duration,
 }
 
 impl Serving {
@@ -45,6 +46,7 @@ impl Serving {
             slots: Arc::new(Semaphore::new(c.limits.max_connections)),
             refused: Arc::new(limit::Refusals::new(c.limits.max_connections)),
             handshake_timeout: c.limits.tls_handshake_timeout,
+            first_byte_timeout: c.limits.header_read_timeout,
             gw: gw.clone(),
         })
     }
@@ -254,6 +256,7 @@ async fn accept_loop(
         let builder = s.builder.clone();
         let gw = s.gw.clone();
         let handshake_timeout = s.handshake_timeout;
+        let first_byte_timeout = s.first_byte_timeout;
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
@@ -268,7 +271,12 @@ async fn accept_loop(
                     return;
                 }
             };
+            let Some(tls) = first_byte::wait(tls, first_byte_timeout).await else {
+                tracing::debug!(%peer, "no request within limits.header_read_timeout");
+                return;
+            };
             let client_cert = tls
+                .get_ref()
                 .get_ref()
                 .1
                 .peer_certificates()
