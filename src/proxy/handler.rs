@@ -62,8 +62,9 @@ async fn serve(
 ) -> Result<Response<Body>, Reject> {
     let cfg = gw.config();
     let (mut parts, body) = req.into_parts();
-    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-    let mut body = deadline::limit(body, cfg.limits.body_read_timeout);
+    let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let head_read = tokio::time::Instant::now();
+    let span = cfg.limits.body_read_timeout;
 
     // 1. normalize: one canonical target, or 400.
     let target = plan::front(&mut parts, &cfg)?;
@@ -71,6 +72,7 @@ async fn serve(
         *route = Cow::Borrowed("stepup-api");
         // Boxed, like the sensitive path below: the request future is
         // allocated for every request, and it is sized by its largest arm.
+        let body = deadline::limit(body, head_read, span);
         return Box::pin(api::handle(gw, conn, parts, body, &target)).await;
     }
 
@@ -107,6 +109,7 @@ async fn serve(
                 // Within `max_body` and the budget for buffered bodies,
                 // charged to this client.
                 let unread = std::mem::replace(&mut body, full(bytes::Bytes::new()));
+                let unread = deadline::limit(unread, head_read, span);
                 let read = bodies::charged(gw, &cfg.limits, client_ip, unread).await?;
                 body = full(read.clone());
                 bytes = Some(read);
@@ -150,7 +153,7 @@ async fn serve(
             if let Some(r) = routed {
                 tracing::debug!(route = %r.route.name, "no risk condition fired; forwarding unheld");
             }
-            gate::pass_through(gw, parts, body, &target, websocket).await
+            gate::pass_through(gw, parts, deadline::idle(body, span), &target, websocket).await
         }
         Plan::Deny(r) => {
             tracing::info!(route = %r.route.name, path = %target.path.as_str(), "denied by route");
@@ -159,7 +162,7 @@ async fn serve(
         Plan::NeedSession(_) => Err(Reject::NoSession),
         Plan::Shadow { routed, reasons } => {
             let ctx = sensitive(routed, HoldMode::Shadow, reasons, None);
-            gate::shadow(gw, ctx, parts, body).await
+            gate::shadow(gw, ctx, parts, deadline::idle(body, span)).await
         }
         Plan::Hold {
             routed,
