@@ -151,9 +151,10 @@ pub struct Limits {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub header_read_timeout: Duration,
-    /// The whole of one request body, from its head to its last byte: a
-    /// client trickling a body cannot hold a connection, a buffer or an
-    /// upstream connection for longer.
+    /// A body the gateway reads must be whole this long after its head; a
+    /// body streamed through may not go this long without a byte. A client
+    /// trickling a body cannot hold a connection, a buffer or an upstream
+    /// connection for longer.
     pub body_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub upstream_timeout: Duration,
@@ -162,6 +163,11 @@ pub struct Limits {
     /// up to `upstream_timeout` however short this is.
     pub drain: Duration,
     pub max_attempts: u32,
+    /// Requests a minute (and at once) one client address, or one session,
+    /// may make to the endpoints anyone can call before proving anything:
+    /// passkey options and approver sign-in.
+    pub ceremony_rate_per_client: u32,
+    pub ceremony_rate_per_session: u32,
 }
 
 impl Default for Limits {
@@ -186,6 +192,8 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(30),
             max_attempts: 5,
+            ceremony_rate_per_client: 30,
+            ceremony_rate_per_session: 10,
         }
     }
 }

@@ -378,7 +378,7 @@ impl Gateway {
             client_failures: FailureLimiter::new(20, 30, 900),
             revoked_approvers: Revoked::default(),
             passkeys: passkey::Challenges::default(),
-            throttle: throttle::Throttle::default(),
+            throttle: throttle::Throttle::new(&config.limits),
             oidc_flows: oidc::Flows::default(),
             notifier,
             releases: Arc::default(),

@@ -64,6 +64,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// `top` is added to the config's top level (for example `limits:`).
+async fn setup_with(top: &str) -> Setup {
     let up = Upstream::start().await;
     let olivia = ApproverKey::new("olivia");
     let stepup = vec![
@@ -74,7 +79,7 @@ async fn setup() -> Setup {
         ]),
     ];
     let clock = Arc::new(ManualClock::at_unix(now_secs() / 30 * 30 + 7));
-    let gw = Gateway::start_with_clock(up.addr, ROUTES, &extra(&stepup, ""), clock.clone()).await;
+    let gw = Gateway::start_with_clock(up.addr, ROUTES, &extra(&stepup, top), clock.clone()).await;
     let alice = SoftKey::new(RP_ID, ORIGIN);
     enroll_passkey(&gw, "alice", &alice).await;
     let bob = SoftKey::new(RP_ID, ORIGIN);
@@ -603,4 +608,39 @@ async fn an_agent_that_goes_away_leaves_a_record_a_notification_a_metric_and_a_c
     assert!(h2.ready().await.is_ok(), "the connection itself stays usable");
 
     assert_eq!(up.requests().len(), 0, "nothing reached the upstream");
+}
+
+/// The rates are settings: with `ceremony_rate_per_client: 3` an address
+/// gets exactly three sign-in option sets, and with
+/// `ceremony_rate_per_session: 2` a session exactly two passkey option sets,
+/// while another address keeps its own allowance.
+#[tokio::test]
+async fn the_ceremony_rates_follow_the_configured_limits() {
+    let s = setup_with("limits: { ceremony_rate_per_client: 3, ceremony_rate_per_session: 2 }").await;
+    for n in 1..=3 {
+        let r = login_options_from(&s, A, &format!("name-{n}")).await;
+        assert_eq!(r.status, 200, "request {n} is within the rate: {}", body_text(&r));
+    }
+    let r = login_options_from(&s, A, "name-4").await;
+    assert_eq!(r.status, 429, "the fourth is over a rate of 3: {}", body_text(&r));
+    assert_eq!(r.error_code(), "too_many_holds");
+    assert_eq!(
+        login_options_from(&s, B, "name-1").await.status,
+        200,
+        "B has its own allowance"
+    );
+
+    // A fresh address, so its three are not what runs out first.
+    let c = "127.0.0.4";
+    let cookie = "SESSIONID=rated";
+    let hold = hold_from(&s, c, cookie, "/admin/users/x/delete").await;
+    assert_eq!(options_from(&s, c, cookie, &hold, "alice").await.status, 200);
+    assert_eq!(options_from(&s, c, cookie, &hold, "alice").await.status, 200);
+    let r = options_from(&s, c, cookie, &hold, "alice").await;
+    assert_eq!(
+        r.status,
+        429,
+        "the session's third is over a rate of 2: {}",
+        body_text(&r)
+    );
 }

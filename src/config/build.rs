@@ -570,6 +570,18 @@ fn limits(raw: super::raw::RawLimits) -> Res<Limits> {
         )?,
         drain: opt_duration(raw.drain.as_ref(), "limits.drain", d.drain)?,
         max_attempts: count(raw.max_attempts, "limits.max_attempts", d.max_attempts as usize)?.min(1000) as u32,
+        ceremony_rate_per_client: count(
+            raw.ceremony_rate_per_client,
+            "limits.ceremony_rate_per_client",
+            d.ceremony_rate_per_client as usize,
+        )?
+        .min(u32::MAX as usize) as u32,
+        ceremony_rate_per_session: count(
+            raw.ceremony_rate_per_session,
+            "limits.ceremony_rate_per_session",
+            d.ceremony_rate_per_session as usize,
+        )?
+        .min(u32::MAX as usize) as u32,
         ..d
     };
     memory::limits(&raw, &mut limits)?;

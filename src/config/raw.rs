@@ -104,6 +104,8 @@ pub struct RawLimits {
     pub upstream_timeout: Option<Scalar>,
     pub drain: Option<Scalar>,
     pub max_attempts: Option<u64>,
+    pub ceremony_rate_per_client: Option<u64>,
+    pub ceremony_rate_per_session: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

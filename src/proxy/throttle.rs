@@ -7,10 +7,11 @@
 //! address, keep their full rate. An empty bucket answers 429
 //! `too_many_holds` with `Retry-After`.
 //!
-//! The limits are far above what a person needs (a step-up takes one set
-//! of options, a sign-in one or two tries), and low enough that one
-//! address cannot fill the table of challenges in flight
-//! (`passkey::Challenges`) and push out other people's.
+//! The defaults (`limits.ceremony_rate_per_client`, `_per_session`) are far
+//! above what a person needs (a step-up takes one set of options, a sign-in
+//! one or two tries), and low enough that one address cannot fill the table
+//! of challenges in flight (`passkey::Challenges`) and push out other
+//! people's. Like the hold quotas they are read once, at start.
 
 use super::respond::Reject;
 use super::Gateway;
@@ -21,29 +22,22 @@ use crate::store::RateLimiter;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-/// Requests one client address may make at once, and per minute after.
-pub(crate) const CLIENT_BURST: u32 = 30;
-pub(crate) const CLIENT_PER_MINUTE: u32 = 30;
-/// The same for one session.
-pub(crate) const SESSION_BURST: u32 = 10;
-pub(crate) const SESSION_PER_MINUTE: u32 = 10;
-
 #[derive(Debug)]
 pub(crate) struct Throttle {
     clients: RateLimiter,
     sessions: RateLimiter,
 }
 
-impl Default for Throttle {
-    fn default() -> Self {
+impl Throttle {
+    /// A client may make `per_client` requests at once and per minute
+    /// after; a session `per_session`.
+    pub(crate) fn new(limits: &crate::config::Limits) -> Self {
         Throttle {
-            clients: RateLimiter::new(CLIENT_BURST, CLIENT_PER_MINUTE),
-            sessions: RateLimiter::new(SESSION_BURST, SESSION_PER_MINUTE),
+            clients: RateLimiter::new(limits.ceremony_rate_per_client, limits.ceremony_rate_per_client),
+            sessions: RateLimiter::new(limits.ceremony_rate_per_session, limits.ceremony_rate_per_session),
         }
     }
-}
 
-impl Throttle {
     pub(crate) fn purge(&self, now: SystemTime) {
         self.clients.purge(unix_millis(now));
         self.sessions.purge(unix_millis(now));
