@@ -340,12 +340,7 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load_config(path)?;
     config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
-    // Parsed as `serve` will: a CA or client key that exists but is not
-    // PEM, or a key that does not fit its certificate, fails here too.
-    if let Some(t) = &config.upstream.tls {
-        proxy::tls::upstream_client_config(t)
-            .map_err(|e| BadInput(format!("{}: upstream_tls: {e}", path.display())))?;
-    }
+    check_tls(path, &config)?;
     if let config::StateConfig::Redis { url, prefix } = &config.state {
         check_shared_keys(&config, url, prefix)?;
     }
@@ -376,6 +371,32 @@ fn check_shared_keys(config: &Config, url: &str, prefix: &str) -> anyhow::Result
         Err(StateError::KeyMismatch(m)) => Err(BadInput(format!("state: {m}")).into()),
         Err(e) => Err(anyhow::anyhow!("state: cannot compare key fingerprints: {e}")),
     }
+}
+
+/// The TLS files parsed as `serve` will use them: a certificate or key
+/// that exists but is not PEM, or a key that does not fit its certificate,
+/// is refused at the config key that names it, before anything listens.
+fn check_tls(path: &Path, config: &Config) -> anyhow::Result<()> {
+    use proxy::tls::{server_config, upstream_client_config, TlsError};
+    let locate = |e: TlsError, section: &'static str| {
+        let (at, what) = match &e {
+            TlsError::File { path: file, message } => (
+                config::tls_key_naming(config, file).unwrap_or(section),
+                format!("{file}: not a usable PEM file ({message}); expected PEM blocks such as -----BEGIN CERTIFICATE----- or -----BEGIN PRIVATE KEY-----"),
+            ),
+            // rustls refuses a key that does not fit its certificate.
+            TlsError::Rustls(_) => (section, format!("{e}; check that the key belongs to the certificate")),
+            TlsError::ClientCa(_) => ("tls.client_ca", e.to_string()),
+            _ => (section, e.to_string()),
+        };
+        BadInput(config::located(path, at, format!("{at}: {what}")).to_string())
+    };
+    let t = &config.tls;
+    server_config(&t.cert, &t.key, t.client_ca.as_deref()).map_err(|e| locate(e, "tls.key"))?;
+    if let Some(u) = &config.upstream.tls {
+        upstream_client_config(u).map_err(|e| locate(e, "upstream_tls"))?;
+    }
+    Ok(())
 }
 
 fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
@@ -428,6 +449,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     // Only `demo` generates keys: a missing one here is a mistake to
     // report, not a reason to start with a new identity.
     config::check_files(path, &config).map_err(|e| BadInput(e.to_string()))?;
+    check_tls(path, &config)?;
     // Serving happens on threads of its own (see `proxy::run_per_core`);
     // this runtime runs only the admin listener, reloads, signals and the
     // sweeper, which one worker keeps up with (a worker per core here would

@@ -11,7 +11,7 @@ mod raw;
 pub mod units;
 
 pub use error::ConfigError;
-pub use files::check_files;
+pub use files::{check_files, located, tls_key_naming};
 
 use crate::route::RouteTable;
 use http::HeaderName;

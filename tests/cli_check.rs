@@ -439,6 +439,41 @@ fn missing_or_readable_key_files_are_refused_with_their_line() {
     assert_eq!(check(&f).status.code(), Some(0), "{}", text(&check(&f).stderr));
 }
 
+/// A certificate or key that exists but is not usable PEM, or a key that
+/// belongs to another certificate, is refused by `check` and `serve` at the
+/// config key that names it, before anything listens.
+#[cfg(unix)]
+#[test]
+fn unusable_tls_files_are_refused_at_the_key_that_names_them() {
+    let dir = Dir::bare();
+    let f = dir.write(
+        "routes.yaml",
+        &format!("{BASE}  - name: a\n    match: {{ path: /a }}\n"),
+    );
+    write_keys(&dir.0);
+    std::fs::write(
+        dir.0.join("cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let line = assert_located(&check(&f), &f, 2, 14, "tls.cert:");
+    assert!(line.contains("cert.pem") && line.contains("PEM"), "{line}");
+    let served = stepgate(&["serve", "--config", f.to_str().expect("utf-8 path")]);
+    assert_eq!(served.status.code(), Some(2), "{}", text(&served.stderr));
+    let err = text(&served.stderr);
+    assert!(err.contains("tls.cert:") && !err.contains("listening"), "{err}");
+
+    // A well-formed key of another certificate.
+    write_keys(&dir.0);
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    std::fs::write(dir.0.join("cert.pem"), other.cert.pem()).expect("cert");
+    let line = assert_located(&check(&f), &f, 2, 29, "tls.key:");
+    assert!(line.contains("belongs to the certificate"), "{line}");
+
+    write_keys(&dir.0);
+    assert_eq!(check(&f).status.code(), Some(0), "{}", text(&check(&f).stderr));
+}
+
 /// SPEC §5's `stepup.oidc` example passes `check` once its secret exists
 /// and is private; without the secret file the gateway refuses to start
 /// rather than run an OIDC client with no credential.

@@ -141,16 +141,46 @@ pub fn check_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
                 _ => continue,
             },
         };
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let (line, col) = Locations::index(&text).find(&n.at);
-        return Err(ConfigError {
-            file: path.display().to_string(),
-            line,
-            col,
-            message: problem,
-        });
+        return Err(located(path, &n.at, problem));
     }
     Ok(())
+}
+
+/// `message` about the key `at` (for example `tls.cert`) of the config file
+/// at `path`, located at that key.
+pub fn located(path: &Path, at: &str, message: String) -> ConfigError {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (line, col) = Locations::index(&text).find(at);
+    ConfigError {
+        file: path.display().to_string(),
+        line,
+        col,
+        message,
+    }
+}
+
+/// Which key of `config` names `file`, among the TLS files.
+pub fn tls_key_naming(config: &Config, file: &str) -> Option<&'static str> {
+    let same = |p: &Path| p.display().to_string() == file;
+    let t = &config.tls;
+    if same(&t.cert) {
+        return Some("tls.cert");
+    }
+    if same(&t.key) {
+        return Some("tls.key");
+    }
+    if t.client_ca.as_deref().is_some_and(same) {
+        return Some("tls.client_ca");
+    }
+    let u = config.upstream.tls.as_ref()?;
+    if same(&u.ca) {
+        return Some("upstream_tls.ca");
+    }
+    match &u.client {
+        Some((cert, _)) if same(cert) => Some("upstream_tls.cert"),
+        Some((_, key)) if same(key) => Some("upstream_tls.key"),
+        _ => None,
+    }
 }
 
 #[cfg(unix)]
