@@ -265,7 +265,11 @@ impl Provider {
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
                 ));
                 params.push(("client_assertion", self.client_assertion(key, url, now)?));
-                params.push(("client_id", self.config.client_id.clone()));
+                // A pushed request already names the client; an OP refuses
+                // a parameter given twice (RFC 6749 §3.2).
+                if !params.iter().any(|(k, _)| *k == "client_id") {
+                    params.push(("client_id", self.config.client_id.clone()));
+                }
             }
         }
         let body = crate::stepup::oidc::request::encode(&params);
