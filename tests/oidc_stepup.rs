@@ -32,10 +32,42 @@ struct Op {
     issuer: String,
     addr: SocketAddr,
     pki: Pki,
+    dir: PathBuf,
     ca_file: PathBuf,
-    secret_file: PathBuf,
+    /// The gateway's `client_secret_file: ...` or `private_key_jwt: ...`.
+    credential: String,
     child: Child,
     jar: BTreeMap<String, String>,
+}
+
+/// `private_key_jwt`: the OP registers `registered` (a public JWK) for the
+/// client; the gateway signs its client assertions with `used` (a PEM).
+struct ClientKey {
+    registered: serde_json::Value,
+    used: String,
+}
+
+impl ClientKey {
+    /// A fresh key, registered at the OP and used by the gateway.
+    fn matching() -> ClientKey {
+        let (key, pem) = stepgate::assertion::generate_signing_key();
+        ClientKey {
+            registered: stepgate::jose::jwk::public_jwk(key.verifying_key()),
+            used: pem,
+        }
+    }
+}
+
+/// How the OP is set up.
+#[derive(Default)]
+struct OpSetup {
+    /// Advertise and accept pushed authorization requests (RFC 9126).
+    par: bool,
+    /// Register the client for `private_key_jwt` (instead of
+    /// `client_secret_basic`).
+    client_key: Option<ClientKey>,
+    /// Serve HTML login and consent pages for a browser, with this password.
+    pages_password: Option<&'static str>,
 }
 
 impl Drop for Op {
@@ -53,6 +85,13 @@ fn scratch() -> PathBuf {
 
 impl Op {
     fn start(par: bool) -> Op {
+        Op::start_with(OpSetup {
+            par,
+            ..OpSetup::default()
+        })
+    }
+
+    fn start_with(setup: OpSetup) -> Op {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             root.join("node_modules/oidc-provider").is_dir(),
@@ -64,13 +103,27 @@ impl Op {
         std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("key");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, &pki.ca_pem).expect("ca");
-        let secret_file = dir.join("client-secret");
-        stepgate::keys::write_private(&secret_file, format!("{CLIENT_SECRET}\n").as_bytes()).expect("secret");
-        let cfg = serde_json::json!({
+        let mut cfg = serde_json::json!({
             "cert": dir.join("cert.pem"), "key": dir.join("key.pem"),
-            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-            "redirect_uri": REDIRECT, "par": par,
+            "client_id": CLIENT_ID, "redirect_uri": REDIRECT, "par": setup.par,
         });
+        let credential = match &setup.client_key {
+            Some(key) => {
+                cfg["client_jwks"] = serde_json::json!({ "keys": [key.registered] });
+                let key_file = dir.join("client-key.pem");
+                stepgate::keys::write_private(&key_file, key.used.as_bytes()).expect("client key");
+                format!("private_key_jwt: {{ key: '{}' }}", key_file.display())
+            }
+            None => {
+                cfg["client_secret"] = CLIENT_SECRET.into();
+                let secret_file = dir.join("client-secret");
+                stepgate::keys::write_private(&secret_file, format!("{CLIENT_SECRET}\n").as_bytes()).expect("secret");
+                format!("client_secret_file: '{}'", secret_file.display())
+            }
+        };
+        if let Some(password) = setup.pages_password {
+            cfg["pages"] = serde_json::json!({ "password": password });
+        }
         std::fs::write(dir.join("op.json"), cfg.to_string()).expect("op config");
         let mut child = Command::new("node")
             .arg(root.join("op.mjs"))
@@ -92,8 +145,9 @@ impl Op {
             issuer: ready["issuer"].as_str().expect("issuer").to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             pki,
+            dir,
             ca_file,
-            secret_file,
+            credential,
             child,
             jar: BTreeMap::new(),
         }
@@ -102,9 +156,9 @@ impl Op {
     /// The `stepup:` entries for a gateway that uses this OP.
     fn stepup_yaml(&self) -> String {
         format!(
-            "  oidc: {{ issuer: '{}', client_id: {CLIENT_ID}, client_secret_file: '{}', redirect_uri: '{REDIRECT}', ca: '{}' }}\n",
+            "  oidc: {{ issuer: '{}', client_id: {CLIENT_ID}, {}, redirect_uri: '{REDIRECT}', ca: '{}' }}\n",
             self.issuer,
-            self.secret_file.display(),
+            self.credential,
             self.ca_file.display()
         )
     }
@@ -227,7 +281,10 @@ async fn world(par: bool, extra: &str) -> World {
 }
 
 async fn world_with(par: bool, routes: &str, extra: &str) -> World {
-    let op = Op::start(par);
+    world_on(Op::start(par), routes, extra).await
+}
+
+async fn world_on(op: Op, routes: &str, extra: &str) -> World {
     let up = Upstream::start().await;
     let gw = Gateway::start(up.addr, routes, &format!("{}{extra}", op.stepup_yaml())).await;
     World { op, gw, up }
@@ -273,6 +330,16 @@ impl World {
 
     fn forwarded(&self) -> usize {
         self.up.requests().len()
+    }
+
+    /// The trail's records of one event (read after a shutdown, which
+    /// writes out what was recorded without waiting).
+    fn trail(&self, event: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.gw.dir.join("state/audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["event"] == event)
+            .collect()
     }
 
     /// The reasons of the trail's `proof.rejected` records for oidc.
@@ -544,15 +611,17 @@ async fn alg_none_and_hs256_with_the_client_secret_are_refused() {
     w.gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_key_rotation_between_start_and_callback_is_accepted() {
-    // Without PAR: the harness rotates by building a new provider
-    // instance, which does not carry pushed requests over.
-    let mut w = world(false, "").await;
+/// The OP rotates its signing key between the start of a flow and its
+/// callback: the ID token names a kid the gateway has not seen, and the
+/// gateway fetches the JWKS again instead of refusing.
+async fn key_rotation(par: bool) {
+    let mut w = world(par, "").await;
     let hold = w.hold(&[]).await;
     // The start fetches the OP's JWKS (one key) ...
     let authorize = w.start(&hold, &[]).await;
-    // ... then the OP rotates: a new key signs from now on.
+    assert_eq!(query_param(&authorize, "request_uri").is_some(), par, "{authorize}");
+    // ... then the OP rotates: a new key signs from now on. (With PAR the
+    // pushed request made before the rotation is still the one used.)
     let rotated = w.op.control("/test/rotate", "").await;
     assert_eq!(rotated.status, 200);
     let new_kid = rotated.json()["kid"].as_str().expect("kid").to_owned();
@@ -560,7 +629,100 @@ async fn a_key_rotation_between_start_and_callback_is_accepted() {
     let resp = w.callback(&back, &[]).await;
     assert_eq!(resp.status, 200, "{}: {:?}", body(&resp), w.rejections());
     assert_eq!(w.forwarded(), 1);
-    assert!(!new_kid.is_empty());
+    // The OP's JWKS now starts with the new key, the one it signs with.
+    let jwks = w.op.send("GET", "/jwks", None).await;
+    assert_eq!(jwks.json()["keys"][0]["kid"], new_kid.as_str());
+    assert_eq!(jwks.json()["keys"].as_array().map(Vec::len), Some(2));
+    w.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_between_start_and_callback_is_accepted() {
+    key_rotation(false).await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_between_start_and_callback_is_accepted_with_par() {
+    key_rotation(true).await;
+}
+
+/// `private_key_jwt` (RFC 7523): the OP knows no secret for this client,
+/// only its public key, so the pushed request and the code exchange are
+/// both accepted on the strength of the gateway's signed assertion.
+#[tokio::test]
+async fn private_key_jwt_authenticates_the_gateway_at_the_par_and_token_endpoints() {
+    let op = Op::start_with(OpSetup {
+        par: true,
+        client_key: Some(ClientKey::matching()),
+        ..OpSetup::default()
+    });
+    assert!(op.credential.starts_with("private_key_jwt:"), "{}", op.credential);
+    let mut w = world_on(op, ROUTES, "").await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    assert!(query_param(&authorize, "request_uri").is_some(), "{authorize}");
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}: {:?}", body(&resp), w.rejections());
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 1);
+    let claims = common::verify_assertion(&w.gw, &reqs[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], "phr");
+    w.gw.shutdown().await;
+}
+
+/// The OP has one key registered for the client; the gateway signs with
+/// another. With PAR the push is refused, so the person is told the
+/// identity provider cannot be used; without PAR the person signs in, and
+/// the code exchange is refused: no proof either way, nothing forwarded.
+#[tokio::test]
+async fn a_client_assertion_signed_by_another_key_is_refused() {
+    let wrong = || ClientKey {
+        registered: ClientKey::matching().registered,
+        used: ClientKey::matching().used,
+    };
+    let mut w = world_on(
+        Op::start_with(OpSetup {
+            par: true,
+            client_key: Some(wrong()),
+            ..OpSetup::default()
+        }),
+        ROUTES,
+        "",
+    )
+    .await;
+    let hold = w.hold(&[]).await;
+    let resp = w.gw_get(&format!("/.stepup/holds/{hold}/oidc"), &[]).await;
+    assert_eq!(resp.status, 502, "{}", body(&resp));
+    assert!(body(&resp).contains("could not be reached"), "{}", body(&resp));
+    assert!(resp.header("location").is_none());
+    assert_eq!(w.hold_state(&hold).await["state"], "pending");
+    assert_eq!(w.forwarded(), 0);
+    w.gw.shutdown().await;
+    let unavailable = w.trail("oidc.unavailable");
+    assert!(
+        unavailable
+            .iter()
+            .any(|r| r["reason"] == "pushed authorization request: the provider answered 401 Unauthorized"),
+        "{unavailable:?}"
+    );
+
+    let mut w = world_on(
+        Op::start_with(OpSetup {
+            par: false,
+            client_key: Some(wrong()),
+            ..OpSetup::default()
+        }),
+        ROUTES,
+        "",
+    )
+    .await;
+    let hold = w.hold(&[]).await;
+    let authorize = w.start(&hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "token: the provider answered 401").await;
     w.gw.shutdown().await;
 }
 
@@ -705,3 +867,109 @@ async fn a_reused_step_up_must_meet_the_later_routes_acr() {
     assert_eq!(claims["acr"], "phr");
     w.gw.shutdown().await;
 }
+
+const BROWSER_ROUTES: &str = "
+  - name: wire
+    action: money.wire
+    match: { methods: [POST], path: /admin/wire }
+    require: { methods: [oidc], acr: [phr, phrh], max_age: 5m }
+    hold: { mode: auto, timeout: 2m }
+";
+
+/// The whole flow in headless Chromium (tests/browser/oidc_flow.mjs): a
+/// form POST to a sensitive route, the step-up page, "Sign in again", the
+/// OP's own login and consent pages filled in by the browser (a cancel
+/// first, which is refused, then allow), back through the callback to the
+/// upstream's answer. Screenshots of each page state go to
+/// target/tmp/oidc-screenshots. PAR is on, as an OP that offers it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_in_headless_chromium() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("STEPGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium not found at {chromium}: install Debian's `chromium` package (.ci/run does)"
+    );
+    assert!(
+        browser_dir.join("node_modules/playwright-core/package.json").exists(),
+        "the browser test driver is not installed: run ./scripts/test-env"
+    );
+    const PASSWORD: &str = "correct horse battery staple";
+    let op = Op::start_with(OpSetup {
+        par: true,
+        pages_password: Some(PASSWORD),
+        ..OpSetup::default()
+    });
+    let mut w = world_on(op, BROWSER_ROUTES, "").await;
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oidc-screenshots");
+    for name in SCREENSHOTS {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
+    let (cookie, value) = COOKIE.split_once('=').expect("cookie");
+    let cfg = serde_json::json!({
+        "gateway_port": w.gw.addr.port(),
+        "gateway_cert": w.gw.dir.join("cert.pem"),
+        "op_issuer": w.op.issuer,
+        "op_cert": w.op.dir.join("cert.pem"),
+        "password": PASSWORD,
+        "cookie": { "name": cookie, "value": value },
+        "screenshots": shots,
+    });
+    let cfg_file = w.op.dir.join("browser.json");
+    std::fs::write(&cfg_file, cfg.to_string()).expect("browser config");
+    let out = tokio::process::Command::new("node")
+        .arg("oidc_flow.mjs")
+        .arg(&cfg_file)
+        .current_dir(&browser_dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "ok oidc_flow"),
+        "the browser flow failed ({}):\n{stdout}\n{stderr}\nOP log: {}",
+        out.status,
+        w.op.dir.join("op.log").display()
+    );
+    let hold = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("hold "))
+        .expect("the scenario names the hold")
+        .to_owned();
+    for name in SCREENSHOTS {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "no screenshot {name} in {}",
+            shots.display()
+        );
+    }
+
+    // The upstream got the held form POST once, after the allowed sign-in,
+    // with an assertion from the ID token.
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].method, "POST");
+    assert_eq!(reqs[0].target, "/admin/wire");
+    assert_eq!(&reqs[0].body[..], b"amount=100&to=DE89370400440532013000");
+    let claims = common::verify_assertion(&w.gw, &reqs[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], "phr");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "hwk"]));
+    assert_eq!(claims["hold"], hold.as_str());
+    // The cancel is in the trail as a refused proof.
+    let reasons = w.rejections();
+    assert!(reasons.iter().any(|r| r.contains("access_denied")), "{reasons:?}");
+    w.gw.shutdown().await;
+}
+
+/// The page states the browser flow saves, in order.
+const SCREENSHOTS: [&str; 5] = [
+    "oidc-1-step-up-page",
+    "oidc-2-op-login",
+    "oidc-3-op-consent",
+    "oidc-4-refused",
+    "oidc-5-upstream-answer",
+];

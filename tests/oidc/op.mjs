@@ -4,20 +4,31 @@
 //   node op.mjs CONFIG.json
 //
 // CONFIG: { cert, key (PEM paths), client_id, client_secret, redirect_uri,
-//           par (bool), id_token_alg ("RS256" | "ES256" | "PS256") }
+//           par (bool), id_token_alg ("RS256" | "ES256" | "PS256"),
+//           client_jwks (optional: the client authenticates with
+//             private_key_jwt, RFC 7523, by a key of this JWK Set, instead
+//             of client_secret_basic with client_secret),
+//           pages (optional: { password }, see below) }
 //
 // It listens over HTTPS on 127.0.0.1 on a free port, issuer
 // https://127.0.0.1:PORT, and prints one line {"issuer": ..., "port": ...}
 // once it accepts connections.
 //
 // What is test-only here (and only here):
-// - Interactions are driven over HTTP instead of a login form: the test
-//   POSTs /interaction/{uid}/login with `sub`, `acr` and optionally
-//   `auth_time` (seconds since the epoch); the OP then finishes the login
-//   as if that user had authenticated at that time with that acr.
-// - Consent is implied for the test client (a first-party client).
+// - Without `pages`, interactions are driven over HTTP instead of a login
+//   form: the test POSTs /interaction/{uid}/login with `sub`, `acr` and
+//   optionally `auth_time` (seconds since the epoch); the OP then finishes
+//   the login as if that user had authenticated at that time with that
+//   acr. Consent is implied for the test client (a first-party client).
+// - With `pages`, a browser signs in on HTML pages: a login form (user
+//   name, the one test password, and a box "I also confirmed with my
+//   security key" that stands in for a second factor: ticked, the login's
+//   acr is `phr`, else `urn:stepgate:test:pwd`), then a consent page
+//   (Allow / Cancel; Cancel answers the client with access_denied).
 // - POST /test/rotate puts a freshly generated signing key in front of the
 //   old one, as an IdP key rotation does; the old key stays published.
+//   (oidc-provider reads its keys once, so the Provider is built again
+//   around the same store.)
 // - POST /test/mint-access-token (body: JSON claims) signs an RFC 9068
 //   access token (typ at+jwt) with the OP's current signing key, for the
 //   bearer-token proof tests; the claims are the test's.
@@ -29,6 +40,11 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import Provider from 'oidc-provider';
+// The package's own in-memory store, used directly (not through its
+// default, which makes a store per Provider instance) so that everything
+// the OP holds (pushed requests, interactions, sessions, codes) outlives
+// the rebuild that /test/rotate does. The lockfile pins the version.
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 import { importJWK, SignJWT } from 'jose';
 
 // stdout carries only the ready line; the package's notices go to stderr.
@@ -50,18 +66,41 @@ function newKey() {
 const keys = [newKey()];
 let idTokenOverride = null;
 
+// The client authenticates at the token and PAR endpoints either with its
+// secret or (private_key_jwt) with a signed assertion by its own key.
+const clientAuth = config.client_jwks
+  ? { token_endpoint_auth_method: 'private_key_jwt', jwks: config.client_jwks }
+  : { token_endpoint_auth_method: 'client_secret_basic', client_secret: config.client_secret };
+
+// Without pages, consent is implied: every login gets a grant for the
+// client. With pages, the person answers the consent page.
+async function impliedGrant(ctx) {
+  const grantId = ctx.oidc.result?.consent?.grantId
+    || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+  if (grantId) {
+    return ctx.oidc.provider.Grant.find(grantId);
+  }
+  const grant = new ctx.oidc.provider.Grant({
+    clientId: ctx.oidc.client.clientId,
+    accountId: ctx.oidc.session.accountId,
+  });
+  grant.addOIDCScope('openid email profile');
+  await grant.save();
+  return grant;
+}
+
 function build(issuer) {
   const provider = new Provider(issuer, {
     clients: [{
       client_id: config.client_id,
-      client_secret: config.client_secret,
       redirect_uris: [config.redirect_uri],
       grant_types: ['authorization_code'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: alg,
+      ...clientAuth,
     }],
     jwks: { keys },
+    adapter: class SharedMemoryAdapter extends MemoryAdapter {},
     acrValues: ['urn:stepgate:test:pwd', 'phr', 'phrh'],
     claims: { openid: ['sub', 'acr', 'amr', 'auth_time'], email: ['email'] },
     cookies: { keys: ['stepgate-test-op-cookie-key'] },
@@ -73,20 +112,7 @@ function build(issuer) {
     pkce: { required: () => true },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
-    async loadExistingGrant(ctx) {
-      const grantId = ctx.oidc.result?.consent?.grantId
-        || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
-      if (grantId) {
-        return ctx.oidc.provider.Grant.find(grantId);
-      }
-      const grant = new ctx.oidc.provider.Grant({
-        clientId: ctx.oidc.client.clientId,
-        accountId: ctx.oidc.session.accountId,
-      });
-      grant.addOIDCScope('openid email profile');
-      await grant.save();
-      return grant;
-    },
+    ...(config.pages ? {} : { loadExistingGrant: impliedGrant }),
   });
   provider.use(async (ctx, next) => {
     await next();
@@ -110,9 +136,105 @@ function readBody(req) {
 let provider;
 let callback;
 
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function sendPage(res, status, title, body) {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)} - Test identity provider</title>
+<style>
+ body { font-family: sans-serif; background: #eef1f5; margin: 0; }
+ main { max-width: 26rem; margin: 4rem auto; background: #fff; padding: 2rem; border-radius: 8px; border-top: 6px solid #5b3cc4; }
+ label { display: block; margin: .8rem 0; } input[type=text], input[type=password] { display: block; width: 100%; padding: .4rem; }
+ button { padding: .5rem 1.2rem; margin-right: .5rem; } .error { color: #a00; } .op { color: #5b3cc4; font-weight: bold; }
+</style></head>
+<body><main><p class="op">Test identity provider</p><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`);
+}
+
+// The login page (with an error line after a wrong password).
+function loginPage(res, details, error) {
+  const uid = escapeHtml(details.uid);
+  sendPage(res, error ? 401 : 200, 'Sign in', `
+<p><b>${escapeHtml(details.params.client_id)}</b> asks you to sign in again.</p>
+${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/interaction/${uid}/login">
+ <label>User name <input type="text" name="login" autocomplete="username"></label>
+ <label>Password <input type="password" name="password" autocomplete="current-password"></label>
+ <label><input type="checkbox" name="security_key" value="1"> I also confirmed with my security key</label>
+ <button type="submit">Sign in</button>
+</form>`);
+}
+
+function consentPage(res, details) {
+  const uid = escapeHtml(details.uid);
+  const scopes = String(details.params.scope || '').split(' ').filter(Boolean);
+  sendPage(res, 200, 'Allow access', `
+<p><b>${escapeHtml(details.params.client_id)}</b> wants to confirm that it is you, <b>${escapeHtml(details.session?.accountId ?? '')}</b>.</p>
+<p>It asks for: ${scopes.map(escapeHtml).join(', ')}</p>
+<form method="post" action="/interaction/${uid}/confirm"><button type="submit">Allow</button></form>
+<form method="post" action="/interaction/${uid}/abort"><button type="submit">Cancel</button></form>`);
+}
+
+// The consent the person gave on the page: a grant for what the request
+// still misses (as oidc-provider's own example does).
+async function grantConsent(details) {
+  const { prompt: { details: missing }, params, session: { accountId } } = details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId, clientId: params.client_id });
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  if (missing.missingResourceScopes) {
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+  }
+  const grantId = await grant.save();
+  return details.grantId ? {} : { grantId };
+}
+
 const server = https.createServer(tls, async (req, res) => {
   try {
     const url = new URL(req.url, 'https://op.invalid');
+    const step = url.pathname.match(/^\/interaction\/([^/]+)\/(login|confirm|abort)$/);
+    if (config.pages && req.method === 'POST' && step) {
+      const details = await provider.interactionDetails(req, res);
+      const form = new URLSearchParams(await readBody(req));
+      if (step[2] === 'login') {
+        if (!form.get('login') || form.get('password') !== config.pages.password) {
+          loginPage(res, details, 'Wrong user name or password.');
+          return;
+        }
+        const key = form.get('security_key') === '1';
+        await provider.interactionFinished(req, res, {
+          login: {
+            accountId: form.get('login'),
+            acr: key ? 'phr' : 'urn:stepgate:test:pwd',
+            amr: key ? ['pwd', 'hwk'] : ['pwd'],
+          },
+        }, { mergeWithLastSubmission: false });
+      } else if (step[2] === 'confirm') {
+        const consent = await grantConsent(details);
+        await provider.interactionFinished(req, res, { consent }, { mergeWithLastSubmission: true });
+      } else {
+        await provider.interactionFinished(req, res, {
+          error: 'access_denied',
+          error_description: 'the user cancelled',
+        }, { mergeWithLastSubmission: false });
+      }
+      return;
+    }
+    if (config.pages && req.method === 'GET' && url.pathname.startsWith('/interaction/')) {
+      const details = await provider.interactionDetails(req, res);
+      if (details.prompt.name === 'login') {
+        loginPage(res, details);
+      } else {
+        consentPage(res, details);
+      }
+      return;
+    }
     const login = url.pathname.match(/^\/interaction\/([^/]+)\/login$/);
     if (req.method === 'POST' && login) {
       const form = new URLSearchParams(await readBody(req));

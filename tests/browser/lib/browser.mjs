@@ -32,12 +32,13 @@ const FLAGS = [
 /// public key. Chromium then treats the connection as valid TLS, so the
 /// page is a secure context without certificate errors (which WebAuthn
 /// would otherwise refuse); nothing else is trusted that would not be.
-export async function launch(spkiHashes) {
+/// `extraArgs` go to Chromium as they are (say, --host-resolver-rules).
+export async function launch(spkiHashes, extraArgs = []) {
   // Playwright gives each launch a fresh temporary --user-data-dir.
   return chromium.launch({
     executablePath: chromiumPath(),
     headless: true,
-    args: [...FLAGS, `--ignore-certificate-errors-spki-list=${spkiHashes.join(",")}`],
+    args: [...FLAGS, `--ignore-certificate-errors-spki-list=${spkiHashes.join(",")}`, ...extraArgs],
   });
 }
 
