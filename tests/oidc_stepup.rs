@@ -20,6 +20,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 const CLIENT_ID: &str = "stepgate-test";
@@ -74,6 +75,33 @@ impl Drop for Op {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The OP's one line on stdout once it listens. An OP that never gets
+/// there (it once deadlocked inside Node while generating its key) fails
+/// the test with its log instead of hanging it: the read has a deadline,
+/// and the process is killed when it passes.
+fn ready_line(child: &mut Child, log: &Path) -> String {
+    const START_WITHIN: Duration = Duration::from_secs(60);
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    match rx.recv_timeout(START_WITHIN) {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => panic!("reading the OP's stdout: {e}"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the OP did not announce itself within {START_WITHIN:?}; its log: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        }
     }
 }
 
@@ -135,10 +163,7 @@ impl Op {
             .stderr(std::fs::File::create(dir.join("op.log")).expect("op log"))
             .spawn()
             .expect("node runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("OP announces itself");
+        let line = ready_line(&mut child, &dir.join("op.log"));
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("OP said {line:?}"));
         let port = ready["port"].as_u64().expect("port") as u16;
         Op {
@@ -917,13 +942,17 @@ async fn the_whole_flow_in_headless_chromium() {
     });
     let cfg_file = w.op.dir.join("browser.json");
     std::fs::write(&cfg_file, cfg.to_string()).expect("browser config");
-    let out = tokio::process::Command::new("node")
+    let scenario = tokio::process::Command::new("node")
         .arg("oidc_flow.mjs")
         .arg(&cfg_file)
         .current_dir(&browser_dir)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // Each browser step has its own timeout in the scenario; this bounds
+    // the rest (launch, close), so a stuck browser fails the test.
+    let out = tokio::time::timeout(Duration::from_secs(300), scenario)
         .await
+        .expect("the browser scenario did not end within 5 minutes (node was killed)")
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

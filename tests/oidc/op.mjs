@@ -55,12 +55,21 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const tls = { cert: readFileSync(config.cert), key: readFileSync(config.key) };
 const alg = config.id_token_alg || 'RS256';
 
+// The key pair comes out of the generator already as JWKs. Exporting a
+// generated KeyObject afterwards (`privateKey.export({ format: 'jwk' })`)
+// can deadlock Node 20 for good: the export holds the key's mutex while it
+// allocates, a garbage collection then frees the finished generator job,
+// and the job's destructor waits for that same mutex on the same thread.
+// Whether a collection falls there depends on heap timing, so the OP hung
+// at start-up now and then, more often on a loaded machine.
+const AS_JWK = { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } };
+
 function newKey() {
   const kid = randomUUID();
   const pair = alg === 'ES256'
-    ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
-    : generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { ...pair.privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+    ? generateKeyPairSync('ec', { namedCurve: 'P-256', ...AS_JWK })
+    : generateKeyPairSync('rsa', { modulusLength: 2048, ...AS_JWK });
+  return { ...pair.privateKey, kid, alg, use: 'sig' };
 }
 
 const keys = [newKey()];
