@@ -39,6 +39,9 @@ struct Op {
     credential: String,
     child: Child,
     jar: BTreeMap<String, String>,
+    /// The authorization request's parameters as the OP read them (after
+    /// resolving a pushed request), from the last `login`.
+    seen: serde_json::Value,
 }
 
 /// `private_key_jwt`: the OP registers `registered` (a public JWK) for the
@@ -175,6 +178,7 @@ impl Op {
             credential,
             child,
             jar: BTreeMap::new(),
+            seen: serde_json::Value::Null,
         }
     }
 
@@ -232,6 +236,7 @@ impl Op {
         let details = self.send("GET", &interaction, None).await;
         assert_eq!(details.status, 200, "{}", body(&details));
         assert_eq!(details.json()["prompt"]["name"], "login");
+        self.seen = details.json()["params"].clone();
         let mut form = format!("sub={sub}&acr={}", urlencode(acr));
         if let Some(t) = auth_time {
             form.push_str(&format!("&auth_time={t}"));
@@ -317,7 +322,12 @@ async fn world_on(op: Op, routes: &str, extra: &str) -> World {
 
 impl World {
     async fn gw_get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
-        let mut h = vec![("cookie", COOKIE)];
+        self.gw_get_as(Some(COOKIE), target, headers).await
+    }
+
+    /// A GET in the session of `cookie` (none at all with `None`).
+    async fn gw_get_as(&self, cookie: Option<&str>, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut h: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
         h.extend_from_slice(headers);
         common::raw(self.gw.addr, &self.gw.pki, &common::request("GET", target, &h, b"")).await
     }
@@ -431,6 +441,24 @@ async fn full_flow(par: bool) {
         assert_eq!(claims["id_token"]["acr"]["essential"], true);
     }
     let back = w.op.login(&authorize, "alice", "phr", None).await;
+    // What the OP acted on (with PAR, the pushed request it resolved): the
+    // route's acr in its order, its max_age, a forced login, the essential
+    // acr claim and PKCE.
+    let seen = &w.op.seen;
+    assert_eq!(seen["acr_values"], "phr phrh", "{seen}");
+    assert_eq!(seen["max_age"].to_string().trim_matches('"'), "300", "{seen}");
+    assert_eq!(seen["prompt"], "login", "{seen}");
+    assert_eq!(seen["code_challenge_method"], "S256", "{seen}");
+    let claims = match &seen["claims"] {
+        serde_json::Value::String(text) => serde_json::from_str(text).expect("claims json"),
+        other => other.clone(),
+    };
+    assert_eq!(claims["id_token"]["acr"]["essential"], true, "{seen}");
+    assert_eq!(
+        claims["id_token"]["acr"]["values"],
+        serde_json::json!(["phr", "phrh"]),
+        "{seen}"
+    );
     assert_eq!(w.forwarded(), 0, "nothing forwarded before the callback");
     let resp = w.callback(&back, &[]).await;
     assert_eq!(resp.status, 200, "{}", body(&resp));
@@ -597,6 +625,103 @@ async fn another_sub_than_the_known_identity_is_refused() {
     let resp = w.callback(&back, &who).await;
     assert_eq!(resp.status, 200, "{}", body(&resp));
     assert_eq!(w.forwarded(), 1);
+    w.gw.shutdown().await;
+}
+
+/// The OP's redirect back arrives in another browser session than the one
+/// that started the sign-in (a sign-in link passed to someone else, or a
+/// login forced on a victim's browser): refused, nothing released, no
+/// attempt spent, audited. The `state` it carried is spent
+/// too, so that code is never exchanged; the hold's own session can start
+/// again and finish.
+#[tokio::test]
+async fn a_callback_in_another_session_is_refused_and_releases_nothing() {
+    let mut w = world(true, "").await;
+    let hold = w.hold(&[]).await;
+    for stranger in [Some("SESSIONID=someone-else"), None] {
+        let authorize = w.start(&hold, &[]).await;
+        let back = w.op.login(&authorize, "alice", "phr", None).await;
+        let resp = w.gw_get_as(stranger, &back, &[]).await;
+        assert_eq!(resp.status, 403, "{stranger:?}: {}", body(&resp));
+        assert_eq!(resp.error_code(), "session_mismatch", "{stranger:?}");
+        assert_eq!(w.forwarded(), 0, "{stranger:?}");
+        let state = w.hold_state(&hold).await;
+        assert_eq!(state["state"], "pending", "{stranger:?}: {state}");
+        // The owner arriving with the same redirect finds it spent.
+        let spent = w.callback(&back, &[]).await;
+        assert_eq!(spent.status, 400, "{}", body(&spent));
+        assert!(body(&spent).contains("not valid"), "{}", body(&spent));
+    }
+    // The strangers spent none of the hold's attempts: the owner's first
+    // refused sign-in (a stale one) still has 4 of 5 left ...
+    w.op.jar.clear();
+    let authorize = w.start(&hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "phr", Some(now() - 3600)).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_refused(&w, &hold, &resp, 4, "auth_time").await;
+    // ... and the hold is intact: its own session signs in afresh and is
+    // released.
+    w.op.jar.clear();
+    let authorize = w.start(&hold, &[]).await;
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}: {:?}", body(&resp), w.rejections());
+    assert_eq!(w.forwarded(), 1);
+    w.gw.shutdown().await;
+    let refused: Vec<_> = w
+        .trail("proof.rejected")
+        .into_iter()
+        .filter(|r| r["hold"] == hold.as_str() && r["method"] == "oidc")
+        .collect();
+    let strangers: Vec<_> = refused
+        .iter()
+        .filter(|r| r["reason"] == "oidc callback from another session")
+        .collect();
+    assert_eq!(strangers.len(), 2, "{refused:?}");
+}
+
+/// ID tokens the OP signs with its own key but that are not for this
+/// gateway, or no longer valid: another issuer (a mixed-up or misconfigured
+/// OP), another client's audience, expired. The harness re-signs the real
+/// token's claims with the changes (its /test/id-token-claims); the last
+/// round changes a harmless claim and is accepted, so the re-signing
+/// itself is not what the gateway refuses.
+#[tokio::test]
+async fn an_id_token_for_another_issuer_or_audience_or_expired_is_refused() {
+    let mut w = world(false, "").await;
+    let hold = w.hold(&[]).await;
+    let t = now();
+    let cases = [
+        (
+            serde_json::json!({ "iss": "https://other-op.test" }),
+            "iss `https://other-op.test`",
+        ),
+        (
+            serde_json::json!({ "aud": "another-client" }),
+            "aud does not name this client",
+        ),
+        (serde_json::json!({ "iat": t - 400, "exp": t - 120 }), "expired"),
+    ];
+    let mut left = 4;
+    for (claims, reason) in cases {
+        let authorize = w.start(&hold, &[]).await;
+        let set = w.op.control("/test/id-token-claims", &claims.to_string()).await;
+        assert_eq!(set.status, 204);
+        let back = w.op.login(&authorize, "alice", "phr", None).await;
+        let resp = w.callback(&back, &[]).await;
+        assert_refused(&w, &hold, &resp, left, reason).await;
+        left -= 1;
+    }
+    let authorize = w.start(&hold, &[]).await;
+    let set = w.op.control("/test/id-token-claims", r#"{"amr":["pwd","hwk"]}"#).await;
+    assert_eq!(set.status, 204);
+    let back = w.op.login(&authorize, "alice", "phr", None).await;
+    let resp = w.callback(&back, &[]).await;
+    assert_eq!(resp.status, 200, "{}: {:?}", body(&resp), w.rejections());
+    let reqs = w.up.requests();
+    assert_eq!(reqs.len(), 1);
+    let claims = common::verify_assertion(&w.gw, &reqs[0].header("x-stepup-assertion").expect("assertion"));
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "hwk"]));
     w.gw.shutdown().await;
 }
 

@@ -36,6 +36,11 @@
 //   response carry that string as its id_token. This is how the tests feed
 //   crafted tokens (alg none, HS256) through the real callback path; the
 //   code exchange itself stays real.
+// - POST /test/id-token-claims (body: JSON claims) makes the next token
+//   response's ID token carry these claims over its own, signed again with
+//   the OP's current key: a token that verifies but names another issuer
+//   or audience, or has expired, as a misconfigured or mixed-up OP would
+//   hand out.
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
@@ -45,7 +50,7 @@ import Provider from 'oidc-provider';
 // the OP holds (pushed requests, interactions, sessions, codes) outlives
 // the rebuild that /test/rotate does. The lockfile pins the version.
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
-import { importJWK, SignJWT } from 'jose';
+import { decodeJwt, importJWK, SignJWT } from 'jose';
 
 // stdout carries only the ready line; the package's notices go to stderr.
 console.log = console.error;
@@ -74,6 +79,12 @@ function newKey() {
 
 const keys = [newKey()];
 let idTokenOverride = null;
+let idTokenClaims = null;
+
+async function signWithCurrentKey(claims, typ) {
+  const key = await importJWK(keys[0], alg);
+  return new SignJWT(claims).setProtectedHeader({ alg, kid: keys[0].kid, typ }).sign(key);
+}
 
 // The client authenticates at the token and PAR endpoints either with its
 // secret or (private_key_jwt) with a signed assertion by its own key.
@@ -128,6 +139,10 @@ function build(issuer) {
     if (ctx.path === '/token' && idTokenOverride && ctx.body && ctx.body.id_token) {
       ctx.body = { ...ctx.body, id_token: idTokenOverride };
       idTokenOverride = null;
+    } else if (ctx.path === '/token' && idTokenClaims && ctx.body && ctx.body.id_token) {
+      const claims = { ...decodeJwt(ctx.body.id_token), ...idTokenClaims };
+      ctx.body = { ...ctx.body, id_token: await signWithCurrentKey(claims, 'JWT') };
+      idTokenClaims = null;
     }
   });
   return provider;
@@ -273,17 +288,18 @@ const server = https.createServer(tls, async (req, res) => {
       return;
     }
     if (req.method === 'POST' && url.pathname === '/test/mint-access-token') {
-      const claims = JSON.parse(await readBody(req));
-      const key = await importJWK(keys[0], alg);
-      const token = await new SignJWT(claims)
-        .setProtectedHeader({ alg, kid: keys[0].kid, typ: 'at+jwt' })
-        .sign(key);
+      const token = await signWithCurrentKey(JSON.parse(await readBody(req)), 'at+jwt');
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(token);
       return;
     }
     if (req.method === 'POST' && url.pathname === '/test/id-token-override') {
       idTokenOverride = (await readBody(req)).trim();
+      res.writeHead(204).end();
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/test/id-token-claims') {
+      idTokenClaims = JSON.parse(await readBody(req));
       res.writeHead(204).end();
       return;
     }
