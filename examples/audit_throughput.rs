@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepgate::assertion::{generate_signing_key, AssertionSigner};
-use stepgate::audit::{Audit, AuditConfig, Record};
+use stepgate::audit::{Audit, AuditConfig, Event, Record};
 
 #[tokio::main]
 async fn main() {
@@ -64,6 +64,6 @@ fn record(i: u64) -> Record {
         action: Some("user.delete".into()),
         sid: Some("c2Vzc2lvbi1pZC1mb3ItdGhlLWJlbmNobWFyaw".into()),
         txn: Some("dHhuLWRpZ2VzdC1mb3ItdGhlLWJlbmNobWFyay0xMjM0NTY".into()),
-        ..Record::new("hold.created")
+        ..Record::new(Event::HoldCreated)
     }
 }

@@ -12,9 +12,11 @@
 //! it forwards a released request, so an action never happens without its
 //! record.
 
+mod event;
 mod queue;
 pub mod verify;
 mod writer;
+pub use event::Event;
 
 use crate::assertion::AssertionSigner;
 use arc_swap::ArcSwapOption;
@@ -49,10 +51,10 @@ pub enum AuditError {
 /// One event. The fixed fields are always written (null when they do not
 /// apply), so every line has the same shape; `extra` holds event-specific
 /// values such as the assertion's `jti` or the upstream status.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Record {
     #[serde(skip)]
-    pub event: &'static str,
+    pub event: Event,
     pub hold: Option<String>,
     pub route: Option<String>,
     pub action: Option<String>,
@@ -65,10 +67,17 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(event: &'static str) -> Self {
+    pub fn new(event: Event) -> Self {
         Record {
             event,
-            ..Record::default()
+            hold: None,
+            route: None,
+            action: None,
+            sid: None,
+            sub: None,
+            txn: None,
+            reason: None,
+            extra: BTreeMap::new(),
         }
     }
 

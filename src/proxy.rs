@@ -68,21 +68,20 @@ pub(crate) fn hold_summary(meta: &HoldMeta) -> serde_json::Map<String, serde_jso
 }
 
 /// An audit record about a hold, with the fields every hold event shares.
-pub(crate) fn hold_record(event: &'static str, meta: &HoldMeta) -> Record {
+pub(crate) fn hold_record(event: audit::Event, meta: &HoldMeta) -> Record {
     Record {
-        event,
         hold: Some(meta.id.as_str().to_owned()),
         route: Some(meta.route.clone()),
         action: Some(meta.action.clone()),
         sid: Some(meta.sid.as_str().to_owned()),
         txn: Some(meta.txn.as_str().to_owned()),
-        ..Record::default()
+        ..Record::new(event)
     }
     .with("request_id", meta.request_id.clone())
 }
 
 use crate::assertion::{load_public_key_pem, load_signing_key_pem, AssertionSigner};
-use crate::audit::{Audit, Record};
+use crate::audit::{self, Audit, Record};
 use crate::clock::{unix_secs, Clock};
 use crate::config::Config;
 use crate::hold::budget::BodyBudget;
@@ -220,13 +219,12 @@ fn notify_dropped(audit: &Audit, metrics: &Metrics) -> crate::notify::OnDrop {
         let text = |k: &str| event[k].as_str().map(str::to_owned);
         audit.record_later(
             Record {
-                event: "notify.dropped",
                 hold: text("hold_id"),
                 route: text("route"),
                 action: text("action"),
                 txn: text("txn"),
                 reason: Some(why.as_str().to_owned()),
-                ..Record::default()
+                ..Record::new(audit::Event::NotifyDropped)
             }
             .with("notification", event["event"].as_str().unwrap_or_default().to_owned()),
         );
@@ -482,7 +480,7 @@ impl Gateway {
             Ok(n) => {
                 tracing::info!(routes = n, path = %path.display(), "configuration reloaded");
                 self.audit.record_later(
-                    Record::new("config.reloaded")
+                    Record::new(audit::Event::ConfigReloaded)
                         .with("routes", *n as u64)
                         .reason("applied"),
                 );
@@ -494,7 +492,7 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(path = %path.display(), "reload refused, keeping the running configuration: {e}");
                 self.audit
-                    .record_later(Record::new("config.reloaded").reason(format!("refused: {e}")));
+                    .record_later(Record::new(audit::Event::ConfigReloaded).reason(format!("refused: {e}")));
             }
         }
         result
@@ -578,7 +576,7 @@ impl Gateway {
                 .transition("expired", now.duration_since(meta.created).ok());
             tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
             self.audit
-                .record_later(hold_record("hold.expired", &meta).reason("deadline passed"));
+                .record_later(hold_record(audit::Event::HoldExpired, &meta).reason("deadline passed"));
             self.notify("hold.expired", &meta, now);
         }
         let secs = unix_secs(now);

@@ -364,7 +364,7 @@ fn verify_with(file: &Path, extra: &[&str]) -> (i32, String, String) {
 /// the third of them a break-glass release, with a checkpoint every 4.
 async fn written_trail(dir: &Path, holds: usize) -> (PathBuf, PathBuf) {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
-    use stepgate::audit::{Audit, AuditConfig, Record};
+    use stepgate::audit::{Audit, AuditConfig, Event, Record};
     std::fs::create_dir_all(dir).expect("dir");
     let (_, pem) = generate_signing_key();
     let signer = AssertionSigner::new(
@@ -396,7 +396,7 @@ async fn written_trail(dir: &Path, holds: usize) -> (PathBuf, PathBuf) {
             ["hold.created", "proof.accepted", "hold.released", "request.forwarded"]
         };
         for e in events {
-            let mut r = Record::new(e);
+            let mut r = Record::new(Event::parse(e).expect("an event the gateway writes"));
             r.hold = Some(hold.clone());
             r.route = Some("agent-transfer".into());
             if glass && e == "break_glass.used" {
@@ -563,7 +563,7 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
-    use stepgate::audit::{Audit, AuditConfig, Record};
+    use stepgate::audit::{Audit, AuditConfig, Event, Record};
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("stepgate-restart-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -594,11 +594,11 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     };
     let audit = open(1000);
     for _ in 0..3 {
-        audit.record(Record::new("hold.created")).await.expect("written");
+        audit.record(Record::new(Event::HoldCreated)).await.expect("written");
     }
-    audit.seal(Record::new("gateway.shutdown")).await.expect("sealed");
+    audit.seal(Record::new(Event::GatewayShutdown)).await.expect("sealed");
     for _ in 0..3 {
-        audit.record(Record::new("hold.created")).await.expect("written");
+        audit.record(Record::new(Event::HoldCreated)).await.expect("written");
     }
     drop(audit);
     sealed_on_drop(&path);
@@ -609,7 +609,7 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     // The restart runs with a tighter spacing.
     let audit = open(2);
     for _ in 0..3 {
-        audit.record(Record::new("hold.created")).await.expect("written");
+        audit.record(Record::new(Event::HoldCreated)).await.expect("written");
     }
     drop(audit);
     sealed_on_drop(&path);
@@ -739,7 +739,7 @@ routes:
 #[tokio::test]
 async fn audit_show_prints_client_text_with_its_escapes_visible() {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
-    use stepgate::audit::{Audit, AuditConfig, Record};
+    use stepgate::audit::{Audit, AuditConfig, Event, Record};
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("stepgate-esc-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -765,7 +765,7 @@ async fn audit_show_prints_client_text_with_its_escapes_visible() {
     // What a requester can put in `user` (and a reason): a window title, a
     // screen clear, and a line that pretends the trail verified.
     let evil = "mallory\x1b]0;title\x07\x1b[2J\nok: all records verified\u{202e}\x1b[32m";
-    let mut r = Record::new("hold.created").actor(evil);
+    let mut r = Record::new(Event::HoldCreated).actor(evil);
     r.hold = Some("h-esc".into());
     audit.record(r).await.expect("written");
     drop(audit);

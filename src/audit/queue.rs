@@ -155,9 +155,9 @@ mod tests {
     use super::*;
     use crate::audit::Record;
 
-    fn job(event: &'static str) -> Job {
+    fn job(_: &'static str) -> Job {
         Job {
-            record: Record::new(event),
+            record: Record::new(crate::audit::Event::Checkpoint),
             seal: false,
         }
     }

@@ -146,7 +146,7 @@ impl Writer {
         let mut buf = Vec::with_capacity(batch.len() * 300);
         let mut seqs = Vec::with_capacity(batch.len());
         for job in batch {
-            let written = self.line(&mut buf, job.record.event, &job.record).is_some();
+            let written = self.line(&mut buf, job.record.event.as_str(), &job.record).is_some();
             seqs.push(written.then_some(self.seq));
             if !written {
                 continue;
@@ -217,7 +217,9 @@ impl Writer {
                 return;
             }
         };
-        let record = Record::new("checkpoint").with("reason_code", why).with("jws", jws);
+        let record = Record::new(super::Event::Checkpoint)
+            .with("reason_code", why)
+            .with("jws", jws);
         if let Some(text) = self.line(buf, "checkpoint", &record) {
             self.pending_head = Some(text);
             self.since_checkpoint = 0;

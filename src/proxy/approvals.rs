@@ -12,6 +12,7 @@ use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
 use super::extract::buffer;
 use super::respond::{self, Reject};
 use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
+use crate::audit;
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::config::Approver;
@@ -298,7 +299,11 @@ async fn decide_json(
         }
         comment.truncate(end);
     }
-    let kind = if approve { "approval.granted" } else { "approval.denied" };
+    let kind = if approve {
+        audit::Event::ApprovalGranted
+    } else {
+        audit::Event::ApprovalDenied
+    };
     let event = if approve {
         Event::Approve(Approval {
             sub: a.name.clone(),
@@ -327,7 +332,7 @@ async fn decide_json(
         record = record.with("proof", method);
     }
     let written = gw.audit(record);
-    tracing::info!(event = kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
+    tracing::info!(event = %kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {
         gw.metrics

@@ -16,6 +16,7 @@
 //! | `approval.denied` | the approver's comment | an approver denied (written by the decision itself) |
 
 use super::{hold_record, Gateway};
+use crate::audit;
 use crate::hold::engine::{Applied, EngineError};
 use crate::hold::{Event, HoldMeta, Transition};
 use std::time::SystemTime;
@@ -27,10 +28,10 @@ pub(super) const STORE_DOWN: &str = "state store unavailable";
 
 /// Records how a hold ended, counts it and tells the webhook. `state` is
 /// the metric's label (`expired`, `abandoned`, `denied`).
-pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: &'static str, state: &str, reason: &str, now: SystemTime) {
+pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: audit::Event, state: &str, reason: &str, now: SystemTime) {
     gw.audit.record_later(hold_record(event, meta).reason(reason));
     gw.metrics.transition(state, now.duration_since(meta.created).ok());
-    gw.notify(event, meta, now);
+    gw.notify(event.as_str(), meta, now);
 }
 
 /// [`super::fleet::expire`] without waiting, for the memory engine, where it cannot
@@ -50,9 +51,9 @@ pub(super) fn closing(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTi
     if applied.transition == Transition::Expired {
         let late = now > applied.state.deadline;
         match reason {
-            CLIENT_GONE if !late => record(gw, meta, "hold.abandoned", "abandoned", CLIENT_GONE, now),
-            CLIENT_GONE => record(gw, meta, "hold.expired", "expired", DEADLINE, now),
-            _ => record(gw, meta, "hold.expired", "expired", reason, now),
+            CLIENT_GONE if !late => record(gw, meta, audit::Event::HoldAbandoned, "abandoned", CLIENT_GONE, now),
+            CLIENT_GONE => record(gw, meta, audit::Event::HoldExpired, "expired", DEADLINE, now),
+            _ => record(gw, meta, audit::Event::HoldExpired, "expired", reason, now),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::extract::buffer;
 use super::passkey::{self, Registering};
 use super::respond::{self, Reject};
 use super::Gateway;
+use crate::audit;
 use crate::audit::Record;
 use crate::body::Body;
 use crate::clock::unix_secs;
@@ -161,7 +162,7 @@ pub(super) async fn finish(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Resul
     }
     tracing::info!(user = %ticket.user, %label, credential = %credential_id, "passkey enrolled");
     gw.audit(
-        Record::new("webauthn.enrolled")
+        Record::new(audit::Event::WebauthnEnrolled)
             .actor(ticket.user.clone())
             .with("label", label)
             .with("credential", credential_id),

@@ -7,6 +7,7 @@ use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::Reject;
 use super::{display, ending, hold_record, page, pending, proofs, release, upgrade, who, Gateway};
+use crate::audit;
 use crate::audit::Record;
 use crate::body::Body;
 use crate::clock::unix_secs;
@@ -58,12 +59,11 @@ pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body)
         .ok()
         .flatten();
     let record = Record {
-        event: "shadow.would_hold",
         route: Some(ctx.route.name.clone()),
         action: Some(ctx.route.action.clone()),
         sid: value.map(|v| gw.session_key.sid(&v).as_str().to_owned()),
         reason: (!ctx.risk.is_empty()).then(|| ctx.risk.join(",")),
-        ..Record::default()
+        ..Record::new(audit::Event::ShadowWouldHold)
     }
     .with("method", parts.method.as_str())
     .with("path", ctx.target.path.as_str())
@@ -161,7 +161,7 @@ pub async fn sensitive(
         {
             let mut facts = release::facts(&meta, &recent.clone().into(), &[], false);
             facts.reuse = true;
-            return release::forward_signed(gw, facts, &meta, parked, "reuse.accepted").await;
+            return release::forward_signed(gw, facts, &meta, parked, audit::Event::ReuseAccepted).await;
         }
     }
 
@@ -171,14 +171,14 @@ pub async fn sensitive(
     let mut up_front = None;
     if let Some(token) = ctx.token {
         match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now).await? {
-            Ok(proof) => up_front = Some((proof, "token.accepted")),
+            Ok(proof) => up_front = Some((proof, audit::Event::TokenAccepted)),
             Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
         }
     }
     if let (None, Some(at)) = (&up_front, &access_token) {
         up_front = super::oidc::access_token_proof(gw, at, &meta, &route.require, now)
             .await
-            .map(|p| (p, "oidc.access_token.accepted"));
+            .map(|p| (p, audit::Event::OidcAccessTokenAccepted));
     }
     if let Some((proof, event)) = up_front {
         if route.require.approvals == 0 {
@@ -194,7 +194,7 @@ pub async fn sensitive(
                 )
                 .await?;
             }
-            tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, event, "up-front step-up proof accepted");
+            tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, %event, "up-front step-up proof accepted");
             release::remember(gw, &meta, &route.require, &proof, now);
             let facts = release::facts(&meta, &(&proof).into(), &[], false);
             return release::forward_signed(gw, facts, &meta, parked, event).await;
@@ -230,8 +230,8 @@ pub async fn sensitive(
         gw: gw.clone(),
         meta: (mode == HoldMode::Hold).then(|| meta.clone()),
     };
-    tracing::info!(event = "hold.created", hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
-    let mut created = hold_record("hold.created", &meta)
+    tracing::info!(event = %audit::Event::HoldCreated, hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
+    let mut created = hold_record(audit::Event::HoldCreated, &meta)
         .with("method", meta.method.as_str())
         .with("target", meta.path_and_query.clone())
         .with("requester", meta.requester());

@@ -24,6 +24,7 @@ use super::api::proof_body::Step;
 use super::hygiene::Target;
 use super::respond::Reject;
 use super::{browser, hold_record, page, proofs, ConnInfo, Gateway};
+use crate::audit;
 use crate::body::Body;
 use crate::clock::unix_secs;
 use crate::hold::{HoldMeta, Proof};
@@ -74,7 +75,7 @@ pub(super) async fn start(
         Err(e) => {
             tracing::warn!(hold = %meta.id, error = %e, "OIDC provider unusable");
             gw.audit.record_later(
-                hold_record("oidc.unavailable", &meta)
+                hold_record(audit::Event::OidcUnavailable, &meta)
                     .actor(meta.requester())
                     .reason(e.to_string())
                     .with("method", "oidc"),
@@ -136,10 +137,8 @@ pub(super) async fn callback(
         .and_then(|s| gw.oidc_flows.take(s, gw.clock.now()))
     else {
         tracing::warn!("OIDC callback with an unknown, used or expired state");
-        gw.audit.record_later(crate::audit::Record {
-            event: "oidc.unknown_state",
-            ..Default::default()
-        });
+        gw.audit
+            .record_later(crate::audit::Record::new(audit::Event::OidcUnknownState));
         return Ok(page::message(
             StatusCode::BAD_REQUEST,
             "This sign-in link is not valid",
@@ -151,7 +150,7 @@ pub(super) async fn callback(
     if caller_sid(gw, conn, parts).as_ref() != Some(&meta.sid) || meta.sid != pending.sid {
         tracing::warn!(hold = %meta.id, "OIDC callback from another session refused");
         gw.audit.record_later(
-            hold_record("proof.rejected", &meta)
+            hold_record(audit::Event::ProofRejected, &meta)
                 .reason("oidc callback from another session")
                 .with("method", "oidc"),
         );

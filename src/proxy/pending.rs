@@ -9,6 +9,7 @@
 //!   [`crate::hold::HoldState::reload`] for what "more" means).
 
 use super::{ending, hold_record, Gateway};
+use crate::audit;
 use crate::config::Config;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldMeta, HoldState, Reloaded, Transition};
@@ -76,12 +77,19 @@ fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now:
             if applied.transition != Transition::Denied {
                 // A late hold found its deadline passed: an expiry.
                 if applied.transition == Transition::Expired {
-                    ending::record(gw, &applied.meta, "hold.expired", "expired", ending::DEADLINE, now);
+                    ending::record(
+                        gw,
+                        &applied.meta,
+                        audit::Event::HoldExpired,
+                        "expired",
+                        ending::DEADLINE,
+                        now,
+                    );
                 }
                 return None;
             }
             tracing::info!(hold = %meta.id, route = %meta.route, reason, "pending hold ended by reload");
-            ending::record(gw, &applied.meta, "hold.denied", "denied", reason, now);
+            ending::record(gw, &applied.meta, audit::Event::HoldDenied, "denied", reason, now);
             Some(Reach::Ended)
         }
         Verdict::Keep(requirements) => match gw.holds.reload(&meta.id, requirements) {
@@ -89,7 +97,7 @@ fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now:
                 let missing = gw.holds.get(&meta.id).map(|(_, s)| s.missing()).unwrap_or_default();
                 tracing::info!(hold = %meta.id, route = %meta.route, "pending hold tightened by reload");
                 gw.audit.record_later(
-                    hold_record("hold.tightened", meta)
+                    hold_record(audit::Event::HoldTightened, meta)
                         .reason("requirements changed by reload")
                         .with("missing", missing),
                 );

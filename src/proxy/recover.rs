@@ -5,20 +5,24 @@
 //! client finds the hold gone and sends its request again.
 
 use super::{Gateway, StartError};
-use crate::audit::Record;
+use crate::audit;
+use crate::audit::{Event, Record};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub(super) const LOST: &str = "lost in a restart";
 
-/// Records that end a hold's story.
-const CLOSING: [&str; 5] = [
-    "hold.released",
-    "hold.expired",
-    "hold.denied",
-    "approval.denied",
-    "hold.abandoned",
-];
+/// Whether a record ends a hold's story.
+fn closes(event: Event) -> bool {
+    matches!(
+        event,
+        audit::Event::HoldReleased
+            | audit::Event::HoldExpired
+            | audit::Event::HoldDenied
+            | audit::Event::ApprovalDenied
+            | audit::Event::HoldAbandoned
+    )
+}
 
 /// The current trail file and the newest rotated one: a hold lives for
 /// minutes, so its opening is in one of the two.
@@ -70,11 +74,15 @@ pub(super) fn unclosed(path: &Path) -> Vec<serde_json::Value> {
             let (Some(event), Some(hold)) = (r["event"].as_str(), r["hold"].as_str()) else {
                 continue;
             };
-            if event == "hold.created" {
-                n += 1;
-                open.insert(hold.to_owned(), (n, r.clone()));
-            } else if CLOSING.contains(&event) {
-                open.remove(hold);
+            match Event::parse(event) {
+                Some(audit::Event::HoldCreated) => {
+                    n += 1;
+                    open.insert(hold.to_owned(), (n, r.clone()));
+                }
+                Some(e) if closes(e) => {
+                    open.remove(hold);
+                }
+                _ => {}
             }
         }
     }
@@ -95,13 +103,12 @@ pub(super) async fn close_lost_holds(gw: &Gateway) -> Result<usize, StartError> 
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().map(str::to_owned);
     for r in &lost {
         let record = Record {
-            event: "hold.expired",
             hold: text(r, "hold"),
             route: text(r, "route"),
             action: text(r, "action"),
             sid: text(r, "sid"),
             txn: text(r, "txn"),
-            ..Record::default()
+            ..Record::new(audit::Event::HoldExpired)
         }
         .reason(LOST);
         gw.audit(record).await.map_err(|_| StartError::Invalid {

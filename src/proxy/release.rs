@@ -5,6 +5,7 @@ use super::forward::upstream_failed;
 use super::respond::{self, Reject};
 use super::{hold_record, Gateway, Written};
 use crate::assertion::{ApproverClaim, AssertionFacts};
+use crate::audit;
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -104,7 +105,7 @@ pub(super) async fn forward_signed(
     facts: AssertionFacts,
     meta: &HoldMeta,
     parked: Parked,
-    event: &'static str,
+    event: audit::Event,
 ) -> Result<Response<Body>, Reject> {
     let gw2 = gw.clone();
     let mut record = hold_record(event, meta);
@@ -160,7 +161,7 @@ impl Drop for Story<'_> {
             Stage::Deciding if self.hold => {
                 tracing::error!(hold = ?self.record.hold, "release ended before anything was forwarded");
                 self.gw.audit.record_later(Record {
-                    event: "hold.abandoned",
+                    event: audit::Event::HoldAbandoned,
                     reason: Some("release_failed".into()),
                     ..self.record.clone()
                 });
@@ -168,7 +169,7 @@ impl Drop for Story<'_> {
             Stage::Forwarding => {
                 tracing::error!(hold = ?self.record.hold, "release cut off while forwarding; outcome unknown");
                 self.gw.audit.record_later(Record {
-                    event: "request.forwarded",
+                    event: audit::Event::RequestForwarded,
                     reason: Some("cut off at shutdown; outcome unknown".into()),
                     ..self.record.clone()
                 });
@@ -232,7 +233,7 @@ async fn send_signed(
     let status = resp.as_ref().map(|r| r.status().as_u16()).unwrap_or(502);
     tracing::info!(jti = %signed.jti, route = %facts.route, sub = %facts.sub, status, "stepped-up request forwarded");
     gw.audit.record_later(Record {
-        event: "request.forwarded",
+        event: audit::Event::RequestForwarded,
         ..record.with("status", status)
     });
     story.stage = Stage::Done;
@@ -328,7 +329,7 @@ async fn carry_out(
     ahead: Option<Written>,
     durable: oneshot::Sender<Result<(), Reject>>,
 ) -> Result<Response<Body>, Reject> {
-    let story = Story::new(gw, hold_record("hold.released", meta), true);
+    let story = Story::new(gw, hold_record(audit::Event::HoldReleased, meta), true);
     if let Some(ahead) = ahead {
         if let Err(e) = ahead.await {
             let _ = durable.send(Err(e.clone()));

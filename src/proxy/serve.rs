@@ -11,6 +11,7 @@
 //! runtimes.
 
 use super::{ending, first_byte, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
+use crate::audit;
 use crate::audit::Record;
 use crate::config::Config;
 use hyper::service::service_fn;
@@ -120,7 +121,11 @@ async fn seal(gw: &Arc<Gateway>) {
         }
         let _ = super::fleet::expire(gw, &meta, ending::SHUTDOWN, now).await;
     }
-    if let Err(e) = gw.audit.seal(Record::new("gateway.shutdown").reason("signal")).await {
+    if let Err(e) = gw
+        .audit
+        .seal(Record::new(audit::Event::GatewayShutdown).reason("signal"))
+        .await
+    {
         tracing::error!(error = %e, "could not seal the audit trail at shutdown");
     }
 }

@@ -9,6 +9,7 @@ use super::extract::buffer;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{origin, page, proofs, throttle, ConnInfo, Gateway};
+use crate::audit;
 use crate::audit::Record;
 use crate::body::{full, Body};
 use crate::clock::unix_secs;
@@ -141,7 +142,7 @@ pub(super) async fn login(
         return Err(Reject::InvalidProof { attempts_left: 0 });
     }
     gw.audit(
-        Record::new("approver.signed_in")
+        Record::new(audit::Event::ApproverSignedIn)
             .actor(req.name.clone())
             .with("method", method),
     )

@@ -8,6 +8,7 @@
 
 use super::respond::Reject;
 use super::Gateway;
+use crate::audit;
 use crate::audit::Record;
 use crate::clock::unix_secs;
 use crate::hold::HoldMeta;
@@ -101,13 +102,12 @@ pub(super) async fn bind(
         Bind::Other(first) => {
             tracing::warn!(%sid, %who, bound = %first, what, "identity mismatch on a session");
             let record = match meta {
-                Some(m) => super::hold_record("identity.mismatch", m),
+                Some(m) => super::hold_record(audit::Event::IdentityMismatch, m),
                 None => Record {
-                    event: "identity.mismatch",
                     route: Some(route.0.to_owned()),
                     action: Some(route.1.to_owned()),
                     sid: Some(sid.as_str().to_owned()),
-                    ..Record::default()
+                    ..Record::new(audit::Event::IdentityMismatch)
                 },
             };
             gw.audit(record.actor(who.to_owned()).reason(what).with("bound", first))

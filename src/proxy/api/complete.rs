@@ -4,6 +4,7 @@
 use super::access::{caller_sid, lookup};
 use super::outcome::{closed, settle};
 use super::proof_body::{parse_body, ProofBody, Step, MAX_PROOF_BODY};
+use crate::audit;
 use crate::body::Body;
 use crate::hold::{Event, HoldMeta, HoldState, Proof, Transition};
 use crate::ids::HoldId;
@@ -73,7 +74,7 @@ async fn break_glass(
     // durable before the release forwards anything.
     let applied = fleet::apply(gw, &meta.id, Event::BreakGlass { by: by.clone() }, now).await?;
     let written = gw.audit(
-        hold_record("break_glass.used", meta)
+        hold_record(audit::Event::BreakGlassUsed, meta)
             .actor(by.clone())
             .reason(reason.clone()),
     );
@@ -155,14 +156,14 @@ pub(in crate::proxy) async fn apply_proof(
         who::unbind(gw, &meta.sid, sub);
     }
     let record = match (&sub, &applied) {
-        (Ok(sub), Ok(a)) if a.transition == Transition::Expired => {
-            hold_record("proof.rejected", meta).actor(sub.clone()).reason("expired")
-        }
-        (Ok(sub), Ok(_)) => hold_record("proof.accepted", meta).actor(sub.clone()),
-        (Ok(sub), Err(e)) => hold_record("proof.rejected", meta)
+        (Ok(sub), Ok(a)) if a.transition == Transition::Expired => hold_record(audit::Event::ProofRejected, meta)
+            .actor(sub.clone())
+            .reason("expired"),
+        (Ok(sub), Ok(_)) => hold_record(audit::Event::ProofAccepted, meta).actor(sub.clone()),
+        (Ok(sub), Err(e)) => hold_record(audit::Event::ProofRejected, meta)
             .actor(sub.clone())
             .reason(e.to_string()),
-        (Err(reason), _) => hold_record("proof.rejected", meta)
+        (Err(reason), _) => hold_record(audit::Event::ProofRejected, meta)
             .actor(claimed.unwrap_or_default())
             .reason(reason.clone()),
     };
@@ -192,7 +193,7 @@ pub(in crate::proxy) async fn late(
 ) -> Reject {
     if let Some(method) = step.label() {
         gw.audit.record_later(
-            hold_record("proof.rejected", meta)
+            hold_record(audit::Event::ProofRejected, meta)
                 .actor(user.unwrap_or_default())
                 .reason("expired")
                 .with("method", method),

@@ -2,6 +2,7 @@
 //! 202 with the hold's status while it still waits, or the refusal its
 //! phase stands for.
 
+use crate::audit;
 use crate::body::Body;
 use crate::hold::engine::Applied;
 use crate::hold::{HoldMeta, HoldState, Phase, Transition};
@@ -25,8 +26,8 @@ pub(in crate::proxy) fn settle(
 ) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
     let meta = applied.meta.clone();
     match applied.transition {
-        Transition::Denied => ending::record(gw, &meta, "hold.denied", "denied", "attempts exhausted", now),
-        Transition::Expired => ending::record(gw, &meta, "hold.expired", "expired", ending::DEADLINE, now),
+        Transition::Denied => ending::record(gw, &meta, audit::Event::HoldDenied, "denied", "attempts exhausted", now),
+        Transition::Expired => ending::record(gw, &meta, audit::Event::HoldExpired, "expired", ending::DEADLINE, now),
         Transition::Release | Transition::Progress | Transition::Rejected { .. } => {}
     }
     let next = match applied.transition {
