@@ -835,6 +835,11 @@ pub fn verify_assertion(gw: &Gateway, token: &str) -> serde_json::Map<String, se
     decoded.claims
 }
 
+/// Seconds since the epoch by the system clock, as a test's own reference.
+pub fn now_secs() -> u64 {
+    stepgate::clock::unix_secs(std::time::SystemTime::now())
+}
+
 /// The transaction digest recomputed independently from what the upstream
 /// received (SPEC §3), to compare with the assertion's `txn`.
 pub fn txn_of(r: &Recorded, host: &str) -> String {

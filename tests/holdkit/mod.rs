@@ -10,12 +10,7 @@ use std::time::Duration;
 
 pub const DELETE_TARGET: &str = "/admin/users/bob/delete";
 
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
+pub use crate::common::now_secs;
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
