@@ -23,6 +23,7 @@ pub mod inflight;
 mod limit;
 mod oidc;
 mod origin;
+mod orphans;
 mod page;
 mod passkey;
 mod pending;

@@ -392,3 +392,59 @@ async fn a_stored_hold_is_kept_for_the_configured_window_after_its_deadline() {
         );
     }
 }
+
+/// A release left for a waiter on another instance stays listed until it
+/// is taken; if its instance is gone, the release is ended instead, once,
+/// and its parked request can no longer be taken by anyone.
+#[tokio::test]
+async fn a_release_nobody_took_is_ended_once_and_cannot_be_taken_after() {
+    let redis = RedisServer::start();
+    let store = RedisHolds::new(&redis.url(), "stepgate", KEEP).expect("store");
+    assert!(!store.alive("a").await.expect("alive"), "no lease yet");
+    store.renew_lease("a", Duration::from_secs(60)).await.expect("lease");
+    assert!(store.alive("a").await.expect("alive"));
+    store.renew_lease("b", Duration::from_millis(1)).await.expect("lease");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!store.alive("b").await.expect("alive"), "a lapsed lease");
+
+    let m = meta();
+    let pending = state(Phase::Pending);
+    store.put(&m, &pending, &parked(), "a").await.expect("put");
+    // Open: nothing to end this way.
+    assert!(!store.orphan(&m.id, &pending, "b").await.expect("orphan"));
+    // Released without taking the request (the waiter is on "a").
+    assert!(matches!(
+        store.commit(&m.id, 1, &state(Phase::Released), false, "b").await,
+        Ok(Commit::Done(None))
+    ));
+    assert_eq!(
+        store.indexed().await.expect("index"),
+        vec![m.id.clone()],
+        "still listed"
+    );
+    assert!(store.orphan(&m.id, &state(Phase::Released), "b").await.expect("orphan"));
+    assert!(
+        !store.orphan(&m.id, &state(Phase::Released), "c").await.expect("orphan"),
+        "once"
+    );
+    let back = store.load(&m.id).await.expect("load").expect("kept");
+    assert_eq!((back.phase.as_str(), back.state.phase), ("expired", Phase::Expired));
+    assert!(
+        store.claim(&m.id, "a").await.expect("claim").is_none(),
+        "nothing left to forward"
+    );
+    assert!(store.indexed().await.expect("index").is_empty());
+
+    // A release that was taken is never ended this way.
+    let m = meta();
+    store.put(&m, &pending, &parked(), "a").await.expect("put");
+    assert!(matches!(
+        store.commit(&m.id, 1, &state(Phase::Released), true, "a").await,
+        Ok(Commit::Done(Some(_)))
+    ));
+    assert!(!store.orphan(&m.id, &state(Phase::Released), "b").await.expect("orphan"));
+    assert_eq!(
+        store.load(&m.id).await.expect("load").expect("kept").phase,
+        "forwarding"
+    );
+}

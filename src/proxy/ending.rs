@@ -10,6 +10,7 @@
 //! | `hold.expired` | `lost in a restart` | the previous run was killed with the hold open; written at the next start (`recover`) |
 //! | `hold.expired` | `state store unavailable` | the hold could not be stored in the shared store as it was created (503 `state_unavailable`) |
 //! | `hold.abandoned` | `client_gone` | a `hold`-mode client went away before its hold was released |
+//! | `hold.abandoned` | `instance_gone` | a `hold`-mode client waited on an instance that died (its lease lapsed); ended by another instance (`proxy::orphans`) |
 //! | `hold.abandoned` | `release_failed` | a release could not forward (it could not be signed or put on record) |
 //! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |
 //! | `hold.denied` | `route denied by reload` / `route removed by reload` | a reload denied or removed the hold's route |
@@ -24,6 +25,7 @@ use std::time::SystemTime;
 pub(super) const DEADLINE: &str = "deadline passed";
 pub(super) const SHUTDOWN: &str = "gateway shutting down";
 pub(super) const CLIENT_GONE: &str = "client_gone";
+pub(super) const INSTANCE_GONE: &str = "instance_gone";
 pub(super) const STORE_DOWN: &str = "state store unavailable";
 
 /// Records how a hold ended, counts it and tells the webhook. `state` is

@@ -131,6 +131,11 @@ async fn decide(gw: &Gateway, id: &HoldId, event: Event, now: SystemTime) -> Res
         return gw.holds.apply(id, event, now);
     };
     let me = gw.instance.as_str();
+    // A waiter that died with its instance can be given nothing: the hold
+    // ends instead of being decided (`orphans`).
+    if !matches!(event, Event::Expire) && super::orphans::ended_before(gw, shared, id, now).await {
+        return Err(EngineError::Hold(crate::hold::HoldError::Expired));
+    }
     // A `hold`-mode release is forwarded where its client waits.
     let forwards_here =
         |s: &crate::store::redis_holds::Stored, _: &Transition| s.meta.mode != HoldMode::Hold || s.owner == me;
@@ -234,6 +239,7 @@ async fn catch_up(gw: &Arc<Gateway>, id: &HoldId) {
 /// waiting here, until the gateway shuts down.
 pub(super) fn spawn_listener(gw: &Arc<Gateway>) {
     let Some(shared) = gw.shared_holds.clone() else { return };
+    super::orphans::spawn_lease(gw);
     let gw = gw.clone();
     tokio::spawn(async move {
         let mut shutdown = gw.shutting_down();
@@ -279,7 +285,8 @@ pub(super) fn spawn_listener(gw: &Arc<Gateway>) {
 }
 
 /// Expires due holds through the store, including those of instances that
-/// are gone: whichever instance wins the expiry records it.
+/// are gone, and ends the `hold`-mode holds whose waiter died with its
+/// instance: whichever instance wins the expiry records it.
 pub(super) async fn sweep(gw: &Arc<Gateway>) {
     let Some(shared) = &gw.shared_holds else { return };
     let now = gw.clock.now();
@@ -301,6 +308,16 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
             continue;
         }
         match shared.load(&id).await {
+            Ok(Some(s)) if s.state.phase.is_open() && super::orphans::waiter_gone(gw, shared, &s).await => {
+                super::orphans::abandon(gw, shared, &id, &s, now).await;
+            }
+            // Released for a waiter on another instance, not taken yet:
+            // its instance takes it, unless it is gone.
+            Ok(Some(s)) if s.phase == crate::hold::Phase::Released.as_str() && s.owner != gw.instance => {
+                if super::orphans::waiter_gone(gw, shared, &s).await {
+                    super::orphans::orphan(gw, shared, &id, &s, now).await;
+                }
+            }
             Ok(Some(s)) if s.state.phase.is_open() => {
                 if now <= s.state.deadline {
                     continue;

@@ -168,6 +168,7 @@ pub async fn run_per_core(
     join_state(&gw).await?;
     let serving = Serving::new(gw.clone())?;
     let sweeper = spawn_sweeper(&gw);
+    super::fleet::spawn_listener(&gw);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut done = Vec::new();
     for (i, std_listener) in listeners.into_iter().enumerate() {

@@ -32,6 +32,8 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use std::time::{Duration, SystemTime};
 
+mod lease;
+
 /// The store-only step after `released`: the parked request is taken.
 pub const FORWARDING: &str = "forwarding";
 
@@ -137,6 +139,7 @@ pub struct RedisHolds {
     keep: Duration,
     step: redis::Script,
     claim: redis::Script,
+    orphan: redis::Script,
 }
 
 impl std::fmt::Debug for RedisHolds {
@@ -184,6 +187,7 @@ impl RedisHolds {
             keep,
             step: redis::Script::new(&STEP.replace("__TABLE__", &lua_table())),
             claim: redis::Script::new(CLAIM),
+            orphan: redis::Script::new(lease::ORPHAN),
         })
     }
 
@@ -191,8 +195,9 @@ impl RedisHolds {
         format!("{}:hold:{{{id}}}", self.prefix)
     }
 
-    /// Open holds by deadline, for approvers' queues and for sweeping the
-    /// holds of an instance that is gone. Its own slot: it is an index,
+    /// Open holds, and releases not yet taken, by deadline, for
+    /// approvers' queues and for sweeping the holds of an instance that is
+    /// gone. Its own slot: it is an index,
     /// kept beside the atomic writes, never part of them.
     fn index(&self) -> String {
         format!("{}:holds:{{index}}", self.prefix)
@@ -304,7 +309,10 @@ impl RedisHolds {
             ),
             _ => return Err(unavailable("unexpected answer from the hold script")),
         };
-        if matches!(commit, Commit::Done(_)) && !state.phase.is_open() {
+        // A release left for a waiter elsewhere stays listed until it is
+        // taken, so that it is found if its instance dies first.
+        let left_for_owner = state.phase == Phase::Released && !take;
+        if matches!(commit, Commit::Done(_)) && !state.phase.is_open() && !left_for_owner {
             self.unindex(id).await;
         }
         Ok(commit)
