@@ -197,8 +197,8 @@ async fn send_signed(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot sign assertion");
-            durable_result(Err(Reject::UpstreamUnavailable));
-            return Err(Reject::UpstreamUnavailable);
+            durable_result(Err(Reject::Internal));
+            return Err(Reject::Internal);
         }
     };
     gw.metrics.assertions.inc();
@@ -217,7 +217,7 @@ async fn send_signed(
     story.stage = Stage::Forwarding;
     durable_result(Ok(()));
     let Parked { mut headers, body } = parked;
-    let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::UpstreamUnavailable);
+    let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::Internal);
     let req = value.and_then(|v| {
         headers.insert("x-stepup-assertion", v);
         let mut req = Request::new(full(body));

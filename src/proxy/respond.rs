@@ -45,6 +45,9 @@ pub enum Reject {
     StateUnavailable,
     ShuttingDown,
     NotFound,
+    /// The gateway itself failed (the assertion could not be signed): not
+    /// the upstream's fault, and nothing was forwarded.
+    Internal,
 }
 
 impl Reject {
@@ -60,6 +63,7 @@ impl Reject {
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             TooManyHolds | Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
             AuditUnavailable | StateUnavailable | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,6 +92,7 @@ impl Reject {
             StateUnavailable => "state_unavailable",
             ShuttingDown => "shutting_down",
             NotFound => "not_found",
+            Internal => "internal_error",
         }
     }
 
@@ -118,6 +123,7 @@ impl Reject {
             AuditUnavailable => "the audit trail is unavailable",
             StateUnavailable => "the shared state store is unavailable",
             ShuttingDown => "the gateway is shutting down",
+            Internal => "the gateway could not complete the request; nothing was forwarded",
             NotFound => "not found",
         }
     }
@@ -232,6 +238,7 @@ mod tests {
             (Reject::TooManyHolds, 429, "too_many_holds"),
             (Reject::Throttled { retry_after: 3 }, 429, "too_many_holds"),
             (Reject::UpstreamUnavailable, 502, "upstream_unavailable"),
+            (Reject::Internal, 500, "internal_error"),
             (Reject::AuditUnavailable, 503, "audit_unavailable"),
             (Reject::StateUnavailable, 503, "state_unavailable"),
             (Reject::ShuttingDown, 503, "shutting_down"),
