@@ -4,101 +4,63 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Event {
-    HoldCreated,
-    HoldTightened,
-    HoldReleased,
-    HoldExpired,
-    HoldDenied,
-    HoldAbandoned,
-    ProofAccepted,
-    ProofRejected,
-    ApprovalGranted,
-    ApprovalDenied,
-    BreakGlassUsed,
-    RequestForwarded,
+/// One list of (variant, name): the enum, `ALL` and `as_str` are made from
+/// it, so a new event cannot be added to one and forgotten in another.
+macro_rules! events {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Event {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Event {
+            pub const ALL: &'static [Event] = &[$(Event::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Event::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+events! {
+    HoldCreated => "hold.created",
+    HoldTightened => "hold.tightened",
+    HoldReleased => "hold.released",
+    HoldExpired => "hold.expired",
+    HoldDenied => "hold.denied",
+    HoldAbandoned => "hold.abandoned",
+    ProofAccepted => "proof.accepted",
+    ProofRejected => "proof.rejected",
+    ApprovalGranted => "approval.granted",
+    ApprovalDenied => "approval.denied",
+    BreakGlassUsed => "break_glass.used",
+    RequestForwarded => "request.forwarded",
     /// A request forwarded at once on an earlier step-up of its session.
-    ReuseAccepted,
+    ReuseAccepted => "reuse.accepted",
     /// A request forwarded at once on an up-front step-up token.
-    TokenAccepted,
+    TokenAccepted => "token.accepted",
     /// A request forwarded at once on an OIDC access token showing a fresh
     /// login.
-    OidcAccessTokenAccepted,
-    ShadowWouldHold,
-    IdentityMismatch,
-    ApproverSignedIn,
-    WebauthnEnrolled,
-    OidcUnavailable,
-    OidcUnknownState,
-    ConfigReloaded,
-    NotifyDropped,
-    GatewayShutdown,
-    Checkpoint,
+    OidcAccessTokenAccepted => "oidc.access_token.accepted",
+    ShadowWouldHold => "shadow.would_hold",
+    IdentityMismatch => "identity.mismatch",
+    ApproverSignedIn => "approver.signed_in",
+    WebauthnEnrolled => "webauthn.enrolled",
+    OidcUnavailable => "oidc.unavailable",
+    OidcUnknownState => "oidc.unknown_state",
+    ConfigReloaded => "config.reloaded",
+    NotifyDropped => "notify.dropped",
+    GatewayShutdown => "gateway.shutdown",
+    Checkpoint => "checkpoint",
 }
 
 impl Event {
-    pub const ALL: [Event; 25] = [
-        Event::HoldCreated,
-        Event::HoldTightened,
-        Event::HoldReleased,
-        Event::HoldExpired,
-        Event::HoldDenied,
-        Event::HoldAbandoned,
-        Event::ProofAccepted,
-        Event::ProofRejected,
-        Event::ApprovalGranted,
-        Event::ApprovalDenied,
-        Event::BreakGlassUsed,
-        Event::RequestForwarded,
-        Event::ReuseAccepted,
-        Event::TokenAccepted,
-        Event::OidcAccessTokenAccepted,
-        Event::ShadowWouldHold,
-        Event::IdentityMismatch,
-        Event::ApproverSignedIn,
-        Event::WebauthnEnrolled,
-        Event::OidcUnavailable,
-        Event::OidcUnknownState,
-        Event::ConfigReloaded,
-        Event::NotifyDropped,
-        Event::GatewayShutdown,
-        Event::Checkpoint,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::HoldCreated => "hold.created",
-            Event::HoldTightened => "hold.tightened",
-            Event::HoldReleased => "hold.released",
-            Event::HoldExpired => "hold.expired",
-            Event::HoldDenied => "hold.denied",
-            Event::HoldAbandoned => "hold.abandoned",
-            Event::ProofAccepted => "proof.accepted",
-            Event::ProofRejected => "proof.rejected",
-            Event::ApprovalGranted => "approval.granted",
-            Event::ApprovalDenied => "approval.denied",
-            Event::BreakGlassUsed => "break_glass.used",
-            Event::RequestForwarded => "request.forwarded",
-            Event::ReuseAccepted => "reuse.accepted",
-            Event::TokenAccepted => "token.accepted",
-            Event::OidcAccessTokenAccepted => "oidc.access_token.accepted",
-            Event::ShadowWouldHold => "shadow.would_hold",
-            Event::IdentityMismatch => "identity.mismatch",
-            Event::ApproverSignedIn => "approver.signed_in",
-            Event::WebauthnEnrolled => "webauthn.enrolled",
-            Event::OidcUnavailable => "oidc.unavailable",
-            Event::OidcUnknownState => "oidc.unknown_state",
-            Event::ConfigReloaded => "config.reloaded",
-            Event::NotifyDropped => "notify.dropped",
-            Event::GatewayShutdown => "gateway.shutdown",
-            Event::Checkpoint => "checkpoint",
-        }
-    }
-
     /// The event a trail line names, if it is one this version writes.
     pub fn parse(name: &str) -> Option<Event> {
-        Event::ALL.into_iter().find(|e| e.as_str() == name)
+        Event::ALL.iter().copied().find(|e| e.as_str() == name)
     }
 }
 
@@ -121,7 +83,7 @@ mod tests {
     #[test]
     fn every_name_is_distinct_and_parses_back() {
         let mut seen = std::collections::HashSet::new();
-        for e in Event::ALL {
+        for &e in Event::ALL {
             assert!(seen.insert(e.as_str()), "{e} twice");
             assert_eq!(Event::parse(e.as_str()), Some(e));
         }

@@ -155,7 +155,7 @@ mod tests {
     use super::*;
     use crate::audit::Record;
 
-    fn job(_: &'static str) -> Job {
+    fn job() -> Job {
         Job {
             record: Record::new(crate::audit::Event::Checkpoint),
             seal: false,
@@ -165,14 +165,14 @@ mod tests {
     #[tokio::test]
     async fn records_queued_together_share_one_batch_and_one_outcome() {
         let queue = Arc::new(Queue::default());
-        let (a, ia) = queue.push(job("a")).unwrap();
-        let (b, ib) = queue.push(job("b")).unwrap();
+        let (a, ia) = queue.push(job()).unwrap();
+        let (b, ib) = queue.push(job()).unwrap();
         assert!(Arc::ptr_eq(&a, &b), "one filling batch");
         let mut writer = WriterGuard::new(queue.clone());
         let jobs = writer.take().unwrap();
         assert_eq!(jobs.len(), 2);
         // A record queued while the batch is being written goes into the next.
-        let (c, _) = queue.push(job("c")).unwrap();
+        let (c, _) = queue.push(job()).unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
         let waiting = tokio::spawn(async move { (a.durable(ia).await, b.durable(ib).await) });
         writer.finish(vec![Some(7), None]);
@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_acknowledges_nothing() {
         let queue = Arc::new(Queue::default());
-        let (a, ia) = queue.push(job("a")).unwrap();
+        let (a, ia) = queue.push(job()).unwrap();
         let mut writer = WriterGuard::new(queue.clone());
         writer.take().unwrap();
         writer.finish(Vec::new());
@@ -196,21 +196,21 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_dies_fails_its_batch_the_queue_and_later_appends() {
         let queue = Arc::new(Queue::default());
-        let (a, ia) = queue.push(job("a")).unwrap();
+        let (a, ia) = queue.push(job()).unwrap();
         let mut writer = WriterGuard::new(queue.clone());
         writer.take().unwrap();
-        let (b, ib) = queue.push(job("b")).unwrap();
+        let (b, ib) = queue.push(job()).unwrap();
         let waiting = tokio::spawn(async move { (a.durable(ia).await, b.durable(ib).await) });
         // The thread ends mid-batch (a panic unwinds through the guard).
         drop(writer);
         assert_eq!(waiting.await.unwrap(), (None, None));
-        assert!(queue.push(job("c")).is_none());
+        assert!(queue.push(job()).is_none());
     }
 
     #[test]
     fn closing_lets_the_writer_drain_then_stop() {
         let queue = Arc::new(Queue::default());
-        queue.push(job("a")).unwrap();
+        queue.push(job()).unwrap();
         queue.close();
         let mut writer = WriterGuard::new(queue.clone());
         assert_eq!(writer.take().unwrap().len(), 1);
