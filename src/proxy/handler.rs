@@ -146,6 +146,13 @@ async fn serve(
         request_id: request_id.clone(),
         websocket,
     };
+    // What is forwarded as it streams may not stall; a body the plan
+    // already read is in memory and has nothing left to wait for.
+    let body = if bytes.is_some() {
+        body
+    } else {
+        deadline::idle(body, span)
+    };
     match decided {
         Plan::Refuse(reject) => Err(reject),
         Plan::Gateway | Plan::ReadBody => Err(Reject::NotFound),
@@ -153,7 +160,7 @@ async fn serve(
             if let Some(r) = routed {
                 tracing::debug!(route = %r.route.name, "no risk condition fired; forwarding unheld");
             }
-            gate::pass_through(gw, parts, deadline::idle(body, span), &target, websocket).await
+            gate::pass_through(gw, parts, body, &target, websocket).await
         }
         Plan::Deny(r) => {
             tracing::info!(route = %r.route.name, path = %target.path.as_str(), "denied by route");
@@ -162,7 +169,7 @@ async fn serve(
         Plan::NeedSession(_) => Err(Reject::NoSession),
         Plan::Shadow { routed, reasons } => {
             let ctx = sensitive(routed, HoldMode::Shadow, reasons, None);
-            gate::shadow(gw, ctx, parts, deadline::idle(body, span)).await
+            gate::shadow(gw, ctx, parts, body).await
         }
         Plan::Hold {
             routed,

@@ -29,8 +29,8 @@ pub(crate) struct Throttle {
 }
 
 impl Throttle {
-    /// A client may make `per_client` requests at once and per minute
-    /// after; a session `per_session`.
+    /// A client address may make `limits.ceremony_rate_per_client` requests
+    /// at once and per minute after; a session `ceremony_rate_per_session`.
     pub(crate) fn new(limits: &crate::config::Limits) -> Self {
         Throttle {
             clients: RateLimiter::new(limits.ceremony_rate_per_client, limits.ceremony_rate_per_client),
