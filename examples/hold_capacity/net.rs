@@ -106,6 +106,20 @@ pub struct Arrival {
     pub at: Instant,
 }
 
+/// When the request for `target` reached the upstream (arrivals for other
+/// targets, such as stragglers of an earlier phase, are skipped).
+pub async fn arrival_of(arrivals: &mut mpsc::UnboundedReceiver<Arrival>, target: &str) -> Result<Instant> {
+    loop {
+        let a = tokio::time::timeout(std::time::Duration::from_secs(10), arrivals.recv())
+            .await
+            .context("the released request never reached the upstream")?
+            .context("upstream stopped")?;
+        if a.target == target {
+            return Ok(a.at);
+        }
+    }
+}
+
 /// A real HTTP/1.1 upstream on 127.0.0.1 that reports every request's
 /// arrival (taken as soon as hyper has parsed the request head) and
 /// answers a small JSON body.

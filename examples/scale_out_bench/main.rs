@@ -387,15 +387,7 @@ async fn approvals(
         if status != 200 {
             bail!("approve {id}: {status} {}", String::from_utf8_lossy(&answer));
         }
-        let arrived = loop {
-            let a = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
-                .await
-                .context("the released request never reached the upstream")?
-                .context("upstream stopped")?;
-            if a.target == target {
-                break a.at;
-            }
-        };
+        let arrived = net::arrival_of(arrivals, &target).await?;
         out.push(arrived.duration_since(t0).as_secs_f64() * 1e3);
     }
     let mut answered = 0;
