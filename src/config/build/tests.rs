@@ -209,6 +209,17 @@ fn round_two_settings_refuse_hostile_values() {
         ("notify: { webhook: 'http://127.0.0.1:9/h', queue: -1 }\n", "notify"),
         ("limits: { drain: soon }\n", "limits.drain"),
         ("limits: { drain: -5s }\n", "limits.drain"),
+        ("limits: { body_read_timeout: 0s }\n", "limits.body_read_timeout"),
+        (
+            "limits: { ceremony_rate_per_client: 0 }\n",
+            "limits.ceremony_rate_per_client",
+        ),
+        (
+            "limits: { ceremony_rate_per_session: 0 }\n",
+            "limits.ceremony_rate_per_session",
+        ),
+        ("limits: { ceremony_rate_per_client: -3 }\n", "limits"),
+        ("limits: { ceremony_rate_per_session: lots }\n", "limits"),
         ("state: { backend: memcached }\n", "state"),
         ("state: { backend: redis }\n", "state"),
     ] {
