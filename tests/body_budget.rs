@@ -242,3 +242,102 @@ async fn gauge(admin: std::net::SocketAddr) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no body_bytes_buffered gauge in:\n{out}"))
 }
+
+/// A request to the gateway's own endpoints from `from`, declaring `len`
+/// body bytes and sending ten of them: it stays open, mid-body, until the
+/// connection is dropped.
+async fn stall_own_from(gw: &Gateway, from: &str, target: &str, len: usize) -> Tls {
+    let mut tls = connect_from(gw, from).await;
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {len}\r\n\r\n{{\"name\":\"x"
+    );
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    tls.flush().await.expect("flush");
+    tls
+}
+
+/// A token proof for hold `ch` of `session`, sent from `from`.
+async fn complete_from(gw: &Gateway, from: &str, session: &str, ch: &serde_json::Value) -> RawResponse {
+    let c = holdkit::cookie(session);
+    let body = serde_json::json!({"method": "token", "token": bound_token(gw, ch)}).to_string();
+    let target = format!("/.stepup/holds/{}/complete", hold_id(ch));
+    let headers = [("cookie", c.as_str()), ("content-type", "application/json")];
+    raw_from(
+        from,
+        gw.addr,
+        &gw.pki,
+        &request("POST", &target, &headers, body.as_bytes()),
+    )
+    .await
+}
+
+/// The bodies the gateway reads for itself (sign-ins, proofs, approvals,
+/// enrollments) are small and have a deadline, but a client with many
+/// connections could still hold any number of them half-sent: they count
+/// against its share like a sensitive route's body.
+#[tokio::test]
+async fn sign_in_and_proof_bodies_are_charged_to_their_client() {
+    const PROOF_MAX: usize = 16 << 10;
+    const PARKED: usize = 100;
+    let up = RealUpstream::start(Framework::Flask).await;
+    // A's share is exactly its parked body and two half-sent sign-ins.
+    let share = 32 << 10;
+    let extra =
+        format!("limits: {{ max_body: 16KiB, max_buffered_bytes_per_client: {share}, max_buffered_bytes: 1MiB }}");
+    let gw = Gateway::start(up.addr, ROUTES, &extra).await;
+
+    let a = held(&post_from(&gw, A, "a1", &form(PARKED)).await, "A's hold");
+    let b = held(&post_from(&gw, B, "b1", &form(PARKED)).await, "B's hold");
+    let login = "/.stepup/approver/login";
+    let first = stall_own_from(&gw, A, login, PROOF_MAX).await;
+    let second = stall_own_from(&gw, A, "/.stepup/approver/login/options", share - PROOF_MAX - PARKED).await;
+    until("A's half-sent sign-ins are charged to A", || {
+        gw.gw.bodies.client_used(ip(A)) == share as u64
+    })
+    .await;
+    assert_eq!(
+        gw.gw.bodies.client_used(ip(B)),
+        PARKED as u64,
+        "B pays only for its own"
+    );
+
+    // A's share is used up: its proof and another sign-in are refused,
+    // the sign-in before its body is sent.
+    too_many(&complete_from(&gw, A, "a1", &a).await, "A's proof with its share used");
+    let mut tls = connect_from(&gw, A).await;
+    let head = format!("POST {login} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    too_many(
+        &tokio::time::timeout(Duration::from_secs(10), read_response(&mut tls))
+            .await
+            .expect("answered before the body was sent"),
+        "A's third sign-in",
+    );
+    assert_eq!(
+        status_state(&gw, &hold_id(&a), "a1").await,
+        "pending",
+        "the refused proof touched nothing"
+    );
+
+    // B is not held back by A: its proof is read, checked and released.
+    let resp = complete_from(&gw, B, "b1", &b).await;
+    assert_eq!(resp.status, 200, "B's proof: {}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(up.ran_handler("transfer").len(), 1, "B's hold ran");
+
+    // Once A's half-sent sign-ins are gone, A's proof goes through.
+    drop((first, second));
+    until("A's half-sent sign-ins are given back", || {
+        gw.gw.bodies.client_used(ip(A)) == PARKED as u64
+    })
+    .await;
+    let resp = complete_from(&gw, A, "a1", &a).await;
+    assert_eq!(
+        resp.status,
+        200,
+        "A's proof after: {}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(up.ran_handler("transfer").len(), 2, "each hold ran once");
+    until("every body is given back", || gw.gw.bodies.used() == 0).await;
+}

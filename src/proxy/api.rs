@@ -62,8 +62,8 @@ pub async fn handle(
         (&Method::POST, ["approver", "logout"]) => signin::logout(gw, &parts),
         (&Method::GET, ["enroll"]) => Ok(browser::enroll_page(gw, target)),
         (&Method::GET, ["oidc", "callback"]) => oidc::callback(gw, conn, &parts, target).await,
-        (&Method::POST, ["enroll", "options"]) => enroll::options(gw, parts, body).await,
-        (&Method::POST, ["enroll", "finish"]) => enroll::finish(gw, parts, body).await,
+        (&Method::POST, ["enroll", "options"]) => enroll::options(gw, conn, parts, body).await,
+        (&Method::POST, ["enroll", "finish"]) => enroll::finish(gw, conn, parts, body).await,
         _ => Err(Reject::NotFound),
     }
 }

@@ -9,7 +9,7 @@
 use super::api::access::{caller_sid, lookup};
 use super::api::outcome::{closed, settle, status_json};
 use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
-use super::extract::buffer;
+use super::bodies;
 use super::respond::{self, Reject};
 use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::audit;
@@ -251,7 +251,8 @@ async fn decide_json(
     }
     let (meta, state) = decidable(gw, conn, &parts, &a, id).await?;
     let id = meta.id.clone();
-    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let client = proofs::client_addr(gw, conn, &parts);
+    let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let req = parse_body(&parts, &bytes)?;
     closed(state.phase)?;
     if req.txn.as_deref() != Some(meta.txn.as_str()) {

@@ -5,10 +5,10 @@
 use super::api::access::lookup;
 use super::api::complete::complete as complete_json;
 use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
-use super::extract::buffer;
+use super::bodies;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{page, signin, ConnInfo, Gateway};
+use super::{page, proofs, signin, ConnInfo, Gateway};
 use crate::body::{full, Body};
 use crate::hold::{HoldMeta, HoldState};
 use crate::ids::HoldId;
@@ -58,7 +58,8 @@ pub(super) async fn complete(
         return complete_json(gw, conn, parts, body, id).await;
     }
     // Read here so a refused attempt can keep the user name that was typed.
-    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let client = proofs::client_addr(gw, conn, &parts);
+    let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let user = parse_body(&parts, &bytes).ok().and_then(|b| b.user);
     let result = complete_json(gw, conn, parts, full(bytes), id).await;
     let prefix = gw.config().stepup.prefix.clone();

@@ -5,10 +5,10 @@
 //! one passkey. Bad, used or expired tokens get 403 `forbidden`. The token
 //! is never logged.
 
-use super::extract::buffer;
+use super::bodies;
 use super::passkey::{self, Registering};
 use super::respond::{self, Reject};
-use super::Gateway;
+use super::{proofs, ConnInfo, Gateway};
 use crate::audit;
 use crate::audit::Record;
 use crate::body::Body;
@@ -36,8 +36,9 @@ struct EnrollBody {
     label: Option<String>,
 }
 
-async fn read(parts: &Parts, body: Body) -> Result<EnrollBody, Reject> {
-    let bytes = buffer(body, MAX_ENROLL_BODY).await?;
+async fn read(gw: &Gateway, conn: &ConnInfo, parts: &Parts, body: Body) -> Result<EnrollBody, Reject> {
+    let client = proofs::client_addr(gw, conn, parts);
+    let bytes = bodies::own(gw, client, body, MAX_ENROLL_BODY).await?;
     if !super::display::is_form(&parts.headers) {
         return serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed enrollment request"));
     }
@@ -54,9 +55,14 @@ async fn read(parts: &Parts, body: Body) -> Result<EnrollBody, Reject> {
 }
 
 /// `POST enroll/options {"token"}` → `{"user", "publicKey": {...}}`.
-pub(super) async fn options(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn options(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, Reject> {
     let rp = passkey::relying_party(gw).ok_or(Reject::NotFound)?;
-    let req = read(&parts, body).await?;
+    let req = read(gw, conn, &parts, body).await?;
     let now = gw.clock.now();
     let ticket = passkey::enrollment(gw, &req.token, now).ok_or(Reject::Forbidden)?;
     let users = gw.users.snapshot().map_err(|e| {
@@ -97,9 +103,14 @@ enum Refused {
 }
 
 /// `POST enroll/finish {"token", "credential", "label"}` → `{"status":"enrolled","user"}`.
-pub(super) async fn finish(gw: &Arc<Gateway>, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
+pub(super) async fn finish(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Body,
+) -> Result<Response<Body>, Reject> {
     let rp = passkey::relying_party(gw).ok_or(Reject::NotFound)?;
-    let req = read(&parts, body).await?;
+    let req = read(gw, conn, &parts, body).await?;
     let now = gw.clock.now();
     let at = unix_secs(now);
     let ticket = passkey::enrollment(gw, &req.token, now).ok_or(Reject::Forbidden)?;

@@ -9,16 +9,12 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 /// Reads a whole body, refusing more than `max` bytes (checked against the
-/// declared length first, so an oversized upload is refused unread).
-pub(super) async fn buffer(body: Body, max: u64) -> Result<Bytes, Reject> {
-    read(body, max, |_| Ok(())).await.map(BytesMut::freeze)
-}
-
-/// Like [`buffer`], for a request body on its way upstream, which may
-/// stay in memory for as long as its hold: the bytes are charged before
-/// they are read (the declared length at once), so a body the budget
-/// cannot take is refused with 429, unread or as soon as it outgrows it,
-/// and never cut short. The bytes returned own the charge.
+/// declared length first, so an oversized upload is refused unread). The
+/// bytes are charged before they are read (the declared length at once),
+/// so a body the budget cannot take is refused with 429, unread or as soon
+/// as it outgrows it, and never cut short. The bytes returned own the
+/// charge, so it lasts as long as a copy of the body does (a parked one for
+/// as long as its hold).
 pub(super) async fn buffer_charged(body: Body, max: u64, mut charge: Charge) -> Result<Bytes, Reject> {
     let out = read(body, max, |total| {
         charge.cover(total).map_err(|e| {

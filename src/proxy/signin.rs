@@ -5,7 +5,7 @@
 //! taken with it still need a fresh proof each (see `approvals::decide`).
 
 use super::api::proof_body::MAX_PROOF_BODY;
-use super::extract::buffer;
+use super::bodies;
 use super::passkey::{self, ChallengeKey};
 use super::respond::{self, Reject};
 use super::{origin, page, proofs, throttle, ConnInfo, Gateway};
@@ -104,13 +104,13 @@ pub(super) async fn login(
 ) -> Result<Response<Body>, Reject> {
     let html = page::from_page(&parts.headers);
     let config = gw.config();
-    throttle::client(gw, proofs::client_addr(gw, conn, &parts), "approver sign-in")?;
-    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let client = proofs::client_addr(gw, conn, &parts);
+    throttle::client(gw, client, "approver sign-in")?;
+    let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let req = parse(&parts, &bytes)?;
     let now = gw.clock.now();
     let known = config.stepup.approvers.iter().any(|a| a.name == req.name);
     let method = req.method.as_deref().unwrap_or("totp");
-    let client = proofs::client_addr(gw, conn, &parts);
     let secs = unix_secs(now);
     // Every failed sign-in counts against the client that sent it (and the
     // name at that client), whatever the name and method: the page is
@@ -166,7 +166,7 @@ pub(super) async fn options(
 ) -> Result<Response<Body>, Reject> {
     let client = proofs::client_addr(gw, conn, &parts);
     throttle::client(gw, client, "approver sign-in options")?;
-    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     let now = gw.clock.now();
     let options = if gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {

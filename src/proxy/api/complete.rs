@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::hold::{Event, HoldMeta, HoldState, Proof, Transition};
 use crate::ids::HoldId;
 use crate::policy::ProofMethod;
-use crate::proxy::extract::buffer;
+use crate::proxy::bodies;
 use crate::proxy::respond::Reject;
 use crate::proxy::{ending, fleet, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
 use http::request::Parts;
@@ -30,7 +30,8 @@ pub(in crate::proxy) async fn complete(
         tracing::warn!(hold = %id, "complete from another session refused");
         return Err(Reject::SessionMismatch);
     }
-    let bytes = buffer(body, MAX_PROOF_BODY).await?;
+    let client = proofs::client_addr(gw, conn, &parts);
+    let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let now = gw.clock.now();
     // A settled hold is reported before any proof is checked, so a late
     // proof is not consumed for nothing.
