@@ -35,6 +35,7 @@ pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod session;
+pub mod sparse;
 pub mod stepup;
 pub mod store;
 pub mod users;

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_seconds: Histogram,
     pub holds_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Holds in memory, open or ended and kept for late callers.
+    pub holds_kept: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Request body bytes in memory: being read, parked, or on their way upstream.
     pub body_bytes_buffered: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub hold_transitions: Family<StateLabels, Counter>,
@@ -102,6 +104,7 @@ impl Metrics {
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             holds_open: Gauge::default(),
             body_bytes_buffered: Gauge::default(),
+            holds_kept: Gauge::default(),
             hold_transitions: Family::default(),
             hold_wait_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
             proofs: Family::default(),
@@ -130,6 +133,11 @@ impl Metrics {
             m.upstream_seconds.clone(),
         );
         r.register("holds_open", "Holds pending or satisfied", m.holds_open.clone());
+        r.register(
+            "holds_kept",
+            "Holds in memory: open, or ended and kept for limits.keep_ended_holds",
+            m.holds_kept.clone(),
+        );
         r.register(
             "body_bytes_buffered",
             "Request body bytes held in memory (being read, parked, or being forwarded)",

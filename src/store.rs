@@ -43,6 +43,7 @@ impl ReplayCache {
     /// Forgets records whose value can no longer be presented anyway.
     pub fn purge(&self, now: u64) {
         self.seen.retain(|_, exp| *exp >= now);
+        crate::sparse::shrink(&self.seen);
     }
 
     pub fn len(&self) -> usize {
@@ -158,6 +159,7 @@ impl FailureLimiter {
     /// Forgets keys quiet for `max_wait`.
     pub fn purge(&self, now: u64) {
         self.failures.retain(|_, f| now < f.last.saturating_add(self.max_wait));
+        crate::sparse::shrink(&self.failures);
     }
 }
 
@@ -236,6 +238,7 @@ impl ReuseCache {
 
     pub fn purge(&self, now: u64, max_window: u64) {
         self.recent.retain(|_, r| now.saturating_sub(r.at) <= max_window);
+        crate::sparse::shrink(&self.recent);
     }
 }
 

@@ -485,3 +485,90 @@ async fn fresh_status(s: &Served, path: &str) -> u16 {
         .await
         .status
 }
+
+/// A gauge's value in exposition text, or `None` when it is not there.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `stepgate_holds_kept` counts the holds in memory: open ones, and ended
+/// ones kept for `limits.keep_ended_holds` so late callers learn how they
+/// ended. It falls only when those are forgotten, which is what the
+/// memory figures in docs/benchmarks.md are read against.
+#[tokio::test]
+async fn the_holds_kept_gauge_counts_ended_holds_until_they_are_forgotten() {
+    use std::sync::Arc;
+    let up = Upstream::start().await;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let clock = Arc::new(stepgate::clock::ManualClock::at_unix(start));
+    let extra = "limits: { keep_ended_holds: 1m }";
+    let gw = Gateway::start_with_clock(up.addr, DEFAULT_ROUTES, extra, clock.clone()).await;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin.local_addr().expect("addr");
+    tokio::spawn(stepgate::proxy::admin::run(
+        gw.gw.clone(),
+        admin,
+        std::future::pending(),
+    ));
+    let read = || async move {
+        let text = http_get(admin_addr, "/metrics").await.1;
+        let kept = gauge(&text, "stepgate_holds_kept").unwrap_or_else(|| panic!("no stepgate_holds_kept in:\n{text}"));
+        let open = gauge(&text, "stepgate_holds_open").expect("stepgate_holds_open");
+        (kept, open)
+    };
+    // The sweeper runs once a second on real time; the clock it reads is
+    // the test's.
+    let until = |want: (f64, f64), what: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = read().await;
+            if now == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: (kept, open) = {now:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(read().await, (0.0, 0.0));
+
+    let mut holds = Vec::new();
+    for i in 0..3 {
+        let cookie = format!("SESSIONID=kept-{i}");
+        let target = format!("/admin/users/u{i}/delete");
+        let resp = raw(gw.addr, &gw.pki, &request("POST", &target, &[("cookie", &cookie)], b"")).await;
+        assert_eq!(resp.status, 401, "{}", String::from_utf8_lossy(&resp.body));
+        holds.push((cookie, resp.json()));
+    }
+    assert_eq!(read().await, (3.0, 3.0), "three holds, all open");
+
+    let (cookie, ch) = &holds[0];
+    let path = format!("/.stepup/holds/{}/complete", ch["hold_id"].as_str().expect("id"));
+    let token = gw.token(serde_json::json!({"sid": ch["sid"], "txn": ch["txn"]}));
+    let proof = serde_json::json!({"method": "token", "token": token}).to_string();
+    let resp = raw(
+        gw.addr,
+        &gw.pki,
+        &request("POST", &path, &[("cookie", cookie)], proof.as_bytes()),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(read().await, (3.0, 2.0), "the released hold is kept");
+
+    // Past the two-minute deadline: the other two expire and are kept,
+    // while the released one, ended 150 s ago, is past its minute.
+    clock.advance(Duration::from_secs(150));
+    until((2.0, 0.0), "expired holds are kept, the released one forgotten").await;
+
+    // Past the keep window of the expired ones: forgotten.
+    clock.advance(Duration::from_secs(61));
+    until((0.0, 0.0), "ended holds are forgotten after the keep window").await;
+    assert_eq!(up.count("/admin/users/"), 1, "only the released hold ran");
+}

@@ -59,25 +59,54 @@ routes:
     )
 }
 
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
 impl Gateway {
     pub async fn start(binary: &Path, upstream: SocketAddr, holds: usize, pki: &Pki) -> Result<Gateway> {
+        Self::start_with(binary, pki, &[], |port, admin, key| {
+            config(port, admin, upstream, holds, key)
+        })
+        .await
+    }
+
+    /// Starts the gateway with the config `config(port, admin port, approver
+    /// key digest)` and `env` set for it.
+    pub async fn start_with(
+        binary: &Path,
+        pki: &Pki,
+        env: &[(&str, &str)],
+        config: impl FnOnce(u16, u16, &str) -> String,
+    ) -> Result<Gateway> {
         let dir = std::env::temp_dir().join(format!("stepgate-holdcap-{}", stepgate::ids::random_token()));
         std::fs::create_dir_all(dir.join("state"))?;
         std::fs::write(dir.join("cert.pem"), &pki.cert_pem)?;
-        std::fs::write(dir.join("key.pem"), &pki.key_pem)?;
+        // `serve` refuses key files others may read.
+        write_private(&dir.join("key.pem"), pki.key_pem.as_bytes())?;
         let (_, pem) = stepgate::assertion::generate_signing_key();
-        std::fs::write(dir.join("assertion.pem"), pem)?;
+        write_private(&dir.join("assertion.pem"), pem.as_bytes())?;
         let approver_key = stepgate::ids::random_token();
         let digest: String = Sha256::digest(approver_key.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         let (port, admin) = (net::free_port()?, net::free_port()?);
-        std::fs::write(dir.join("routes.yaml"), config(port, admin, upstream, holds, &digest))?;
+        std::fs::write(dir.join("routes.yaml"), config(port, admin, &digest))?;
         let log = std::fs::File::create(dir.join("gateway.log"))?;
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(dir.join("routes.yaml"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -165,6 +194,17 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    #[allow(dead_code)] // hold_churn's
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// What the gateway wrote to its stdout and stderr so far.
+    #[allow(dead_code)] // hold_churn's
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }
 
     pub async fn stop(mut self) {

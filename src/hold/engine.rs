@@ -219,6 +219,11 @@ impl HoldEngine {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Holds in memory: open, or ended and not yet forgotten.
+    pub fn kept_count(&self) -> usize {
+        self.holds.len()
+    }
+
     pub fn create(
         &self,
         meta: HoldMeta,
@@ -466,13 +471,17 @@ impl HoldEngine {
         expired
     }
 
-    /// Forgets holds that ended more than the linger period ago.
+    /// Forgets holds that ended more than the linger period ago, and gives
+    /// back the room a burst of holds left in the maps.
     pub fn forget_ended(&self, now: SystemTime) {
         let linger = self.linger;
         self.holds.retain(|_, e| match e.ended {
             Some(t) => now.duration_since(t).map(|d| d <= linger).unwrap_or(true),
             None => true,
         });
+        crate::sparse::shrink(&self.holds);
+        crate::sparse::shrink(&self.open_by_session);
+        crate::sparse::shrink(&self.by_client);
     }
 
     /// Snapshots of the open holds, for the approvers' queue.

@@ -41,6 +41,7 @@ fn answer(gw: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         "/metrics" => {
             gw.metrics.holds_open.set(gw.holds.open_count() as i64);
             gw.metrics.body_bytes_buffered.set(gw.bodies.used() as i64);
+            gw.metrics.holds_kept.set(gw.holds.kept_count() as i64);
             gw.metrics.state_available.set(i64::from(gw.state.is_available()));
             (
                 StatusCode::OK,

@@ -71,6 +71,7 @@ impl RateLimiter {
     /// no bucket at all, so this loses nothing.
     pub fn purge(&self, now_ms: u64) {
         self.buckets.retain(|_, b| self.refilled(*b, now_ms) < self.burst);
+        crate::sparse::shrink(&self.buckets);
     }
 
     pub fn len(&self) -> usize {

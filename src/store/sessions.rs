@@ -161,6 +161,7 @@ impl SessionTracker {
     pub fn purge(&self, now: u64, idle: u64) {
         self.seen.retain(|_, s| now.saturating_sub(s.last) <= idle);
         self.len.store(self.seen.len(), Ordering::Relaxed);
+        crate::sparse::shrink(&self.seen);
     }
 
     pub fn len(&self) -> usize {
