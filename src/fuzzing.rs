@@ -15,7 +15,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target, by the name its `fuzz/fuzz_targets/<name>.rs` and its
 /// `fuzz/corpus/<name>/` directory use.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("canonical_path", canonical_path),
     ("request_head", request_head),
     ("route_match", route_match),
@@ -24,6 +24,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("token_verify", token_verify),
     ("config_parse", config_parse),
     ("body_read", body_read),
+    ("proof_body", proof_body),
     ("conditions", conditions),
     ("audit_verify", audit_verify),
     ("webauthn_client_data", webauthn_client_data),
@@ -297,6 +298,15 @@ pub fn body_read(data: &[u8]) {
     let _ = reading.pointer("/amount");
     let _ = reading.field("amount");
     let _ = reading.method_override();
+}
+
+/// The body of `complete` and of an approver's decision: the first byte
+/// picks form or JSON, the rest is the body.
+pub fn proof_body(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    crate::proxy::fuzz_proof_body(kind & 1 == 1, body);
 }
 
 /// The condition evaluator, failing closed: a transfer passes without

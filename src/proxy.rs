@@ -42,6 +42,9 @@ mod upgrade;
 mod webauthn;
 mod who;
 
+/// The `complete`/decision body parser's property check, for `crate::fuzzing`.
+pub(crate) use api::proof_body::fuzz_check as fuzz_proof_body;
+
 pub use crate::body::Body;
 pub use forward::Upstream;
 pub use page::escape as page_escape;

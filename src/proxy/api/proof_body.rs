@@ -48,28 +48,91 @@ pub(in crate::proxy) fn parse_body(parts: &Parts, bytes: &[u8]) -> Result<ProofB
         return Ok(ProofBody::default());
     }
     if form {
-        let mut b = ProofBody::default();
-        for (k, v) in form_urlencoded::parse(bytes) {
-            let v = Some(v.into_owned());
-            match k.as_ref() {
-                "method" => b.method = v,
-                "token" => b.token = v,
-                "user" => b.user = v,
-                "code" => b.code = v,
-                "txn" => b.txn = v,
-                "comment" => b.comment = v,
-                "reason" => b.reason = v,
-                "credential" => b.credential = json_text(v.map(Into::into)),
-                "webauthn" => b.webauthn = json_text(v.map(Into::into)),
-                _ => {}
-            }
-        }
-        return Ok(b);
+        return parse_form(bytes);
     }
     let mut b: ProofBody = serde_json::from_slice(bytes).map_err(|_| Reject::BadRequest("malformed proof"))?;
     b.credential = json_text(b.credential);
     b.webauthn = json_text(b.webauthn);
     Ok(b)
+}
+
+/// A field given twice is refused, as JSON's duplicate keys are: which copy
+/// counts (`method=totp&method=break_glass`) must never depend on the
+/// reader.
+fn parse_form(bytes: &[u8]) -> Result<ProofBody, Reject> {
+    let mut b = ProofBody::default();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        let text = Some(v.into_owned());
+        let slot_was_empty = match k.as_ref() {
+            "method" => b.method.replace_if_empty(text),
+            "token" => b.token.replace_if_empty(text),
+            "user" => b.user.replace_if_empty(text),
+            "code" => b.code.replace_if_empty(text),
+            "txn" => b.txn.replace_if_empty(text),
+            "comment" => b.comment.replace_if_empty(text),
+            "reason" => b.reason.replace_if_empty(text),
+            "credential" => b.credential.replace_if_empty(text.map(Into::into)),
+            "webauthn" => b.webauthn.replace_if_empty(text.map(Into::into)),
+            _ => true,
+        };
+        if !slot_was_empty {
+            return Err(Reject::BadRequest("repeated proof field"));
+        }
+    }
+    b.credential = json_text(b.credential);
+    b.webauthn = json_text(b.webauthn);
+    Ok(b)
+}
+
+trait FillOnce<T> {
+    /// Fills an empty slot and says so; a full one is left as it was.
+    fn replace_if_empty(&mut self, value: Option<T>) -> bool;
+}
+
+impl<T> FillOnce<T> for Option<T> {
+    fn replace_if_empty(&mut self, value: Option<T>) -> bool {
+        if self.is_some() {
+            return false;
+        }
+        *self = value;
+        true
+    }
+}
+
+/// The fuzz target's check of the parser: whatever the bytes, no panic; an
+/// accepted form names each field once; an accepted body leaves no
+/// WebAuthn value as unparsed text.
+pub(crate) fn fuzz_check(form: bool, bytes: &[u8]) {
+    let mut headers = http::HeaderMap::new();
+    let ctype = if form {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.headers = headers;
+    let Ok(body) = parse_body(&parts, bytes) else {
+        return;
+    };
+    if form {
+        let mut seen = std::collections::HashSet::new();
+        for (k, _) in form_urlencoded::parse(bytes) {
+            let known = matches!(
+                k.as_ref(),
+                "method" | "token" | "user" | "code" | "txn" | "comment" | "reason" | "credential" | "webauthn"
+            );
+            assert!(!known || seen.insert(k.into_owned()), "a repeated field was accepted");
+        }
+    }
+    for v in [&body.credential, &body.webauthn].into_iter().flatten() {
+        assert!(!v.is_string(), "a WebAuthn value stayed text");
+    }
+    let step = body.step();
+    assert_eq!(
+        step.label().is_some(),
+        matches!(step, Step::BreakGlass | Step::Prove(_))
+    );
 }
 
 /// What a `complete` asks for, read once from its `method` field.
@@ -125,5 +188,40 @@ mod tests {
         assert_eq!(step(Some("TOTP")), Step::Unknown);
         assert_eq!(step(Some("break_glass")).label(), Some("break_glass"));
         assert_eq!(step(Some("nope")).label(), None);
+    }
+
+    fn parts(ctype: &'static str) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts
+            .headers
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+        parts
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_in_a_form_and_in_json() {
+        let form = parts("application/x-www-form-urlencoded");
+        for body in [
+            &b"method=totp&method=break_glass&code=1"[..],
+            b"txn=a&code=1&txn=b",
+            b"code=1&code=",
+            b"credential=%7B%7D&credential=%7B%7D",
+        ] {
+            assert!(parse_body(&form, body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+        let ok = parse_body(&form, b"method=totp&code=123456&extra=1&extra=2").expect("one of each");
+        assert_eq!(
+            (ok.method.as_deref(), ok.code.as_deref()),
+            (Some("totp"), Some("123456"))
+        );
+        let json = parts("application/json");
+        assert!(parse_body(&json, br#"{"method":"totp","method":"break_glass"}"#).is_err());
+    }
+
+    #[test]
+    fn a_credential_sent_as_form_text_is_read_as_json() {
+        let form = parts("application/x-www-form-urlencoded");
+        let b = parse_body(&form, b"method=webauthn&credential=%7B%22id%22%3A%22x%22%7D").expect("parses");
+        assert_eq!(b.credential, Some(serde_json::json!({"id": "x"})));
     }
 }
