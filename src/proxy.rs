@@ -265,8 +265,6 @@ pub struct Gateway {
     pub client_failures: FailureLimiter,
     /// Approver cookies ended by logout (memory only, like the other caches).
     pub revoked_approvers: Revoked,
-    /// WebAuthn challenges in flight.
-    pub(crate) passkeys: passkey::Challenges,
     /// Rates of the ceremony endpoints per client and session.
     pub(crate) throttle: throttle::Throttle,
     /// OIDC authorization flows in flight.
@@ -379,7 +377,6 @@ impl Gateway {
             failures: FailureLimiter::new(5, 30, 900),
             client_failures: FailureLimiter::new(20, 30, 900),
             revoked_approvers: Revoked::default(),
-            passkeys: passkey::Challenges::default(),
             throttle: throttle::Throttle::new(&config.limits),
             oidc_flows: oidc::Flows::default(),
             notifier,
@@ -589,7 +586,6 @@ impl Gateway {
         // as a first sighting.
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
-        self.passkeys.purge(secs);
         self.throttle.purge(now);
         self.failures.purge(secs);
         self.client_failures.purge(secs);

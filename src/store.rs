@@ -15,7 +15,7 @@ pub use rate::RateLimiter;
 pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};
-pub use shared::{Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
+pub use shared::{Ceremony, Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
 
 use dashmap::DashMap;
 

@@ -273,7 +273,7 @@ async fn decide_json(
     let fresh = match (&req.webauthn, a.totp || via == Via::SignedIn) {
         (Some(credential), _) => Some((
             "webauthn",
-            proofs::approver_webauthn(gw, &a.name, &meta, credential, now),
+            proofs::approver_webauthn(gw, &a.name, &meta, credential, now).await?,
         )),
         (None, true) => Some((
             "totp",

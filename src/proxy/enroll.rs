@@ -80,19 +80,14 @@ pub(super) async fn options(
         tracing::error!(error = %e, "passkey creation options failed");
         Reject::BadRequest("passkey options could not be made")
     })?;
-    gw.passkeys.registrations.insert(
-        challenge,
-        EnrollToken::digest(req.token.trim()),
-        // One link, one person: its holder is the only owner there is.
-        "enrollment",
-        Registering {
-            user: ticket.user.clone(),
-            user_id,
-            state,
-        },
-        passkey::expiry(now),
-        unix_secs(now),
-    );
+    let registering = Registering {
+        user: ticket.user.clone(),
+        user_id,
+        state,
+    };
+    let purpose = passkey::enrollment_purpose(&EnrollToken::digest(req.token.trim()));
+    // One link, one person: its holder is the only owner there is.
+    passkey::keep(gw, &challenge, &purpose, "enrollment", &registering, now).await?;
     options["user"] = ticket.user.into();
     Ok(respond::json(StatusCode::OK, &options))
 }
@@ -119,12 +114,13 @@ pub(super) async fn finish(
         .credential
         .and_then(|c| serde_json::from_value(c).ok())
         .ok_or(Reject::BadRequest("malformed enrollment request: credential"))?;
-    let pending = webauthn::signed_challenge(&credential.response.client_data_json)
-        .and_then(|c| gw.passkeys.registrations.take(&c, &digest, at))
-        .filter(|p| p.user == ticket.user)
-        .ok_or(Reject::BadRequest(
-            "no registration is in progress for this link; start again",
-        ))?;
+    let kept = match webauthn::signed_challenge(&credential.response.client_data_json) {
+        Some(c) => passkey::take_kept::<Registering>(gw, &c, &passkey::enrollment_purpose(&digest), now).await?,
+        None => None,
+    };
+    let pending = kept.filter(|p| p.user == ticket.user).ok_or(Reject::BadRequest(
+        "no registration is in progress for this link; start again",
+    ))?;
     let passkey = rp.finish_registration(&credential, &pending.state).map_err(|e| {
         tracing::info!(user = %ticket.user, error = %e, "passkey registration refused");
         Reject::BadRequest("the passkey could not be registered")

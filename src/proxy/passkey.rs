@@ -1,5 +1,6 @@
 //! Passkey ceremonies as the gateway runs them: the challenges in flight
-//! (kept here, never in the browser), the user store, and the relying party
+//! (kept in the state store, never in the browser, so that with Redis any
+//! instance can finish what another started), the user store, and the relying party
 //! of the live config. Every endpoint that takes a WebAuthn proof comes
 //! through [`start`] and [`finish`]; what a proof is *for* is its
 //! [`ChallengeKey`], so a challenge issued for one purpose never verifies
@@ -10,7 +11,7 @@ use super::Gateway;
 use crate::clock::unix_secs;
 use crate::ids::HoldId;
 use crate::stepup::webauthn::{self, Nonce, PasskeyRegistration, PublicKeyCredential, RelyingParty, Uuid};
-use crate::store::Pending;
+use crate::store::Ceremony;
 use crate::users::EnrollToken;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -45,13 +46,13 @@ pub(crate) struct Enrollment {
     pub expires: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Issued {
     user: String,
     nonce: Nonce,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Registering {
     pub user: String,
     /// The user handle the options named (kept at the first enrollment).
@@ -59,29 +60,74 @@ pub(super) struct Registering {
     pub state: PasskeyRegistration,
 }
 
-/// Challenges issued and not yet answered. The bounds keep an attacker
-/// who calls the options endpoints in a loop from growing memory; a
-/// purpose keeps its newest few, so a second tab does not break the first.
-#[derive(Debug)]
-pub(crate) struct Challenges {
-    assertions: Pending<ChallengeKey, Issued>,
-    pub(super) registrations: Pending<String, Registering>,
-}
-
-impl Default for Challenges {
-    fn default() -> Self {
-        Challenges {
-            assertions: Pending::new(4096, 4),
-            registrations: Pending::new(256, 4),
-        }
+impl ChallengeKey {
+    /// The purpose a challenge is kept under in the state store, spelled
+    /// so that no two keys share one (names may hold any character).
+    fn purpose(&self) -> String {
+        let parts = match self {
+            ChallengeKey::Requester(hold) => vec!["requester", hold.as_str()],
+            ChallengeKey::ApproverDecision { hold, approver } => vec!["decision", hold.as_str(), approver],
+            ChallengeKey::ApproverLogin(name) => vec!["login", name],
+        };
+        serde_json::Value::from(parts).to_string()
     }
 }
 
-impl Challenges {
-    pub(crate) fn purge(&self, now: u64) {
-        self.assertions.purge(now);
-        self.registrations.purge(now);
-    }
+/// The purpose of an enrollment link's registration challenge.
+pub(super) fn enrollment_purpose(link_digest: &str) -> String {
+    serde_json::Value::from(vec!["enroll", link_digest]).to_string()
+}
+
+/// Keeps what finishing a ceremony needs in the state store (this
+/// process's memory, or Redis shared by every instance), so the answer
+/// may reach any instance. A store that cannot take it fails the options
+/// closed: a challenge nobody can redeem is worse than a 503.
+pub(super) async fn keep<T: serde::Serialize>(
+    gw: &Gateway,
+    challenge: &[u8],
+    purpose: &str,
+    owner: &str,
+    value: &T,
+    now: SystemTime,
+) -> Result<(), Reject> {
+    let value = serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode a ceremony in flight");
+        Reject::BadRequest("passkey options could not be made")
+    })?;
+    let ceremony = Ceremony {
+        challenge,
+        purpose,
+        owner,
+        value: &value,
+        expires: expiry(now),
+    };
+    gw.state.put_ceremony(ceremony, unix_secs(now)).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot keep a passkey challenge; failing closed");
+        Reject::StateUnavailable
+    })
+}
+
+/// Takes the ceremony kept with `challenge` for `purpose`, once. `None`
+/// when there is none (unknown, used, expired, another purpose).
+pub(super) async fn take_kept<T: serde::de::DeserializeOwned>(
+    gw: &Gateway,
+    challenge: &[u8],
+    purpose: &str,
+    now: SystemTime,
+) -> Result<Option<T>, Reject> {
+    let kept = gw
+        .state
+        .take_ceremony(challenge, purpose, unix_secs(now))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot take a passkey challenge; failing closed");
+            Reject::StateUnavailable
+        })?;
+    Ok(kept.and_then(|bytes| {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| tracing::error!(error = %e, "a kept ceremony does not decode; refused"))
+            .ok()
+    }))
 }
 
 /// The relying party, when `stepup.webauthn` is configured.
@@ -101,28 +147,28 @@ pub(super) fn expiry(now: SystemTime) -> u64 {
 /// answer those credentials, so the proof fails as a wrong one does.
 /// `owner` names who asked (see `throttle::owner`): what must make room
 /// in the table of challenges comes out of the asker's own entries first.
-pub(super) fn start(
+pub(super) async fn start(
     gw: &Gateway,
     key: (ChallengeKey, &str),
     user: &str,
     binding: &str,
     now: SystemTime,
 ) -> Result<serde_json::Value, Reject> {
-    issue(gw, Some(key), user, binding, now)
+    issue(gw, Some(key), user, binding, now).await
 }
 
 /// The options [`start`] would give `user`, remembered for nothing: for a
 /// name that may not prove here, which must not learn that from the answer.
-pub(super) fn look_alike(
+pub(super) async fn look_alike(
     gw: &Gateway,
     user: &str,
     binding: &str,
     now: SystemTime,
 ) -> Result<serde_json::Value, Reject> {
-    issue(gw, None, user, binding, now)
+    issue(gw, None, user, binding, now).await
 }
 
-fn issue(
+async fn issue(
     gw: &Gateway,
     key: Option<(ChallengeKey, &str)>,
     user: &str,
@@ -151,18 +197,12 @@ fn issue(
         tracing::debug!(%user, real, "passkey options that no assertion can answer");
         return Ok(options);
     };
-    let challenge = webauthn::challenge(&nonce, binding).to_vec();
-    gw.passkeys.assertions.insert(
-        challenge,
-        key,
-        owner,
-        Issued {
-            user: user.to_owned(),
-            nonce,
-        },
-        expiry(now),
-        unix_secs(now),
-    );
+    let challenge = webauthn::challenge(&nonce, binding);
+    let issued = Issued {
+        user: user.to_owned(),
+        nonce,
+    };
+    keep(gw, &challenge, &key.purpose(), owner, &issued, now).await?;
     Ok(options)
 }
 
@@ -188,26 +228,44 @@ fn decoys(
 /// Verifies `credential` (webauthn-rs's `PublicKeyCredential` JSON)
 /// against the challenge issued for `key` and `binding`, spending the
 /// challenge, and stores the passkey's new counter. `user`, when given,
-/// must be whom the challenge was issued to. The error is a reason for the
-/// log, never for the client.
-pub(super) fn finish(
+/// must be whom the challenge was issued to. The inner error is a reason
+/// for the log, never for the client; the outer one a store that could not
+/// be asked (503).
+pub(super) async fn finish(
     gw: &Gateway,
     key: &ChallengeKey,
     user: Option<&str>,
     binding: &str,
     credential: &serde_json::Value,
     now: SystemTime,
+) -> Result<Result<Verified, String>, Reject> {
+    let Some(rp) = relying_party(gw) else {
+        return Ok(Err("webauthn is not configured".into()));
+    };
+    let assertion: PublicKeyCredential = match serde_json::from_value(credential.clone()) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(format!("malformed credential: {e}"))),
+    };
+    let Some(signed) = webauthn::signed_challenge(&assertion.response.client_data_json) else {
+        return Ok(Err("clientDataJSON names no challenge".into()));
+    };
+    let Some(issued) = take_kept::<Issued>(gw, &signed, &key.purpose(), now).await? else {
+        return Ok(Err(
+            "no pending challenge for this purpose (unknown, used, expired or issued for another request)".into(),
+        ));
+    };
+    Ok(verify(gw, &rp, issued, user, binding, &assertion, now))
+}
+
+fn verify(
+    gw: &Gateway,
+    rp: &RelyingParty,
+    issued: Issued,
+    user: Option<&str>,
+    binding: &str,
+    assertion: &PublicKeyCredential,
+    now: SystemTime,
 ) -> Result<Verified, String> {
-    let rp = relying_party(gw).ok_or("webauthn is not configured")?;
-    let assertion: PublicKeyCredential =
-        serde_json::from_value(credential.clone()).map_err(|e| format!("malformed credential: {e}"))?;
-    let signed =
-        webauthn::signed_challenge(&assertion.response.client_data_json).ok_or("clientDataJSON names no challenge")?;
-    let issued = gw
-        .passkeys
-        .assertions
-        .take(&signed, key, unix_secs(now))
-        .ok_or("no pending challenge for this purpose (unknown, used, expired or issued for another request)")?;
     if user.is_some_and(|u| u != issued.user) {
         return Err(format!("challenge was issued to {}, not {user:?}", issued.user));
     }
@@ -220,7 +278,7 @@ pub(super) fn finish(
             let record = f.users.get_mut(&issued.user).ok_or("user is gone")?;
             let passkeys: Vec<_> = record.webauthn.iter().map(|r| r.passkey.clone()).collect();
             let v = rp
-                .verify(&passkeys, &issued.nonce, binding, &assertion)
+                .verify(&passkeys, &issued.nonce, binding, assertion)
                 .map_err(|e| e.to_string())?;
             for r in &mut record.webauthn {
                 if v.update(&mut r.passkey).is_some() {

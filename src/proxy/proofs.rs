@@ -212,44 +212,50 @@ fn check_totp(
 
 /// Verifies a passkey assertion answering this hold's own challenge (bound
 /// to its `txn`), made by `user` when the body names one.
-pub(super) fn webauthn(
+pub(super) async fn webauthn(
     gw: &Gateway,
     credential: &serde_json::Value,
     user: Option<&str>,
     meta: &HoldMeta,
     require: &Requirements,
     now: SystemTime,
-) -> Result<Proof, String> {
+) -> Checked {
     if !require.accepts(ProofMethod::Webauthn) {
-        return Err("route does not accept webauthn proofs".into());
+        return Ok(Err("route does not accept webauthn proofs".into()));
     }
     let user = user.map(str::trim).filter(|u| !u.is_empty());
     let key = ChallengeKey::Requester(meta.id.clone());
-    let v = passkey::finish(gw, &key, user, meta.txn.as_str(), credential, now)?;
+    let v = match passkey::finish(gw, &key, user, meta.txn.as_str(), credential, now).await? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
     tracing::debug!(hold = %meta.id, user = %v.user, synced = v.backup_eligible, "passkey assertion verified");
-    actor_allowed(gw, meta, require, &v.user)?;
-    Ok(Proof {
+    if let Err(e) = actor_allowed(gw, meta, require, &v.user) {
+        return Ok(Err(e));
+    }
+    Ok(Ok(Proof {
         method: ProofMethod::Webauthn,
         sub: v.user,
         auth_time: unix_secs(now),
         amr: v.amr,
         acr: v.acr,
-    })
+    }))
 }
 
 /// Checks an approver's passkey assertion for their decision on `meta`.
-pub(super) fn approver_webauthn(
+pub(super) async fn approver_webauthn(
     gw: &Gateway,
     name: &str,
     meta: &HoldMeta,
     credential: &serde_json::Value,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<Result<(), String>, Reject> {
     let key = ChallengeKey::ApproverDecision {
         hold: meta.id.clone(),
         approver: name.to_owned(),
     };
-    passkey::finish(gw, &key, Some(name), meta.txn.as_str(), credential, now).map(|_| ())
+    let verified = passkey::finish(gw, &key, Some(name), meta.txn.as_str(), credential, now).await?;
+    Ok(verified.map(|_| ()))
 }
 
 /// Who may step up: the session's own identity when it is known (SPEC §3),

@@ -117,15 +117,18 @@ pub(super) async fn login(
     // open to anyone, and only the sender should be slowed down.
     let verified = match (method, known) {
         ("totp", true) => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), client, now).await?,
-        ("totp" | "webauthn", _) => proofs::may_try(gw, &req.name, client, secs).and_then(|()| {
-            let result = match (&req.credential, known) {
-                (_, false) => Err(format!("{:?} is not an approver", req.name)),
-                (Some(c), true) => approver_login_passkey(gw, &req.name, c, now),
-                (None, true) => Err("no passkey credential".into()),
-            };
-            proofs::settle_try(gw, &req.name, client, secs, result.is_ok());
-            result
-        }),
+        ("totp" | "webauthn", _) => match proofs::may_try(gw, &req.name, client, secs) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let result = match (&req.credential, known) {
+                    (_, false) => Err(format!("{:?} is not an approver", req.name)),
+                    (Some(c), true) => approver_login_passkey(gw, &req.name, c, now).await?,
+                    (None, true) => Err("no passkey credential".into()),
+                };
+                proofs::settle_try(gw, &req.name, client, secs, result.is_ok());
+                result
+            }
+        },
         _ => return Err(Reject::BadRequest("unknown sign-in method")),
     };
     if let Err(reason) = verified {
@@ -170,9 +173,9 @@ pub(super) async fn options(
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     let now = gw.clock.now();
     let options = if gw.config().stepup.approvers.iter().any(|a| a.name == req.name) {
-        approver_login_options(gw, &req.name, &throttle::owner(client), now)?
+        approver_login_options(gw, &req.name, &throttle::owner(client), now).await?
     } else {
-        passkey::look_alike(gw, &req.name, &login_binding(&req.name), now)?
+        passkey::look_alike(gw, &req.name, &login_binding(&req.name), now).await?
     };
     Ok(respond::json(StatusCode::OK, &options))
 }
@@ -220,24 +223,25 @@ fn login_binding(name: &str) -> String {
     format!("approver-login:{name}")
 }
 
-fn approver_login_options(
+async fn approver_login_options(
     gw: &Gateway,
     name: &str,
     owner: &str,
     now: std::time::SystemTime,
 ) -> Result<serde_json::Value, Reject> {
     let key = ChallengeKey::ApproverLogin(name.to_owned());
-    passkey::start(gw, (key, owner), name, &login_binding(name), now)
+    passkey::start(gw, (key, owner), name, &login_binding(name), now).await
 }
 
-fn approver_login_passkey(
+async fn approver_login_passkey(
     gw: &Gateway,
     name: &str,
     credential: &serde_json::Value,
     now: std::time::SystemTime,
-) -> Result<(), String> {
+) -> Result<Result<(), String>, Reject> {
     let key = ChallengeKey::ApproverLogin(name.to_owned());
-    passkey::finish(gw, &key, Some(name), &login_binding(name), credential, now).map(|_| ())
+    let verified = passkey::finish(gw, &key, Some(name), &login_binding(name), credential, now).await?;
+    Ok(verified.map(|_| ()))
 }
 
 /// Who a one-time enrollment link is for, if it is still valid (looked up,

@@ -10,7 +10,7 @@
 //! The defaults (`limits.ceremony_rate_per_client`, `_per_session`) are far
 //! above what a person needs (a step-up takes one set of options, a sign-in
 //! one or two tries), and low enough that one address cannot fill the table
-//! of challenges in flight (`passkey::Challenges`) and push out other
+//! of challenges in flight (the state store's ceremonies) and push out other
 //! people's. Like the hold quotas they are read once, at start.
 
 use super::respond::Reject;

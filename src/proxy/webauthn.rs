@@ -62,7 +62,7 @@ pub(super) async fn options(
             hold: meta.id.clone(),
             approver: a.name.clone(),
         };
-        let options = passkey::start(gw, (key, &owner), &a.name, meta.txn.as_str(), now)?;
+        let options = passkey::start(gw, (key, &owner), &a.name, meta.txn.as_str(), now).await?;
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let (meta, state) = own_hold(gw, conn, parts, id).await?;
@@ -84,7 +84,7 @@ pub(super) async fn options(
         // Answered like anyone else, so the answer does not tell who is
         // in the route's users or groups; the proof will be refused.
         tracing::info!(hold = %meta.id, %user, %reason, "passkey options for a user who may not step up here");
-        let options = passkey::look_alike(gw, &user, meta.txn.as_str(), now)?;
+        let options = passkey::look_alike(gw, &user, meta.txn.as_str(), now).await?;
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let options = passkey::start(
@@ -93,6 +93,7 @@ pub(super) async fn options(
         &user,
         meta.txn.as_str(),
         now,
-    )?;
+    )
+    .await?;
     Ok(respond::json(StatusCode::OK, &options))
 }

@@ -24,6 +24,18 @@ struct Entry<K, V> {
     expires: u64,
 }
 
+/// The memory backend's ceremonies in flight. The bounds keep an attacker
+/// who calls the options endpoints in a loop from growing memory; a
+/// purpose keeps its newest few, so a second tab does not break the first.
+#[derive(Debug)]
+pub(super) struct Ceremonies(pub(super) Pending<String, Vec<u8>>);
+
+impl Default for Ceremonies {
+    fn default() -> Self {
+        Ceremonies(Pending::new(4096, 4))
+    }
+}
+
 impl<K: PartialEq, V> Pending<K, V> {
     /// At most `max` entries in all and `per_key` for one purpose.
     pub fn new(max: usize, per_key: usize) -> Self {

@@ -7,7 +7,7 @@
 //! Client-chosen values (a token's `jti`, a user name) are hashed into the
 //! key, which keeps keys short and free of separators.
 
-use super::shared::{Fingerprints, StateError, StateStore, StoreFuture};
+use super::shared::{Ceremony, Fingerprints, StateError, StateStore, StoreFuture};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +36,30 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
+/// Keeps a ceremony with its purpose and expiry in one step.
+const PUT_CEREMONY: &str = r"
+redis.call('HSET', KEYS[1], 'purpose', ARGV[1], 'value', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Takes a ceremony once, and only for the purpose it was issued for: a
+/// challenge presented for another purpose stays where it is.
+const TAKE_CEREMONY: &str = r"
+local purpose = redis.call('HGET', KEYS[1], 'purpose')
+if not purpose or purpose ~= ARGV[1] then return false end
+local value = redis.call('HGET', KEYS[1], 'value')
+redis.call('DEL', KEYS[1])
+return value
+";
+
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
     available: AtomicBool,
     advance: redis::Script,
+    put_ceremony: redis::Script,
+    take_ceremony: redis::Script,
     /// What this instance published, refreshed by every probe.
     published: std::sync::Mutex<Option<Fingerprints>>,
 }
@@ -52,7 +71,11 @@ impl std::fmt::Debug for RedisState {
 }
 
 fn digest(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
+    digest_bytes(text.as_bytes())
+}
+
+fn digest_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .take(20)
         .map(|b| format!("{b:02x}"))
@@ -86,6 +109,8 @@ impl RedisState {
             prefix: prefix.to_owned(),
             available: AtomicBool::new(false),
             advance: redis::Script::new(ADVANCE_STEP),
+            put_ceremony: redis::Script::new(PUT_CEREMONY),
+            take_ceremony: redis::Script::new(TAKE_CEREMONY),
             published: std::sync::Mutex::new(None),
         })
     }
@@ -240,6 +265,34 @@ impl StateStore for RedisState {
         })
     }
 
+    fn put_ceremony<'a>(&'a self, c: Ceremony<'a>, now: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            // No per-owner bound here: the ceremony rates bound what one
+            // client can put in, and every entry expires with its ceremony.
+            let mut call = self.put_ceremony.key(self.key("ceremony", &digest_bytes(c.challenge)));
+            call.arg(c.purpose)
+                .arg(c.value)
+                .arg(c.expires.saturating_sub(now).max(1));
+            let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
+    fn take_ceremony<'a>(
+        &'a self,
+        challenge: &'a [u8],
+        purpose: &'a str,
+        _now: u64,
+    ) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.take_ceremony.key(self.key("ceremony", &digest_bytes(challenge)));
+            call.arg(purpose);
+            self.run(call.invoke_async(&mut conn)).await
+        })
+    }
+
     fn purge(&self, _now: u64) {}
 }
 
@@ -263,6 +316,15 @@ mod tests {
         let s = RedisState::new("redis://127.0.0.1:1", "sg").expect("lazy");
         assert!(s.claim_once("k", 100, 0).await.is_err());
         assert!(s.advance_step("alice", 1).await.is_err());
+        let c = Ceremony {
+            challenge: b"c",
+            purpose: "p",
+            owner: "o",
+            value: b"v",
+            expires: 100,
+        };
+        assert!(s.put_ceremony(c, 0).await.is_err());
+        assert!(s.take_ceremony(b"c", "p", 0).await.is_err());
         assert!(!s.is_available());
     }
 }

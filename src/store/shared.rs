@@ -4,6 +4,7 @@
 //! single instance, Redis for several (see `redis_state`).
 
 use super::journal::{Entry, Journal};
+use super::pending::Ceremonies;
 use super::{ReplayCache, StepCounters};
 use std::future::Future;
 use std::pin::Pin;
@@ -97,8 +98,33 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// publishing anything (`stepgate check`).
     fn compare_keys<'a>(&'a self, fp: &'a Fingerprints) -> StoreFuture<'a, ()>;
 
+    /// Keeps a ceremony in flight (a WebAuthn challenge and what it was
+    /// issued with) until `expires`, to be taken once by whichever instance
+    /// the answer reaches. `purpose` names what the challenge may verify;
+    /// `owner` who asked, so a bounded store makes room out of the asker's
+    /// own entries first.
+    fn put_ceremony<'a>(&'a self, c: Ceremony<'a>, now: u64) -> StoreFuture<'a, ()>;
+
+    /// Takes the ceremony issued with `challenge` for `purpose`, once, on
+    /// any instance. A challenge issued for another purpose stays where it
+    /// is; an expired one is gone.
+    fn take_ceremony<'a>(&'a self, challenge: &'a [u8], purpose: &'a str, now: u64)
+        -> StoreFuture<'a, Option<Vec<u8>>>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
+}
+
+/// A ceremony to keep (see [`StateStore::put_ceremony`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Ceremony<'a> {
+    pub challenge: &'a [u8],
+    pub purpose: &'a str,
+    pub owner: &'a str,
+    /// What the finishing step needs, opaque to the store.
+    pub value: &'a [u8],
+    /// Unix seconds.
+    pub expires: u64,
 }
 
 /// One instance: the records live in this process, and each one is also
@@ -108,6 +134,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 pub struct MemoryState {
     once: ReplayCache,
     steps: StepCounters,
+    /// Not journaled: a ceremony lost in a restart is only started again.
+    ceremonies: Ceremonies,
     journal: Option<std::sync::Mutex<Journal>>,
 }
 
@@ -240,8 +268,31 @@ impl StateStore for MemoryState {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn put_ceremony<'a>(&'a self, c: Ceremony<'a>, now: u64) -> StoreFuture<'a, ()> {
+        self.ceremonies.0.insert(
+            c.challenge.to_vec(),
+            c.purpose.to_owned(),
+            c.owner,
+            c.value.to_vec(),
+            c.expires,
+            now,
+        );
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn take_ceremony<'a>(
+        &'a self,
+        challenge: &'a [u8],
+        purpose: &'a str,
+        now: u64,
+    ) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let taken = self.ceremonies.0.take(challenge, &purpose.to_owned(), now);
+        Box::pin(std::future::ready(Ok(taken)))
+    }
+
     fn purge(&self, now: u64) {
         self.once.purge(now);
+        self.ceremonies.0.purge(now);
         self.compact(now);
     }
 }

@@ -113,7 +113,7 @@ async fn prove(
         ProofMethod::Webauthn => {
             let credential = req.credential.as_ref().filter(|c| webauthn::well_formed(c));
             let credential = credential.ok_or(Reject::BadRequest("malformed proof: credential missing"))?;
-            proofs::webauthn(gw, credential, req.user.as_deref(), meta, &state.requirements, now)
+            proofs::webauthn(gw, credential, req.user.as_deref(), meta, &state.requirements, now).await?
         }
         _ => return Err(Reject::BadRequest("this proof method is not available on this gateway")),
     };
