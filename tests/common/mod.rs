@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod authenticator;
+pub mod panics;
 pub mod redis;
 pub mod story;
 pub mod upstreams;
