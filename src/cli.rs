@@ -14,6 +14,7 @@ mod audit;
 mod demo;
 mod enroll;
 mod explain;
+mod raw;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -97,16 +98,25 @@ enum Command {
     /// would be required.
     Explain {
         /// The request method, e.g. POST.
-        method: String,
+        #[arg(required_unless_present = "raw")]
+        method: Option<String>,
         /// The request URL, e.g. https://admin.example/admin/users/7/delete.
-        url: String,
+        #[arg(required_unless_present = "raw")]
+        url: Option<String>,
         /// A request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
         /// A file with the request body.
         #[arg(long)]
         body: Option<PathBuf>,
-        /// The client IP (after trusted proxies).
+        /// Instead of METHOD and URL: a file with the request as a client
+        /// sends it over HTTP/1.1, head and body (`-` reads stdin). Bytes a
+        /// URL cannot carry (bad escapes, absolute-form, two Host lines)
+        /// meet the gateway's checks as they would on the wire.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["method", "url", "headers", "body"])]
+        raw: Option<PathBuf>,
+        /// The client IP (after trusted proxies); with --raw the peer's,
+        /// and its X-Forwarded-For counts if it is a trusted proxy.
         #[arg(long, default_value = "127.0.0.1")]
         ip: std::net::IpAddr,
         /// When (Unix seconds or RFC 3339); default now.
@@ -243,6 +253,7 @@ pub fn main() -> ExitCode {
             url,
             headers,
             body,
+            raw,
             ip,
             at,
             session_age,
@@ -254,13 +265,21 @@ pub fn main() -> ExitCode {
                 Some(s) => Some(stepgate::config::units::parse_duration(s).map_err(BadInput)?),
                 None => None,
             };
+            let input = match (&raw, &method, &url) {
+                (Some(file), _, _) => explain::Input::Raw(file),
+                (None, Some(method), Some(url)) => explain::Input::Url {
+                    method,
+                    url,
+                    headers: &headers,
+                    body: body.as_deref(),
+                },
+                // clap requires both unless --raw is given.
+                _ => return Err(BadInput("explain needs METHOD and URL, or --raw FILE".into()).into()),
+            };
             explain::explain(
                 &c,
                 &explain::Request {
-                    method: &method,
-                    url: &url,
-                    headers: &headers,
-                    body: body.as_deref(),
+                    input,
                     ip,
                     at: at.as_deref(),
                     session_age,

@@ -3,7 +3,8 @@
 //! [`plan`](stepgate::proxy::plan::plan) function, from facts gathered by
 //! the gateway's own checks, so the two cannot disagree.
 
-use super::BadInput;
+use super::{raw, BadInput};
+use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::net::IpAddr;
 use std::path::Path;
@@ -12,15 +13,29 @@ use stepgate::clock::unix_secs;
 use stepgate::config::Config;
 use stepgate::policy::conditions;
 use stepgate::policy::HoldMode;
+use stepgate::proxy::hygiene;
 use stepgate::proxy::plan::{self, Plan};
 use stepgate::route::Route;
 use stepgate::store::Sighting;
 
+/// The request to explain.
+pub enum Input<'a> {
+    /// Assembled from the command line, as curl would send it.
+    Url {
+        method: &'a str,
+        url: &'a str,
+        headers: &'a [String],
+        body: Option<&'a Path>,
+    },
+    /// A file with the request's bytes, head and body (`-`: stdin), read as
+    /// the gateway's HTTP/1.1 server reads them.
+    Raw(&'a Path),
+}
+
 pub struct Request<'a> {
-    pub method: &'a str,
-    pub url: &'a str,
-    pub headers: &'a [String],
-    pub body: Option<&'a Path>,
+    pub input: Input<'a>,
+    /// With a URL, the client after trusted proxies; with raw bytes, the
+    /// peer, whose forwarding headers count as the gateway counts them.
     pub ip: IpAddr,
     pub at: Option<&'a str>,
     pub session_age: Option<Duration>,
@@ -32,12 +47,12 @@ fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadInput(msg.into()).into()
 }
 
-pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
-    let method =
-        Method::from_bytes(r.method.as_bytes()).map_err(|_| bad(format!("`{}` is not an HTTP method", r.method)))?;
-    let uri: http::Uri = r.url.parse().map_err(|_| bad(format!("`{}` is not a URL", r.url)))?;
+/// The request as a URL and options describe it.
+fn from_url(method: &str, url: &str, header_args: &[String], body: Option<&Path>) -> anyhow::Result<(Parts, Vec<u8>)> {
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| bad(format!("`{method}` is not an HTTP method")))?;
+    let uri: http::Uri = url.parse().map_err(|_| bad(format!("`{url}` is not a URL")))?;
     let mut headers = HeaderMap::new();
-    for h in r.headers {
+    for h in header_args {
         let (k, v) = h
             .split_once(':')
             .ok_or_else(|| bad(format!("`{h}` is not `Name: value`")))?;
@@ -49,19 +64,53 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
     if uri.authority().is_none() && !headers.contains_key(http::header::HOST) {
         headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
     }
-    let body = match r.body {
+    let body = match body {
         Some(p) => std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())))?,
         None => Vec::new(),
-    };
-    let now = match r.at {
-        Some(t) => parse_time(t)?,
-        None => SystemTime::now(),
     };
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    let (mut parts, ()) = request.into_parts();
+    Ok((request.into_parts().0, body))
+}
+
+/// The request from its bytes; `None` when the server's parser refuses it
+/// (said here, since the gateway never sees it).
+fn from_raw(config: &Config, file: &Path) -> anyhow::Result<Option<(Parts, Vec<u8>)>> {
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|e| bad(format!("stdin: {e}")))?;
+        b
+    } else {
+        std::fs::read(file).map_err(|e| bad(format!("{}: {e}", file.display())))?
+    };
+    match raw::read(&bytes, config.limits.max_headers).map_err(bad)? {
+        raw::Read::Request { parts, body } => Ok(Some((*parts, body))),
+        raw::Read::Refused { status, reason } => {
+            say!("{status} (the HTTP/1.1 parser refuses it: {reason}; the gateway never sees it)");
+            Ok(None)
+        }
+    }
+}
+
+pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
+    let now = match r.at {
+        Some(t) => parse_time(t)?,
+        None => SystemTime::now(),
+    };
+    let (mut parts, body) = match r.input {
+        Input::Url {
+            method,
+            url,
+            headers,
+            body,
+        } => from_url(method, url, headers, body)?,
+        Input::Raw(file) => match from_raw(config, file)? {
+            Some(read) => read,
+            None => return Ok(()),
+        },
+    };
 
     // The gateway's own checks, in its order, before any route.
     let target = match plan::front(&mut parts, config) {
@@ -81,20 +130,30 @@ pub fn explain(config: &Config, r: &Request<'_>) -> anyhow::Result<()> {
         say!("           (canonical form of {})", parts.uri.path());
     }
     let websocket = plan::websocket_handshake(&parts);
+    // Raw bytes come from a peer, whose forwarding headers the gateway
+    // believes only if it is a trusted proxy.
+    let (client_addr, trusted_peer) = match r.input {
+        Input::Raw(_) => (
+            hygiene::client_addr(r.ip, &parts.headers, &config.trusted_proxies),
+            hygiene::is_trusted(r.ip, &config.trusted_proxies),
+        ),
+        Input::Url { .. } => (Some(r.ip), false),
+    };
+    let client_ip = client_addr.unwrap_or(r.ip);
     let facts = plan::Request {
         method: &parts.method,
         target: &target,
         headers: &parts.headers,
         body: Some(&body),
-        client_addr: Some(r.ip),
-        client_ip: r.ip,
-        trusted_peer: false,
+        client_addr,
+        client_ip,
+        trusted_peer,
         workload: r.workload,
         websocket,
     };
     // The session as the gateway would have recorded it.
     let age = r.session_age.unwrap_or_default().as_secs();
-    let mut device = conditions::device_key(plan::user_agent(&parts.headers), r.ip);
+    let mut device = conditions::device_key(plan::user_agent(&parts.headers), client_ip);
     if r.new_device {
         device[0] ^= 1;
     }
