@@ -97,9 +97,7 @@ use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
 use crate::stepup::webauthn::RelyingParty;
-use crate::store::{
-    FailureLimiter, Fingerprints, MemoryState, RedisState, ReuseCache, Revoked, SessionTracker, StateStore,
-};
+use crate::store::{Backoff, Fingerprints, MemoryState, RedisState, ReuseCache, Revoked, SessionTracker, StateStore};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -259,10 +257,12 @@ pub struct Gateway {
     pub users: UserStore,
     pub sessions: SessionTracker,
     pub reuse: ReuseCache,
-    /// Failed proofs per person at one client address (see `proofs`).
-    pub failures: FailureLimiter,
-    /// Failed proofs and sign-ins per client address, whoever they name.
-    pub client_failures: FailureLimiter,
+    /// What failed proofs cost per person at one client address (see
+    /// `proofs`); the counts are in `state`, shared on Redis.
+    pub failures: Backoff,
+    /// What failed proofs and sign-ins cost per client address, whoever
+    /// they name.
+    pub client_failures: Backoff,
     /// Approver cookies ended by logout (memory only, like the other caches).
     pub revoked_approvers: Revoked,
     /// Rates of the ceremony endpoints per client and session.
@@ -374,8 +374,8 @@ impl Gateway {
             users,
             sessions: SessionTracker::default(),
             reuse: ReuseCache::default(),
-            failures: FailureLimiter::new(5, 30, 900),
-            client_failures: FailureLimiter::new(20, 30, 900),
+            failures: Backoff::new(5, 30, 900),
+            client_failures: Backoff::new(20, 30, 900),
             revoked_approvers: Revoked::default(),
             throttle: throttle::Throttle::new(&config.limits),
             oidc_flows: oidc::Flows::default(),
@@ -587,8 +587,6 @@ impl Gateway {
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
         self.throttle.purge(now);
-        self.failures.purge(secs);
-        self.client_failures.purge(secs);
         self.revoked_approvers.purge(secs);
     }
 }

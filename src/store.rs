@@ -91,32 +91,34 @@ impl StepCounters {
     }
 }
 
-/// Failed attempts per key (a user at one client address, or a client
-/// address alone). The key always includes who is trying, so a stranger's
-/// wrong codes slow down only the stranger: nothing here can lock a person
-/// out from their own address. After `free` failures every further one
-/// doubles the wait before the next attempt, up to `max_wait`; a key is
-/// forgotten `max_wait` after its last failure.
-#[derive(Debug)]
-pub struct FailureLimiter {
-    failures: DashMap<String, Fails>,
+/// How failures at one key (a user at one client address, or a client
+/// address alone) are paid for. The key always includes who is trying, so
+/// a stranger's wrong codes slow down only the stranger: nothing here can
+/// lock a person out from their own address. After `free` failures every
+/// further one doubles the wait before the next attempt, up to `max_wait`;
+/// a key is forgotten `max_wait` after its last failure. The counts
+/// themselves live in the state store, so on Redis every instance spends
+/// from one budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
     free: u32,
     base: u64,
     max_wait: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Fails {
-    count: u32,
-    last: u64,
+/// The failures counted at one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fails {
+    pub count: u32,
+    /// Unix seconds of the last one.
+    pub last: u64,
 }
 
-impl FailureLimiter {
+impl Backoff {
     /// `free` failures cost nothing; then each try waits `base` seconds
     /// after the last failure, doubling with every further one.
     pub fn new(free: u32, base_secs: u64, max_wait_secs: u64) -> Self {
-        FailureLimiter {
-            failures: DashMap::new(),
+        Backoff {
             free,
             base: base_secs,
             max_wait: max_wait_secs,
@@ -130,36 +132,59 @@ impl FailureLimiter {
         }
     }
 
-    /// Whether `key` may try again at `now`.
-    pub fn allowed(&self, key: &str, now: u64) -> bool {
-        match self.failures.get(key) {
+    /// Whether a key with `fails` may try again at `now`.
+    pub fn allows(&self, fails: Option<Fails>, now: u64) -> bool {
+        match fails {
             Some(f) => now >= f.last.saturating_add(self.wait(f.count)),
             None => true,
         }
     }
 
-    /// Records a failure; a key quiet for `max_wait` starts over.
-    pub fn record(&self, key: &str, now: u64) {
-        let mut f = self
-            .failures
+    /// How long a key's failures are kept after the last one.
+    pub fn forget_after(&self) -> u64 {
+        self.max_wait
+    }
+}
+
+/// Failure counts in this process (the memory backend's).
+#[derive(Debug, Default)]
+pub struct FailureCounts {
+    counts: DashMap<String, (Fails, u64)>,
+}
+
+impl FailureCounts {
+    pub fn get(&self, key: &str, now: u64) -> Option<Fails> {
+        self.counts.get(key).filter(|e| now < e.1).map(|e| e.0)
+    }
+
+    /// Counts a failure; a key quiet for `forget_after` starts over.
+    pub fn record(&self, key: &str, now: u64, forget_after: u64) -> Fails {
+        let mut e = self
+            .counts
             .entry(key.to_owned())
-            .or_insert(Fails { count: 0, last: now });
-        if now >= f.last.saturating_add(self.max_wait) {
-            f.count = 0;
+            .or_insert((Fails { count: 0, last: now }, now));
+        if now >= e.1 {
+            e.0.count = 0;
         }
-        f.count = f.count.saturating_add(1);
-        f.last = now;
+        e.0.count = e.0.count.saturating_add(1);
+        e.0.last = now;
+        e.1 = now.saturating_add(forget_after);
+        e.0
     }
 
     /// A success at this key: its record of failures ends.
     pub fn clear(&self, key: &str) {
-        self.failures.remove(key);
+        self.counts.remove(key);
     }
 
-    /// Forgets keys quiet for `max_wait`.
+    /// Forgets keys quiet for their `forget_after`.
     pub fn purge(&self, now: u64) {
-        self.failures.retain(|_, f| now < f.last.saturating_add(self.max_wait));
-        crate::sparse::shrink(&self.failures);
+        self.counts.retain(|_, e| now < e.1);
+        crate::sparse::shrink(&self.counts);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 }
 
@@ -179,29 +204,36 @@ mod more_tests {
 
     #[test]
     fn failures_back_off_per_key_and_double() {
-        let l = FailureLimiter::new(3, 30, 900);
+        let b = Backoff::new(3, 30, 900);
+        let l = FailureCounts::default();
+        let allowed = |key: &str, now: u64| b.allows(l.get(key, now), now);
         for _ in 0..3 {
-            assert!(l.allowed("alice|A", 100));
-            l.record("alice|A", 100);
+            assert!(allowed("alice|A", 100));
+            l.record("alice|A", 100, b.forget_after());
         }
         // Then a wait: 30 s, after the next failure 60 s, then 120 s ...
-        assert!(!l.allowed("alice|A", 129));
-        assert!(l.allowed("alice|A", 130));
-        l.record("alice|A", 130);
-        assert!(!l.allowed("alice|A", 189));
-        assert!(l.allowed("alice|A", 190));
+        assert!(!allowed("alice|A", 129));
+        assert!(allowed("alice|A", 130));
+        l.record("alice|A", 130, b.forget_after());
+        assert!(!allowed("alice|A", 189));
+        assert!(allowed("alice|A", 190));
         // Another key is untouched.
-        assert!(l.allowed("alice|B", 131));
+        assert!(allowed("alice|B", 131));
         for _ in 0..40 {
-            l.record("alice|A", 190);
+            l.record("alice|A", 190, b.forget_after());
         }
-        assert!(!l.allowed("alice|A", 190 + 899), "capped, not overflowed");
-        assert!(l.allowed("alice|A", 190 + 900));
-        l.purge(190 + 900);
-        assert!(l.failures.is_empty());
-        l.record("bob|A", 5);
+        assert!(!allowed("alice|A", 190 + 899), "capped, not overflowed");
+        assert!(allowed("alice|A", 190 + 900));
+        assert_eq!(
+            l.record("alice|A", 190 + 900, b.forget_after()).count,
+            1,
+            "a quiet key starts over"
+        );
+        l.purge(190 + 900 + 900);
+        assert!(l.is_empty());
+        l.record("bob|A", 5, b.forget_after());
         l.clear("bob|A");
-        assert!(l.failures.is_empty());
+        assert!(l.is_empty());
     }
 }
 

@@ -118,7 +118,7 @@ pub(super) async fn totp(
     if user.is_empty() {
         return Ok(Err("no user given".into()));
     }
-    if let Err(e) = may_try(gw, user, client, secs) {
+    if let Err(e) = may_try(gw, user, client, secs).await? {
         return Ok(Err(e));
     }
     let result = match check_totp(gw, user, code, meta, require, secs) {
@@ -131,7 +131,7 @@ pub(super) async fn totp(
         }),
         Err(e) => Err(e),
     };
-    settle_try(gw, user, client, secs, result.is_ok());
+    settle_try(gw, user, client, secs, result.is_ok()).await?;
     Ok(result)
 }
 
@@ -150,25 +150,55 @@ async fn claim_step(gw: &Gateway, user: &str, step: u64) -> Result<Result<(), St
 /// address across all names, each with a doubling backoff. Both keys
 /// include the client, so a stranger's wrong codes for alice slow down the
 /// stranger and never alice at her own address; the hold's own attempt
-/// limit is the only thing that ends one session's tries.
-pub(super) fn may_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64) -> Result<(), String> {
-    if !gw.client_failures.allowed(&client.to_string(), secs) {
-        return Err(format!("too many failures from {client}; backing off"));
+/// limit is the only thing that ends one session's tries. The counts are
+/// in the state store: on Redis, tries spread over several instances
+/// spend one budget. A store that cannot be asked allows nothing (503).
+pub(super) async fn may_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64) -> Result<Result<(), String>, Reject> {
+    let from_client = gw.state.failures(&client_at(client), secs).await.map_err(uncounted)?;
+    if !gw.client_failures.allows(from_client, secs) {
+        return Ok(Err(format!("too many failures from {client}; backing off")));
     }
-    if !gw.failures.allowed(&person_at(who, client), secs) {
-        return Err(format!("too many failures for {who} from {client}; backing off"));
+    let for_person = gw
+        .state
+        .failures(&person_at(who, client), secs)
+        .await
+        .map_err(uncounted)?;
+    if !gw.failures.allows(for_person, secs) {
+        return Ok(Err(format!("too many failures for {who} from {client}; backing off")));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
-/// Records the outcome of a try `may_try` allowed.
-pub(super) fn settle_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64, ok: bool) {
+/// Records the outcome of a try `may_try` allowed. A failure that cannot
+/// be counted is answered 503, never as a free try.
+pub(super) async fn settle_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64, ok: bool) -> Result<(), Reject> {
+    let person = person_at(who, client);
     if ok {
-        gw.failures.clear(&person_at(who, client));
-    } else {
-        gw.failures.record(&person_at(who, client), secs);
-        gw.client_failures.record(&client.to_string(), secs);
+        // Not clearing only leaves the person's backoff to expire by itself.
+        if let Err(e) = gw.state.clear_failures(&person).await {
+            tracing::warn!(error = %e, "cannot clear a failure count after a success");
+        }
+        return Ok(());
     }
+    let store = &gw.state;
+    store
+        .record_failure(&person, secs, gw.failures.forget_after())
+        .await
+        .map_err(uncounted)?;
+    store
+        .record_failure(&client_at(client), secs, gw.client_failures.forget_after())
+        .await
+        .map_err(uncounted)
+}
+
+fn uncounted(e: crate::store::StateError) -> Reject {
+    tracing::error!(error = %e, "cannot count failed tries; failing closed");
+    Reject::StateUnavailable
+}
+
+/// The key of a client address's failures, whoever they named.
+fn client_at(client: IpAddr) -> String {
+    format!("client\u{0}{client}")
 }
 
 /// The client address failures are counted against: the peer, or what a
@@ -178,7 +208,7 @@ pub(super) fn client_addr(gw: &Gateway, conn: &super::ConnInfo, parts: &http::re
 }
 
 fn person_at(who: &str, client: IpAddr) -> String {
-    format!("{who}\u{0}{client}")
+    format!("person\u{0}{who}\u{0}{client}")
 }
 
 /// A code's time step, if the code is right and is not the one that
@@ -288,7 +318,7 @@ pub(super) async fn approver_totp(
     now: SystemTime,
 ) -> Result<Result<(), String>, Reject> {
     let secs = unix_secs(now);
-    if let Err(e) = may_try(gw, name, client, secs) {
+    if let Err(e) = may_try(gw, name, client, secs).await? {
         return Ok(Err(e));
     }
     let checked = gw
@@ -302,6 +332,6 @@ pub(super) async fn approver_totp(
             .map_err(|_| "approver TOTP code already used".to_owned()),
         Err(e) => Err(e),
     };
-    settle_try(gw, name, client, secs, result.is_ok());
+    settle_try(gw, name, client, secs, result.is_ok()).await?;
     Ok(result)
 }

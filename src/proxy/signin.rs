@@ -117,7 +117,7 @@ pub(super) async fn login(
     // open to anyone, and only the sender should be slowed down.
     let verified = match (method, known) {
         ("totp", true) => proofs::approver_totp(gw, &req.name, req.code.as_deref().unwrap_or(""), client, now).await?,
-        ("totp" | "webauthn", _) => match proofs::may_try(gw, &req.name, client, secs) {
+        ("totp" | "webauthn", _) => match proofs::may_try(gw, &req.name, client, secs).await? {
             Err(e) => Err(e),
             Ok(()) => {
                 let result = match (&req.credential, known) {
@@ -125,7 +125,7 @@ pub(super) async fn login(
                     (Some(c), true) => approver_login_passkey(gw, &req.name, c, now).await?,
                     (None, true) => Err("no passkey credential".into()),
                 };
-                proofs::settle_try(gw, &req.name, client, secs, result.is_ok());
+                proofs::settle_try(gw, &req.name, client, secs, result.is_ok()).await?;
                 result
             }
         },

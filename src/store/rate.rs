@@ -1,5 +1,5 @@
 //! Request rates per key (a client address, a session): a token bucket of
-//! `burst` requests that refills at `per_minute`. Unlike [`super::FailureLimiter`],
+//! `burst` requests that refills at `per_minute`. Unlike [`super::Backoff`],
 //! which counts only failures, this counts every request, so a flood of
 //! well-formed but useless requests (passkey options, sign-ins) is refused
 //! early. Keys always name the sender, so one sender's flood never uses up

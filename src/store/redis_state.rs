@@ -8,6 +8,7 @@
 //! key, which keeps keys short and free of separators.
 
 use super::shared::{Ceremony, Fingerprints, StateError, StateStore, StoreFuture};
+use super::Fails;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,20 @@ redis.call('DEL', KEYS[1])
 return value
 ";
 
+/// Counts a failure: a key quiet for its keep time starts over, and the
+/// last failure's time never moves back (instances' clocks differ a little).
+const RECORD_FAILURE: &str = r"
+local now = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if now >= last + keep then count = 0 end
+if last > now then now = last end
+redis.call('HSET', KEYS[1], 'count', count + 1, 'last', now)
+redis.call('EXPIRE', KEYS[1], keep)
+return count + 1
+";
+
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
@@ -60,6 +75,7 @@ pub struct RedisState {
     advance: redis::Script,
     put_ceremony: redis::Script,
     take_ceremony: redis::Script,
+    record_failure: redis::Script,
     /// What this instance published, refreshed by every probe.
     published: std::sync::Mutex<Option<Fingerprints>>,
 }
@@ -111,6 +127,7 @@ impl RedisState {
             advance: redis::Script::new(ADVANCE_STEP),
             put_ceremony: redis::Script::new(PUT_CEREMONY),
             take_ceremony: redis::Script::new(TAKE_CEREMONY),
+            record_failure: redis::Script::new(RECORD_FAILURE),
             published: std::sync::Mutex::new(None),
         })
     }
@@ -290,6 +307,46 @@ impl StateStore for RedisState {
             let mut call = self.take_ceremony.key(self.key("ceremony", &digest_bytes(challenge)));
             call.arg(purpose);
             self.run(call.invoke_async(&mut conn)).await
+        })
+    }
+
+    fn failures<'a>(&'a self, key: &'a str, _now: u64) -> StoreFuture<'a, Option<Fails>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (count, last): (Option<u32>, Option<u64>) = self
+                .run(
+                    redis::cmd("HMGET")
+                        .arg(self.key("fail", &digest(key)))
+                        .arg("count")
+                        .arg("last")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(count.zip(last).map(|(count, last)| Fails { count, last }))
+        })
+    }
+
+    fn record_failure<'a>(&'a self, key: &'a str, now: u64, forget_after: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.record_failure.key(self.key("fail", &digest(key)));
+            call.arg(now).arg(forget_after.max(1));
+            let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
+    fn clear_failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .run(
+                    redis::cmd("DEL")
+                        .arg(self.key("fail", &digest(key)))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
         })
     }
 

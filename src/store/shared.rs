@@ -5,7 +5,7 @@
 
 use super::journal::{Entry, Journal};
 use super::pending::Ceremonies;
-use super::{ReplayCache, StepCounters};
+use super::{Fails, FailureCounts, ReplayCache, StepCounters};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -111,6 +111,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn take_ceremony<'a>(&'a self, challenge: &'a [u8], purpose: &'a str, now: u64)
         -> StoreFuture<'a, Option<Vec<u8>>>;
 
+    /// The failures counted at `key` (see [`super::Backoff`]).
+    fn failures<'a>(&'a self, key: &'a str, now: u64) -> StoreFuture<'a, Option<Fails>>;
+
+    /// Counts a failure at `key`, kept until `forget_after` seconds after
+    /// it; a key quiet that long starts over. One atomic step, so failures
+    /// sent to several instances at once all count.
+    fn record_failure<'a>(&'a self, key: &'a str, now: u64, forget_after: u64) -> StoreFuture<'a, ()>;
+
+    /// A success at `key`: its failures are forgotten.
+    fn clear_failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
 }
@@ -136,6 +147,7 @@ pub struct MemoryState {
     steps: StepCounters,
     /// Not journaled: a ceremony lost in a restart is only started again.
     ceremonies: Ceremonies,
+    failures: FailureCounts,
     journal: Option<std::sync::Mutex<Journal>>,
 }
 
@@ -290,9 +302,24 @@ impl StateStore for MemoryState {
         Box::pin(std::future::ready(Ok(taken)))
     }
 
+    fn failures<'a>(&'a self, key: &'a str, now: u64) -> StoreFuture<'a, Option<Fails>> {
+        Box::pin(std::future::ready(Ok(self.failures.get(key, now))))
+    }
+
+    fn record_failure<'a>(&'a self, key: &'a str, now: u64, forget_after: u64) -> StoreFuture<'a, ()> {
+        self.failures.record(key, now, forget_after);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn clear_failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.failures.clear(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn purge(&self, now: u64) {
         self.once.purge(now);
         self.ceremonies.0.purge(now);
+        self.failures.purge(now);
         self.compact(now);
     }
 }
