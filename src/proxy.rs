@@ -586,7 +586,6 @@ impl Gateway {
         // as a first sighting.
         self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
-        self.throttle.purge(now);
         self.revoked_approvers.purge(secs);
     }
 }

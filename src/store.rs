@@ -11,7 +11,7 @@ mod shared;
 mod state_error;
 
 pub use pending::Pending;
-pub use rate::RateLimiter;
+pub use rate::{Rate, RateLimiter};
 pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};

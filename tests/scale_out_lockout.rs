@@ -107,3 +107,51 @@ async fn wrong_codes_split_over_two_instances_spend_one_budget() {
         assert!((1..=900).contains(&ttl), "{k} lives {ttl}s");
     }
 }
+
+async fn options(gw: &Gateway, ip: &str) -> RawResponse {
+    post_json(
+        gw,
+        "/.stepup/approver/login/options",
+        &[("origin", "https://localhost:8443"), ("x-forwarded-for", ip)],
+        &serde_json::json!({"name": "nobody"}),
+    )
+    .await
+}
+
+/// The ceremony rates are one bucket per client address across the fleet:
+/// with `ceremony_rate_per_client: 4`, four sign-in option requests spread
+/// over A and B use up the address's burst, the fifth is refused on either
+/// instance, and another address is untouched.
+#[tokio::test]
+async fn ceremony_rates_split_over_two_instances_take_from_one_bucket() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let stepup = ["webauthn: { rp_id: localhost, origins: ['https://localhost:8443'], rp_name: Acme }".to_owned()];
+    let top = format!("{TOP}limits: {{ ceremony_rate_per_client: 4 }}\n{}", redis.state_yaml());
+    let a = Gateway::start(up.addr, ROUTES, &extra(&stepup, &top)).await;
+    let b = a.peer(Arc::new(SystemClock)).await;
+    let flood = "203.0.113.9";
+    for n in 0..4 {
+        let gw = if n % 2 == 0 { &a } else { &b };
+        let r = options(gw, flood).await;
+        assert_eq!(r.status, 200, "{}", body_text(&r));
+    }
+    for gw in [&a, &b] {
+        let r = options(gw, flood).await;
+        assert_eq!(r.status, 429, "each instance counted alone: {}", body_text(&r));
+        assert_eq!(r.error_code(), "too_many_holds");
+        assert!(r.header("retry-after").is_some());
+    }
+    let r = options(&b, "198.51.100.30").await;
+    assert_eq!(r.status, 200, "another address has its own bucket: {}", body_text(&r));
+    let keys = redis.keys("stepgate:rate:*");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for k in &keys {
+        assert!(!k.contains("203.0.113"), "{k}");
+        let ttl: i64 = redis
+            .command(&["PTTL", k])
+            .and_then(|l| l.trim_start_matches(':').parse().ok())
+            .expect("pttl");
+        assert!(ttl > 0, "{k} has no expiry ({ttl})");
+    }
+}

@@ -105,7 +105,7 @@ pub(super) async fn login(
     let html = page::from_page(&parts.headers);
     let config = gw.config();
     let client = proofs::client_addr(gw, conn, &parts);
-    throttle::client(gw, client, "approver sign-in")?;
+    throttle::client(gw, client, "approver sign-in").await?;
     let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let req = parse(&parts, &bytes)?;
     let now = gw.clock.now();
@@ -168,7 +168,7 @@ pub(super) async fn options(
     body: Body,
 ) -> Result<Response<Body>, Reject> {
     let client = proofs::client_addr(gw, conn, &parts);
-    throttle::client(gw, client, "approver sign-in options")?;
+    throttle::client(gw, client, "approver sign-in options").await?;
     let bytes = bodies::own(gw, client, body, MAX_PROOF_BODY).await?;
     let req: Login = serde_json::from_slice(&bytes).map_err(|_| Reject::BadRequest("malformed sign-in"))?;
     let now = gw.clock.now();

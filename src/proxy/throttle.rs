@@ -18,29 +18,29 @@ use super::Gateway;
 use crate::clock::unix_millis;
 use crate::hold::engine::client_key;
 use crate::ids::Sid;
-use crate::store::RateLimiter;
+use crate::store::Rate;
 use std::net::IpAddr;
-use std::time::SystemTime;
 
+/// The rates, read once at start; the buckets are in the state store, so
+/// on Redis every instance takes from the same ones.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    clients: RateLimiter,
-    sessions: RateLimiter,
+    clients: Rate,
+    sessions: Rate,
 }
 
 impl Throttle {
     /// A client address may make `limits.ceremony_rate_per_client` requests
     /// at once and per minute after; a session `ceremony_rate_per_session`.
     pub(crate) fn new(limits: &crate::config::Limits) -> Self {
+        let rate = |n: u32| Rate {
+            burst: n,
+            per_minute: n,
+        };
         Throttle {
-            clients: RateLimiter::new(limits.ceremony_rate_per_client, limits.ceremony_rate_per_client),
-            sessions: RateLimiter::new(limits.ceremony_rate_per_session, limits.ceremony_rate_per_session),
+            clients: rate(limits.ceremony_rate_per_client),
+            sessions: rate(limits.ceremony_rate_per_session),
         }
-    }
-
-    pub(crate) fn purge(&self, now: SystemTime) {
-        self.clients.purge(unix_millis(now));
-        self.sessions.purge(unix_millis(now));
     }
 }
 
@@ -59,19 +59,28 @@ pub(super) fn owner(client: IpAddr) -> String {
     client_key(client).to_string()
 }
 
+/// Takes one request from a bucket; a store that cannot be asked lets
+/// nothing through (503).
+async fn take(gw: &Gateway, key: &str, rate: Rate, what: &'static str, by: &'static str) -> Result<(), Reject> {
+    let taken = gw
+        .state
+        .take_rate(key, rate, unix_millis(gw.clock.now()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot take from a rate bucket; failing closed");
+            Reject::StateUnavailable
+        })?;
+    taken.map_err(|wait| refused(gw, what, by, wait))
+}
+
 /// One `what` request from `client`.
-pub(super) fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result<(), Reject> {
-    let key = owner(client);
-    gw.throttle
-        .clients
-        .take(&key, unix_millis(gw.clock.now()))
-        .map_err(|wait| refused(gw, what, "client", wait))
+pub(super) async fn client(gw: &Gateway, client: IpAddr, what: &'static str) -> Result<(), Reject> {
+    let key = format!("ceremony-client\u{0}{}", owner(client));
+    take(gw, &key, gw.throttle.clients, what, "client").await
 }
 
 /// One `what` request on session `sid`.
-pub(super) fn session(gw: &Gateway, sid: &Sid, what: &'static str) -> Result<(), Reject> {
-    gw.throttle
-        .sessions
-        .take(sid.as_str(), unix_millis(gw.clock.now()))
-        .map_err(|wait| refused(gw, what, "session", wait))
+pub(super) async fn session(gw: &Gateway, sid: &Sid, what: &'static str) -> Result<(), Reject> {
+    let key = format!("ceremony-session\u{0}{}", sid.as_str());
+    take(gw, &key, gw.throttle.sessions, what, "session").await
 }

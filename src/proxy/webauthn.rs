@@ -51,7 +51,7 @@ pub(super) async fn options(
         return Err(Reject::NotFound);
     }
     let client = proofs::client_addr(gw, conn, parts);
-    throttle::client(gw, client, "passkey options")?;
+    throttle::client(gw, client, "passkey options").await?;
     let owner = throttle::owner(client);
     let now = gw.clock.now();
     if query(parts, "as").as_deref() == Some("approver") {
@@ -66,7 +66,7 @@ pub(super) async fn options(
         return Ok(respond::json(StatusCode::OK, &options));
     }
     let (meta, state) = own_hold(gw, conn, parts, id).await?;
-    throttle::session(gw, &meta.sid, "passkey options")?;
+    throttle::session(gw, &meta.sid, "passkey options").await?;
     still_open(&state, now)?;
     if !state.requirements.accepts(ProofMethod::Webauthn) {
         return Err(Reject::BadRequest("this proof method is not accepted for this action"));

@@ -14,6 +14,23 @@ use dashmap::DashMap;
 /// Milli-tokens, so the refill needs no floating point.
 const UNIT: u64 = 1000;
 
+/// A rate: `burst` requests at once, then `per_minute` more each minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+impl Rate {
+    /// The seconds until a bucket with `left` milli-tokens has a whole
+    /// token again (at least one).
+    pub fn wait_secs(&self, left: u64) -> u64 {
+        let missing = UNIT.saturating_sub(left);
+        let wait_ms = (missing * 60).div_ceil(u64::from(self.per_minute.max(1)));
+        wait_ms.div_ceil(1000).max(1)
+    }
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     buckets: DashMap<String, Bucket>,

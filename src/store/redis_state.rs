@@ -8,7 +8,7 @@
 //! key, which keeps keys short and free of separators.
 
 use super::shared::{Ceremony, Fingerprints, StateError, StateStore, StoreFuture};
-use super::Fails;
+use super::{Fails, Rate};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +68,25 @@ redis.call('EXPIRE', KEYS[1], keep)
 return count + 1
 ";
 
+/// A token bucket in milli-tokens (see `rate.rs`, whose arithmetic this
+/// repeats): refilled by the time since it was last taken from, never
+/// beyond the burst and never by a clock that went back. Returns
+/// {taken, milli-tokens left}.
+const TAKE_RATE: &str = r"
+local burst = tonumber(ARGV[1])
+local per_minute = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local left = tonumber(redis.call('HGET', KEYS[1], 'left') or ARGV[1])
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or ARGV[3])
+local elapsed = now - at
+if elapsed < 0 then elapsed = 0 end
+left = math.min(burst, left + math.floor(elapsed * per_minute / 60))
+if left < 1000 then return {0, left} end
+redis.call('HSET', KEYS[1], 'left', left - 1000, 'at', math.max(now, at))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, left - 1000}
+";
+
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
@@ -76,6 +95,7 @@ pub struct RedisState {
     put_ceremony: redis::Script,
     take_ceremony: redis::Script,
     record_failure: redis::Script,
+    take_rate: redis::Script,
     /// What this instance published, refreshed by every probe.
     published: std::sync::Mutex<Option<Fingerprints>>,
 }
@@ -128,6 +148,7 @@ impl RedisState {
             put_ceremony: redis::Script::new(PUT_CEREMONY),
             take_ceremony: redis::Script::new(TAKE_CEREMONY),
             record_failure: redis::Script::new(RECORD_FAILURE),
+            take_rate: redis::Script::new(TAKE_RATE),
             published: std::sync::Mutex::new(None),
         })
     }
@@ -350,6 +371,20 @@ impl StateStore for RedisState {
         })
     }
 
+    fn take_rate<'a>(&'a self, key: &'a str, rate: Rate, now_ms: u64) -> StoreFuture<'a, Result<(), u64>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let burst = u64::from(rate.burst.max(1)) * 1000;
+            let per_minute = u64::from(rate.per_minute.max(1));
+            // A bucket left alone this long is full again: the same as none.
+            let refill_ms = (burst * 60).div_ceil(per_minute).max(1);
+            let mut call = self.take_rate.key(self.key("rate", &digest(key)));
+            call.arg(burst).arg(per_minute).arg(now_ms).arg(refill_ms);
+            let (taken, left): (i64, u64) = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(if taken == 1 { Ok(()) } else { Err(rate.wait_secs(left)) })
+        })
+    }
+
     fn purge(&self, _now: u64) {}
 }
 
@@ -382,6 +417,13 @@ mod tests {
         };
         assert!(s.put_ceremony(c, 0).await.is_err());
         assert!(s.take_ceremony(b"c", "p", 0).await.is_err());
+        assert!(s.failures("k", 0).await.is_err());
+        assert!(s.record_failure("k", 0, 900).await.is_err());
+        let rate = Rate {
+            burst: 1,
+            per_minute: 1,
+        };
+        assert!(s.take_rate("k", rate, 0).await.is_err());
         assert!(!s.is_available());
     }
 }

@@ -5,7 +5,8 @@
 
 use super::journal::{Entry, Journal};
 use super::pending::Ceremonies;
-use super::{Fails, FailureCounts, ReplayCache, StepCounters};
+use super::{Fails, FailureCounts, Rate, RateLimiter, ReplayCache, StepCounters};
+use dashmap::DashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -122,6 +123,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// A success at `key`: its failures are forgotten.
     fn clear_failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
 
+    /// Takes one request from `key`'s bucket of `rate` at `now_ms` (Unix
+    /// milliseconds); `Err(wait)` when it is empty, with the seconds until
+    /// the next request would be allowed. On Redis every instance takes
+    /// from the same bucket.
+    fn take_rate<'a>(&'a self, key: &'a str, rate: Rate, now_ms: u64) -> StoreFuture<'a, Result<(), u64>>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
 }
@@ -148,6 +155,7 @@ pub struct MemoryState {
     /// Not journaled: a ceremony lost in a restart is only started again.
     ceremonies: Ceremonies,
     failures: FailureCounts,
+    rates: DashMap<Rate, RateLimiter>,
     journal: Option<std::sync::Mutex<Journal>>,
 }
 
@@ -316,7 +324,19 @@ impl StateStore for MemoryState {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn take_rate<'a>(&'a self, key: &'a str, rate: Rate, now_ms: u64) -> StoreFuture<'a, Result<(), u64>> {
+        let taken = self
+            .rates
+            .entry(rate)
+            .or_insert_with(|| RateLimiter::new(rate.burst, rate.per_minute))
+            .take(key, now_ms);
+        Box::pin(std::future::ready(Ok(taken)))
+    }
+
     fn purge(&self, now: u64) {
+        for r in self.rates.iter() {
+            r.value().purge(now.saturating_mul(1000));
+        }
         self.once.purge(now);
         self.ceremonies.0.purge(now);
         self.failures.purge(now);
