@@ -16,7 +16,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::upstreams::{Framework, RealUpstream};
+use common::upstreams::{Framework, Ran, RealUpstream};
 use common::*;
 use http_body_util::{BodyExt, Full};
 use std::collections::BTreeMap;
@@ -56,6 +56,7 @@ const ROUTES: &str = "
   - name: transfer
     action: money.transfer
     match: { methods: [POST], path: /api/transfers }
+    when: [ { json: { pointer: /amount, gt: 10000 } } ]
     require: { methods: [token] }
     hold: { mode: challenge }
   - name: item-write
@@ -176,7 +177,9 @@ struct Base {
 
 const TRANSFER: &[u8] = br#"{"amount": 50000, "payee": "mallory"}"#;
 
-const BASES: [Base; 11] = [
+const SMALL_TRANSFER: &[u8] = br#"{"amount": 5, "payee": "bob"}"#;
+
+const BASES: [Base; 12] = [
     Base {
         method: "DELETE",
         path: "/admin/users/alice",
@@ -255,6 +258,15 @@ const BASES: [Base; 11] = [
         query: "action=view",
         host: "localhost",
         body: b"",
+    },
+    // Below the transfer route's condition: forwarded, and the upstream
+    // moves 5.
+    Base {
+        method: "POST",
+        path: "/api/transfers",
+        query: "",
+        host: "localhost",
+        body: SMALL_TRANSFER,
     },
 ];
 
@@ -380,7 +392,7 @@ fn mutate_query(query: &str, rng: &mut Rng) -> String {
     let q = if query.is_empty() {
         String::new()
     } else {
-        match rng.below(10) {
+        match rng.below(11) {
             0 => query.to_ascii_uppercase(),
             1 => query.replace("action", "ACTION"),
             2 => query.replace("delete", "del%65te"),
@@ -390,6 +402,14 @@ fn mutate_query(query: &str, rng: &mut Rng) -> String {
             6 => query.replace('=', "%3D"),
             7 => format!("{query}%00"),
             8 => query.replace("action", "%61ction"),
+            9 => rng
+                .pick(&[
+                    format!("x=1;{query}"),
+                    query.replace("delete", "DELETE"),
+                    format!("{query};x=1"),
+                    format!("x=1&amp;{query}"),
+                ])
+                .clone(),
             _ => query.to_owned(),
         }
     };
@@ -433,6 +453,9 @@ fn generate(rng: &mut Rng) -> Case {
                 Some("admin.example."),
                 Some("admin.example:443"),
                 Some("admin.example:8443"),
+                Some("admin.example:abc"),
+                Some("admin.example:0443"),
+                Some("localhost:"),
                 None,
             ])
             .map(str::to_owned);
@@ -485,9 +508,19 @@ fn generate(rng: &mut Rng) -> Case {
                 ])
                 .to_vec();
         }
-        headers.push(("Content-Type".into(), ctype.to_string()));
+        // No type at all (Rack reads a form), two (Werkzeug keeps the
+        // last), or one that `Connection` asks to strip after it was read.
+        if !rng.chance(8) {
+            headers.push(("Content-Type".into(), ctype.to_string()));
+        }
         if rng.chance(5) {
             headers.push(("Content-Type".into(), "text/plain".into()));
+        }
+        if rng.chance(5) {
+            headers.push((
+                "Connection".into(),
+                rng.pick(&["Content-Type", "close, content-type"]).to_string(),
+            ));
         }
     }
     if rng.chance(8) {
@@ -532,6 +565,34 @@ fn regressions() -> Vec<Case> {
             ..Case::h1("POST", "/admin/users/alice", "localhost")
         },
         Case::h1("GET", "https://admin.example/dashboard", "localhost"),
+        Case::h1("GET", "/legacy?x=1;action=delete", "localhost"),
+        Case::h1("GET", "/legacy?action=DELETE", "localhost"),
+        Case::h1("GET", "/admin/sql/run", "admin.example:0443"),
+        Case {
+            headers: vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+            body: b"amount=50000&payee=mallory".to_vec(),
+            ..Case::h1("POST", "/api/transfers", "localhost")
+        },
+        Case {
+            body: b"amount=50000&payee=mallory".to_vec(),
+            ..Case::h1("POST", "/api/transfers", "localhost")
+        },
+        Case {
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
+            ],
+            body: b"amount=50000&payee=mallory".to_vec(),
+            ..Case::h1("POST", "/api/transfers", "localhost")
+        },
+        Case {
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Connection".into(), "Content-Type".into()),
+            ],
+            body: br#"{"amount":50000,"payee":"mallory"}"#.to_vec(),
+            ..Case::h1("POST", "/api/transfers", "localhost")
+        },
     ]
 }
 
@@ -641,17 +702,34 @@ struct Tally {
 
 /// What the upstream ran for the request just sent: the handlers of the
 /// records added since `before`.
-fn ran_since(up: &RealUpstream, before: usize) -> (usize, Vec<String>) {
+fn ran_since(up: &RealUpstream, before: usize) -> (usize, Vec<Ran>) {
     let ran = up.ran();
-    let new = ran
-        .get(before..)
-        .map(|r| r.iter().map(|x| x.handler.clone()).collect())
-        .unwrap_or_default();
+    let new = ran.get(before..).map(<[Ran]>::to_vec).unwrap_or_default();
     (ran.len(), new)
 }
 
-fn is_sensitive(handlers: &[String]) -> bool {
-    handlers.iter().any(|h| SENSITIVE.contains(&h.as_str()))
+fn handlers(ran: &[Ran]) -> Vec<&str> {
+    ran.iter().map(|r| r.handler.as_str()).collect()
+}
+
+/// A sensitive handler ran; for a transfer, only one above the route's
+/// 10000 threshold as the upstream read the amount counts.
+fn is_sensitive(ran: &[Ran], sent: &[u8]) -> bool {
+    ran.iter()
+        .any(|r| SENSITIVE.contains(&r.handler.as_str()) && (r.handler != "transfer" || moves_much(r, sent)))
+}
+
+/// What amount the upstream moved. An amount it read but cannot be taken
+/// for a number counts as large; nginx reads no body, so there the bytes
+/// sent stand in for what an application behind it would read.
+fn moves_much(r: &Ran, sent: &[u8]) -> bool {
+    match r.body.get("amount") {
+        Some(serde_json::Value::Number(n)) => !matches!(n.as_f64(), Some(a) if a <= 10000.0),
+        Some(serde_json::Value::String(s)) => !matches!(s.trim().parse::<f64>(), Ok(a) if a <= 10000.0),
+        Some(_) => true,
+        None if r.body.is_null() => sent.windows(5).any(|w| w == b"50000"),
+        None => false,
+    }
 }
 
 async fn run_case(up: &RealUpstream, through: &mut Through, c: &Case, label: &str, session: &str, t: &mut Tally) {
@@ -663,7 +741,9 @@ async fn run_case(up: &RealUpstream, through: &mut Through, c: &Case, label: &st
     let (_, via_ran) = ran_since(up, mid);
     if std::env::var_os("STEPGATE_DIFF_VERBOSE").is_some() {
         eprintln!(
-            "{label}: direct {direct_status} {direct_ran:?}, gateway {status} {via_ran:?} ({:?})\n    {}",
+            "{label}: direct {direct_status} {:?}, gateway {status} {:?} ({:?})\n    {}",
+            handlers(&direct_ran),
+            handlers(&via_ran),
             started.elapsed(),
             c.repro()
         );
@@ -671,16 +751,19 @@ async fn run_case(up: &RealUpstream, through: &mut Through, c: &Case, label: &st
 
     t.cases += 1;
     *t.by_status.entry(status).or_default() += 1;
-    let direct_hot = is_sensitive(&direct_ran);
+    let direct_hot = is_sensitive(&direct_ran, &c.body);
     t.direct_sensitive += usize::from(direct_hot);
     if !via_ran.is_empty() {
         t.forwarded += 1;
         t.forwarded_sensitive_direct += usize::from(direct_hot);
     }
-    if is_sensitive(&via_ran) {
+    if is_sensitive(&via_ran, &c.body) {
         t.failures.push(format!(
-            "{label}: {:?} ran {via_ran:?} through the gateway (status {status}; direct: {direct_status} {direct_ran:?})\n    {}",
+            "{label}: {:?} ran {:?} (bodies {:?}) through the gateway (status {status}; direct: {direct_status} {:?})\n    {}",
             up.framework,
+            handlers(&via_ran),
+            via_ran.iter().map(|r| &r.body).collect::<Vec<_>>(),
+            handlers(&direct_ran),
             c.repro()
         ));
     }
@@ -749,12 +832,14 @@ async fn run_framework(f: Framework, o: &Options) -> Tally {
         let (_, via_ran) = ran_since(&up, mid);
         if i < 8 {
             assert!(
-                is_sensitive(&direct_ran),
-                "{f:?} control {target}: direct ran {direct_ran:?}"
+                is_sensitive(&direct_ran, &c.body),
+                "{f:?} control {target}: direct ran {:?}",
+                handlers(&direct_ran)
             );
             assert!(
                 via_ran.is_empty(),
-                "{f:?} control {target}: through the gateway ran {via_ran:?}"
+                "{f:?} control {target}: through the gateway ran {:?}",
+                handlers(&via_ran)
             );
             assert!(
                 [401, 403].contains(&status),
@@ -763,8 +848,9 @@ async fn run_framework(f: Framework, o: &Options) -> Tally {
         } else {
             assert_eq!(status, 200, "{f:?} benign control {target}");
             assert!(
-                !via_ran.is_empty() && !is_sensitive(&via_ran),
-                "{f:?} benign {target}: {via_ran:?}"
+                !via_ran.is_empty() && !is_sensitive(&via_ran, &c.body),
+                "{f:?} benign {target}: {:?}",
+                handlers(&via_ran)
             );
         }
     }

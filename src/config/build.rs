@@ -650,7 +650,11 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
         .query
         .into_iter()
         .map(|(k, v)| {
-            let re = Regex::new(&format!("^(?:{v})$")).or_else(|e| {
+            // A folding route folds values too: nginx's `map`, ASP.NET's
+            // string compares and many hand-written handlers read
+            // `action=DELETE` as `action=delete`.
+            let flags = if case_insensitive { "(?i)" } else { "" };
+            let re = Regex::new(&format!("{flags}^(?:{v})$")).or_else(|e| {
                 problem(
                     format!("{at}.match.query.{k}"),
                     format!("invalid regex: {}", one_line(&e)),
@@ -671,7 +675,11 @@ fn route(r: RawRoute, at: &str) -> Res<Route> {
                     "header names with `_` are rejected at the edge and can never match",
                 );
             }
-            let re = Regex::new(&format!("^(?:{v})$")).or_else(|e| {
+            // A folding route folds values too: nginx's `map`, ASP.NET's
+            // string compares and many hand-written handlers read
+            // `action=DELETE` as `action=delete`.
+            let flags = if case_insensitive { "(?i)" } else { "" };
+            let re = Regex::new(&format!("{flags}^(?:{v})$")).or_else(|e| {
                 problem(
                     format!("{at}.match.headers.{k}"),
                     format!("invalid regex: {}", one_line(&e)),

@@ -218,6 +218,8 @@ fn query_predicates_match_every_reading() {
         "action=delete&action=view",
         "x=1;action=view;action=delete",
         "%61ction=delete",
+        "action=DELETE",
+        "Action=Delete&x=1",
     ] {
         assert_eq!(
             find(&c, &get, "h", "/legacy", Some(q), &h).as_deref(),
@@ -239,6 +241,7 @@ fn query_predicates_match_every_reading() {
         Some("exact")
     );
     assert_eq!(find(&c, &get, "h", "/exact", Some("Action=delete"), &h), None);
+    assert_eq!(find(&c, &get, "h", "/exact", Some("action=DELETE"), &h), None);
 }
 
 #[test]
