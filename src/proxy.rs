@@ -28,6 +28,7 @@ mod page;
 mod passkey;
 mod pending;
 pub mod plan;
+mod proof_error;
 mod proofs;
 mod recover;
 mod release;

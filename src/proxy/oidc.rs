@@ -22,6 +22,7 @@ use super::api::complete::{apply_proof, late};
 use super::api::outcome::closed;
 use super::api::proof_body::Step;
 use super::hygiene::Target;
+use super::proof_error::ProofError;
 use super::respond::Reject;
 use super::{browser, hold_record, page, proofs, ConnInfo, Gateway};
 use crate::audit;
@@ -172,9 +173,9 @@ pub(super) async fn callback(
                 &answer,
                 unix_secs(now),
             )
-            .await
+            .await?
         }
-        None => Err("stepup.oidc is no longer configured".to_owned()),
+        None => Err(ProofError::NotConfigured("stepup.oidc")),
     };
     let verified = verified.and_then(|proof| {
         proofs::actor_allowed(gw, &meta, &state.requirements, &proof.sub)?;
@@ -250,32 +251,44 @@ async fn verify(
     flow: &Flow,
     answer: &Answer,
     now: u64,
-) -> Result<Proof, String> {
+) -> Result<Result<Proof, ProofError>, Reject> {
     if let Some(error) = &answer.error {
         let error: String = error.chars().take(60).filter(|c| !c.is_control()).collect();
-        return Err(format!("the provider returned error `{error}`"));
+        return Ok(Err(ProofError::Provider(error)));
     }
     // RFC 9207: a response naming another issuer is a mix-up.
     if answer.iss.as_ref().is_some_and(|iss| *iss != op.config.issuer) {
-        return Err("the response names another issuer (iss)".into());
+        return Ok(Err(ProofError::IssuerMixUp));
     }
-    let code = answer
-        .code
-        .clone()
-        .filter(|c| !c.is_empty())
-        .ok_or("no code in the response")?;
+    let Some(code) = answer.code.clone().filter(|c| !c.is_empty()) else {
+        return Ok(Err(ProofError::NoCode));
+    };
     let code_key = format!("oidc-code:{}", crate::jose::b64_encode(Sha256::digest(code.as_bytes())));
     // Spent through the shared store, so a code is good once on every
-    // instance; a store that does not answer refuses the proof.
+    // instance; a store that does not answer is 503, like any other
+    // single-use record.
     match gw.state.claim_once(&code_key, now + 3600, now).await {
         Ok(true) => {}
-        Ok(false) => return Err("authorization code was already used".into()),
-        Err(e) => return Err(format!("cannot record the code as used: {e}")),
+        Ok(false) => return Ok(Err(ProofError::CodeUsed)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record an authorization code as used; failing closed");
+            return Err(Reject::StateUnavailable);
+        }
     }
-    let id_token = op
-        .exchange(&code, &flow.verifier, now)
-        .await
-        .map_err(|e| e.to_string())?;
+    Ok(redeem(op, meta, require, flow, &code, now).await)
+}
+
+/// Exchanges a claimed code and checks the ID token it brings.
+async fn redeem(
+    op: &Provider,
+    meta: &HoldMeta,
+    require: &crate::policy::Requirements,
+    flow: &Flow,
+    code: &str,
+    now: u64,
+) -> Result<Proof, ProofError> {
+    let unreachable = |e: ProviderError| ProofError::Unreachable(e.to_string());
+    let id_token = op.exchange(code, &flow.verifier, now).await.map_err(unreachable)?;
     let expect = Expect {
         issuer: &op.config.issuer,
         client_id: &op.config.client_id,
@@ -284,16 +297,16 @@ async fn verify(
         max_age_secs: require.max_age.as_secs(),
         not_before: unix_secs(meta.created),
     };
-    let keys = op.keys().await.map_err(|e| e.to_string())?;
+    let keys = op.keys().await.map_err(unreachable)?;
     let checked = match verify_id_token(&id_token, &keys, &expect, now) {
         Err(OidcError::UnknownKid(kid)) => {
             tracing::info!(%kid, "ID token names an unknown kid; refetching the provider's keys");
-            let keys = op.refetch_keys().await.map_err(|e| e.to_string())?;
+            let keys = op.refetch_keys().await.map_err(unreachable)?;
             verify_id_token(&id_token, &keys, &expect, now)
         }
         other => other,
     };
-    let v = checked.map_err(|e| format!("ID token refused: {e}"))?;
+    let v = checked.map_err(ProofError::IdToken)?;
     Ok(Proof {
         method: ProofMethod::Oidc,
         sub: v.sub,
@@ -339,19 +352,20 @@ pub(super) async fn access_token_proof(
         not_before: 0,
     };
     let secs = unix_secs(now);
+    let unreachable = |e: ProviderError| ProofError::Unreachable(e.to_string());
     let checked = async {
-        let keys = op.keys().await.map_err(|e| e.to_string())?;
+        let keys = op.keys().await.map_err(unreachable)?;
         let first = crate::stepup::oidc::verify_access_token(token, &keys, &expect, secs);
         let v = match first {
             Err(OidcError::UnknownKid(_)) => {
-                let keys = op.refetch_keys().await.map_err(|e| e.to_string())?;
+                let keys = op.refetch_keys().await.map_err(unreachable)?;
                 crate::stepup::oidc::verify_access_token(token, &keys, &expect, secs)
             }
             other => other,
         };
-        let v = v.map_err(|e| format!("access token refused: {e}"))?;
+        let v = v.map_err(ProofError::AccessToken)?;
         proofs::actor_allowed(gw, meta, require, &v.sub)?;
-        Ok::<_, String>(v)
+        Ok::<_, ProofError>(v)
     }
     .await;
     match checked {

@@ -6,6 +6,7 @@
 //! [`ChallengeKey`], so a challenge issued for one purpose never verifies
 //! another.
 
+use super::proof_error::ProofError;
 use super::respond::Reject;
 use super::Gateway;
 use crate::clock::unix_secs;
@@ -238,21 +239,19 @@ pub(super) async fn finish(
     binding: &str,
     credential: &serde_json::Value,
     now: SystemTime,
-) -> Result<Result<Verified, String>, Reject> {
+) -> Result<Result<Verified, ProofError>, Reject> {
     let Some(rp) = relying_party(gw) else {
-        return Ok(Err("webauthn is not configured".into()));
+        return Ok(Err(ProofError::NotConfigured("webauthn")));
     };
     let assertion: PublicKeyCredential = match serde_json::from_value(credential.clone()) {
         Ok(a) => a,
-        Err(e) => return Ok(Err(format!("malformed credential: {e}"))),
+        Err(e) => return Ok(Err(ProofError::MalformedCredential(e.to_string()))),
     };
     let Some(signed) = webauthn::signed_challenge(&assertion.response.client_data_json) else {
-        return Ok(Err("clientDataJSON names no challenge".into()));
+        return Ok(Err(ProofError::NoChallenge));
     };
     let Some(issued) = take_kept::<Issued>(gw, &signed, &key.purpose(), now).await? else {
-        return Ok(Err(
-            "no pending challenge for this purpose (unknown, used, expired or issued for another request)".into(),
-        ));
+        return Ok(Err(ProofError::NoPendingChallenge));
     };
     Ok(verify(gw, &rp, issued, user, binding, &assertion, now))
 }
@@ -265,29 +264,32 @@ fn verify(
     binding: &str,
     assertion: &PublicKeyCredential,
     now: SystemTime,
-) -> Result<Verified, String> {
-    if user.is_some_and(|u| u != issued.user) {
-        return Err(format!("challenge was issued to {}, not {user:?}", issued.user));
+) -> Result<Verified, ProofError> {
+    if let Some(named) = user.filter(|u| *u != issued.user) {
+        return Err(ProofError::ChallengeUser {
+            issued: issued.user,
+            named: named.to_owned(),
+        });
     }
     let at = unix_secs(now);
     // Verified and counted under the store's write lock, so two
     // assertions cannot both pass against the same old counter.
-    let verified = gw
-        .users
-        .try_update(|f| {
-            let record = f.users.get_mut(&issued.user).ok_or("user is gone")?;
-            let passkeys: Vec<_> = record.webauthn.iter().map(|r| r.passkey.clone()).collect();
-            let v = rp
-                .verify(&passkeys, &issued.nonce, binding, assertion)
-                .map_err(|e| e.to_string())?;
-            for r in &mut record.webauthn {
-                if v.update(&mut r.passkey).is_some() {
-                    r.last_used = at;
-                }
+    let verified = gw.users.try_update(|f| {
+        let record = f
+            .users
+            .get_mut(&issued.user)
+            .ok_or_else(|| ProofError::UserGone(issued.user.clone()))?;
+        let passkeys: Vec<_> = record.webauthn.iter().map(|r| r.passkey.clone()).collect();
+        let v = rp
+            .verify(&passkeys, &issued.nonce, binding, assertion)
+            .map_err(|e| ProofError::Assertion(e.to_string()))?;
+        for r in &mut record.webauthn {
+            if v.update(&mut r.passkey).is_some() {
+                r.last_used = at;
             }
-            Ok::<_, String>(v)
-        })
-        .map_err(|e| format!("user store: {e}"))??;
+        }
+        Ok::<_, ProofError>(v)
+    })??;
     Ok(Verified {
         user: issued.user,
         amr: verified.amr(),

@@ -16,9 +16,11 @@ use crate::stepup::totp;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+pub(super) use super::proof_error::ProofError;
+
 /// A proof checked and its outcome decided, or the store that records
 /// single-use values could not be asked.
-pub(super) type Checked = Result<Result<Proof, String>, Reject>;
+pub(super) type Checked = Result<Result<Proof, ProofError>, Reject>;
 
 /// The shared store did not answer: logged here, 503 to the client.
 fn unavailable(e: crate::store::StateError) -> Reject {
@@ -52,7 +54,7 @@ pub(super) async fn token(
         .await
         .map_err(unavailable)?;
     if !fresh {
-        return Ok(Err("token jti was already used".into()));
+        return Ok(Err(ProofError::JtiUsed));
     }
     Ok(Ok(proof))
 }
@@ -64,27 +66,21 @@ fn check_token(
     hold: Option<&HoldId>,
     require: &Requirements,
     now: SystemTime,
-) -> Result<(String, u64, Proof), String> {
+) -> Result<(String, u64, Proof), ProofError> {
     if !require.accepts(ProofMethod::Token) {
-        return Err("route does not accept token proofs".into());
+        return Err(ProofError::NotAccepted(ProofMethod::Token));
     }
-    let token = std::str::from_utf8(token).map_err(|_| "token is not UTF-8".to_owned())?;
+    let token = std::str::from_utf8(token).map_err(|_| ProofError::NotUtf8)?;
     let binding = Binding {
         sid: meta.sid.as_str(),
         txn: meta.txn.as_str(),
         hold: hold.map(|h| h.as_str()),
     };
-    let t = gw
-        .live()
-        .tokens
-        .verify(token, &binding, now)
-        .map_err(|e| e.to_string())?;
+    let t = gw.live().tokens.verify(token, &binding, now)?;
     let age = unix_secs(now).saturating_sub(t.auth_time);
-    if age > require.max_age.as_secs() {
-        return Err(format!(
-            "auth_time is {age}s old, route max_age is {}s",
-            require.max_age.as_secs()
-        ));
+    let max_age = require.max_age.as_secs();
+    if age > max_age {
+        return Err(ProofError::TooOld { age, max_age });
     }
     actor_allowed(gw, meta, require, &t.sub)?;
     // Kept past `exp` for as long as the verifier's skew leeway would still
@@ -116,7 +112,7 @@ pub(super) async fn totp(
 ) -> Checked {
     let secs = unix_secs(now);
     if user.is_empty() {
-        return Ok(Err("no user given".into()));
+        return Ok(Err(ProofError::NoUser));
     }
     if let Err(e) = may_try(gw, user, client, secs).await? {
         return Ok(Err(e));
@@ -137,12 +133,15 @@ pub(super) async fn totp(
 
 /// Spends a TOTP step for `user`: a code is good once, and never after a
 /// newer one, on every instance.
-async fn claim_step(gw: &Gateway, user: &str, step: u64) -> Result<Result<(), String>, Reject> {
+async fn claim_step(gw: &Gateway, user: &str, step: u64) -> Result<Result<(), ProofError>, Reject> {
     let newer = gw.state.advance_step(user, step).await.map_err(unavailable)?;
     Ok(if newer {
         Ok(())
     } else {
-        Err(format!("TOTP code for step {step} was already used by {user}"))
+        Err(ProofError::StepUsed {
+            user: user.to_owned(),
+            step,
+        })
     })
 }
 
@@ -153,10 +152,15 @@ async fn claim_step(gw: &Gateway, user: &str, step: u64) -> Result<Result<(), St
 /// limit is the only thing that ends one session's tries. The counts are
 /// in the state store: on Redis, tries spread over several instances
 /// spend one budget. A store that cannot be asked allows nothing (503).
-pub(super) async fn may_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64) -> Result<Result<(), String>, Reject> {
+pub(super) async fn may_try(
+    gw: &Gateway,
+    who: &str,
+    client: IpAddr,
+    secs: u64,
+) -> Result<Result<(), ProofError>, Reject> {
     let from_client = gw.state.failures(&client_at(client), secs).await.map_err(uncounted)?;
     if !gw.client_failures.allows(from_client, secs) {
-        return Ok(Err(format!("too many failures from {client}; backing off")));
+        return Ok(Err(ProofError::ClientBackingOff(client)));
     }
     let for_person = gw
         .state
@@ -164,7 +168,10 @@ pub(super) async fn may_try(gw: &Gateway, who: &str, client: IpAddr, secs: u64) 
         .await
         .map_err(uncounted)?;
     if !gw.failures.allows(for_person, secs) {
-        return Ok(Err(format!("too many failures for {who} from {client}; backing off")));
+        return Ok(Err(ProofError::PersonBackingOff {
+            who: who.to_owned(),
+            client,
+        }));
     }
     Ok(Ok(()))
 }
@@ -215,13 +222,13 @@ fn person_at(who: &str, client: IpAddr) -> String {
 /// confirmed the enrollment: that code was typed on a command line
 /// (`enroll totp --confirm CODE`) and sits in shell history and `ps`, so it
 /// is refused for every use, sign-in included.
-fn verify_code(users: &crate::users::UserFile, user: &str, code: &str, now: u64) -> Result<u64, String> {
+fn verify_code(users: &crate::users::UserFile, user: &str, code: &str, now: u64) -> Result<u64, ProofError> {
     let secret = users
         .totp_secret(user)
-        .ok_or_else(|| format!("{user} has no confirmed TOTP credential"))?;
-    let step = totp::verify(secret, code, now).map_err(|e| e.to_string())?;
+        .ok_or_else(|| ProofError::NoTotp(user.to_owned()))?;
+    let step = totp::verify(secret, code, now)?;
     if step <= users.totp_confirmed_step(user) {
-        return Err(format!("TOTP code for step {step} was used to confirm enrollment"));
+        return Err(ProofError::EnrollmentCode(step));
     }
     Ok(step)
 }
@@ -234,9 +241,9 @@ fn check_totp(
     meta: &HoldMeta,
     require: &Requirements,
     now: u64,
-) -> Result<u64, String> {
+) -> Result<u64, ProofError> {
     actor_allowed(gw, meta, require, user)?;
-    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
+    let users = gw.users.snapshot()?;
     verify_code(&users, user, code, now)
 }
 
@@ -251,7 +258,7 @@ pub(super) async fn webauthn(
     now: SystemTime,
 ) -> Checked {
     if !require.accepts(ProofMethod::Webauthn) {
-        return Ok(Err("route does not accept webauthn proofs".into()));
+        return Ok(Err(ProofError::NotAccepted(ProofMethod::Webauthn)));
     }
     let user = user.map(str::trim).filter(|u| !u.is_empty());
     let key = ChallengeKey::Requester(meta.id.clone());
@@ -279,7 +286,7 @@ pub(super) async fn approver_webauthn(
     meta: &HoldMeta,
     credential: &serde_json::Value,
     now: SystemTime,
-) -> Result<Result<(), String>, Reject> {
+) -> Result<Result<(), ProofError>, Reject> {
     let key = ChallengeKey::ApproverDecision {
         hold: meta.id.clone(),
         approver: name.to_owned(),
@@ -290,20 +297,28 @@ pub(super) async fn approver_webauthn(
 
 /// Who may step up: the session's own identity when it is known (SPEC §3),
 /// and only the users or groups the route names.
-pub(super) fn actor_allowed(gw: &Gateway, meta: &HoldMeta, require: &Requirements, sub: &str) -> Result<(), String> {
+pub(super) fn actor_allowed(
+    gw: &Gateway,
+    meta: &HoldMeta,
+    require: &Requirements,
+    sub: &str,
+) -> Result<(), ProofError> {
     if let Some(id) = &meta.identity {
         if id != sub {
-            return Err(format!("step-up by {sub} for a session of {id}"));
+            return Err(ProofError::IdentityMismatch {
+                sub: sub.to_owned(),
+                identity: id.clone(),
+            });
         }
     }
     if require.users.is_empty() && require.groups.is_empty() {
         return Ok(());
     }
-    let users = gw.users.snapshot().map_err(|e| e.to_string())?;
+    let users = gw.users.snapshot()?;
     if require.allows_user(sub, users.groups(sub)) {
         Ok(())
     } else {
-        Err(format!("{sub} is not allowed to step up for this route"))
+        Err(ProofError::NotAllowed(sub.to_owned()))
     }
 }
 
@@ -316,7 +331,7 @@ pub(super) async fn approver_totp(
     code: &str,
     client: IpAddr,
     now: SystemTime,
-) -> Result<Result<(), String>, Reject> {
+) -> Result<Result<(), ProofError>, Reject> {
     let secs = unix_secs(now);
     if let Err(e) = may_try(gw, name, client, secs).await? {
         return Ok(Err(e));
@@ -324,12 +339,10 @@ pub(super) async fn approver_totp(
     let checked = gw
         .users
         .snapshot()
-        .map_err(|e| e.to_string())
+        .map_err(ProofError::from)
         .and_then(|users| verify_code(&users, name, code, secs));
     let result = match checked {
-        Ok(step) => claim_step(gw, name, step)
-            .await?
-            .map_err(|_| "approver TOTP code already used".to_owned()),
+        Ok(step) => claim_step(gw, name, step).await?,
         Err(e) => Err(e),
     };
     settle_try(gw, name, client, secs, result.is_ok()).await?;

@@ -7,6 +7,7 @@
 use super::api::proof_body::MAX_PROOF_BODY;
 use super::bodies;
 use super::passkey::{self, ChallengeKey};
+use super::proof_error::ProofError;
 use super::respond::{self, Reject};
 use super::{origin, page, proofs, throttle, ConnInfo, Gateway};
 use crate::audit;
@@ -121,9 +122,9 @@ pub(super) async fn login(
             Err(e) => Err(e),
             Ok(()) => {
                 let result = match (&req.credential, known) {
-                    (_, false) => Err(format!("{:?} is not an approver", req.name)),
+                    (_, false) => Err(ProofError::NotApprover(req.name.clone())),
                     (Some(c), true) => approver_login_passkey(gw, &req.name, c, now).await?,
-                    (None, true) => Err("no passkey credential".into()),
+                    (None, true) => Err(ProofError::NoCredential),
                 };
                 proofs::settle_try(gw, &req.name, client, secs, result.is_ok()).await?;
                 result
@@ -238,7 +239,7 @@ async fn approver_login_passkey(
     name: &str,
     credential: &serde_json::Value,
     now: std::time::SystemTime,
-) -> Result<Result<(), String>, Reject> {
+) -> Result<Result<(), ProofError>, Reject> {
     let key = ChallengeKey::ApproverLogin(name.to_owned());
     let verified = passkey::finish(gw, &key, Some(name), &login_binding(name), credential, now).await?;
     Ok(verified.map(|_| ()))

@@ -10,6 +10,7 @@ use crate::hold::{Event, HoldMeta, HoldState, Proof, Transition};
 use crate::ids::HoldId;
 use crate::policy::ProofMethod;
 use crate::proxy::bodies;
+use crate::proxy::proof_error::ProofError;
 use crate::proxy::respond::Reject;
 use crate::proxy::{ending, fleet, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
 use http::request::Parts;
@@ -77,7 +78,7 @@ async fn break_glass(
     let written = gw.audit(
         hold_record(audit::Event::BreakGlassUsed, meta)
             .actor(by.clone())
-            .reason(reason.clone()),
+            .reason(reason.to_string()),
     );
     tracing::warn!(hold = %meta.id, route = %meta.route, %by, %reason, "break-glass release");
     gw.notify_always("hold.break_glass", meta, now, Some(&reason));
@@ -130,7 +131,7 @@ pub(in crate::proxy) async fn apply_proof(
     meta: &Arc<HoldMeta>,
     method: &str,
     claimed: Option<String>,
-    verified: Result<Proof, String>,
+    verified: Result<Proof, ProofError>,
     now: SystemTime,
 ) -> Result<Response<Body>, Reject> {
     // Without a known identity, the first person to step up on a
@@ -166,7 +167,7 @@ pub(in crate::proxy) async fn apply_proof(
             .reason(e.to_string()),
         (Err(reason), _) => hold_record(audit::Event::ProofRejected, meta)
             .actor(claimed.unwrap_or_default())
-            .reason(reason.clone()),
+            .reason(reason.to_string()),
     };
     let accepted = sub.is_ok() && applied.as_ref().is_ok_and(|a| a.transition != Transition::Expired);
     gw.metrics.proof(method, accepted);
