@@ -98,7 +98,7 @@ use crate::notify::Notifier;
 use crate::session::SessionKey;
 use crate::stepup::token::{TokenIssuer, TokenVerifier};
 use crate::stepup::webauthn::RelyingParty;
-use crate::store::{Backoff, Fingerprints, MemoryState, RedisState, ReuseCache, Revoked, SessionTracker, StateStore};
+use crate::store::{Backoff, Fingerprints, MemoryState, RedisState, ReuseCache, Revoked, StateStore};
 use crate::users::UserStore;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -256,7 +256,6 @@ pub struct Gateway {
     /// This process, as the owner of the holds whose clients wait on it.
     pub instance: String,
     pub users: UserStore,
-    pub sessions: SessionTracker,
     pub reuse: ReuseCache,
     /// What failed proofs cost per person at one client address (see
     /// `proofs`); the counts are in `state`, shared on Redis.
@@ -373,7 +372,6 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             audit,
             users,
-            sessions: SessionTracker::default(),
             reuse: ReuseCache::default(),
             failures: Backoff::new(5, 30, 900),
             client_failures: Backoff::new(20, 30, 900),
@@ -582,10 +580,8 @@ impl Gateway {
             self.notify("hold.expired", &meta, now);
         }
         let secs = unix_secs(now);
+        // Also forgets sessions idle for a day (`SESSION_IDLE_SECS`).
         self.state.purge(secs);
-        // Sessions idle for a day are forgotten; their next request counts
-        // as a first sighting.
-        self.sessions.purge(secs, 86_400);
         self.reuse.purge(secs, 3600);
         self.revoked_approvers.purge(secs);
     }

@@ -14,8 +14,8 @@ pub use pending::Pending;
 pub use rate::{Rate, RateLimiter};
 pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
-pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS};
-pub use shared::{Ceremony, Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
+pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS, SESSION_IDLE_SECS};
+pub use shared::{Ceremony, DeviceKey, Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
 
 use dashmap::DashMap;
 

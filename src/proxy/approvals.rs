@@ -98,14 +98,14 @@ pub(super) async fn queue(gw: &Gateway, parts: &Parts) -> Result<Response<Body>,
     let now = gw.clock.now();
     let holds = waiting_for(gw, &a, now).await?;
     if html {
-        let queued: Vec<_> = holds
-            .into_iter()
-            .map(|(meta, state)| page::approvals::Queued {
-                requester: super::who::requester(gw, &meta, &state),
+        let mut queued = Vec::with_capacity(holds.len());
+        for (meta, state) in holds {
+            queued.push(page::approvals::Queued {
+                requester: super::who::requester(gw, &meta, &state).await,
                 meta,
                 state,
-            })
-            .collect();
+            });
+        }
         return Ok(page::approvals::list(&prefix, &a.name, &queued, now));
     }
     let items: Vec<_> = holds.iter().map(|(m, _)| item(m, now)).collect();
@@ -137,7 +137,7 @@ pub(super) fn page_proofs(gw: &Gateway, a: &Approver) -> page::approvals::Proofs
 }
 
 /// The approver's view of one hold (`GET holds/{id}` from their browser).
-pub(super) fn review_page(
+pub(super) async fn review_page(
     gw: &Gateway,
     a: &Approver,
     meta: &HoldMeta,
@@ -155,7 +155,7 @@ pub(super) fn review_page(
             Some((&format!("{prefix}holds"), "Back to pending approvals")),
         );
     }
-    let requester = super::who::requester(gw, meta, state);
+    let requester = super::who::requester(gw, meta, state).await;
     page::approvals::detail(
         &prefix,
         &a.name,
@@ -184,10 +184,13 @@ pub(super) async fn decidable(
     let same_session = caller_sid(gw, conn, parts).is_some_and(|sid| sid == meta.sid);
     // The requester is the session's identity, whoever proved on this
     // hold, or whoever the session is bound to by an earlier step-up.
-    let same_person = meta.identity.as_deref() == Some(a.name.as_str())
-        || state.proof.as_ref().is_some_and(|p| p.sub == a.name)
-        || super::who::bound(gw, &meta.sid).is_some_and(|w| w == a.name);
-    if same_session || same_person {
+    let same_person =
+        meta.identity.as_deref() == Some(a.name.as_str()) || state.proof.as_ref().is_some_and(|p| p.sub == a.name);
+    // The binding is in the state store: asked only when nothing else
+    // already refuses, and a store that cannot answer refuses (503).
+    let bound_to_them =
+        !same_session && !same_person && super::who::bound(gw, &meta.sid).await?.is_some_and(|w| w == a.name);
+    if same_session || same_person || bound_to_them {
         tracing::warn!(hold = %meta.id, approver = %a.name, "self-approval refused");
         return Err(Reject::SelfApproval);
     }
@@ -224,7 +227,7 @@ pub(super) async fn decide(
                 }
                 other => page::stepup::alert_text(other),
             };
-            Ok(review_page(gw, &a, &meta, &state, Some(&text), r.status()))
+            Ok(review_page(gw, &a, &meta, &state, Some(&text), r.status()).await)
         }
         (Err(r), _) => Ok(page::message(
             r.status(),

@@ -106,7 +106,7 @@ pub async fn sensitive(
         who::bind(gw, &sid, id, "identity", None, (&route.name, &route.action), now).await?;
     }
     // Approvers must be able to tell the requester from themselves.
-    let identity = who::requester_for(gw, &route.require, identity, &sid)?;
+    let identity = who::requester_for(gw, &route.require, identity, &sid).await?;
 
     // 2. Bind: the exact bytes that will be forwarded.
     let path_and_query = ctx.target.path_and_query();

@@ -86,7 +86,7 @@ async fn serve(
     let now = gw.clock.now();
     let session = plan::Session {
         carried: plan::Carried::of(&cfg.session, &parts.headers, cert),
-        seen: super::sighting::observe(gw, cert, &parts.headers, client_ip, now),
+        seen: super::sighting::observe(gw, cert, &parts.headers, client_ip, now).await,
     };
 
     // 3. the plan, from the facts alone; the body is read only when the

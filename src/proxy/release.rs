@@ -337,7 +337,14 @@ async fn carry_out(
         }
     }
     let now = gw.clock.now();
-    let proof = accountable(meta, state, super::who::bound(gw, &meta.sid), now);
+    // Asked only where it decides the assertion's subject (no proof, no
+    // identity); a store that cannot answer leaves the requester named.
+    let bound = if state.proof.is_none() && meta.identity.is_none() {
+        super::who::bound(gw, &meta.sid).await.ok().flatten()
+    } else {
+        None
+    };
+    let proof = accountable(meta, state, bound, now);
     if let Some(p) = &state.proof {
         if state.approvals.is_empty() && !state.break_glass {
             remember(gw, meta, &state.requirements, p, now);

@@ -92,7 +92,12 @@ pub(super) async fn bind(
     let Some(key) = session::sid_key(sid) else {
         return Err(Reject::IdentityMismatch);
     };
-    match gw.sessions.bind(&key, who, unix_secs(now)) {
+    let outcome = gw
+        .state
+        .bind_actor(&key, who, unix_secs(now))
+        .await
+        .map_err(|e| unavailable(sid, &e))?;
+    match outcome {
         Bind::Same => Ok(false),
         Bind::New => Ok(true),
         Bind::Full => {
@@ -117,28 +122,47 @@ pub(super) async fn bind(
     }
 }
 
+/// The session's actor lives in the state store: one that cannot be asked
+/// decides nothing (503).
+fn unavailable(sid: &Sid, e: &crate::store::StateError) -> Reject {
+    tracing::error!(%sid, error = %e, "cannot ask the state store who acts on a session");
+    Reject::StateUnavailable
+}
+
 /// Undoes a binding this request made when its step-up did not count after
-/// all: a proof the hold refused binds nobody.
-pub(super) fn unbind(gw: &Gateway, sid: &Sid, who: &str) {
+/// all: a proof the hold refused binds nobody. A store that cannot be asked
+/// keeps the binding (the person did prove who they are; nobody else
+/// gains anything from it).
+pub(super) async fn unbind(gw: &Gateway, sid: &Sid, who: &str) {
     if let Some(key) = session::sid_key(sid) {
-        gw.sessions.unbind(&key, who);
+        if let Err(e) = gw.state.unbind_actor(&key, who).await {
+            tracing::warn!(%sid, error = %e, "could not undo a session binding; it stays");
+        }
     }
 }
 
 /// The person bound to the session `sid`, if any: its identity, or the
-/// first person who stepped up on it.
-pub(super) fn bound(gw: &Gateway, sid: &Sid) -> Option<String> {
-    gw.sessions.who(&session::sid_key(sid)?)
+/// first person who stepped up on it. 503 when the store cannot be asked.
+pub(super) async fn bound(gw: &Gateway, sid: &Sid) -> Result<Option<String>, Reject> {
+    let Some(key) = session::sid_key(sid) else {
+        return Ok(None);
+    };
+    gw.state.actor(&key).await.map_err(|e| unavailable(sid, &e))
 }
 
 /// Who asked for a hold, where the gateway knows: the session's identity,
 /// whoever proved on the hold, or the person bound to the session by an
-/// earlier step-up. `None` when nobody on the session was ever named.
-pub(super) fn requester(gw: &Gateway, meta: &HoldMeta, state: &crate::hold::HoldState) -> Option<String> {
-    meta.identity
+/// earlier step-up. `None` when nobody on the session was ever named, or
+/// (for display only) the store cannot be asked.
+pub(super) async fn requester(gw: &Gateway, meta: &HoldMeta, state: &crate::hold::HoldState) -> Option<String> {
+    if let Some(known) = meta
+        .identity
         .clone()
         .or_else(|| state.proof.as_ref().map(|p| p.sub.clone()))
-        .or_else(|| bound(gw, &meta.sid))
+    {
+        return Some(known);
+    }
+    bound(gw, &meta.sid).await.ok().flatten()
 }
 
 /// The requester of a hold that only approvers decide (`require.approvals`
@@ -152,7 +176,7 @@ pub(super) fn requester(gw: &Gateway, meta: &HoldMeta, state: &crate::hold::Hold
 /// route with proof methods the requester names themselves by stepping
 /// up, and the hold's state machine keeps that person and the approvers
 /// apart in either order.
-pub(super) fn requester_for(
+pub(super) async fn requester_for(
     gw: &Gateway,
     require: &Requirements,
     identity: Option<String>,
@@ -161,7 +185,7 @@ pub(super) fn requester_for(
     if require.approvals == 0 || !require.methods.is_empty() || identity.is_some() {
         return Ok(identity);
     }
-    match bound(gw, sid) {
+    match bound(gw, sid).await? {
         Some(actor) => Ok(Some(actor)),
         None => {
             tracing::info!(%sid, "approval-only hold refused: nobody on the session is known");

@@ -7,8 +7,10 @@
 //! Client-chosen values (a token's `jti`, a user name) are hashed into the
 //! key, which keeps keys short and free of separators.
 
-use super::shared::{Ceremony, Fingerprints, StateError, StateStore, StoreFuture};
+use super::sessions::{Bind, Sighting, MAX_TRACKED_SESSIONS, SESSION_IDLE_SECS};
+use super::shared::{Ceremony, DeviceKey, Fingerprints, StateError, StateStore, StoreFuture};
 use super::{Fails, Rate};
+use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +89,55 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, left - 1000}
 ";
 
+/// Records a session's first sighting unless one is recorded, keeps the
+/// session for its idle window, and returns {first, device} as recorded.
+const SIGHT: &str = r"
+local first = redis.call('HGET', KEYS[1], 'first')
+local device = redis.call('HGET', KEYS[1], 'device')
+if not first then
+  first = ARGV[1]
+  device = ARGV[2]
+  redis.call('HSET', KEYS[1], 'first', first, 'device', device)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {first, device or ''}
+";
+
+/// Binds a person to a session unless someone else is: {1, ''} bound
+/// now, {0, ''} already this person, {2, them} someone else.
+const BIND: &str = r"
+local who = redis.call('HGET', KEYS[1], 'who')
+if not who then
+  redis.call('HSET', KEYS[1], 'who', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {1, ''}
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if who == ARGV[1] then return {0, ''} end
+return {2, who}
+";
+
+/// Unbinds a person, only if they are the one bound.
+const UNBIND: &str = r"
+if redis.call('HGET', KEYS[1], 'who') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'who')
+end
+return 1
+";
+
+/// A session's sighting, as this instance last read it from Redis. The
+/// facts of a first sighting never change, so a session seen here within
+/// [`SIGHT_REFRESH_SECS`] is answered without a round trip.
+#[derive(Debug, Clone, Copy)]
+struct Sighted {
+    seen: Sighting,
+    synced: u64,
+}
+
+/// How long a sighting read from Redis is answered from this instance's
+/// copy before it is read again (which also renews the key's TTL).
+const SIGHT_REFRESH_SECS: u64 = 300;
+
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
@@ -96,6 +147,11 @@ pub struct RedisState {
     take_ceremony: redis::Script,
     record_failure: redis::Script,
     take_rate: redis::Script,
+    sight: redis::Script,
+    bind: redis::Script,
+    unbind: redis::Script,
+    /// Sightings read lately (see [`Sighted`]), bounded.
+    sighted: DashMap<[u8; 32], Sighted>,
     /// What this instance published, refreshed by every probe.
     published: std::sync::Mutex<Option<Fingerprints>>,
 }
@@ -149,12 +205,22 @@ impl RedisState {
             take_ceremony: redis::Script::new(TAKE_CEREMONY),
             record_failure: redis::Script::new(RECORD_FAILURE),
             take_rate: redis::Script::new(TAKE_RATE),
+            sight: redis::Script::new(SIGHT),
+            bind: redis::Script::new(BIND),
+            unbind: redis::Script::new(UNBIND),
+            sighted: DashMap::new(),
             published: std::sync::Mutex::new(None),
         })
     }
 
     fn key(&self, kind: &str, tag: &str) -> String {
         format!("{}:{kind}:{{{tag}}}", self.prefix)
+    }
+
+    /// A session's record: its first sighting and who acts on it. The id
+    /// is already a keyed digest; it is hashed again like every key part.
+    fn session_key(&self, sid: &[u8; 32]) -> String {
+        self.key("session", &digest_bytes(sid))
     }
 
     fn fingerprint_key(&self) -> String {
@@ -385,7 +451,105 @@ impl StateStore for RedisState {
         })
     }
 
-    fn purge(&self, _now: u64) {}
+    fn sight<'a>(
+        &'a self,
+        sid: &'a [u8; 32],
+        now: u64,
+        device: &'a DeviceKey<'a>,
+    ) -> StoreFuture<'a, Option<Sighting>> {
+        Box::pin(async move {
+            let known = self.sighted.get(sid).map(|e| *e);
+            if let Some(k) = known {
+                // A store that does not answer cannot refresh the copy, and
+                // the first sighting's facts do not change.
+                if now < k.synced.saturating_add(SIGHT_REFRESH_SECS) || !self.is_available() {
+                    return Ok(Some(k.seen));
+                }
+            } else if !self.is_available() {
+                // Not asked: the pass-through path must not wait on a store
+                // that is gone. Unknown facts make the conditions fire.
+                return Ok(None);
+            }
+            // What this instance knows is offered again, so a Redis that
+            // lost the record gets the first sighting back, not a new one.
+            let (first, dev) = match known {
+                Some(k) => (k.seen.first, k.seen.device),
+                None => (now, device()),
+            };
+            let mut conn = self.conn.clone();
+            let mut call = self.sight.key(self.session_key(sid));
+            call.arg(first).arg(hex16(&dev)).arg(SESSION_IDLE_SECS);
+            let (first, dev): (u64, String) = self.run(call.invoke_async(&mut conn)).await?;
+            let seen = Sighting {
+                first,
+                // A record without a readable device (written by something
+                // else) has an unknown device, as a full tracker would.
+                device: unhex16(&dev).unwrap_or([0; 16]),
+            };
+            if known.is_some() || self.sighted.len() < MAX_TRACKED_SESSIONS {
+                self.sighted.insert(*sid, Sighted { seen, synced: now });
+            }
+            Ok(Some(seen))
+        })
+    }
+
+    fn actor<'a>(&'a self, sid: &'a [u8; 32]) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            self.run(
+                redis::cmd("HGET")
+                    .arg(self.session_key(sid))
+                    .arg("who")
+                    .query_async(&mut conn),
+            )
+            .await
+        })
+    }
+
+    fn bind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str, _now: u64) -> StoreFuture<'a, Bind> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.bind.key(self.session_key(sid));
+            call.arg(who).arg(SESSION_IDLE_SECS);
+            let (outcome, bound): (i64, String) = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(match outcome {
+                1 => Bind::New,
+                0 => Bind::Same,
+                _ => Bind::Other(bound),
+            })
+        })
+    }
+
+    fn unbind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut call = self.unbind.key(self.session_key(sid));
+            call.arg(who);
+            let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
+    fn purge(&self, now: u64) {
+        self.sighted
+            .retain(|_, s| now.saturating_sub(s.synced) < SIGHT_REFRESH_SECS);
+        crate::sparse::shrink(&self.sighted);
+    }
+}
+
+fn hex16(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -424,6 +588,21 @@ mod tests {
             per_minute: 1,
         };
         assert!(s.take_rate("k", rate, 0).await.is_err());
+        assert!(s.actor(&[1; 32]).await.is_err());
+        assert!(s.bind_actor(&[1; 32], "bob", 0).await.is_err());
         assert!(!s.is_available());
+        // A sighting is not even asked for: the pass-through path does not
+        // wait on a store that is gone, and the session's facts are unknown.
+        let device = || -> [u8; 16] { unreachable!("not asked") };
+        assert_eq!(s.sight(&[1; 32], 0, &device).await.ok(), Some(None));
+    }
+
+    #[test]
+    fn device_keys_round_trip_through_hex() {
+        let d = [0xa5; 16];
+        assert_eq!(unhex16(&hex16(&d)), Some(d));
+        assert_eq!(unhex16(""), None);
+        assert_eq!(unhex16(&"zz".repeat(16)), None);
+        assert_eq!(unhex16(&"é".repeat(16)), None);
     }
 }

@@ -15,6 +15,10 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// How long a session is remembered after its last sighting, in every
+/// store (in Redis, the TTL of its key).
+pub const SESSION_IDLE_SECS: u64 = 86_400;
+
 /// Sessions remembered at most (about 100 bytes each).
 pub const MAX_TRACKED_SESSIONS: usize = 200_000;
 

@@ -5,6 +5,7 @@
 
 use super::journal::{Entry, Journal};
 use super::pending::Ceremonies;
+use super::sessions::{Bind, SessionTracker, Sighting, SESSION_IDLE_SECS};
 use super::{Fails, FailureCounts, Rate, RateLimiter, ReplayCache, StepCounters};
 use dashmap::DashMap;
 use std::future::Future;
@@ -129,9 +130,33 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// from the same bucket.
     fn take_rate<'a>(&'a self, key: &'a str, rate: Rate, now_ms: u64) -> StoreFuture<'a, Result<(), u64>>;
 
+    /// Records a sighting of session `sid` (its keyed digest) at `now`
+    /// and returns its facts as first recorded: the first sighting keeps
+    /// `device()` (asked only for a session not known yet). A session is
+    /// kept [`SESSION_IDLE_SECS`] after its last sighting. `None` when it
+    /// cannot be recorded (a full memory tracker, an unreachable Redis):
+    /// its facts are unknown, and the risk conditions fire.
+    fn sight<'a>(&'a self, sid: &'a [u8; 32], now: u64, device: &'a DeviceKey<'a>)
+        -> StoreFuture<'a, Option<Sighting>>;
+
+    /// Who acts on session `sid`, when someone is bound to it.
+    fn actor<'a>(&'a self, sid: &'a [u8; 32]) -> StoreFuture<'a, Option<String>>;
+
+    /// Binds `who` to session `sid` unless someone else already is: one
+    /// atomic step across every instance, so two people racing for one
+    /// session cannot both win.
+    fn bind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str, now: u64) -> StoreFuture<'a, Bind>;
+
+    /// Undoes a [`Bind::New`] of `who` whose step-up did not count after all.
+    fn unbind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str) -> StoreFuture<'a, ()>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
 }
+
+/// The device key of a session's first sighting, computed only when the
+/// store does not know the session yet.
+pub type DeviceKey<'a> = dyn Fn() -> [u8; 16] + Send + Sync + 'a;
 
 /// A ceremony to keep (see [`StateStore::put_ceremony`]).
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +181,8 @@ pub struct MemoryState {
     ceremonies: Ceremonies,
     failures: FailureCounts,
     rates: DashMap<Rate, RateLimiter>,
+    /// Not journaled: a session forgotten in a restart is seen anew.
+    sessions: SessionTracker,
     journal: Option<std::sync::Mutex<Journal>>,
 }
 
@@ -333,7 +360,32 @@ impl StateStore for MemoryState {
         Box::pin(std::future::ready(Ok(taken)))
     }
 
+    fn sight<'a>(
+        &'a self,
+        sid: &'a [u8; 32],
+        now: u64,
+        device: &'a DeviceKey<'a>,
+    ) -> StoreFuture<'a, Option<Sighting>> {
+        Box::pin(std::future::ready(Ok(self.sessions.observe(sid, now, device))))
+    }
+
+    fn actor<'a>(&'a self, sid: &'a [u8; 32]) -> StoreFuture<'a, Option<String>> {
+        Box::pin(std::future::ready(Ok(self.sessions.who(sid))))
+    }
+
+    fn bind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str, now: u64) -> StoreFuture<'a, Bind> {
+        Box::pin(std::future::ready(Ok(self.sessions.bind(sid, who, now))))
+    }
+
+    fn unbind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str) -> StoreFuture<'a, ()> {
+        self.sessions.unbind(sid, who);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn purge(&self, now: u64) {
+        // Sessions idle for a day are forgotten; their next request counts
+        // as a first sighting.
+        self.sessions.purge(now, SESSION_IDLE_SECS);
         for r in self.rates.iter() {
             r.value().purge(now.saturating_mul(1000));
         }

@@ -155,7 +155,7 @@ pub(in crate::proxy) async fn apply_proof(
     };
     let applied = fleet::apply(gw, &meta.id, event, now).await;
     if let (true, Ok(sub), Err(_)) = (bound_now, &sub, &applied) {
-        who::unbind(gw, &meta.sid, sub);
+        who::unbind(gw, &meta.sid, sub).await;
     }
     let record = match (&sub, &applied) {
         (Ok(sub), Ok(a)) if a.transition == Transition::Expired => hold_record(audit::Event::ProofRejected, meta)

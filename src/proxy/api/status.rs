@@ -42,14 +42,7 @@ pub(super) async fn status(
         return Err(Reject::UnknownHold);
     }
     if html {
-        return Ok(approvals::review_page(
-            gw,
-            &approver,
-            &meta,
-            &state,
-            None,
-            StatusCode::OK,
-        ));
+        return Ok(approvals::review_page(gw, &approver, &meta, &state, None, StatusCode::OK).await);
     }
     let mut v = status_json(&meta, &state, now);
     if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), approvals::item(&meta, now)) {
