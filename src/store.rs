@@ -15,7 +15,7 @@ pub use rate::{Rate, RateLimiter};
 pub use redis_holds::RedisHolds;
 pub use redis_state::RedisState;
 pub use sessions::{Bind, SessionTracker, Sighting, MAX_TRACKED_SESSIONS, SESSION_IDLE_SECS};
-pub use shared::{Ceremony, DeviceKey, Fingerprints, MemoryState, StateError, StateStore, StoreFuture};
+pub use shared::{Ceremony, DeviceKey, Fingerprints, HoldQuota, MemoryState, StateError, StateStore, StoreFuture};
 
 use dashmap::DashMap;
 

@@ -1,8 +1,10 @@
-//! What the gateway knows of a session, across instances (SPEC §10): two
-//! real TLS gateways on a real `redis-server`. A session's first sighting
-//! (when, from which device) and the person bound to it are in Redis, so
-//! the risk conditions and the actor binding read the same on every
-//! instance.
+//! What the gateway knows of a session, and the client hold quotas, across
+//! instances (SPEC §10): two real TLS gateways on a real `redis-server`.
+//! A session's first sighting (when, from which device) and the person
+//! bound to it are in Redis, so the risk conditions and the actor binding
+//! read the same on every instance; a client's holds count against one
+//! quota wherever they are parked, and come back when they end. Client
+//! addresses come from a trusted proxy's X-Forwarded-For.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -163,4 +165,52 @@ async fn the_actor_bound_on_a_is_the_actor_on_b() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     let t = ttl(&redis, &keys[0]);
     assert!((86_000..=86_400).contains(&t), "{} lives {t}s", keys[0]);
+}
+
+// ------------------------------------------------------------ client quotas
+
+const TOP: &str = "trusted_proxies: [ 127.0.0.1/32 ]\nlimits: { max_holds_per_client: 2 }\n";
+
+/// Two holds from one address, one parked on A and one on B, use up its
+/// quota of two: a third is refused on either instance, another address
+/// is untouched, and once one of them is released (on the other
+/// instance) the address may park one again.
+#[tokio::test]
+async fn a_clients_holds_on_two_instances_meet_one_quota_that_comes_back() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let a = Gateway::start(up.addr, DELETE, &format!("{TOP}{}", redis.state_yaml())).await;
+    let b = a.peer(Arc::new(SystemClock)).await;
+    let flood = [("x-forwarded-for", "203.0.113.50")];
+
+    let on_a = delete(&a, "quota-1", &flood).await;
+    let _on_b = delete(&b, "quota-2", &flood).await;
+    for (n, gw) in [&a, &b].into_iter().enumerate() {
+        let r = from(gw, "POST", "/admin/users/carol/delete", &format!("quota-x{n}"), &flood).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (429, "too_many_holds".to_owned()),
+            "each instance counted only its own holds: {}",
+            text(&r)
+        );
+    }
+    delete(&b, "quota-other", &[("x-forwarded-for", "198.51.100.60")]).await;
+
+    // What Redis holds: one quota per address (hashed), expiring with the
+    // last of its holds' deadlines (2 minutes).
+    let keys = redis.keys("stepgate:quota*");
+    assert_eq!(keys.len(), 4, "a set and a byte count per address: {keys:?}");
+    for k in &keys {
+        assert!(!k.contains("203.0.113") && !k.contains("198.51.100"), "{k}");
+        let t = ttl(&redis, k);
+        assert!((1..=122).contains(&t), "{k} lives {t}s");
+    }
+
+    // A's hold is released by a proof on B; its share comes back.
+    let r = prove(&b, &a, "quota-1", &on_a, "alice").await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(up.count("/admin/users/carol/delete"), 1);
+    delete(&a, "quota-3", &flood).await;
+    let r = from(&b, "POST", "/admin/users/carol/delete", "quota-4", &flood).await;
+    assert_eq!(r.status, 429, "the quota is two again, not three: {}", text(&r));
 }

@@ -522,7 +522,8 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// What a parked request costs: its body and its header bytes.
-fn parked_size(p: &Parked) -> u64 {
+/// What a parked request weighs against the byte limits.
+pub(crate) fn parked_size(p: &Parked) -> u64 {
     let headers: usize = p.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
     (p.body.len() + headers) as u64
 }

@@ -220,10 +220,19 @@ pub async fn sensitive(
         headers: parked.headers.clone(),
         body: parked.body.clone(),
     });
-    let meta = gw.holds.create(meta, state.clone(), parked, waiter).map_err(|e| {
-        tracing::warn!(route = %route.name, reason = %e, "hold refused");
-        Reject::TooManyHolds
-    })?;
+    // The client's quota, counted across the fleet on Redis; the engine
+    // below still keeps this instance's own limits.
+    super::fleet::take_quota(gw, &cfg.limits, &meta, &parked, state.deadline, now).await?;
+    let (hold_id, client_ip) = (meta.id.clone(), meta.client_ip);
+    let meta = match gw.holds.create(meta, state.clone(), parked, waiter) {
+        Ok(meta) => meta,
+        Err(e) => {
+            tracing::warn!(route = %route.name, reason = %e, "hold refused");
+            let client = crate::hold::engine::client_key(client_ip).to_string();
+            let _ = gw.state.give_hold_quota(&client, hold_id.as_str()).await;
+            return Err(Reject::TooManyHolds);
+        }
+    };
     // Armed before the first await: a hold-mode client that goes away while
     // the audit record is written must take its hold with it too.
     let mut abandon = Abandon {
@@ -244,6 +253,7 @@ pub async fn sensitive(
         if let Err(e) = super::fleet::put(gw, &meta, &state, copy).await {
             abandon.meta = None;
             let _ = ending::expire_here(gw, &meta, ending::STORE_DOWN, now);
+            super::fleet::give_quota(gw, &meta).await;
             let _ = written.await;
             return Err(Reject::from(e));
         }

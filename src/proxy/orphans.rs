@@ -74,7 +74,10 @@ pub(super) async fn ended_before(gw: &Gateway, shared: &RedisHolds, id: &HoldId,
 /// caller that wins the expiry records it; a racing one records nothing.
 pub(super) async fn abandon(gw: &Gateway, shared: &RedisHolds, id: &HoldId, stored: &Stored, now: SystemTime) {
     match shared.apply(id, Event::Expire, now, &gw.instance, |_, _| false).await {
-        Ok(stepped) if stepped.transition == Transition::Expired => record(gw, &stepped.meta, &stored.owner, now),
+        Ok(stepped) if stepped.transition == Transition::Expired => {
+            super::fleet::give_quota(gw, &stepped.meta).await;
+            record(gw, &stepped.meta, &stored.owner, now);
+        }
         Ok(_) => {}
         Err(e) => tracing::debug!(hold = %id, error = %e, "a gone waiter's hold ended otherwise"),
     }

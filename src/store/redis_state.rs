@@ -8,7 +8,7 @@
 //! key, which keeps keys short and free of separators.
 
 use super::sessions::{Bind, Sighting, MAX_TRACKED_SESSIONS, SESSION_IDLE_SECS};
-use super::shared::{Ceremony, DeviceKey, Fingerprints, StateError, StateStore, StoreFuture};
+use super::shared::{Ceremony, DeviceKey, Fingerprints, HoldQuota, StateError, StateStore, StoreFuture};
 use super::{Fails, Rate};
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -125,6 +125,38 @@ end
 return 1
 ";
 
+/// A client's open holds: KEYS[1] a sorted set of hold ids scored by the
+/// second each lapses, KEYS[2] their parked bytes by id. Lapsed shares go
+/// first (a hold whose instance died without giving its share back), then
+/// the hold is admitted within both limits. Both keys expire with the
+/// latest share. Returns 1 admitted, 0 refused.
+const TAKE_QUOTA: &str = r"
+local now = tonumber(ARGV[1])
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(lapsed) do redis.call('HDEL', KEYS[2], id) end
+if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1]) end
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+local used = 0
+for _, b in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(b) end
+if used + tonumber(ARGV[3]) > tonumber(ARGV[6]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local ttl = math.max(1, tonumber(last[2]) - now + 1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+";
+
+/// Gives one hold's share back; a client with no open hold has no keys.
+const GIVE_QUOTA: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+";
+
 /// A session's sighting, as this instance last read it from Redis. The
 /// facts of a first sighting never change, so a session seen here within
 /// [`SIGHT_REFRESH_SECS`] is answered without a round trip.
@@ -150,6 +182,8 @@ pub struct RedisState {
     sight: redis::Script,
     bind: redis::Script,
     unbind: redis::Script,
+    take_quota: redis::Script,
+    give_quota: redis::Script,
     /// Sightings read lately (see [`Sighted`]), bounded.
     sighted: DashMap<[u8; 32], Sighted>,
     /// What this instance published, refreshed by every probe.
@@ -208,6 +242,8 @@ impl RedisState {
             sight: redis::Script::new(SIGHT),
             bind: redis::Script::new(BIND),
             unbind: redis::Script::new(UNBIND),
+            take_quota: redis::Script::new(TAKE_QUOTA),
+            give_quota: redis::Script::new(GIVE_QUOTA),
             sighted: DashMap::new(),
             published: std::sync::Mutex::new(None),
         })
@@ -221,6 +257,12 @@ impl RedisState {
     /// is already a keyed digest; it is hashed again like every key part.
     fn session_key(&self, sid: &[u8; 32]) -> String {
         self.key("session", &digest_bytes(sid))
+    }
+
+    /// A client's quota: the holds and their bytes, one hash tag.
+    fn quota_keys(&self, client: &str) -> (String, String) {
+        let tag = digest(client);
+        (self.key("quota", &tag), self.key("quota-bytes", &tag))
     }
 
     fn fingerprint_key(&self) -> String {
@@ -530,6 +572,34 @@ impl StateStore for RedisState {
         })
     }
 
+    fn take_hold_quota<'a>(&'a self, q: HoldQuota<'a>, now: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (holds, bytes) = self.quota_keys(q.client);
+            let mut call = self.take_quota.key(holds);
+            call.key(bytes)
+                .arg(now)
+                .arg(q.hold)
+                .arg(q.bytes)
+                .arg(q.until.max(now))
+                .arg(q.max_holds)
+                .arg(q.max_bytes);
+            let admitted: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(admitted == 1)
+        })
+    }
+
+    fn give_hold_quota<'a>(&'a self, client: &'a str, hold: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (holds, bytes) = self.quota_keys(client);
+            let mut call = self.give_quota.key(holds);
+            call.key(bytes).arg(hold);
+            let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
     fn purge(&self, now: u64) {
         self.sighted
             .retain(|_, s| now.saturating_sub(s.synced) < SIGHT_REFRESH_SECS);
@@ -590,6 +660,15 @@ mod tests {
         assert!(s.take_rate("k", rate, 0).await.is_err());
         assert!(s.actor(&[1; 32]).await.is_err());
         assert!(s.bind_actor(&[1; 32], "bob", 0).await.is_err());
+        let q = HoldQuota {
+            client: "10.0.0.1",
+            hold: "h",
+            bytes: 1,
+            until: 100,
+            max_holds: 1,
+            max_bytes: 10,
+        };
+        assert!(s.take_hold_quota(q, 0).await.is_err(), "no hold without its quota");
         assert!(!s.is_available());
         // A sighting is not even asked for: the pass-through path does not
         // wait on a store that is gone, and the session's facts are unknown.

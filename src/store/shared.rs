@@ -150,6 +150,18 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Undoes a [`Bind::New`] of `who` whose step-up did not count after all.
     fn unbind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str) -> StoreFuture<'a, ()>;
 
+    /// Counts hold `q.hold` against its client's quota (`max_holds`
+    /// holds, `max_bytes` parked bytes), or refuses (`false`) when it
+    /// would exceed it. On Redis every instance counts into one quota per
+    /// client, and each hold's share lapses at `q.until` (its deadline)
+    /// whether or not anyone gives it back. In memory the hold engine
+    /// counts a client's holds itself, so this admits everything.
+    fn take_hold_quota<'a>(&'a self, q: HoldQuota<'a>, now: u64) -> StoreFuture<'a, bool>;
+
+    /// Gives hold `hold`'s share of `client`'s quota back (it ended).
+    /// Giving back a share not taken, or twice, does nothing.
+    fn give_hold_quota<'a>(&'a self, client: &'a str, hold: &'a str) -> StoreFuture<'a, ()>;
+
     /// Drops expired records (a no-op where the store expires them itself).
     fn purge(&self, now: u64);
 }
@@ -157,6 +169,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 /// The device key of a session's first sighting, computed only when the
 /// store does not know the session yet.
 pub type DeviceKey<'a> = dyn Fn() -> [u8; 16] + Send + Sync + 'a;
+
+/// One hold's claim on its client's quota (see [`StateStore::take_hold_quota`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HoldQuota<'a> {
+    /// The client address as the quotas key it (IPv6 by /64).
+    pub client: &'a str,
+    pub hold: &'a str,
+    /// What the parked request weighs.
+    pub bytes: u64,
+    /// Unix seconds after which the hold cannot be open any more.
+    pub until: u64,
+    pub max_holds: usize,
+    pub max_bytes: u64,
+}
 
 /// A ceremony to keep (see [`StateStore::put_ceremony`]).
 #[derive(Debug, Clone, Copy)]
@@ -379,6 +405,14 @@ impl StateStore for MemoryState {
 
     fn unbind_actor<'a>(&'a self, sid: &'a [u8; 32], who: &'a str) -> StoreFuture<'a, ()> {
         self.sessions.unbind(sid, who);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn take_hold_quota<'a>(&'a self, _q: HoldQuota<'a>, _now: u64) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    fn give_hold_quota<'a>(&'a self, _client: &'a str, _hold: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
 
