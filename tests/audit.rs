@@ -293,8 +293,17 @@ async fn rotation_keeps_one_chain_across_files() {
 #[tokio::test]
 async fn an_unwritable_trail_fails_sensitive_routes_closed() {
     let up = Upstream::start().await;
-    // /dev/full accepts the open and fails every write with ENOSPC.
-    let gw = Gateway::start(up.addr, DEFAULT_ROUTES, "audit: { path: /dev/full }").await;
+    // /dev/full accepts the open and fails every write with ENOSPC. It is
+    // reached through a link in a directory of the test's own, so what is
+    // kept beside the trail (the single-use journal) is written there and
+    // never into /dev, whoever runs the test.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("full-trail-{}", stepgate::ids::random_token()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let trail = dir.join("trail.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &trail).expect("link to /dev/full");
+    let extra = format!("audit: {{ path: '{}' }}", trail.display());
+    let gw = Gateway::start(up.addr, DEFAULT_ROUTES, &extra).await;
     let cookie = ("cookie", "SESSIONID=s");
     let resp = raw(
         gw.addr,
