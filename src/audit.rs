@@ -22,18 +22,14 @@ use crate::assertion::AssertionSigner;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub path: PathBuf,
-    pub rotate_bytes: u64,
-    pub checkpoint_every: u64,
-}
+/// Where and how the trail is written: typed with the rest of the
+/// configuration, which knows nothing of the writer.
+pub use crate::config::AuditConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

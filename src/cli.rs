@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod audit;
+mod console;
 mod demo;
 mod enroll;
 mod explain;

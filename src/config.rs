@@ -30,7 +30,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub identity: IdentityConfig,
     pub notify: Option<NotifyConfig>,
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
     pub state: StateConfig,
     pub assertion: AssertionConfig,
     pub limits: Limits,
@@ -38,6 +38,14 @@ pub struct Config {
     pub routes: RouteTable,
     /// Non-fatal findings (`stepgate check` prints them).
     pub warnings: Vec<String>,
+}
+
+/// The audit trail's file, rotation size and checkpoint interval (`audit:`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub rotate_bytes: u64,
+    pub checkpoint_every: u64,
 }
 
 /// Where holds and single-use records live (`state:`).

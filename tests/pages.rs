@@ -6,6 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+// The demo's console lives in the binary; the test builds the same file.
+#[path = "../src/cli/console.rs"]
+mod console;
 mod pagekit;
 mod stepup_kit;
 
@@ -191,7 +194,7 @@ async fn the_no_javascript_code_form_lands_on_the_consoles_redirect() {
     let console = listener.local_addr().unwrap();
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("console-{}.jsonl", stepgate::ids::random_token()));
-    tokio::spawn(stepgate::demo::run(listener, Some(log.clone())));
+    tokio::spawn(console::run(listener, Some(log.clone())));
     let gw = Gateway::start(console, ROUTES, "").await;
     let alice = enroll(&gw.dir, "alice");
 

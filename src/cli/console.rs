@@ -5,7 +5,6 @@
 //! and records every privileged request it carries out, with that
 //! assertion, as one JSON line in its log file.
 
-use crate::body::{full, Body};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,6 +16,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use stepgate::body::{full, Body};
 use tokio::net::TcpListener;
 
 struct Person {
@@ -109,7 +109,7 @@ pub async fn run(listener: TcpListener, log: Option<PathBuf>) {
 }
 
 fn esc(s: &str) -> String {
-    crate::proxy::page_escape(s)
+    stepgate::proxy::page_escape(s)
 }
 
 fn page(title: &str, user: Option<&str>, active: &str, body: &str) -> Response<Body> {
@@ -175,7 +175,7 @@ fn assertion_note(headers: &HeaderMap) -> String {
     let Some(token) = headers.get("x-stepup-assertion").and_then(|v| v.to_str().ok()) else {
         return "<p class=warn>No X-StepUp-Assertion: this request was not stepped up.</p>".into();
     };
-    match crate::jose::jws::decode(token) {
+    match stepgate::jose::jws::decode(token) {
         Ok(d) => {
             let c = &d.claims;
             let s = |k: &str| esc(c.get(k).and_then(|v| v.as_str()).unwrap_or("?"));
@@ -270,7 +270,7 @@ async fn route(console: &Console, req: Request<Incoming>) -> Response<Body> {
                 .map(|(_, v)| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "admin".into());
-            let sid = crate::ids::random_token();
+            let sid = stepgate::ids::random_token();
             if let Ok(mut s) = console.sessions.lock() {
                 s.insert(sid.clone(), name);
             }

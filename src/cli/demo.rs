@@ -112,7 +112,7 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
-        tokio::spawn(stepgate::demo::run(console, Some(dir.join("state/console.jsonl"))));
+        tokio::spawn(super::console::run(console, Some(dir.join("state/console.jsonl"))));
         tokio::spawn(proxy::admin::run(gw.clone(), admin_listener, std::future::pending()));
         // Reloads as `serve` does: on a saved file and on SIGHUP (which
         // would otherwise end the process and lose every pending hold).

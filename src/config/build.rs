@@ -262,7 +262,7 @@ fn typed(raw: RawConfig) -> Res<(Config, Vec<Problem>)> {
         if checkpoint_every == 0 {
             return problem("audit.checkpoint_every", "must be at least 1");
         }
-        crate::audit::AuditConfig {
+        super::AuditConfig {
             path,
             rotate_bytes,
             checkpoint_every,

@@ -285,7 +285,7 @@ impl HoldState {
     }
 
     /// Holds a pending hold to the requirements a reload gave its route.
-    /// A reload only ever adds to what a hold needs (see [`stricter`]):
+    /// A reload only ever adds to what a hold needs (see `stricter`):
     /// proofs or approvals the stricter requirements would not have taken
     /// are dropped and must be given again, and a reload never satisfies or
     /// releases a hold by itself.
