@@ -19,17 +19,24 @@ fn main() {
         "cargo:rustc-env=STEPGATE_VERSION={} ({hash})",
         env!("CARGO_PKG_VERSION")
     );
-    // Re-run when HEAD moves: HEAD itself (branch switch, detached commit)
-    // and the branch's ref (a commit), loose or packed.
+    // Re-run when HEAD moves: HEAD itself (branch switch, detached commit),
+    // its reflog (every commit and checkout) and the branch's ref, loose or
+    // packed. Only files that exist are named: cargo takes a missing one
+    // for changed, and would rebuild the crate on every invocation.
+    let mut watch = Vec::new();
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
+        watch.push(format!("{dir}/HEAD"));
+        watch.push(format!("{dir}/logs/HEAD"));
     }
     if let (Some(common), Some(head_ref)) = (
         git(&["rev-parse", "--git-common-dir"]),
         git(&["symbolic-ref", "-q", "HEAD"]),
     ) {
-        println!("cargo:rerun-if-changed={common}/{head_ref}");
-        println!("cargo:rerun-if-changed={common}/packed-refs");
+        watch.push(format!("{common}/{head_ref}"));
+        watch.push(format!("{common}/packed-refs"));
+    }
+    for path in watch.iter().filter(|p| std::path::Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
