@@ -30,6 +30,7 @@ mod pending;
 pub mod plan;
 mod proof_error;
 mod proofs;
+mod quota;
 mod recover;
 mod release;
 pub mod reload;
@@ -473,7 +474,7 @@ impl Gateway {
     /// the running configuration stays and the errors are logged with
     /// their line and column. Settings bound at start-up (listener, TLS,
     /// keys, audit, session key, user store, webhook) need a restart.
-    pub fn reload(&self, path: &std::path::Path) -> Result<usize, String> {
+    pub async fn reload(self: &Arc<Self>, path: &std::path::Path) -> Result<usize, String> {
         let result = self.try_reload(path);
         self.metrics.reload(result.is_ok());
         match &result {
@@ -484,7 +485,7 @@ impl Gateway {
                         .with("routes", *n as u64)
                         .reason("applied"),
                 );
-                let (ended, tightened) = pending::reach_all(self, self.clock.now());
+                let (ended, tightened) = pending::reach_all(self, self.clock.now()).await;
                 if ended + tightened > 0 {
                     tracing::info!(ended, tightened, "reload applied to pending holds");
                 }

@@ -16,13 +16,11 @@
 
 use super::{ending, release, Gateway};
 use crate::audit;
-use crate::clock::unix_secs;
-use crate::hold::engine::{client_key, Applied, EngineError, Release};
+use crate::hold::engine::{Applied, EngineError, Release};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Transition};
 use crate::ids::HoldId;
 use crate::policy::HoldMode;
 use crate::store::redis_holds::{HoldStoreError, FORWARDING};
-use crate::store::HoldQuota;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,7 +29,7 @@ use std::time::{Duration, SystemTime};
 /// pub/sub delivered.
 pub(super) const POLL: Duration = Duration::from_millis(500);
 
-fn store_error(e: HoldStoreError) -> EngineError {
+pub(super) fn store_error(e: HoldStoreError) -> EngineError {
     match e {
         HoldStoreError::Unknown => EngineError::Unknown,
         HoldStoreError::Hold(h) => EngineError::Hold(h),
@@ -62,51 +60,6 @@ pub(super) async fn put(
         })
     });
     put.await.unwrap_or(Err(EngineError::StoreUnavailable))
-}
-
-/// Counts a hold about to be created against its client's quota
-/// (`limits.max_holds_per_client`, `max_held_bytes_per_client`) in the
-/// state store: on Redis one quota per client across the fleet, each
-/// hold's share lapsing at its deadline should nobody give it back (an
-/// instance that died). 429 `too_many_holds` over the quota, 503 when the
-/// store cannot count it.
-pub(super) async fn take_quota(
-    gw: &Gateway,
-    limits: &crate::config::Limits,
-    meta: &HoldMeta,
-    parked: &Parked,
-    deadline: SystemTime,
-    now: SystemTime,
-) -> Result<(), super::respond::Reject> {
-    let client = client_key(meta.client_ip).to_string();
-    let quota = HoldQuota {
-        client: &client,
-        hold: meta.id.as_str(),
-        bytes: crate::hold::engine::parked_size(parked),
-        until: unix_secs(deadline).saturating_add(1),
-        max_holds: limits.max_holds_per_client,
-        max_bytes: limits.max_held_bytes_per_client,
-    };
-    match gw.state.take_hold_quota(quota, unix_secs(now)).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            tracing::warn!(route = %meta.route, client = %client, "hold refused: the client's quota is used up");
-            Err(super::respond::Reject::TooManyHolds)
-        }
-        Err(e) => {
-            tracing::error!(route = %meta.route, error = %e, "cannot count the hold against its client's quota; refused");
-            Err(super::respond::Reject::StateUnavailable)
-        }
-    }
-}
-
-/// Gives an ended hold's share of its client's quota back. A store that
-/// cannot be asked keeps the share until the hold's deadline.
-pub(super) async fn give_quota(gw: &Gateway, meta: &HoldMeta) {
-    let client = client_key(meta.client_ip).to_string();
-    if let Err(e) = gw.state.give_hold_quota(&client, meta.id.as_str()).await {
-        tracing::warn!(hold = %meta.id, error = %e, "cannot give a hold's quota back; it lapses at the deadline");
-    }
 }
 
 /// Applies `event` to hold `id` atomically, across every instance.
@@ -197,7 +150,7 @@ async fn decide(gw: &Gateway, id: &HoldId, event: Event, now: SystemTime) -> Res
     ) {
         // The hold is no longer open: its client's share comes back, on
         // whichever instance ended it.
-        give_quota(gw, &stepped.meta).await;
+        super::quota::give_back(gw, &stepped.meta).await;
     }
     let waiter = gw.holds.mirror(id, stepped.state.clone(), take, now);
     let meta = gw.holds.meta(id).unwrap_or_else(|| Arc::new(stepped.meta));

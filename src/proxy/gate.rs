@@ -222,7 +222,7 @@ pub async fn sensitive(
     });
     // The client's quota, counted across the fleet on Redis; the engine
     // below still keeps this instance's own limits.
-    super::fleet::take_quota(gw, &cfg.limits, &meta, &parked, state.deadline, now).await?;
+    super::quota::take(gw, &cfg.limits, &meta, &parked, state.deadline, now).await?;
     let (hold_id, client_ip) = (meta.id.clone(), meta.client_ip);
     let meta = match gw.holds.create(meta, state.clone(), parked, waiter) {
         Ok(meta) => meta,
@@ -253,7 +253,7 @@ pub async fn sensitive(
         if let Err(e) = super::fleet::put(gw, &meta, &state, copy).await {
             abandon.meta = None;
             let _ = ending::expire_here(gw, &meta, ending::STORE_DOWN, now);
-            super::fleet::give_quota(gw, &meta).await;
+            super::quota::give_back(gw, &meta).await;
             let _ = written.await;
             return Err(Reject::from(e));
         }
@@ -267,7 +267,7 @@ pub async fn sensitive(
     gw.notify("hold.pending", &meta, now);
     if !Arc::ptr_eq(&cfg, &gw.config()) {
         // A reload came in since this request read its route.
-        pending::reach_one(gw, &meta, now);
+        pending::reach_one(gw, &meta, now).await;
     }
     let mut state = state;
     if let Some(proof) = early_proof {

@@ -75,7 +75,7 @@ pub(super) async fn ended_before(gw: &Gateway, shared: &RedisHolds, id: &HoldId,
 pub(super) async fn abandon(gw: &Gateway, shared: &RedisHolds, id: &HoldId, stored: &Stored, now: SystemTime) {
     match shared.apply(id, Event::Expire, now, &gw.instance, |_, _| false).await {
         Ok(stepped) if stepped.transition == Transition::Expired => {
-            super::fleet::give_quota(gw, &stepped.meta).await;
+            super::quota::give_back(gw, &stepped.meta).await;
             record(gw, &stepped.meta, &stored.owner, now);
         }
         Ok(_) => {}
