@@ -385,7 +385,7 @@ async fn a_pending_hold_is_held_to_the_requirements_a_reload_changed() {
     );
     assert_ne!(text, changed, "the test edits the delete-user route");
     std::fs::write(&path, changed).expect("write");
-    gw.gw.reload(&path).expect("valid reload");
+    gw.gw.reload(&path).await.expect("valid reload");
     let fresh = raw(
         gw.addr,
         &gw.pki,

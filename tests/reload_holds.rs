@@ -27,13 +27,13 @@ const ROUTES: &str = "
 const HOLDS: usize = 5;
 
 /// Rewrites the gateway's file with `edit` applied and reloads it.
-fn reload(gw: &Gateway, edit: impl Fn(&str) -> String) {
+async fn reload(gw: &Gateway, edit: impl Fn(&str) -> String) {
     let path = gw.dir.join("routes.yaml");
     let text = std::fs::read_to_string(&path).expect("config");
     let changed = edit(&text);
     assert_ne!(text, changed, "the test changes the file");
     std::fs::write(&path, changed).expect("write");
-    gw.gw.reload(&path).expect("valid reload");
+    gw.gw.reload(&path).await.expect("valid reload");
 }
 
 /// Opens `HOLDS` challenge holds on delete-user; returns their challenges.
@@ -114,8 +114,20 @@ fn denied_for(records: &[serde_json::Value], route: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_reload_that_denies_one_route_and_removes_another_ends_their_pending_holds() {
+    a_reload_that_denies_one_route_and_removes_another_ends_their_pending_holds_on("").await;
+}
+
+/// The same on Redis: a reload reaches the holds in the shared store, not
+/// only this instance's copies, whatever `STEPGATE_TEST_STATE` says.
+#[tokio::test]
+async fn a_reload_that_denies_one_route_and_removes_another_ends_their_pending_holds_on_redis() {
+    let redis = common::redis::RedisServer::start();
+    a_reload_that_denies_one_route_and_removes_another_ends_their_pending_holds_on(&redis.state_yaml()).await;
+}
+
+async fn a_reload_that_denies_one_route_and_removes_another_ends_their_pending_holds_on(state: &str) {
     let up = RealUpstream::start(Framework::Flask).await;
-    let gw = Gateway::start(up.addr, ROUTES, "").await;
+    let gw = Gateway::start(up.addr, ROUTES, state).await;
     let challenges = challenge_holds(&gw).await;
     let waiter = waiting_transfer(&gw).await;
 
@@ -128,7 +140,8 @@ async fn a_reload_that_denies_one_route_and_removes_another_ends_their_pending_h
         );
         let cut = denied.find("  - name: transfer").expect("transfer route");
         denied[..cut].to_owned()
-    });
+    })
+    .await;
 
     // The waiting agent hears at once that its request will not run.
     let answered = tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -164,8 +177,20 @@ async fn a_reload_that_denies_one_route_and_removes_another_ends_their_pending_h
 
 #[tokio::test]
 async fn a_reload_that_adds_an_approval_holds_pending_holds_to_it() {
+    a_reload_that_adds_an_approval_holds_pending_holds_to_it_on("").await;
+}
+
+/// The same on Redis: a reload reaches the holds in the shared store, not
+/// only this instance's copies, whatever `STEPGATE_TEST_STATE` says.
+#[tokio::test]
+async fn a_reload_that_adds_an_approval_holds_pending_holds_to_it_on_redis() {
+    let redis = common::redis::RedisServer::start();
+    a_reload_that_adds_an_approval_holds_pending_holds_to_it_on(&redis.state_yaml()).await;
+}
+
+async fn a_reload_that_adds_an_approval_holds_pending_holds_to_it_on(state: &str) {
     let up = RealUpstream::start(Framework::Flask).await;
-    let gw = Gateway::start(up.addr, ROUTES, "").await;
+    let gw = Gateway::start(up.addr, ROUTES, state).await;
     let challenges = challenge_holds(&gw).await;
     let waiter = waiting_transfer(&gw).await;
     let transfer = gw
@@ -182,7 +207,8 @@ async fn a_reload_that_adds_an_approval_holds_pending_holds_to_it() {
             "require: { methods: [token]",
             "require: { approvals: 1, methods: [token]",
         )
-    });
+    })
+    .await;
 
     // The token that would have released each hold now only counts as
     // its proof; the approval the new file asks for is still missing.
@@ -244,7 +270,8 @@ async fn a_reload_that_loosens_a_route_releases_nothing() {
     reload(&gw, |text| {
         text.replace("approvals: 1, ", "approvals: 0, ")
             .replace(", approvals: 1", "")
-    });
+    })
+    .await;
     for ch in &challenges {
         let id = stepgate::ids::HoldId::parse(ch["hold_id"].as_str().expect("id")).expect("hold id");
         let (_, state) = gw.gw.holds.get(&id).expect("hold");

@@ -8,11 +8,14 @@
 //!   and the change is audited as `hold.tightened` (see
 //!   [`crate::hold::HoldState::reload`] for what "more" means).
 
-use super::{ending, hold_record, Gateway};
+use super::{ending, fleet, hold_record, Gateway};
 use crate::audit;
 use crate::config::Config;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldMeta, HoldState, Reloaded, Transition};
+use crate::ids::HoldId;
+use crate::policy::Requirements;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub(super) const ROUTE_DENIED: &str = "route denied by reload";
@@ -32,13 +35,25 @@ fn verdict<'a>(config: &'a Config, route: &str) -> Verdict<'a> {
     }
 }
 
-/// Applies the running configuration to every open hold. Returns how many
-/// holds were ended and how many were tightened.
-pub(super) fn reach_all(gw: &Gateway, now: SystemTime) -> (usize, usize) {
+/// Applies the running configuration to every open hold: this
+/// instance's, or with a shared store every instance's, since a hold made
+/// on another instance can be released here. Returns how many holds were
+/// ended and how many were tightened.
+pub(super) async fn reach_all(gw: &Arc<Gateway>, now: SystemTime) -> (usize, usize) {
     let config = gw.config();
+    let open = match fleet::open_holds(gw).await {
+        Ok(open) => open,
+        Err(e) => {
+            // The store's own holds stay as they were; each is checked
+            // again against the file when it is next decided on
+            // (`reach_one`), and new holds see the new file.
+            tracing::error!(error = %e, "cannot list the pending holds to apply a reload to");
+            return (0, 0);
+        }
+    };
     let (mut ended, mut tightened) = (0, 0);
-    for (meta, state) in gw.holds.open_holds() {
-        match reach(gw, &config, &meta, &state, now) {
+    for (meta, state) in open {
+        match reach(gw, &config, &meta, &state, now).await {
             Some(Reach::Ended) => ended += 1,
             Some(Reach::Tightened) => tightened += 1,
             None => {}
@@ -50,10 +65,10 @@ pub(super) fn reach_all(gw: &Gateway, now: SystemTime) -> (usize, usize) {
 /// Applies the running configuration to one hold made from an older one:
 /// a hold created while a reload was swapping the file in must not slip
 /// past it.
-pub(super) fn reach_one(gw: &Gateway, meta: &HoldMeta, now: SystemTime) {
+pub(super) async fn reach_one(gw: &Arc<Gateway>, meta: &HoldMeta, now: SystemTime) {
     let config = gw.config();
-    if let Some((_, state)) = gw.holds.get(&meta.id) {
-        reach(gw, &config, meta, &state, now);
+    if let Ok(Some((_, state))) = fleet::get(gw, &meta.id).await {
+        reach(gw, &config, meta, &state, now).await;
     }
 }
 
@@ -62,7 +77,13 @@ enum Reach {
     Tightened,
 }
 
-fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now: SystemTime) -> Option<Reach> {
+async fn reach(
+    gw: &Arc<Gateway>,
+    config: &Config,
+    meta: &HoldMeta,
+    state: &HoldState,
+    now: SystemTime,
+) -> Option<Reach> {
     if !state.phase.is_open() {
         return None;
     }
@@ -70,9 +91,8 @@ fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now:
         Verdict::End(reason) => {
             // Whoever else is moving this hold right now (a release, an
             // expiry) may win; then that ending stands and this one is moot.
-            let applied = gw
-                .holds
-                .apply(&meta.id, Event::Deny { by: "reload".into() }, now)
+            let applied = fleet::apply(gw, &meta.id, Event::Deny { by: "reload".into() }, now)
+                .await
                 .ok()?;
             if applied.transition != Transition::Denied {
                 // A late hold found its deadline passed: an expiry.
@@ -92,9 +112,12 @@ fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now:
             ending::record(gw, &applied.meta, audit::Event::HoldDenied, "denied", reason, now);
             Some(Reach::Ended)
         }
-        Verdict::Keep(requirements) => match gw.holds.reload(&meta.id, requirements) {
+        Verdict::Keep(requirements) => match tighten(gw, &meta.id, requirements).await {
             Ok(Reloaded::Tightened) => {
-                let missing = gw.holds.get(&meta.id).map(|(_, s)| s.missing()).unwrap_or_default();
+                let missing = match fleet::get(gw, &meta.id).await {
+                    Ok(Some((_, s))) => s.missing(),
+                    _ => Vec::new(),
+                };
                 tracing::info!(hold = %meta.id, route = %meta.route, "pending hold tightened by reload");
                 gw.audit.record_later(
                     hold_record(audit::Event::HoldTightened, meta)
@@ -110,4 +133,29 @@ fn reach(gw: &Gateway, config: &Config, meta: &HoldMeta, state: &HoldState, now:
             }
         },
     }
+}
+
+/// Holds one pending hold to `requirements`: in the shared store when
+/// there is one (in one compare-and-set, whoever else writes the hold),
+/// and in this instance's copy.
+async fn tighten(gw: &Gateway, id: &HoldId, requirements: &Requirements) -> Result<Reloaded, EngineError> {
+    let Some(shared) = &gw.shared_holds else {
+        return gw.holds.reload(id, requirements);
+    };
+    let tightened = std::sync::atomic::AtomicBool::new(false);
+    shared
+        .rewrite(id, |state| {
+            let t = state.reload(requirements) == Reloaded::Tightened;
+            tightened.store(t, std::sync::atomic::Ordering::Relaxed);
+            t
+        })
+        .await
+        .map_err(fleet::store_error)?;
+    // The local copy (if the hold was made here) follows the store.
+    let _ = gw.holds.reload(id, requirements);
+    Ok(if tightened.load(std::sync::atomic::Ordering::Relaxed) {
+        Reloaded::Tightened
+    } else {
+        Reloaded::Unchanged
+    })
 }

@@ -40,7 +40,7 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf) -> Result<notify::RecommendedWatch
             // Let the editor finish its write-rename dance, then reload once.
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            let _ = gw.reload(&path);
+            let _ = gw.reload(&path).await;
         }
     });
     Ok(watcher)
@@ -71,7 +71,7 @@ pub fn on_sighup(gw: Arc<Gateway>, path: PathBuf) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading configuration");
-            let _ = gw.reload(&path);
+            let _ = gw.reload(&path).await;
         }
     });
 }
