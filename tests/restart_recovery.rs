@@ -65,7 +65,10 @@ async fn holds_lost_to_a_crash_are_closed_in_the_trail_at_the_next_start() {
     let up = Upstream::start().await;
     // The harness gateway provides the files (certificates, keys, config);
     // the binary serves a copy of its config on a port of its own.
-    let files = Gateway::start(up.addr, ROUTES, "").await;
+    // Restart safety is the memory backend's (holds on Redis outlive an
+    // instance: tests/scale_out_crash.rs), so this test names it and runs
+    // on it under STEPGATE_TEST_STATE=redis too.
+    let files = Gateway::start(up.addr, ROUTES, "state: { backend: memory }").await;
     let port = free_port();
     let text = std::fs::read_to_string(files.dir.join("routes.yaml")).expect("config");
     let text = text.replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
