@@ -78,6 +78,11 @@ pub enum PathError {
     /// `/..;x/`, `/.;x/`: Tomcat strips the parameters and then resolves the dots.
     #[error("'.' or '..' segment with ';' parameters")]
     DotSegmentWithParams,
+    /// `/a/;p=1/../b`: a reader that keeps `;p=1` as a segment pops it and
+    /// reads `/a/b`; a servlet container strips it to an empty segment,
+    /// drops that, and pops `a` instead, reading `/b`.
+    #[error("'..' over a segment of only ';' parameters")]
+    DotsOverParams,
 }
 
 /// Canonicalizes the path component of a request target (no query, no
@@ -277,6 +282,10 @@ impl Builder {
                 // Rejecting rather than clamping: upstreams disagree on what
                 // `/../x` means, and clamping would hide a probe from the audit.
                 let parent = self.out.rfind('/').ok_or(PathError::AboveRoot)?;
+                let popped = self.out.get(parent + 1..).unwrap_or("");
+                if param_start(popped.as_bytes()) == 0 {
+                    return Err(PathError::DotsOverParams);
+                }
                 self.out.truncate(parent);
             }
             (1 | 2, true) => return Err(PathError::DotSegmentWithParams),
