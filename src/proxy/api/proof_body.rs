@@ -34,10 +34,14 @@ pub(in crate::proxy) struct ProofBody {
     pub webauthn: Option<serde_json::Value>,
 }
 
-/// A form carries JSON as text; JSON may too.
+/// A form carries JSON as text; JSON may too. Read once: text that is
+/// itself a JSON string (`"\"{...}\""`) is not unwrapped again, since a
+/// second reader might stop at either layer; a credential is an object.
 fn json_text(v: Option<serde_json::Value>) -> Option<serde_json::Value> {
     match v {
-        Some(serde_json::Value::String(text)) => serde_json::from_str(&text).ok(),
+        Some(serde_json::Value::String(text)) => serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(serde_json::Value::is_object),
         other => other,
     }
 }
@@ -223,5 +227,21 @@ mod tests {
         let form = parts("application/x-www-form-urlencoded");
         let b = parse_body(&form, b"method=webauthn&credential=%7B%22id%22%3A%22x%22%7D").expect("parses");
         assert_eq!(b.credential, Some(serde_json::json!({"id": "x"})));
+    }
+
+    /// Found by the `proof_body` fuzz target: a form credential whose text
+    /// is a JSON string stayed a string after one reading.
+    #[test]
+    fn credential_text_that_is_a_json_string_is_no_credential() {
+        let form = parts("application/x-www-form-urlencoded");
+        let crash = b"n&credential=%225%Bp\x9c\xda2c2c%Bi\x9c\xda2cc2c%Bi\x9c\xda2cc3cccccccA%22\n ";
+        let b = parse_body(&form, crash).expect("parses");
+        assert_eq!(b.credential, None);
+        super::fuzz_check(true, crash);
+        let b = parse_body(&form, b"credential=%22%7B%7D%22").expect("parses");
+        assert_eq!(b.credential, None, "a string holding an object is not unwrapped twice");
+        let json = parts("application/json");
+        let b = parse_body(&json, br#"{"credential":"\"{}\""}"#).expect("parses");
+        assert_eq!(b.credential, None);
     }
 }
