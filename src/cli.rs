@@ -518,7 +518,16 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 /// refused, as a single bind would be, rather than shared with it.
 fn reuseport_listeners(addr: std::net::SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     if addr.port() != 0 {
-        drop(std::net::TcpListener::bind(addr)?);
+        // Bound but never listening: a probe that listened would take
+        // connections into its backlog and reset them when dropped, so a
+        // client arriving during start-up saw its handshake reset.
+        let probe = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        probe.bind(addr)?;
+        drop(probe);
     }
     let first = reuseport_listener(addr)?;
     let addr = first.local_addr()?;
