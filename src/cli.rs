@@ -526,6 +526,9 @@ fn reuseport_listeners(addr: std::net::SocketAddr, n: usize) -> std::io::Result<
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        // As a listener would: a port whose only users are connections in
+        // TIME_WAIT (a restart after a crash) is free.
+        probe.set_reuseaddr(true)?;
         probe.bind(addr)?;
         drop(probe);
     }
@@ -605,5 +608,29 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "stepgate", &mut missing);
         assert!(missing.is_empty(), "no description in --help: {missing:?}");
+    }
+
+    /// A port another process listens on is refused; a port held only by
+    /// connections in TIME_WAIT, as after a crash, is taken (the restart
+    /// after SIGKILL in tests/restart_recovery.rs needs it).
+    #[tokio::test]
+    async fn the_port_probe_refuses_a_listener_but_not_time_wait() {
+        use std::io::Read;
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = other.local_addr().expect("addr");
+        assert!(
+            super::reuseport_listeners(addr, 2).is_err(),
+            "a live listener's port was shared"
+        );
+        let mut client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = other.accept().expect("accept");
+        // The server side closes first, so its end of the connection
+        // stays in TIME_WAIT on the port.
+        drop(accepted);
+        let _ = client.read(&mut [0u8; 1]);
+        drop(client);
+        drop(other);
+        let taken = super::reuseport_listeners(addr, 2).expect("a port in TIME_WAIT only is free");
+        assert_eq!(taken.len(), 2);
     }
 }
