@@ -482,6 +482,15 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let listen = config.listen;
         let admin = config.admin_listen;
         let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;
+        // Watched before the port opens: once a client can connect, an edit
+        // to the file is seen (an edit in between was missed).
+        let _watcher = match proxy::reload::watch(gw.clone(), path.to_path_buf()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                None
+            }
+        };
         // One listener per core on the same address (SO_REUSEPORT): the
         // kernel spreads connections over them.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -496,13 +505,6 @@ fn serve(path: &Path) -> anyhow::Result<()> {
                 let _ = admin_stopped.await;
             }));
         }
-        let _watcher = match proxy::reload::watch(gw.clone(), path.to_path_buf()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-                None
-            }
-        };
         #[cfg(unix)]
         proxy::reload::on_sighup(gw.clone(), path.to_path_buf());
         tracing::info!(%listen, upstream = %gw.config().upstream.authority, "stepgate listening");

@@ -109,9 +109,6 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         }
         let config = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let gw = proxy::Gateway::load(config, Arc::new(SystemClock))?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
         tokio::spawn(super::console::run(console, Some(dir.join("state/console.jsonl"))));
         tokio::spawn(proxy::admin::run(gw.clone(), admin_listener, std::future::pending()));
         // Reloads as `serve` does: on a saved file and on SIGHUP (which
@@ -125,6 +122,11 @@ pub fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         };
         #[cfg(unix)]
         proxy::reload::on_sighup(gw.clone(), path.clone());
+        // Bound after the watcher, so an edit made once the port answers
+        // is never missed.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port)"))?;
         banner(port, admin_addr.port(), &admin, &bob, &bob_key, dir);
         proxy::run(gw, listener, super::shutdown_signal(), Duration::from_secs(5)).await?;
         Ok(())
