@@ -339,9 +339,7 @@ async fn decide_json(
     tracing::info!(event = %kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {
-        gw.metrics
-            .transition("denied", now.duration_since(applied.meta.created).ok());
-        gw.notify("hold.denied", &applied.meta, now);
+        ending::tell(gw, &applied.meta, ending::End::Denied(&comment), now);
         written.await?;
         return Ok(respond::json(
             StatusCode::OK,

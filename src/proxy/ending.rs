@@ -15,6 +15,12 @@
 //! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |
 //! | `hold.denied` | `route denied by reload` / `route removed by reload` | a reload denied or removed the hold's route |
 //! | `approval.denied` | the approver's comment | an approver denied (written by the decision itself) |
+//!
+//! [`End`] is the one table from an ending to its trail event, its metric
+//! label and its webhook event; every closing goes through [`record`], or
+//! through [`tell`] where the closing record itself is written durably by
+//! its author (`hold.released` before its forward, `approval.denied` before
+//! the approver's answer).
 
 use super::{hold_record, Gateway};
 use crate::audit;
@@ -27,13 +33,70 @@ pub(super) const SHUTDOWN: &str = "gateway shutting down";
 pub(super) const CLIENT_GONE: &str = "client_gone";
 pub(super) const INSTANCE_GONE: &str = "instance_gone";
 pub(super) const STORE_DOWN: &str = "state store unavailable";
+pub(super) const ATTEMPTS: &str = "attempts exhausted";
 
-/// Records how a hold ended, counts it and tells the webhook. `state` is
-/// the metric's label (`expired`, `abandoned`, `denied`).
-pub(super) fn record(gw: &Gateway, meta: &HoldMeta, event: audit::Event, state: &str, reason: &str, now: SystemTime) {
-    gw.audit.record_later(hold_record(event, meta).reason(reason));
-    gw.metrics.transition(state, now.duration_since(meta.created).ok());
-    gw.notify(event.as_str(), meta, now);
+/// How a hold's story closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End<'a> {
+    Released,
+    Expired(&'a str),
+    Abandoned(&'a str),
+    /// Abandoned because its waiter's instance (named) is gone.
+    InstanceGone(&'a str),
+    Denied(&'a str),
+}
+
+impl End<'_> {
+    pub(super) fn event(self) -> audit::Event {
+        match self {
+            End::Released => audit::Event::HoldReleased,
+            End::Expired(_) => audit::Event::HoldExpired,
+            End::Abandoned(_) | End::InstanceGone(_) => audit::Event::HoldAbandoned,
+            End::Denied(_) => audit::Event::HoldDenied,
+        }
+    }
+
+    /// The `state` label of the hold transition metric.
+    fn label(self) -> &'static str {
+        match self {
+            End::Released => "released",
+            End::Expired(_) => "expired",
+            End::Abandoned(_) | End::InstanceGone(_) => "abandoned",
+            End::Denied(_) => "denied",
+        }
+    }
+}
+
+/// Writes how a hold ended, counts it and tells the webhook.
+pub(super) fn record(gw: &Gateway, meta: &HoldMeta, end: End<'_>, now: SystemTime) {
+    let mut line = hold_record(end.event(), meta);
+    line = match end {
+        End::Released => line,
+        End::Expired(r) | End::Abandoned(r) | End::Denied(r) => line.reason(r),
+        End::InstanceGone(owner) => line.reason(INSTANCE_GONE).with("instance", owner.to_owned()),
+    };
+    gw.audit.record_later(line);
+    tell(gw, meta, end, now);
+}
+
+/// Counts an ending and tells the webhook, for an author that wrote the
+/// closing record itself.
+pub(super) fn tell(gw: &Gateway, meta: &HoldMeta, end: End<'_>, now: SystemTime) {
+    gw.metrics
+        .transition(end.label(), now.duration_since(meta.created).ok());
+    gw.notify(end.event().as_str(), meta, now);
+}
+
+/// The closing of a transition the engine reported, for the transitions
+/// that end a hold without releasing it: the last attempt failed, or the
+/// deadline passed. A release closes in `release`, durably, before its
+/// forward; the open transitions close nothing.
+pub(super) fn after(gw: &Gateway, meta: &HoldMeta, transition: &Transition, now: SystemTime) {
+    match transition {
+        Transition::Denied => record(gw, meta, End::Denied(ATTEMPTS), now),
+        Transition::Expired => record(gw, meta, End::Expired(DEADLINE), now),
+        Transition::Release | Transition::Progress | Transition::Rejected { .. } => {}
+    }
 }
 
 /// [`super::fleet::expire`] without waiting, for the memory engine, where it cannot
@@ -49,13 +112,37 @@ pub(super) fn expire_here(
     Ok(applied)
 }
 
+/// The closing of an expiry asked for with a `reason`: a client that went
+/// away before its deadline abandoned the hold; after it, the deadline
+/// ended it.
 pub(super) fn closing(gw: &Gateway, meta: &HoldMeta, reason: &str, now: SystemTime, applied: &Applied) {
     if applied.transition == Transition::Expired {
         let late = now > applied.state.deadline;
-        match reason {
-            CLIENT_GONE if !late => record(gw, meta, audit::Event::HoldAbandoned, "abandoned", CLIENT_GONE, now),
-            CLIENT_GONE => record(gw, meta, audit::Event::HoldExpired, "expired", DEADLINE, now),
-            _ => record(gw, meta, audit::Event::HoldExpired, "expired", reason, now),
+        let end = match reason {
+            CLIENT_GONE if !late => End::Abandoned(CLIENT_GONE),
+            CLIENT_GONE => End::Expired(DEADLINE),
+            _ => End::Expired(reason),
+        };
+        record(gw, meta, end, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::End;
+
+    /// The webhook event, the trail event and the metric label of one
+    /// ending name the same thing.
+    #[test]
+    fn each_ending_names_one_event_and_its_metric_label() {
+        for end in [
+            End::Released,
+            End::Expired("x"),
+            End::Abandoned("x"),
+            End::InstanceGone("b"),
+            End::Denied("x"),
+        ] {
+            assert_eq!(end.event().as_str(), format!("hold.{}", end.label()), "{end:?}");
         }
     }
 }

@@ -15,7 +15,6 @@
 //! [`POLL`], so a lost message delays a release but never loses one.
 
 use super::{ending, release, Gateway};
-use crate::audit;
 use crate::hold::engine::{Applied, EngineError, Release};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Transition};
 use crate::ids::HoldId;
@@ -115,13 +114,7 @@ impl Drop for Decided {
         let (gw, now, meta) = (&self.gw, self.now, applied.meta.clone());
         match applied.transition {
             Transition::Release => drop(release::start(gw, applied, None)),
-            Transition::Denied => {
-                ending::record(gw, &meta, audit::Event::HoldDenied, "denied", "attempts exhausted", now)
-            }
-            Transition::Expired => {
-                ending::record(gw, &meta, audit::Event::HoldExpired, "expired", ending::DEADLINE, now)
-            }
-            Transition::Progress | Transition::Rejected { .. } => {}
+            other => ending::after(gw, &meta, &other, now),
         }
     }
 }
@@ -333,7 +326,7 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
                 if let Ok(applied) = apply(gw, &id, Event::Expire, now).await {
                     if applied.transition == Transition::Expired {
                         let m = &applied.meta;
-                        ending::record(gw, m, audit::Event::HoldExpired, "expired", ending::DEADLINE, now);
+                        ending::record(gw, m, ending::End::Expired(ending::DEADLINE), now);
                         tracing::info!(hold = %id, route = %m.route, "hold of another instance expired");
                     }
                 }

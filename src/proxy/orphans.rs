@@ -11,7 +11,7 @@
 //! `store::redis_holds::lease`): each instance renews its own every
 //! [`RENEW`], and it lasts [`LEASE`].
 
-use super::{ending, hold_record, Gateway};
+use super::{ending, Gateway};
 use crate::hold::{Event, HoldMeta, Transition};
 use crate::ids::HoldId;
 use crate::policy::HoldMode;
@@ -95,12 +95,5 @@ pub(super) async fn orphan(gw: &Gateway, shared: &RedisHolds, id: &HoldId, store
 
 fn record(gw: &Gateway, meta: &HoldMeta, owner: &str, now: SystemTime) {
     tracing::warn!(hold = %meta.id, route = %meta.route, instance = %owner, "hold-mode client was waiting on an instance that is gone; hold abandoned");
-    gw.audit.record_later(
-        hold_record(crate::audit::Event::HoldAbandoned, meta)
-            .reason(ending::INSTANCE_GONE)
-            .with("instance", owner.to_owned()),
-    );
-    gw.metrics
-        .transition("abandoned", now.duration_since(meta.created).ok());
-    gw.notify(crate::audit::Event::HoldAbandoned.as_str(), meta, now);
+    ending::record(gw, meta, ending::End::InstanceGone(owner), now);
 }

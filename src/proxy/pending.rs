@@ -97,19 +97,12 @@ async fn reach(
             if applied.transition != Transition::Denied {
                 // A late hold found its deadline passed: an expiry.
                 if applied.transition == Transition::Expired {
-                    ending::record(
-                        gw,
-                        &applied.meta,
-                        audit::Event::HoldExpired,
-                        "expired",
-                        ending::DEADLINE,
-                        now,
-                    );
+                    ending::record(gw, &applied.meta, ending::End::Expired(ending::DEADLINE), now);
                 }
                 return None;
             }
             tracing::info!(hold = %meta.id, route = %meta.route, reason, "pending hold ended by reload");
-            ending::record(gw, &applied.meta, audit::Event::HoldDenied, "denied", reason, now);
+            ending::record(gw, &applied.meta, ending::End::Denied(reason), now);
             Some(Reach::Ended)
         }
         Verdict::Keep(requirements) => match tighten(gw, &meta.id, requirements).await {

@@ -351,8 +351,7 @@ async fn carry_out(
         }
     }
     tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
-    gw.metrics.transition("released", now.duration_since(meta.created).ok());
-    gw.notify("hold.released", meta, now);
+    super::ending::tell(gw, meta, super::ending::End::Released, now);
     let mut facts = facts(meta, &proof, &state.approvals, true);
     facts.break_glass = state.break_glass;
     let record = story.record.clone();

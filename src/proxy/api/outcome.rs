@@ -2,7 +2,6 @@
 //! 202 with the hold's status while it still waits, or the refusal its
 //! phase stands for.
 
-use crate::audit;
 use crate::body::Body;
 use crate::hold::engine::Applied;
 use crate::hold::{HoldMeta, HoldState, Phase, Transition};
@@ -25,11 +24,7 @@ pub(in crate::proxy) fn settle(
     ahead: Option<Written>,
 ) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
     let meta = applied.meta.clone();
-    match applied.transition {
-        Transition::Denied => ending::record(gw, &meta, audit::Event::HoldDenied, "denied", "attempts exhausted", now),
-        Transition::Expired => ending::record(gw, &meta, audit::Event::HoldExpired, "expired", ending::DEADLINE, now),
-        Transition::Release | Transition::Progress | Transition::Rejected { .. } => {}
-    }
+    ending::after(gw, &meta, &applied.transition, now);
     let next = match applied.transition {
         Transition::Release => Ok(release::start(gw, applied, ahead)),
         _ => Err((applied, ahead)),
