@@ -34,6 +34,7 @@ pub(super) const CLIENT_GONE: &str = "client_gone";
 pub(super) const INSTANCE_GONE: &str = "instance_gone";
 pub(super) const STORE_DOWN: &str = "state store unavailable";
 pub(super) const ATTEMPTS: &str = "attempts exhausted";
+pub(super) const RELEASE_FAILED: &str = "release_failed";
 
 /// How a hold's story closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

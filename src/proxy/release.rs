@@ -1,6 +1,7 @@
 //! Forwarding a request whose step-up is complete: sign the assertion,
 //! send it upstream once, and hand the answer to whoever waits for it.
 
+use super::ending::{self, End};
 use super::forward::upstream_failed;
 use super::respond::{self, Reject};
 use super::{hold_record, Gateway, Written};
@@ -114,7 +115,7 @@ pub(super) async fn forward_signed(
     let ticket = gw.releases.enter(None);
     let task = tokio::spawn(async move {
         let _ticket = ticket;
-        let story = Story::new(&gw2, record.clone(), false);
+        let story = Story::new(&gw2, record.clone(), None);
         send_signed(&gw2, facts, record, target, parked, story, None).await
     });
     task.await.unwrap_or_else(|e| {
@@ -130,7 +131,9 @@ pub(super) async fn forward_signed(
 struct Story<'a> {
     gw: &'a Gateway,
     record: Record,
-    hold: bool,
+    /// The hold this release closes; none for a reused proof or an upfront
+    /// token, which had no hold.
+    hold: Option<Arc<HoldMeta>>,
     stage: Stage,
 }
 
@@ -145,7 +148,7 @@ enum Stage {
 }
 
 impl<'a> Story<'a> {
-    fn new(gw: &'a Gateway, record: Record, hold: bool) -> Self {
+    fn new(gw: &'a Gateway, record: Record, hold: Option<Arc<HoldMeta>>) -> Self {
         Story {
             gw,
             record,
@@ -158,13 +161,20 @@ impl<'a> Story<'a> {
 impl Drop for Story<'_> {
     fn drop(&mut self) {
         match self.stage {
-            Stage::Deciding if self.hold => {
-                tracing::error!(hold = ?self.record.hold, "release ended before anything was forwarded");
+            Stage::Deciding => {
+                let Some(meta) = &self.hold else { return };
+                tracing::error!(hold = %meta.id, "release ended before anything was forwarded");
                 self.gw.audit.record_later(Record {
                     event: audit::Event::HoldAbandoned,
-                    reason: Some("release_failed".into()),
+                    reason: Some(ending::RELEASE_FAILED.into()),
                     ..self.record.clone()
                 });
+                ending::tell(
+                    self.gw,
+                    meta,
+                    End::Abandoned(ending::RELEASE_FAILED),
+                    self.gw.clock.now(),
+                );
             }
             Stage::Forwarding => {
                 tracing::error!(hold = ?self.record.hold, "release cut off while forwarding; outcome unknown");
@@ -174,7 +184,7 @@ impl Drop for Story<'_> {
                     ..self.record.clone()
                 });
             }
-            Stage::Deciding | Stage::Done => {}
+            Stage::Done => {}
         }
     }
 }
@@ -215,6 +225,11 @@ async fn send_signed(
         return Err(e);
     }
     story.stage = Stage::Forwarding;
+    if let Some(meta) = &story.hold {
+        // Counted and told once it is on record, so the webhook never
+        // announces a release that the trail calls abandoned.
+        ending::tell(gw, meta, End::Released, gw.clock.now());
+    }
     durable_result(Ok(()));
     let Parked { mut headers, body } = parked;
     let value = HeaderValue::from_str(&signed.token).map_err(|_| Reject::Internal);
@@ -329,7 +344,7 @@ async fn carry_out(
     ahead: Option<Written>,
     durable: oneshot::Sender<Result<(), Reject>>,
 ) -> Result<Response<Body>, Reject> {
-    let story = Story::new(gw, hold_record(audit::Event::HoldReleased, meta), true);
+    let story = Story::new(gw, hold_record(audit::Event::HoldReleased, meta), Some(meta.clone()));
     if let Some(ahead) = ahead {
         if let Err(e) = ahead.await {
             let _ = durable.send(Err(e.clone()));
@@ -351,7 +366,6 @@ async fn carry_out(
         }
     }
     tracing::info!(hold = %meta.id, route = %meta.route, sub = %proof.sub, "hold released");
-    super::ending::tell(gw, meta, super::ending::End::Released, now);
     let mut facts = facts(meta, &proof, &state.approvals, true);
     facts.break_glass = state.break_glass;
     let record = story.record.clone();
