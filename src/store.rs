@@ -2,6 +2,7 @@
 //! the one a shared backend would offer (claim-once with an expiry).
 
 mod journal;
+mod journal_writer;
 mod pending;
 mod rate;
 pub mod redis_holds;

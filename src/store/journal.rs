@@ -23,15 +23,10 @@ impl Entry {
     }
 }
 
-/// Lines appended beyond the live ones before the journal is rewritten.
-const SLACK: usize = 4096;
-
 #[derive(Debug)]
 pub(super) struct Journal {
     path: PathBuf,
     file: std::fs::File,
-    /// Lines in the file now.
-    lines: usize,
 }
 
 fn io<'a>(path: &'a Path, what: &str) -> impl Fn(std::io::Error) -> StateError + 'a {
@@ -58,40 +53,35 @@ impl Journal {
             std::fs::create_dir_all(dir).map_err(io(path, "cannot create the directory of"))?;
         }
         let file = rewrite(path, &live)?;
-        let n = live.len();
         Ok((
             Journal {
                 path: path.to_owned(),
                 file,
-                lines: n,
             },
             live,
         ))
     }
 
-    /// Makes `entry` durable.
-    pub(super) fn append(&mut self, entry: &Entry) -> Result<(), StateError> {
-        let mut line = serde_json::to_string(entry).map_err(|e| StateError::Unavailable(e.to_string()))?;
-        line.push('\n');
+    /// Makes `entries` durable with one write and one sync.
+    pub(super) fn append_all(&mut self, entries: &[Entry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for entry in entries {
+            text.push_str(&serde_json::to_string(entry).map_err(|e| StateError::Unavailable(e.to_string()))?);
+            text.push('\n');
+        }
         self.file
-            .write_all(line.as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| self.file.sync_data())
-            .map_err(io(&self.path, "cannot append to"))?;
-        self.lines += 1;
-        Ok(())
-    }
-
-    /// Whether the file has grown enough past the `live` records to be
-    /// worth rewriting.
-    pub(super) fn bloated(&self, live: usize) -> bool {
-        self.lines > live.saturating_mul(2).saturating_add(SLACK)
+            .map_err(io(&self.path, "cannot append to"))
     }
 
     /// Replaces the file with `live` (write, sync, rename: a crash leaves
     /// the old file or the new one, never half of one).
     pub(super) fn compact(&mut self, live: &[Entry]) -> Result<(), StateError> {
         self.file = rewrite(&self.path, live)?;
-        self.lines = live.len();
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! single instance, Redis for several (see `redis_state`).
 
 use super::journal::{Entry, Journal};
+use super::journal_writer::JournalWriter;
 use super::pending::Ceremonies;
 use super::sessions::{Bind, SessionTracker, Sighting, SESSION_IDLE_SECS};
 use super::{Fails, FailureCounts, Rate, RateLimiter, ReplayCache, StepCounters};
@@ -209,7 +210,7 @@ pub struct MemoryState {
     rates: DashMap<Rate, RateLimiter>,
     /// Not journaled: a session forgotten in a restart is seen anew.
     sessions: SessionTracker,
-    journal: Option<std::sync::Mutex<Journal>>,
+    journal: Option<JournalWriter>,
 }
 
 /// How long a TOTP step is kept in the journal: longer than any code of
@@ -228,6 +229,7 @@ impl MemoryState {
     /// were spent.
     pub fn open(path: &std::path::Path, now: u64) -> Result<Self, StateError> {
         let (journal, live) = Journal::open(path, now)?;
+        let journal = JournalWriter::start(journal, live.len())?;
         let state = MemoryState::default();
         for entry in live {
             match entry {
@@ -240,28 +242,33 @@ impl MemoryState {
             }
         }
         Ok(MemoryState {
-            journal: Some(std::sync::Mutex::new(journal)),
+            journal: Some(journal),
             ..state
         })
     }
 
-    /// Makes `entry` durable. On failure the record still counts in memory
-    /// (a value is burnt rather than reopened) and the proof is refused.
-    fn journal(&self, entry: &Entry) -> Result<(), StateError> {
-        let Some(j) = &self.journal else { return Ok(()) };
-        j.lock().unwrap_or_else(|p| p.into_inner()).append(entry)
+    /// A claim that counts once `entry` is durable. On failure the record
+    /// still counts in memory (a value is burnt rather than reopened) and
+    /// the proof is refused.
+    fn durable<'a>(&self, entry: Entry) -> StoreFuture<'a, bool> {
+        match &self.journal {
+            None => Box::pin(std::future::ready(Ok(true))),
+            Some(j) => {
+                let synced = j.append(entry);
+                Box::pin(async move { synced.await.map(|()| true) })
+            }
+        }
     }
 
-    /// Rewrites a journal that has grown well past the live records. Under
-    /// the journal's lock, so no append lands in the file being replaced; a
+    /// Rewrites a journal that has grown well past the live records. A
     /// value claimed but not yet appended is in the maps already, so it is
-    /// in the rewrite too.
+    /// in the rewrite too (see `JournalWriter::compact_if_bloated`).
     fn compact(&self, now: u64) {
         let Some(j) = &self.journal else { return };
-        let mut j = j.lock().unwrap_or_else(|p| p.into_inner());
-        if !j.bloated(self.once.len() + self.steps.last.len()) {
-            return;
-        }
+        j.compact_if_bloated(self.once.len() + self.steps.last.len(), || self.live(now));
+    }
+
+    fn live(&self, now: u64) -> Vec<Entry> {
         let mut live: Vec<Entry> = self
             .once
             .seen
@@ -283,9 +290,7 @@ impl MemoryState {
                 })
                 .filter(|e| e.until() >= now),
         );
-        if let Err(e) = j.compact(&live) {
-            tracing::error!(error = %e, "cannot compact the single-use journal; it keeps growing");
-        }
+        live
     }
 }
 
@@ -295,34 +300,26 @@ impl StateStore for MemoryState {
     }
 
     fn claim_once<'a>(&'a self, key: &'a str, expires: u64, _now: u64) -> StoreFuture<'a, bool> {
-        let fresh = self.once.claim(key.to_owned(), expires);
-        let result = if fresh {
-            self.journal(&Entry::Once {
-                key: key.to_owned(),
-                until: expires,
-            })
-            .map(|()| true)
-        } else {
-            Ok(false)
-        };
-        Box::pin(std::future::ready(result))
+        if !self.once.claim(key.to_owned(), expires) {
+            return Box::pin(std::future::ready(Ok(false)));
+        }
+        self.durable(Entry::Once {
+            key: key.to_owned(),
+            until: expires,
+        })
     }
 
     fn advance_step<'a>(&'a self, user: &'a str, step: u64) -> StoreFuture<'a, bool> {
-        let newer = self.steps.claim(user, step);
-        let result = if newer {
-            // A step names its own time: it is worth keeping until well
-            // after any code of it could be accepted.
-            self.journal(&Entry::Step {
-                user: user.to_owned(),
-                step,
-                until: step_until(step),
-            })
-            .map(|()| true)
-        } else {
-            Ok(false)
-        };
-        Box::pin(std::future::ready(result))
+        if !self.steps.claim(user, step) {
+            return Box::pin(std::future::ready(Ok(false)));
+        }
+        // A step names its own time: it is worth keeping until well after
+        // any code of it could be accepted.
+        self.durable(Entry::Step {
+            user: user.to_owned(),
+            step,
+            until: step_until(step),
+        })
     }
 
     fn is_available(&self) -> bool {
@@ -498,16 +495,51 @@ mod tests {
             "not yet"
         );
         m.purge(11);
-        let text = std::fs::read_to_string(&path).expect("journal");
-        assert_eq!(text.lines().count(), 1, "{text}");
+        // The rewrite is queued ahead of this claim, and the claim returns
+        // once its batch is on disk.
         assert!(
             m.claim_once("jti:after", 1000, 11).await.expect("claims"),
             "appends go on"
         );
+        let text = std::fs::read_to_string(&path).expect("journal");
+        assert_eq!(text.lines().count(), 2, "{text}");
         drop(m);
         let m = MemoryState::open(&path, 12).expect("reopens");
         assert!(!m.claim_once("jti:long", 1000, 12).await.expect("claims"));
         assert!(!m.claim_once("jti:after", 1000, 12).await.expect("claims"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Claims from many tasks at once share syncs, each counts once, and
+    /// every one that returned true is on disk: a restart refuses them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_are_each_durable_once_they_count() {
+        let dir = crate::ids::test_tmp().join(format!("stepgate-journal-{}", crate::ids::random_token()));
+        let path = dir.join("single-use.jsonl");
+        let m = std::sync::Arc::new(MemoryState::open(&path, 0).expect("opens"));
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let m = m.clone();
+            // Two claimants for each value: exactly one wins.
+            tasks.push(tokio::spawn(async move {
+                m.claim_once(&format!("jti:{}", i / 2), 1000, 0).await.expect("claims")
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(won, 200);
+        let lines = std::fs::read_to_string(&path).expect("journal").lines().count();
+        assert_eq!(lines, 200, "one line per value that counted");
+        drop(m);
+        let m = MemoryState::open(&path, 1).expect("reopens");
+        for i in 0..200 {
+            assert!(
+                !m.claim_once(&format!("jti:{i}"), 1000, 1).await.expect("claims"),
+                "jti:{i} reopened"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
