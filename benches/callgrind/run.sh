@@ -37,7 +37,7 @@ STOP_WAIT=100
 bench_init callgrind
 BASELINE="$ROOT/benches/callgrind/baseline.txt"
 
-need_tools valgrind:valgrind nginx:nginx h2load:nghttp2-client curl:curl
+need_tools valgrind:valgrind nginx:nginx h2load:nghttp2-client curl:curl openssl:openssl
 
 if [[ -z ${STEPGATE:-} ]]; then
     cargo_release --bin stepgate
@@ -45,6 +45,13 @@ if [[ -z ${STEPGATE:-} ]]; then
 fi
 
 start_static_upstream "$UPSTREAM_PORT"
+
+# serve makes no certificate or key it does not find (a missing one is a
+# mistake it reports), so the bench makes them, as the load script does.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/gateway-key.pem" -out "$WORK/gateway.pem" 2>/dev/null
+"$STEPGATE" keygen --out "$WORK/assertion-key.pem" >/dev/null
 
 # The same configuration as the load comparison: a sensitive route and a
 # deny route the workload misses.
@@ -77,7 +84,11 @@ measure() {
     valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no "$@" 2>"$WORK/server.log" &
     pid=$!
     PIDS+=("$pid")
-    wait_port "$port" 600
+    if ! wait_port "$port" 600; then
+        echo "-- the server's output under valgrind:" >&2
+        tail -20 "$WORK/server.log" >&2
+        exit 1
+    fi
     # Warm-up: the upstream connection, lazily built state, first-use paths.
     h2load --h1 -n 20 -c 1 "$URL" >/dev/null
     h2load -n 20 -c 1 -m 10 "$URL" >/dev/null
