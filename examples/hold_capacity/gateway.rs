@@ -27,7 +27,8 @@ pub struct Gateway {
 /// approval releases. Both take a 1-based capture so every hold is distinct.
 fn config(port: u16, admin: u16, upstream: SocketAddr, holds: usize, key_sha256: &str) -> String {
     // Both kinds are pending at once, plus the warm-up holds; every hold-mode
-    // request keeps its own connection open.
+    // request keeps its own connection open. Every client of the bench is
+    // 127.0.0.1, so the per-client budgets are the whole gateway's.
     let max_holds = 2 * holds + 1000;
     let max_connections = holds + 1000;
     format!(
@@ -35,10 +36,12 @@ fn config(port: u16, admin: u16, upstream: SocketAddr, holds: usize, key_sha256:
 admin_listen: 127.0.0.1:{admin}
 tls: {{ cert: cert.pem, key: key.pem }}
 upstream: http://{upstream}
+trusted_proxies: [127.0.0.1/32]
+identity: {{ header: X-Remote-User }}
 session: {{ cookie: SESSIONID }}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: bench }}
 audit: {{ path: state/audit.jsonl }}
-limits: {{ max_holds: {max_holds}, max_connections: {max_connections} }}
+limits: {{ max_holds: {max_holds}, max_connections: {max_connections}, max_holds_per_client: {max_holds}, max_holds_per_session: {max_holds}, max_held_bytes_per_client: 1GiB, max_buffered_bytes_per_client: 1GiB }}
 stepup:
   users: state/users.yaml
   approvers: [ {{ name: ops-bot, groups: [ops], key_sha256: '{key_sha256}' }} ]

@@ -108,7 +108,12 @@ async fn challenges(
         tasks.spawn(async move {
             for i in (first + c..first + n).step_by(conns) {
                 let cookie = session("c", i);
-                let headers = [("cookie", cookie.as_str()), ("accept", "application/json")];
+                let user = format!("user-{i}");
+                let headers = [
+                    ("cookie", cookie.as_str()),
+                    ("accept", "application/json"),
+                    ("x-remote-user", user.as_str()),
+                ];
                 let req = net::request(
                     "POST",
                     &host,
@@ -156,11 +161,14 @@ async fn waiters(
             drop(permit);
             client.ready().await?;
             let cookie = session("h", i);
+            // An approval-only hold needs to know who asks (SPEC 4.3): the
+            // agent is named by the identity header a trusted proxy sets.
+            let agent = format!("agent-{i}");
             let req = net::request(
                 "POST",
                 &host,
                 &format!("/api/agent/{i}"),
-                &[("cookie", &cookie)],
+                &[("cookie", &cookie), ("x-remote-user", &agent)],
                 body(i, len),
             );
             let answer = client.send_request(req);
