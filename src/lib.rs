@@ -10,7 +10,7 @@
 //! | network shell | [`proxy`] (listener, TLS, `plan` executed, holds released)      |
 //! | ports and I/O | [`hold::engine`], [`store`], [`audit`], [`users`], [`keys`], [`notify`], [`metrics`] |
 //! | pure core     | [`config`], [`route`], [`policy`], [`session`], [`identity`], [`hold::state`], [`stepup`], [`assertion`], [`jose`] |
-//! | foundation    | [`body`], [`clock`], [`ids`], [`escape`], [`sparse`]           |
+//! | foundation    | [`body`], [`clock`], [`ids`], [`escape`], [`sparse`], [`group_commit`] |
 //!
 //! [`fuzzing`] exposes the fuzz targets' entry points. The command line
 //! and the demo's console live in the binary (`src/cli`), not here.
@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod escape;
 pub mod fuzzing;
+pub mod group_commit;
 pub mod hold;
 pub mod identity;
 pub mod ids;

@@ -8,8 +8,7 @@
 //! load a request costs a lock and a push, not a thread switch.
 
 use super::Job;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use tokio::sync::Notify;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// What became of each record of a batch, by its place in the batch: its
 /// `seq` once durable, `None` when it was not written. A failed write
@@ -17,32 +16,12 @@ use tokio::sync::Notify;
 pub(super) type Outcome = Vec<Option<u64>>;
 
 /// One group commit. Every waiter holds the batch and its own index.
-#[derive(Default)]
-pub(super) struct Batch {
-    outcome: OnceLock<Outcome>,
-    done: Notify,
-}
+pub(super) type Batch = crate::group_commit::Batch<Outcome>;
 
 impl Batch {
-    fn finish(&self, outcome: Outcome) {
-        // A batch is finished once; a second call (the failure path of a
-        // writer that dies while finishing) changes nothing.
-        let _ = self.outcome.set(outcome);
-        self.done.notify_waiters();
-    }
-
     /// The `seq` of the record at `index`, once the batch is on disk.
     pub(super) async fn durable(&self, index: usize) -> Option<u64> {
-        let notified = self.done.notified();
-        tokio::pin!(notified);
-        // Registered before the outcome is read: a finish in between still
-        // wakes this waiter.
-        notified.as_mut().enable();
-        if let Some(outcome) = self.outcome.get() {
-            return outcome.get(index).copied().flatten();
-        }
-        notified.await;
-        self.outcome.get()?.get(index).copied().flatten()
+        self.outcome().await?.get(index).copied().flatten()
     }
 }
 

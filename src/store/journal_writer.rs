@@ -11,8 +11,7 @@
 use super::journal::{Entry, Journal};
 use super::state_error::StateError;
 use std::future::Future;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use tokio::sync::Notify;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Lines appended beyond the live ones before the journal is rewritten.
 const SLACK: usize = 4096;
@@ -24,31 +23,7 @@ enum Job {
 }
 
 /// One group commit; `true` once its lines are on disk.
-#[derive(Default)]
-struct Batch {
-    synced: OnceLock<bool>,
-    done: Notify,
-}
-
-impl Batch {
-    fn finish(&self, ok: bool) {
-        let _ = self.synced.set(ok);
-        self.done.notify_waiters();
-    }
-
-    async fn outcome(&self) -> bool {
-        let notified = self.done.notified();
-        tokio::pin!(notified);
-        // Registered before the outcome is read, so a finish in between
-        // still wakes this waiter.
-        notified.as_mut().enable();
-        if let Some(ok) = self.synced.get() {
-            return *ok;
-        }
-        notified.await;
-        self.synced.get().copied().unwrap_or(false)
-    }
-}
+type Batch = crate::group_commit::Batch<bool>;
 
 #[derive(Default)]
 struct Queue {
@@ -114,7 +89,7 @@ impl JournalWriter {
             q.batch.clone()
         };
         async move {
-            if batch.outcome().await {
+            if batch.outcome().await.copied().unwrap_or(false) {
                 Ok(())
             } else {
                 Err(StateError::Unavailable(
