@@ -96,9 +96,7 @@ async fn reach(
                 .ok()?;
             if applied.transition != Transition::Denied {
                 // A late hold found its deadline passed: an expiry.
-                if applied.transition == Transition::Expired {
-                    ending::record(gw, &applied.meta, ending::End::Expired(ending::DEADLINE), now);
-                }
+                ending::after(gw, &applied.meta, &applied.transition, now);
                 return None;
             }
             tracing::info!(hold = %meta.id, route = %meta.route, reason, "pending hold ended by reload");
@@ -135,18 +133,15 @@ async fn tighten(gw: &Gateway, id: &HoldId, requirements: &Requirements) -> Resu
     let Some(shared) = &gw.shared_holds else {
         return gw.holds.reload(id, requirements);
     };
-    let tightened = std::sync::atomic::AtomicBool::new(false);
-    shared
-        .rewrite(id, |state| {
-            let t = state.reload(requirements) == Reloaded::Tightened;
-            tightened.store(t, std::sync::atomic::Ordering::Relaxed);
-            t
-        })
+    // Tightened only when the change was committed: a hold that another
+    // instance closed in between is not reported as tightened.
+    let tightened = shared
+        .rewrite(id, |state| state.reload(requirements) == Reloaded::Tightened)
         .await
         .map_err(fleet::store_error)?;
     // The local copy (if the hold was made here) follows the store.
     let _ = gw.holds.reload(id, requirements);
-    Ok(if tightened.load(std::sync::atomic::Ordering::Relaxed) {
+    Ok(if tightened {
         Reloaded::Tightened
     } else {
         Reloaded::Unchanged

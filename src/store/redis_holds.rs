@@ -395,19 +395,20 @@ impl RedisHolds {
     }
 
     /// Holds a pending hold to tightened requirements (a reload), with the
-    /// same compare-and-set as any event.
-    pub async fn rewrite(&self, id: &HoldId, f: impl Fn(&mut HoldState) -> bool) -> Result<(), HoldStoreError> {
+    /// same compare-and-set as any event. `f` says whether it changed the
+    /// state; the answer is whether a change was committed.
+    pub async fn rewrite(&self, id: &HoldId, f: impl Fn(&mut HoldState) -> bool) -> Result<bool, HoldStoreError> {
         for _ in 0..MAX_RETRIES {
             let stored = self.load(id).await?.ok_or(HoldStoreError::Unknown)?;
             let mut state = stored.state.clone();
             if !f(&mut state) {
-                return Ok(());
+                return Ok(false);
             }
             match self.commit(id, stored.version, &state, false, "").await? {
-                Commit::Done(_) => return Ok(()),
+                Commit::Done(_) => return Ok(true),
                 Commit::Stale => continue,
                 Commit::Unknown => return Err(HoldStoreError::Unknown),
-                Commit::Refused(_) => return Ok(()),
+                Commit::Refused(_) => return Ok(false),
             }
         }
         Err(unavailable("too many concurrent writers on one hold").into())
