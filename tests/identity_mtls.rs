@@ -41,18 +41,13 @@ async fn spiffe_workload_is_held_until_a_human_approves_then_forwarded_once() {
     assert_eq!(resp.error_code(), "unknown_hold");
 
     // An approval for a different request than the one reviewed is refused.
-    let wrong = json!({"txn": "x".repeat(43)}).to_string();
-    let resp = gw
-        .approver("POST", &format!("/.stepup/holds/{id}/approve"), wrong.as_bytes())
-        .await;
+    let resp = gw.approve(&id, &json!({"txn": "x".repeat(43)})).await;
     assert_eq!(resp.status, 409);
     assert_eq!(resp.error_code(), "txn_mismatch");
     assert_eq!(up.requests().len(), 0);
 
-    let decision = json!({"txn": txn, "comment": "reviewed with the payee"}).to_string();
-    let resp = gw
-        .approver("POST", &format!("/.stepup/holds/{id}/approve"), decision.as_bytes())
-        .await;
+    let decision = json!({"txn": txn, "comment": "reviewed with the payee"});
+    let resp = gw.approve(&id, &decision).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
 
     let answered = tokio::time::timeout(Duration::from_secs(15), waiting)
@@ -76,9 +71,7 @@ async fn spiffe_workload_is_held_until_a_human_approves_then_forwarded_once() {
     assert_eq!(approvers[0]["sub"], "carol");
 
     // Approving again cannot forward it a second time.
-    let again = gw
-        .approver("POST", &format!("/.stepup/holds/{id}/approve"), decision.as_bytes())
-        .await;
+    let again = gw.approve(&id, &decision).await;
     assert_ne!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
     assert_eq!(up.requests().len(), 1);
 }
@@ -99,11 +92,8 @@ async fn common_name_is_the_identity_only_where_configured_and_there_is_no_san()
 
     let hold = gw.wait_for_one_hold().await;
     assert_eq!(hold["requester"], "batch-payments");
-    let decision = json!({"txn": hold["txn"]}).to_string();
     let id = hold["hold_id"].as_str().expect("hold id");
-    let resp = gw
-        .approver("POST", &format!("/.stepup/holds/{id}/approve"), decision.as_bytes())
-        .await;
+    let resp = gw.approve(id, &json!({"txn": hold["txn"]})).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     let answered = waiting.await.expect("task");
     assert_eq!(answered.status, 200);

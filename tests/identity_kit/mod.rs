@@ -228,6 +228,13 @@ impl MtlsGateway {
         send(self.addr, &self.server, None, &request(method, target, &headers, body)).await
     }
 
+    /// Approves hold `id` as carol, with `decision` as the body.
+    pub async fn approve(&self, id: &str, decision: &Value) -> RawResponse {
+        let body = decision.to_string();
+        self.approver("POST", &format!("/.stepup/holds/{id}/approve"), body.as_bytes())
+            .await
+    }
+
     /// Polls the approver queue until exactly one hold shows up (the
     /// held request arrives on another task).
     pub async fn wait_for_one_hold(&self) -> Value {
