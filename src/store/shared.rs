@@ -461,8 +461,11 @@ mod tests {
         assert!(m.claim_once("jti:old", 1500, 1000).await.expect("claims"));
         assert!(m.advance_step("alice", 100).await.expect("steps"));
         drop(m);
-        // A torn last line (a crash mid-write) is ignored.
-        let mut text = std::fs::read_to_string(&path).expect("journal");
+        // A torn last line (a crash mid-write) is ignored, and so are lines
+        // that are not records (edited by hand, or another file's), without
+        // losing the records around them.
+        let text = std::fs::read_to_string(&path).expect("journal");
+        let mut text = format!("not json\n{{\"kind\":\"once\",\"key\":7,\"until\":\"x\"}}\n\u{0}\u{ff}\n{text}");
         text.push_str("{\"kind\":\"once\",\"ke");
         std::fs::write(&path, text).expect("write");
         let m = MemoryState::open(&path, 1600).expect("reopens");
