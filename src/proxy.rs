@@ -9,7 +9,7 @@ mod browser;
 mod challenge;
 mod deadline;
 mod display;
-mod ending;
+mod effects;
 mod enroll;
 mod extract;
 mod facts;
@@ -563,23 +563,11 @@ impl Gateway {
         self.shutdown.subscribe()
     }
 
-    fn sweep(&self) {
+    /// Forgets what only matters for a while: idle sessions, reuse
+    /// windows, revoked approvers' marks. (Holds expire in
+    /// `effects::sweep`.)
+    fn purge(&self) {
         let now = self.clock.now();
-        // Shared holds expire through the store (`fleet::sweep`).
-        let expired = if self.shared_holds.is_some() {
-            self.holds.forget_ended(now);
-            Vec::new()
-        } else {
-            self.holds.sweep(now)
-        };
-        for meta in expired {
-            self.metrics
-                .transition("expired", now.duration_since(meta.created).ok());
-            tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
-            self.audit
-                .record_later(hold_record(audit::Event::HoldExpired, &meta).reason("deadline passed"));
-            self.notify("hold.expired", &meta, now);
-        }
         let secs = unix_secs(now);
         // Also forgets sessions idle for a day (`SESSION_IDLE_SECS`).
         self.state.purge(secs);

@@ -11,7 +11,7 @@ use super::api::outcome::{closed, settle, status_json};
 use super::api::proof_body::{parse_body, MAX_PROOF_BODY};
 use super::bodies;
 use super::respond::{self, Reject};
-use super::{ending, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
+use super::{effects, hold_record, hold_summary, page, proofs, signin, ConnInfo, Gateway};
 use crate::audit;
 use crate::body::Body;
 use crate::clock::unix_secs;
@@ -266,7 +266,7 @@ async fn decide_json(
     if now > state.deadline {
         // Too late to count: the approver's proof is not spent on it, and
         // the hold expires with its record.
-        let _ = super::fleet::expire(gw, &meta, ending::DEADLINE, now).await;
+        let _ = super::fleet::expire(gw, &meta, effects::DEADLINE, now).await;
         return Err(Reject::HoldExpired);
     }
     // A passkey assertion, when sent, must be good; it also stands in for
@@ -339,7 +339,7 @@ async fn decide_json(
     tracing::info!(event = %kind, hold = %id, approver = %a.name, txn = %meta.txn, %comment, "approver decided");
     gw.metrics.decision(approve);
     if !approve {
-        ending::tell(gw, &applied.meta, ending::End::Denied(&comment), now);
+        effects::tell(gw, &applied.meta, effects::End::Denied(&comment), now);
         written.await?;
         return Ok(respond::json(
             StatusCode::OK,

@@ -14,7 +14,7 @@
 //! once) and forwards. Every instance also polls its waiting holds every
 //! [`POLL`], so a lost message delays a release but never loses one.
 
-use super::{ending, release, Gateway};
+use super::{effects, release, Gateway};
 use crate::hold::engine::{Applied, EngineError, Release};
 use crate::hold::{Event, HoldMeta, HoldState, Parked, Transition};
 use crate::ids::HoldId;
@@ -114,7 +114,7 @@ impl Drop for Decided {
         let (gw, now, meta) = (&self.gw, self.now, applied.meta.clone());
         match applied.transition {
             Transition::Release => drop(release::start(gw, applied, None)),
-            other => ending::after(gw, &meta, &other, now),
+            other => effects::applied(gw, &meta, &other, now),
         }
     }
 }
@@ -292,12 +292,12 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
     let Some(shared) = &gw.shared_holds else { return };
     let now = gw.clock.now();
     for meta in gw.holds.due(now) {
-        match expire(gw, &meta, ending::DEADLINE, now).await {
+        match expire(gw, &meta, effects::DEADLINE, now).await {
             Ok(_) | Err(EngineError::StoreUnavailable) => {}
             // Gone from the store (a Redis that lost its data): it can end
             // only here.
             Err(EngineError::Unknown) => {
-                let _ = ending::expire_here(gw, &meta, ending::DEADLINE, now);
+                let _ = effects::expire_here(gw, &meta, effects::DEADLINE, now);
             }
             // Ended elsewhere (released, denied): take on how it ended.
             Err(_) => catch_up(gw, &meta.id).await,
@@ -326,7 +326,7 @@ pub(super) async fn sweep(gw: &Arc<Gateway>) {
                 if let Ok(applied) = apply(gw, &id, Event::Expire, now).await {
                     if applied.transition == Transition::Expired {
                         let m = &applied.meta;
-                        ending::record(gw, m, ending::End::Expired(ending::DEADLINE), now);
+                        effects::record(gw, m, effects::End::Expired(effects::DEADLINE), now);
                         tracing::info!(hold = %id, route = %m.route, "hold of another instance expired");
                     }
                 }
@@ -346,6 +346,6 @@ pub(super) async fn expire(
     now: SystemTime,
 ) -> Result<Applied, EngineError> {
     let applied = apply(gw, &meta.id, Event::Expire, now).await?;
-    ending::closing(gw, meta, reason, now, &applied);
+    effects::closing(gw, meta, reason, now, &applied);
     Ok(applied)
 }

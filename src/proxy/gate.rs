@@ -6,7 +6,7 @@ use super::facts::Sensitive;
 use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{display, ending, hold_record, page, pending, proofs, release, upgrade, who, Gateway};
+use super::{display, effects, page, pending, proofs, release, upgrade, who, Gateway};
 use crate::audit;
 use crate::audit::Record;
 use crate::body::Body;
@@ -239,20 +239,11 @@ pub async fn sensitive(
         gw: gw.clone(),
         meta: (mode == HoldMode::Hold).then(|| meta.clone()),
     };
-    tracing::info!(event = %audit::Event::HoldCreated, hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
-    let mut created = hold_record(audit::Event::HoldCreated, &meta)
-        .with("method", meta.method.as_str())
-        .with("target", meta.path_and_query.clone())
-        .with("requester", meta.requester());
-    if !meta.risk.is_empty() {
-        // Why this request stepped up: the conditions that fired.
-        created = created.reason(meta.risk.join(",")).with("risk", meta.risk.clone());
-    }
-    let written = gw.audit(created);
+    let written = effects::created(gw, &meta);
     if let Some(copy) = shared_copy {
         if let Err(e) = super::fleet::put(gw, &meta, &state, copy).await {
             abandon.meta = None;
-            let _ = ending::expire_here(gw, &meta, ending::STORE_DOWN, now);
+            let _ = effects::expire_here(gw, &meta, effects::STORE_DOWN, now);
             super::quota::give_back(gw, &meta).await;
             let _ = written.await;
             return Err(Reject::from(e));
@@ -263,8 +254,7 @@ pub async fn sensitive(
         let _ = super::fleet::apply(gw, &meta.id, Event::Expire, now).await;
         return Err(e);
     }
-    gw.metrics.transition("pending", None);
-    gw.notify("hold.pending", &meta, now);
+    effects::opened(gw, &meta, now);
     if !Arc::ptr_eq(&cfg, &gw.config()) {
         // A reload came in since this request read its route.
         pending::reach_one(gw, &meta, now).await;
@@ -323,8 +313,8 @@ async fn wait(
     // Close the hold so it can never be forwarded later; if a release won
     // the race, its response is already on the way.
     let reason = match failure {
-        Reject::ShuttingDown => ending::SHUTDOWN,
-        _ => ending::DEADLINE,
+        Reject::ShuttingDown => effects::SHUTDOWN,
+        _ => effects::DEADLINE,
     };
     match super::fleet::expire(gw, meta, reason, gw.clock.now()).await {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
@@ -355,7 +345,7 @@ impl Drop for Abandon {
         let gw = self.gw.clone();
         let now = gw.clock.now();
         if gw.shared_holds.is_none() {
-            if ending::expire_here(&gw, &meta, ending::CLIENT_GONE, now).is_ok() {
+            if effects::expire_here(&gw, &meta, effects::CLIENT_GONE, now).is_ok() {
                 tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");
             }
             return;
@@ -365,7 +355,7 @@ impl Drop for Abandon {
             rt.spawn(async move {
                 // The hold's own write to the store may still be landing.
                 for _ in 0..30 {
-                    match super::fleet::expire(&gw, &meta, ending::CLIENT_GONE, now).await {
+                    match super::fleet::expire(&gw, &meta, effects::CLIENT_GONE, now).await {
                         Err(EngineError::Unknown) => tokio::time::sleep(Duration::from_millis(100)).await,
                         Ok(_) => {
                             tracing::info!(hold = %meta.id, "hold-mode client went away; hold abandoned");
@@ -374,7 +364,7 @@ impl Drop for Abandon {
                         Err(_) => return,
                     }
                 }
-                let _ = ending::expire_here(&gw, &meta, ending::CLIENT_GONE, now);
+                let _ = effects::expire_here(&gw, &meta, effects::CLIENT_GONE, now);
             });
         }
     }

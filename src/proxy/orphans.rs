@@ -11,7 +11,7 @@
 //! `store::redis_holds::lease`): each instance renews its own every
 //! [`RENEW`], and it lasts [`LEASE`].
 
-use super::{ending, Gateway};
+use super::{effects, Gateway};
 use crate::hold::{Event, HoldMeta, Transition};
 use crate::ids::HoldId;
 use crate::policy::HoldMode;
@@ -95,5 +95,5 @@ pub(super) async fn orphan(gw: &Gateway, shared: &RedisHolds, id: &HoldId, store
 
 fn record(gw: &Gateway, meta: &HoldMeta, owner: &str, now: SystemTime) {
     tracing::warn!(hold = %meta.id, route = %meta.route, instance = %owner, "hold-mode client was waiting on an instance that is gone; hold abandoned");
-    ending::record(gw, meta, ending::End::InstanceGone(owner), now);
+    effects::record(gw, meta, effects::End::InstanceGone(owner), now);
 }

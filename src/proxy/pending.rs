@@ -8,8 +8,7 @@
 //!   and the change is audited as `hold.tightened` (see
 //!   [`crate::hold::HoldState::reload`] for what "more" means).
 
-use super::{ending, fleet, hold_record, Gateway};
-use crate::audit;
+use super::{effects, fleet, Gateway};
 use crate::config::Config;
 use crate::hold::engine::EngineError;
 use crate::hold::{Event, HoldMeta, HoldState, Reloaded, Transition};
@@ -96,11 +95,11 @@ async fn reach(
                 .ok()?;
             if applied.transition != Transition::Denied {
                 // A late hold found its deadline passed: an expiry.
-                ending::after(gw, &applied.meta, &applied.transition, now);
+                effects::applied(gw, &applied.meta, &applied.transition, now);
                 return None;
             }
             tracing::info!(hold = %meta.id, route = %meta.route, reason, "pending hold ended by reload");
-            ending::record(gw, &applied.meta, ending::End::Denied(reason), now);
+            effects::record(gw, &applied.meta, effects::End::Denied(reason), now);
             Some(Reach::Ended)
         }
         Verdict::Keep(requirements) => match tighten(gw, &meta.id, requirements).await {
@@ -109,12 +108,7 @@ async fn reach(
                     Ok(Some((_, s))) => s.missing(),
                     _ => Vec::new(),
                 };
-                tracing::info!(hold = %meta.id, route = %meta.route, "pending hold tightened by reload");
-                gw.audit.record_later(
-                    hold_record(audit::Event::HoldTightened, meta)
-                        .reason("requirements changed by reload")
-                        .with("missing", missing),
-                );
+                effects::tightened(gw, meta, missing);
                 Some(Reach::Tightened)
             }
             Ok(Reloaded::Unchanged) | Err(EngineError::Unknown) => None,

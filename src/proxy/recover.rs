@@ -6,7 +6,7 @@
 
 use super::{Gateway, StartError};
 use crate::audit;
-use crate::audit::{Event, Record};
+use crate::audit::Event;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -100,21 +100,13 @@ pub(super) async fn close_lost_holds(gw: &Gateway) -> Result<usize, StartError> 
     }
     let path = gw.config().audit.path.clone();
     let lost = unclosed(&path);
-    let text = |r: &serde_json::Value, k: &str| r[k].as_str().map(str::to_owned);
     for r in &lost {
-        let record = Record {
-            hold: text(r, "hold"),
-            route: text(r, "route"),
-            action: text(r, "action"),
-            sid: text(r, "sid"),
-            txn: text(r, "txn"),
-            ..Record::new(audit::Event::HoldExpired)
-        }
-        .reason(LOST);
-        gw.audit(record).await.map_err(|_| StartError::Invalid {
-            path: path.display().to_string(),
-            message: "cannot close the holds a previous run left open".into(),
-        })?;
+        super::effects::lost(gw, r, LOST)
+            .await
+            .map_err(|_| StartError::Invalid {
+                path: path.display().to_string(),
+                message: "cannot close the holds a previous run left open".into(),
+            })?;
     }
     if !lost.is_empty() {
         tracing::warn!(holds = lost.len(), "holds left open by a previous run closed as lost");

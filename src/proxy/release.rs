@@ -1,7 +1,7 @@
 //! Forwarding a request whose step-up is complete: sign the assertion,
 //! send it upstream once, and hand the answer to whoever waits for it.
 
-use super::ending::{self, End};
+use super::effects::{self, End};
 use super::forward::upstream_failed;
 use super::respond::{self, Reject};
 use super::{hold_record, Gateway, Written};
@@ -162,19 +162,9 @@ impl Drop for Story<'_> {
     fn drop(&mut self) {
         match self.stage {
             Stage::Deciding => {
-                let Some(meta) = &self.hold else { return };
-                tracing::error!(hold = %meta.id, "release ended before anything was forwarded");
-                self.gw.audit.record_later(Record {
-                    event: audit::Event::HoldAbandoned,
-                    reason: Some(ending::RELEASE_FAILED.into()),
-                    ..self.record.clone()
-                });
-                ending::tell(
-                    self.gw,
-                    meta,
-                    End::Abandoned(ending::RELEASE_FAILED),
-                    self.gw.clock.now(),
-                );
+                if let Some(meta) = &self.hold {
+                    effects::release_failed(self.gw, meta, &self.record, self.gw.clock.now());
+                }
             }
             Stage::Forwarding => {
                 tracing::error!(hold = ?self.record.hold, "release cut off while forwarding; outcome unknown");
@@ -228,7 +218,7 @@ async fn send_signed(
     if let Some(meta) = &story.hold {
         // Counted and told once it is on record, so the webhook never
         // announces a release that the trail calls abandoned.
-        ending::tell(gw, meta, End::Released, gw.clock.now());
+        effects::tell(gw, meta, End::Released, gw.clock.now());
     }
     durable_result(Ok(()));
     let Parked { mut headers, body } = parked;

@@ -10,7 +10,7 @@
 //! is thread-safe and wakes waiters through channels that work across
 //! runtimes.
 
-use super::{ending, first_byte, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
+use super::{effects, first_byte, forward, handler, limit, tls, ConnInfo, Gateway, StartError};
 use crate::audit;
 use crate::audit::Record;
 use crate::config::Config;
@@ -59,7 +59,8 @@ fn spawn_sweeper(gw: &Arc<Gateway>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            gw.sweep();
+            effects::sweep(&gw);
+            gw.purge();
             super::fleet::sweep(&gw).await;
             // Also how a lost store is noticed while idle, and its return:
             // `/readyz` and sensitive routes follow `is_available`.
@@ -119,7 +120,7 @@ async fn seal(gw: &Arc<Gateway>) {
         if gw.shared_holds.is_some() && meta.mode != crate::policy::HoldMode::Hold {
             continue;
         }
-        let _ = super::fleet::expire(gw, &meta, ending::SHUTDOWN, now).await;
+        let _ = super::fleet::expire(gw, &meta, effects::SHUTDOWN, now).await;
     }
     if let Err(e) = gw
         .audit

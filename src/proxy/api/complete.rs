@@ -12,7 +12,7 @@ use crate::policy::ProofMethod;
 use crate::proxy::bodies;
 use crate::proxy::proof_error::ProofError;
 use crate::proxy::respond::Reject;
-use crate::proxy::{ending, fleet, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
+use crate::proxy::{effects, fleet, hold_record, proofs, webauthn, who, ConnInfo, Gateway};
 use http::request::Parts;
 use http::Response;
 use std::sync::Arc;
@@ -75,13 +75,7 @@ async fn break_glass(
     // trail never shows a break-glass that did not happen; it is
     // durable before the release forwards anything.
     let applied = fleet::apply(gw, &meta.id, Event::BreakGlass { by: by.clone() }, now).await?;
-    let written = gw.audit(
-        hold_record(audit::Event::BreakGlassUsed, meta)
-            .actor(by.clone())
-            .reason(reason.to_string()),
-    );
-    tracing::warn!(hold = %meta.id, route = %meta.route, %by, %reason, "break-glass release");
-    gw.notify_always("hold.break_glass", meta, now, Some(&reason));
+    let written = effects::broken_open(gw, meta, &by, &reason, now);
     settle(gw, applied, now, Some(written)).await
 }
 
@@ -202,6 +196,6 @@ pub(in crate::proxy) async fn late(
         );
         gw.metrics.proof(method, false);
     }
-    let _ = crate::proxy::fleet::expire(gw, meta, ending::DEADLINE, now).await;
+    let _ = crate::proxy::fleet::expire(gw, meta, effects::DEADLINE, now).await;
     Reject::HoldExpired
 }

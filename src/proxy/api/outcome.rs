@@ -6,7 +6,7 @@ use crate::body::Body;
 use crate::hold::engine::Applied;
 use crate::hold::{HoldMeta, HoldState, Phase, Transition};
 use crate::proxy::respond::{self, Reject};
-use crate::proxy::{ending, release, Gateway, Written};
+use crate::proxy::{effects, release, Gateway, Written};
 use http::{Response, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub(in crate::proxy) fn settle(
     ahead: Option<Written>,
 ) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
     let meta = applied.meta.clone();
-    ending::after(gw, &meta, &applied.transition, now);
+    effects::applied(gw, &meta, &applied.transition, now);
     let next = match applied.transition {
         Transition::Release => Ok(release::start(gw, applied, ahead)),
         _ => Err((applied, ahead)),

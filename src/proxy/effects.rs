@@ -1,7 +1,14 @@
-//! How a hold's story ends when it is not released. Every hold that was
-//! recorded as `hold.created` gets exactly one closing record (SPEC §4):
-//! `hold.released` (followed by `request.forwarded`), or one of these,
-//! written by whoever won the transition that closed the hold:
+//! A hold's side effects: its trail records, its metrics and its webhook
+//! events, from `hold.created` to the one closing record that every hold
+//! recorded as created gets (SPEC §4). Nothing else in the gateway builds a
+//! hold's lifecycle record, counts its transition or tells the webhook of
+//! it, but for two authors that write their own closing record because it
+//! must be durable before they go on, and then [`tell`]: the release
+//! (`hold.released`) and an approver's denial (`approval.denied`). Proof and approval records (`proof.*`,
+//! `approval.granted`) are the evidence of one step, written by that step.
+//!
+//! A hold closes with `hold.released` (followed by `request.forwarded`), or
+//! one of these, written by whoever won the transition that closed it:
 //!
 //! | event | reason | when |
 //! |---|---|---|
@@ -22,11 +29,106 @@
 //! its author (`hold.released` before its forward, `approval.denied` before
 //! the approver's answer).
 
-use super::{hold_record, Gateway};
-use crate::audit;
+use super::{hold_record, Gateway, Written};
+use crate::audit::{self, Record};
 use crate::hold::engine::{Applied, EngineError};
 use crate::hold::{Event, HoldMeta, Transition};
 use std::time::SystemTime;
+
+/// The `hold.created` record, queued now; the hold may not be acted on
+/// before it is durable, so the caller waits on it (and then calls
+/// [`opened`]).
+pub(super) fn created(gw: &Gateway, meta: &HoldMeta) -> Written {
+    tracing::info!(event = %audit::Event::HoldCreated, hold = %meta.id, route = %meta.route, action = %meta.action, sid = %meta.sid, txn = %meta.txn, "request held");
+    let mut record = hold_record(audit::Event::HoldCreated, meta)
+        .with("method", meta.method.as_str())
+        .with("target", meta.path_and_query.clone())
+        .with("requester", meta.requester());
+    if !meta.risk.is_empty() {
+        // Why this request stepped up: the conditions that fired.
+        record = record.reason(meta.risk.join(",")).with("risk", meta.risk.clone());
+    }
+    gw.audit(record)
+}
+
+/// A created hold is on record and pending: counted, and announced to the
+/// approvers it waits for.
+pub(super) fn opened(gw: &Gateway, meta: &HoldMeta, now: SystemTime) {
+    gw.metrics.transition("pending", None);
+    gw.notify("hold.pending", meta, now);
+}
+
+/// A hold broken open by `by` (break-glass): recorded (the caller waits
+/// for it before the release forwards anything) and announced to whoever
+/// watches for it, whether or not the hold involves approvers.
+pub(super) fn broken_open(gw: &Gateway, meta: &HoldMeta, by: &str, reason: &str, now: SystemTime) -> Written {
+    let written = gw.audit(
+        hold_record(audit::Event::BreakGlassUsed, meta)
+            .actor(by.to_owned())
+            .reason(reason.to_owned()),
+    );
+    tracing::warn!(hold = %meta.id, route = %meta.route, %by, %reason, "break-glass release");
+    gw.notify_always("hold.break_glass", meta, now, Some(reason));
+    written
+}
+
+/// The closing record of a hold that a previous run left open, named by
+/// its `hold.created` record; written at start-up, before any request. This
+/// run never counted that hold, and its approvers heard of it from the run
+/// that died, so there is no metric and no webhook.
+pub(super) fn lost(gw: &Gateway, created: &serde_json::Value, reason: &str) -> Written {
+    let text = |k: &str| created[k].as_str().map(str::to_owned);
+    gw.audit(
+        Record {
+            hold: text("hold"),
+            route: text("route"),
+            action: text("action"),
+            sid: text("sid"),
+            txn: text("txn"),
+            ..Record::new(End::Expired(reason).event())
+        }
+        .reason(reason),
+    )
+}
+
+/// A reload raised what a pending hold still needs.
+pub(super) fn tightened(gw: &Gateway, meta: &HoldMeta, missing: Vec<String>) {
+    tracing::info!(hold = %meta.id, route = %meta.route, "pending hold tightened by reload");
+    gw.audit.record_later(
+        hold_record(audit::Event::HoldTightened, meta)
+            .reason("requirements changed by reload")
+            .with("missing", missing),
+    );
+}
+
+/// A release that won its hold but ended before anything was forwarded
+/// (the assertion could not be signed or the release put on record).
+/// `release` is the record the release was writing, so the closing record
+/// carries what it had gathered (the actor, the assertion's `jti`).
+pub(super) fn release_failed(gw: &Gateway, meta: &HoldMeta, release: &Record, now: SystemTime) {
+    tracing::error!(hold = %meta.id, "release ended before anything was forwarded");
+    let end = End::Abandoned(RELEASE_FAILED);
+    gw.audit.record_later(Record {
+        event: end.event(),
+        reason: Some(RELEASE_FAILED.into()),
+        ..release.clone()
+    });
+    tell(gw, meta, end, now);
+}
+
+/// Expires the memory engine's holds whose deadline passed. (Shared holds
+/// expire through the store, in [`super::fleet::sweep`].)
+pub(super) fn sweep(gw: &Gateway) {
+    let now = gw.clock.now();
+    if gw.shared_holds.is_some() {
+        gw.holds.forget_ended(now);
+        return;
+    }
+    for meta in gw.holds.sweep(now) {
+        tracing::info!(hold = %meta.id, route = %meta.route, "hold expired");
+        record(gw, &meta, End::Expired(DEADLINE), now);
+    }
+}
 
 pub(super) const DEADLINE: &str = "deadline passed";
 pub(super) const SHUTDOWN: &str = "gateway shutting down";
@@ -92,7 +194,7 @@ pub(super) fn tell(gw: &Gateway, meta: &HoldMeta, end: End<'_>, now: SystemTime)
 /// that end a hold without releasing it: the last attempt failed, or the
 /// deadline passed. A release closes in `release`, durably, before its
 /// forward; the open transitions close nothing.
-pub(super) fn after(gw: &Gateway, meta: &HoldMeta, transition: &Transition, now: SystemTime) {
+pub(super) fn applied(gw: &Gateway, meta: &HoldMeta, transition: &Transition, now: SystemTime) {
     match transition {
         Transition::Denied => record(gw, meta, End::Denied(ATTEMPTS), now),
         Transition::Expired => record(gw, meta, End::Expired(DEADLINE), now),
