@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct Sensitive {
-    /// The config the plan was made with: one request, one config.
-    pub config: Arc<crate::config::Config>,
+    /// The config and what was built from it (upstream, token issuers,
+    /// identity, OIDC) as the plan saw them: one request, one snapshot.
+    pub live: Arc<super::Live>,
     pub route: Arc<Route>,
     /// The route's mode, or `hold` for a WebSocket handshake.
     pub mode: HoldMode,

@@ -6,7 +6,7 @@ use super::facts::Sensitive;
 use super::forward::upstream_failed;
 use super::hygiene::Target;
 use super::respond::Reject;
-use super::{display, effects, page, pending, proofs, release, upgrade, who, Gateway};
+use super::{display, effects, page, pending, proofs, release, upgrade, who, Gateway, Live};
 use crate::audit;
 use crate::audit::Record;
 use crate::body::Body;
@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 /// WebSocket handshake goes upstream as one; the handler opens the tunnel
 /// if the upstream's 101 answers it.
 pub async fn pass_through(
-    gw: &Arc<Gateway>,
+    live: &Live,
     mut parts: Parts,
     body: Body,
     target: &Target,
@@ -44,8 +44,7 @@ pub async fn pass_through(
     if websocket {
         upgrade::restore(&mut parts.headers);
     }
-    gw.live()
-        .upstream
+    live.upstream
         .send(Request::from_parts(parts, body), &target.host)
         .await
         .map_err(upstream_failed)
@@ -55,7 +54,7 @@ pub async fn pass_through(
 /// request would have been held, and it goes on unheld.
 pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body) -> Result<Response<Body>, Reject> {
     let cert = ctx.client_cert.as_deref().map(|c| c.as_slice());
-    let value = session::session_value_ref(&ctx.config.session, &parts.headers, cert)
+    let value = session::session_value_ref(&ctx.live.config.session, &parts.headers, cert)
         .ok()
         .flatten();
     let record = Record {
@@ -69,7 +68,7 @@ pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body)
     .with("path", ctx.target.path.as_str())
     .with("request_id", ctx.request_id);
     gw.audit(record).await?;
-    pass_through(gw, parts, body, &ctx.target, ctx.websocket).await
+    pass_through(&ctx.live, parts, body, &ctx.target, ctx.websocket).await
 }
 
 /// A request the plan holds: bind it to the session and the exact bytes,
@@ -80,7 +79,8 @@ pub async fn sensitive(
     mut parts: Parts,
     bytes: Bytes,
 ) -> Result<Response<Body>, Reject> {
-    let cfg = ctx.config.clone();
+    let live = ctx.live.clone();
+    let cfg = live.config.clone();
     let route = ctx.route.clone();
     let mode = ctx.mode;
     let now = gw.clock.now();
@@ -101,7 +101,7 @@ pub async fn sensitive(
     let bearer = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
 
     // The identity cannot be left out, doubled or swapped (SPEC §3).
-    let identity = who::identity(gw, cert, &parts.headers)?;
+    let identity = who::identity(gw, &live, cert, &parts.headers)?;
     if let Some(id) = &identity {
         who::bind(gw, &sid, id, "identity", None, (&route.name, &route.action), now).await?;
     }
@@ -170,7 +170,7 @@ pub async fn sensitive(
     let mut early_proof = None;
     let mut up_front = None;
     if let Some(token) = ctx.token {
-        match proofs::token(gw, token.as_bytes(), &meta, None, &route.require, now).await? {
+        match proofs::token(gw, &live, token.as_bytes(), &meta, None, &route.require, now).await? {
             Ok(proof) => up_front = Some((proof, audit::Event::TokenAccepted)),
             Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
         }
@@ -273,25 +273,17 @@ pub async fn sensitive(
                 meta: &meta,
                 state: &state,
                 now,
-                webauthn: gw.webauthn_enabled(),
+                webauthn: cfg.stepup.webauthn.is_some(),
                 alert: None,
                 user: None,
-                idp: gw
-                    .live()
+                idp: live
                     .oidc
                     .as_ref()
                     .map(|o| super::oidc::provider::display_name(&o.config.issuer)),
             };
             Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
         }
-        _ => Ok(challenge(
-            &gw.config().stepup.prefix,
-            &meta,
-            &state,
-            &route,
-            now,
-            bearer,
-        )),
+        _ => Ok(challenge(&cfg.stepup.prefix, &meta, &state, &route, now, bearer)),
     }
 }
 

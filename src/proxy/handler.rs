@@ -60,14 +60,17 @@ async fn serve(
     websocket: bool,
     route: &mut Cow<'static, str>,
 ) -> Result<Response<Body>, Reject> {
-    let cfg = gw.config();
+    // The one load of the live config for this request: everything below,
+    // through the release of a hold it creates, reads this snapshot.
+    let live = gw.live();
+    let cfg = &live.config;
     let (mut parts, body) = req.into_parts();
     let mut body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let head_read = tokio::time::Instant::now();
     let span = cfg.limits.body_read_timeout;
 
     // 1. normalize: one canonical target, or 400.
-    let target = plan::front(&mut parts, &cfg)?;
+    let target = plan::front(&mut parts, cfg)?;
     if api::owns(&cfg.stepup.prefix, &target.path) {
         *route = Cow::Borrowed("stepup-api");
         // Boxed, like the sensitive path below: the request future is
@@ -104,7 +107,7 @@ async fn serve(
             workload: conn.client_cert.is_some(),
             websocket,
         };
-        match plan::plan(&cfg, &facts, &session, now) {
+        match plan::plan(cfg, &facts, &session, now) {
             Plan::ReadBody if bytes.is_none() => {
                 // Within `max_body` and the budget for buffered bodies,
                 // charged to this client.
@@ -134,7 +137,7 @@ async fn serve(
         *route = Cow::Owned(r.name.clone());
     }
     let sensitive = |routed: plan::Routed, mode, risk, reading| super::facts::Sensitive {
-        config: cfg.clone(),
+        live: live.clone(),
         route: routed.route,
         mode,
         risk,
@@ -160,7 +163,7 @@ async fn serve(
             if let Some(r) = routed {
                 tracing::debug!(route = %r.route.name, "no risk condition fired; forwarding unheld");
             }
-            gate::pass_through(gw, parts, body, &target, websocket).await
+            gate::pass_through(&live, parts, body, &target, websocket).await
         }
         Plan::Deny(r) => {
             tracing::info!(route = %r.route.name, path = %target.path.as_str(), "denied by route");

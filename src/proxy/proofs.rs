@@ -6,7 +6,7 @@
 
 use super::passkey::{self, ChallengeKey};
 use super::respond::Reject;
-use super::Gateway;
+use super::{Gateway, Live};
 use crate::clock::unix_secs;
 use crate::hold::{HoldMeta, Proof};
 use crate::ids::HoldId;
@@ -37,13 +37,14 @@ pub(crate) fn jti_key(iss: &str, jti: &str) -> String {
 /// Verifies a step-up token and claims its `jti`.
 pub(super) async fn token(
     gw: &Gateway,
+    live: &Live,
     token: &[u8],
     meta: &HoldMeta,
     hold: Option<&HoldId>,
     require: &Requirements,
     now: SystemTime,
 ) -> Checked {
-    let (key, usable_until, proof) = match check_token(gw, token, meta, hold, require, now) {
+    let (key, usable_until, proof) = match check_token(gw, live, token, meta, hold, require, now) {
         Ok(x) => x,
         Err(e) => return Ok(Err(e)),
     };
@@ -61,6 +62,7 @@ pub(super) async fn token(
 
 fn check_token(
     gw: &Gateway,
+    live: &Live,
     token: &[u8],
     meta: &HoldMeta,
     hold: Option<&HoldId>,
@@ -76,7 +78,7 @@ fn check_token(
         txn: meta.txn.as_str(),
         hold: hold.map(|h| h.as_str()),
     };
-    let t = gw.live().tokens.verify(token, &binding, now)?;
+    let t = live.tokens.verify(token, &binding, now)?;
     let age = unix_secs(now).saturating_sub(t.auth_time);
     let max_age = require.max_age.as_secs();
     if age > max_age {

@@ -7,7 +7,7 @@
 //! session becomes its actor, and nobody else may step up on it.
 
 use super::respond::Reject;
-use super::Gateway;
+use super::{Gateway, Live};
 use crate::audit;
 use crate::audit::Record;
 use crate::clock::unix_secs;
@@ -25,9 +25,13 @@ use std::time::SystemTime;
 /// identity comes from `identity.jwt` or `identity.header` when configured.
 /// The identity header reaches here only from a trusted proxy (hygiene
 /// strips it from everyone else).
-pub(super) fn identity(gw: &Gateway, cert: Option<&[u8]>, headers: &HeaderMap) -> Result<Option<String>, Reject> {
-    let cfg = gw.config();
-    let id = &cfg.identity;
+pub(super) fn identity(
+    gw: &Gateway,
+    live: &Live,
+    cert: Option<&[u8]>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Reject> {
+    let id = &live.config.identity;
     let workload = id.mtls && cert.is_some();
     if !workload && id.jwt.is_none() && id.header.is_none() {
         return Ok(None);
@@ -49,7 +53,7 @@ pub(super) fn identity(gw: &Gateway, cert: Option<&[u8]>, headers: &HeaderMap) -
             Err(e) => tracing::info!(error = %e, "client certificate names no identity"),
         }
     }
-    if let Some(jwt) = gw.live().identity_jwt.as_ref() {
+    if let Some(jwt) = live.identity_jwt.as_ref() {
         let cookie = id.jwt.as_ref().and_then(|j| j.cookie.as_deref());
         match crate::identity::token_from_request(headers, cookie) {
             Err(_) => return Err(Reject::BadRequest("the identity token is ambiguous")),

@@ -96,7 +96,16 @@ async fn prove(
     let verified = match method {
         ProofMethod::Token => {
             let token = req.token.ok_or(Reject::BadRequest("malformed proof: token missing"))?;
-            proofs::token(gw, token.as_bytes(), meta, Some(&meta.id), &state.requirements, now).await?
+            proofs::token(
+                gw,
+                &gw.live(),
+                token.as_bytes(),
+                meta,
+                Some(&meta.id),
+                &state.requirements,
+                now,
+            )
+            .await?
         }
         ProofMethod::Totp => {
             let (Some(user), Some(code)) = (req.user.clone(), req.code) else {
