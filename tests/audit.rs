@@ -635,24 +635,6 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
 // (SIGXFSZ ignored), set just above the trail's size. The next append
 // writes part of its line, then fails with EFBIG, as a full disk would.
 
-fn set_fsize(pid: u32, limit: Option<u64>) {
-    let limit = limit.map_or("resource.RLIM_INFINITY".to_owned(), |l| l.to_string());
-    let script = format!(
-        "import resource, sys; resource.prlimit({pid}, resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))"
-    );
-    let ok = Command::new("python3").args(["-c", &script]).status().expect("python3");
-    assert!(ok.success(), "prlimit failed");
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_failed_write_leaves_no_partial_line_and_the_trail_verifies_after() {
@@ -695,7 +677,7 @@ routes:
         ),
     )
     .expect("config");
-    let child = Child(
+    let child = KillOnDrop(
         Command::new("sh")
             .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
             .arg(env!("CARGO_BIN_EXE_stepgate"))

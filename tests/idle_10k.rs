@@ -47,14 +47,6 @@ fn raise_nofile() -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("a limit")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status

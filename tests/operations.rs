@@ -157,14 +157,6 @@ async fn metrics_move_with_traffic_and_parse_with_the_reference_parser() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 struct Served {
     child: Child,
     port: u16,

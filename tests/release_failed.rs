@@ -19,31 +19,6 @@ use std::time::{Duration, Instant};
 use stepup_kit::{ApproverKey, Hook, HookMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn set_fsize(pid: u32, limit: Option<u64>) {
-    let limit = limit.map_or("resource.RLIM_INFINITY".to_owned(), |l| l.to_string());
-    let script =
-        format!("import resource; resource.prlimit({pid}, resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))");
-    let ok = Command::new("python3").args(["-c", &script]).status().expect("python3");
-    assert!(ok.success(), "prlimit failed");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).expect("write");
@@ -111,7 +86,7 @@ routes:
         ),
     )
     .expect("config");
-    let child = Child(
+    let child = KillOnDrop(
         Command::new("sh")
             .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
             .arg(env!("CARGO_BIN_EXE_stepgate"))

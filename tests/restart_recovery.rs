@@ -29,13 +29,6 @@ impl Drop for Serve {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
 async fn serve(config: &std::path::Path, port: u16) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
         .args(["serve", "--config"])

@@ -10,7 +10,7 @@ mod holdkit;
 mod stepup_kit;
 
 use common::redis::RedisServer;
-use common::{private_keys, raw, request, Gateway, RawResponse, Upstream};
+use common::{free_port, private_keys, raw, request, Gateway, RawResponse, Upstream};
 use holdkit::{bound_token, complete_as, cookie, hold_id, send};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -54,13 +54,6 @@ impl Serve {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 /// `stepgate serve` with the harness gateway's files (certificates, keys,

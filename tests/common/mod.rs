@@ -857,3 +857,38 @@ pub fn txn_of(r: &Recorded, host: &str) -> String {
     );
     URL_SAFE_NO_PAD.encode(Sha256::digest(input.as_bytes()))
 }
+
+/// A loopback port nobody listens on at the moment of asking (another
+/// process may take it before the caller binds; callers that spawn a
+/// server wait for it to accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sets (or lifts, with `None`) RLIMIT_FSIZE on a running process, as a
+/// full disk would: its next write past `limit` bytes of any file fails
+/// with EFBIG after writing what fits. The process must ignore SIGXFSZ.
+pub fn set_fsize(pid: u32, limit: Option<u64>) {
+    let limit = limit.map_or("resource.RLIM_INFINITY".to_owned(), |l| l.to_string());
+    let script =
+        format!("import resource; resource.prlimit({pid}, resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))");
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3");
+    assert!(ok.success(), "prlimit failed");
+}
+
+/// A spawned process that is killed and reaped when the test lets go of
+/// it, however the test ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

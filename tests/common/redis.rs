@@ -12,10 +12,7 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use super::free_port;
 
 impl RedisServer {
     pub fn start() -> RedisServer {

@@ -8,7 +8,7 @@
 //! Every app appends one JSON line per executed handler to a record log in
 //! the upstream's temp dir; [`RealUpstream::ran`] reads it back.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +27,8 @@ pub enum Framework {
     Nginx,
     Fake101,
 }
+
+use super::free_port;
 
 impl Framework {
     pub const ALL: [Framework; 8] = [
@@ -107,11 +109,6 @@ fn venv_python() -> PathBuf {
         panic!("{} is missing: run scripts/test-env to set up .venv", py.display());
     }
     py
-}
-
-fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 impl RealUpstream {
