@@ -6,8 +6,10 @@
 
 pub mod budget;
 pub mod engine;
+pub mod parked;
 pub mod state;
 pub mod wire;
 
-pub use engine::{HoldEngine, HoldMeta, Parked};
+pub use engine::{HoldEngine, HoldMeta};
+pub use parked::{Packed, Parked};
 pub use state::{Event, HoldError, HoldState, Phase, Proof, Reloaded, Transition};

@@ -163,7 +163,11 @@ async fn racing_proofs_from_two_instances_release_once_and_hand_the_request_to_o
         match t.await.expect("task") {
             Ok(s) => {
                 assert_eq!(s.transition, Transition::Release);
-                let p = s.parked.expect("the winner gets the request");
+                let p = s
+                    .parked
+                    .expect("the winner gets the request")
+                    .unpack()
+                    .expect("unpacks");
                 assert_eq!(&p.body[..], b"{\"confirm\":true}");
                 released += 1;
             }

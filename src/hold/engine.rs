@@ -6,13 +6,13 @@
 //! release also takes the parked request out of the entry: the request
 //! can only be forwarded by the holder of that value.
 
+pub use super::parked::{Packed, Parked};
 use super::state::{Event, HoldError, HoldState, Phase, Reloaded, Transition};
 use crate::body::Body;
 use crate::ids::{HoldId, Sid, Txn};
 use crate::policy::{HoldMode, Requirements};
-use bytes::Bytes;
 use dashmap::DashMap;
-use http::{HeaderMap, HeaderValue, Method, Response};
+use http::{Method, Response};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -59,43 +59,6 @@ impl HoldMeta {
     }
 }
 
-/// The request itself, as it will be forwarded.
-#[derive(Debug)]
-pub struct Parked {
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Parked {
-    /// Parks `headers` by copying their values. Values parsed by hyper are
-    /// slices of its connection read buffer, and one slice keeps the whole
-    /// buffer allocation alive: parked as they are, a few hundred bytes of
-    /// headers held a page of that buffer for as long as the hold lived
-    /// (measured: ~8 KiB of RSS per challenge hold instead of ~3.5 KiB).
-    pub fn detached(headers: HeaderMap, body: Bytes) -> Parked {
-        let mut copy = HeaderMap::with_capacity(headers.len());
-        let mut last = None;
-        for (name, value) in headers {
-            // `None` repeats the previous name (a header sent more than once).
-            let name = match name {
-                Some(n) => {
-                    last = Some(n.clone());
-                    n
-                }
-                None => match &last {
-                    Some(n) => n.clone(),
-                    None => continue,
-                },
-            };
-            let sensitive = value.is_sensitive();
-            let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value);
-            v.set_sensitive(sensitive);
-            copy.append(name, v);
-        }
-        Parked { headers: copy, body }
-    }
-}
-
 /// What a `hold`-mode waiter is woken with.
 #[derive(Debug)]
 pub enum Delivery {
@@ -109,7 +72,8 @@ pub type Waiter = oneshot::Sender<Delivery>;
 struct Entry {
     meta: Arc<HoldMeta>,
     state: HoldState,
-    parked: Option<Parked>,
+    /// Packed while it waits: one buffer instead of a header table.
+    parked: Option<Packed>,
     /// Bytes charged against the engine's byte budget while parked.
     charged: u64,
     waiter: Option<Waiter>,
@@ -131,7 +95,8 @@ pub struct Applied {
 
 #[derive(Debug)]
 pub struct Release {
-    pub parked: Parked,
+    /// Unpacked by the release that forwards it.
+    pub parked: Packed,
     pub waiter: Option<Waiter>,
 }
 
@@ -282,7 +247,7 @@ impl HoldEngine {
             Entry {
                 meta: meta.clone(),
                 state,
-                parked: Some(parked),
+                parked: Some(Packed::pack(&parked)),
                 charged,
                 waiter,
                 ended: None,

@@ -3,13 +3,13 @@
 //! where the bytes live. Decoding never trusts the bytes (a store shared
 //! with other software may hold anything) and fails instead of panicking.
 
-use super::engine::{HoldMeta, Parked};
+use super::engine::HoldMeta;
+use super::parked::{Packed, Parked};
 use super::state::{Approval, HoldState, Phase, Proof};
 use crate::clock::unix_millis;
 use crate::ids::{HoldId, Sid, Txn};
 use crate::policy::{BreakGlass, HoldMode, ProofMethod, Requirements};
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::Method;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -219,55 +219,23 @@ pub fn decode_meta(text: &[u8]) -> Result<HoldMeta, WireError> {
     })
 }
 
-/// The parked request: per header its name and value with their lengths
-/// and whether the value is sensitive, then the body.
+/// The parked request as the shared store keeps it: its packed form
+/// (`hold::parked`).
 pub fn encode_parked(p: &Parked) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.body.len() + 64 * p.headers.len() + 8);
-    out.extend_from_slice(&(p.headers.len() as u32).to_be_bytes());
-    for (name, value) in &p.headers {
-        out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-        out.extend_from_slice(value.as_bytes());
-        out.push(u8::from(value.is_sensitive()));
-    }
-    out.extend_from_slice(&p.body);
-    out
+    Packed::pack(p).as_bytes().to_vec()
 }
 
 pub fn decode_parked(bytes: &[u8]) -> Result<Parked, WireError> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
-        if b.len() < n {
-            return Err(bad("parked request cut short"));
-        }
-        let (head, rest) = b.split_at(n);
-        *b = rest;
-        Ok(head)
-    }
-    fn len(b: &mut &[u8]) -> Result<usize, WireError> {
-        let raw = take(b, 4)?;
-        Ok(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
-    }
-    let mut b = bytes;
-    let count = len(&mut b)?;
-    let mut headers = HeaderMap::new();
-    for _ in 0..count {
-        let n = len(&mut b)?;
-        let name = HeaderName::from_bytes(take(&mut b, n)?).map_err(|_| bad("header name"))?;
-        let n = len(&mut b)?;
-        let mut value = HeaderValue::from_bytes(take(&mut b, n)?).map_err(|_| bad("header value"))?;
-        value.set_sensitive(take(&mut b, 1)?[0] == 1);
-        headers.append(name, value);
-    }
-    Ok(Parked {
-        headers,
-        body: Bytes::copy_from_slice(b),
-    })
+    Packed::from_bytes(bytes.to_vec())
+        .unpack()
+        .map_err(|e| bad(&e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
 
     fn meta() -> HoldMeta {
         HoldMeta {

@@ -136,7 +136,10 @@ pub async fn sensitive(
         upgrade::restore(&mut parts.headers);
     }
     let access_token = super::oidc::bearer_jwt(&parts.headers);
-    let parked = Parked::detached(parts.headers, bytes);
+    let parked = Parked {
+        headers: parts.headers,
+        body: bytes,
+    };
 
     // 3. A step-up this session made for this action moments ago (sudo mode).
     let window = route.require.reuse.as_secs();

@@ -12,7 +12,7 @@ use crate::body::{full, Body};
 use crate::clock::unix_secs;
 use crate::hold::engine::{Applied, Delivery, Release};
 use crate::hold::state::Approval;
-use crate::hold::{HoldMeta, HoldState, Parked, Proof};
+use crate::hold::{HoldMeta, HoldState, Packed, Parked, Proof};
 use crate::ids::HoldId;
 use crate::policy::Requirements;
 use crate::store::Recent;
@@ -330,11 +330,21 @@ async fn carry_out(
     gw: &Arc<Gateway>,
     meta: &Arc<HoldMeta>,
     state: &HoldState,
-    parked: Parked,
+    parked: Packed,
     ahead: Option<Written>,
     durable: oneshot::Sender<Result<(), Reject>>,
 ) -> Result<Response<Body>, Reject> {
     let story = Story::new(gw, hold_record(audit::Event::HoldReleased, meta), Some(meta.clone()));
+    // Checked before anything is written: a request that cannot be rebuilt
+    // ends its hold as a failed release (the story's drop), never half-sent.
+    let parked = match parked.unpack() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(hold = %meta.id, error = %e, "parked request cannot be rebuilt");
+            let _ = durable.send(Err(Reject::Internal));
+            return Err(Reject::Internal);
+        }
+    };
     if let Some(ahead) = ahead {
         if let Err(e) = ahead.await {
             let _ = durable.send(Err(e.clone()));

@@ -24,7 +24,7 @@
 
 use super::shared::StateError;
 use crate::clock::unix_secs;
-use crate::hold::engine::{HoldMeta, Parked};
+use crate::hold::engine::{HoldMeta, Packed, Parked};
 use crate::hold::state::{Event, HoldError, HoldState, Phase, Transition, TRANSITIONS};
 use crate::hold::wire;
 use crate::ids::HoldId;
@@ -106,8 +106,9 @@ pub struct Stepped {
     pub state: HoldState,
     pub transition: Transition,
     pub owner: String,
-    /// The parked request, for the one caller that took it.
-    pub parked: Option<Parked>,
+    /// The parked request, for the one caller that took it (checked when
+    /// the release unpacks it).
+    pub parked: Option<Packed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,10 +372,7 @@ impl RedisHolds {
             let wants = transition == Transition::Release && take(&stored, &transition);
             match self.commit(id, stored.version, &state, wants, by).await? {
                 Commit::Done(parked) => {
-                    let parked = match parked {
-                        Some(p) => Some(wire::decode_parked(&p).map_err(|e| unavailable(format!("hold {id}: {e}")))?),
-                        None => None,
-                    };
+                    let parked = parked.map(Packed::from_bytes);
                     return Ok(Stepped {
                         meta: stored.meta,
                         state,
@@ -416,7 +414,7 @@ impl RedisHolds {
 
     /// Takes the parked request of a hold released for a client waiting on
     /// this instance. `None`: someone else took it, or there is none.
-    pub async fn claim(&self, id: &HoldId, by: &str) -> Result<Option<Parked>, StateError> {
+    pub async fn claim(&self, id: &HoldId, by: &str) -> Result<Option<Packed>, StateError> {
         let mut c = self.conn.clone();
         let mut call = self.claim.key(self.key(id.as_str()));
         call.arg(by);
@@ -426,9 +424,7 @@ impl RedisHolds {
         }
         self.unindex(id).await;
         match answer.get(1).and_then(bytes) {
-            Some(p) => wire::decode_parked(&p)
-                .map(Some)
-                .map_err(|e| unavailable(format!("hold {id}: {e}"))),
+            Some(p) => Ok(Some(Packed::from_bytes(p))),
             None => Ok(None),
         }
     }

@@ -1,6 +1,8 @@
 use super::*;
 use crate::hold::state::Proof;
 use crate::policy::{ProofMethod, Requirements};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use std::time::UNIX_EPOCH;
 
 fn t(secs: u64) -> SystemTime {
@@ -155,7 +157,12 @@ fn parked_headers_do_not_pin_the_read_buffer() {
     headers.insert("authorization", secret);
     assert!(range.contains(&(headers["cookie"].as_bytes().as_ptr() as usize)));
 
-    let parked = Parked::detached(headers.clone(), Bytes::from_static(b"{}"));
+    let parked = Packed::pack(&Parked {
+        headers: headers.clone(),
+        body: Bytes::from_static(b"{}"),
+    })
+    .unpack()
+    .expect("unpacks");
     assert_eq!(parked.headers, headers, "same names, values and repeats");
     let repeats: Vec<_> = parked.headers.get_all("x-list").iter().collect();
     assert_eq!(repeats, ["a", "b"]);

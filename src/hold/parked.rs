@@ -1,0 +1,152 @@
+//! The request a hold parks, and the packed form it waits in.
+//!
+//! A pending hold may wait for minutes, and a gateway may keep tens of
+//! thousands of them. As a `HeaderMap` its headers cost a hash table sized
+//! to the next power of two (about 100 bytes a slot) plus one allocation per
+//! value; packed, the headers and the body share one exact-sized buffer
+//! (the same bytes the shared store keeps), and the `HeaderMap` is built
+//! again only for the one release that forwards it.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The request itself, as it will be forwarded.
+#[derive(Debug)]
+pub struct Parked {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A parked request in one buffer: per header its name and value with
+/// their lengths and whether the value is sensitive, then the body.
+#[derive(Debug, Clone)]
+pub struct Packed(Box<[u8]>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PackError {
+    #[error("parked request cut short")]
+    Short,
+    #[error("parked header name is not a header name")]
+    Name,
+    #[error("parked header value is not a header value")]
+    Value,
+}
+
+impl Packed {
+    pub fn pack(p: &Parked) -> Packed {
+        let headers: usize = p.headers.iter().map(|(n, v)| 9 + n.as_str().len() + v.len()).sum();
+        let mut out = Vec::with_capacity(4 + headers + p.body.len());
+        out.extend_from_slice(&(p.headers.len() as u32).to_be_bytes());
+        for (name, value) in &p.headers {
+            out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+            out.push(u8::from(value.is_sensitive()));
+        }
+        out.extend_from_slice(&p.body);
+        Packed(out.into_boxed_slice())
+    }
+
+    /// Bytes read back from the shared store, checked when unpacked.
+    pub fn from_bytes(bytes: Vec<u8>) -> Packed {
+        Packed(bytes.into_boxed_slice())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The request again, every name and value checked as it is read.
+    pub fn unpack(&self) -> Result<Parked, PackError> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], PackError> {
+            if b.len() < n {
+                return Err(PackError::Short);
+            }
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Ok(head)
+        }
+        fn len(b: &mut &[u8]) -> Result<usize, PackError> {
+            let raw = take(b, 4)?;
+            Ok(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
+        }
+        let mut b: &[u8] = &self.0;
+        let count = len(&mut b)?;
+        // Bounded by what the buffer can hold, not by what it claims.
+        let mut headers = HeaderMap::with_capacity(count.min(b.len() / 9));
+        for _ in 0..count {
+            let n = len(&mut b)?;
+            let name = HeaderName::from_bytes(take(&mut b, n)?).map_err(|_| PackError::Name)?;
+            let n = len(&mut b)?;
+            let mut value = HeaderValue::from_bytes(take(&mut b, n)?).map_err(|_| PackError::Value)?;
+            value.set_sensitive(take(&mut b, 1)?[0] == 1);
+            headers.append(name, value);
+        }
+        Ok(Parked {
+            headers,
+            body: Bytes::copy_from_slice(b),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PackError, Packed, Parked};
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn a_packed_request_unpacks_to_the_same_headers_repeats_sensitivity_and_body() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-list", HeaderValue::from_static("a"));
+        headers.append("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-list", HeaderValue::from_static("b"));
+        let mut secret = HeaderValue::from_static("Bearer t");
+        secret.set_sensitive(true);
+        headers.append("authorization", secret);
+        let body = Bytes::from_static(b"{\"amount\": 10}");
+        let packed = Packed::pack(&Parked {
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        let back = packed.unpack().expect("unpacks");
+        assert_eq!(back.headers, headers);
+        let repeats: Vec<_> = back.headers.get_all("x-list").iter().collect();
+        assert_eq!(repeats, ["a", "b"], "repeats in order");
+        assert!(back.headers["authorization"].is_sensitive());
+        assert!(!back.headers["content-type"].is_sensitive());
+        assert_eq!(back.body, body);
+        assert_eq!(
+            packed.as_bytes().len(),
+            4 + headers
+                .iter()
+                .map(|(n, v)| 9 + n.as_str().len() + v.len())
+                .sum::<usize>()
+                + body.len(),
+            "exact-sized"
+        );
+    }
+
+    #[test]
+    fn damaged_bytes_are_refused_not_trusted() {
+        let packed = Packed::pack(&Parked {
+            headers: HeaderMap::from_iter([(http::header::HOST, HeaderValue::from_static("admin.example"))]),
+            body: Bytes::new(),
+        });
+        let bytes = packed.as_bytes().to_vec();
+        for cut in 1..bytes.len() {
+            // Any prefix short of the header is cut short, never a panic.
+            assert!(Packed::from_bytes(bytes[..cut].to_vec()).unpack().is_err(), "{cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[8] = b' ';
+        assert_eq!(Packed::from_bytes(bad).unpack().err(), Some(PackError::Name));
+        let mut bad = bytes;
+        let value_at = 4 + 4 + 4 + 4;
+        bad[value_at] = b'\n';
+        assert_eq!(Packed::from_bytes(bad).unpack().err(), Some(PackError::Value));
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        assert_eq!(Packed::from_bytes(huge.to_vec()).unpack().err(), Some(PackError::Short));
+    }
+}
