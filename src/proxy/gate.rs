@@ -75,7 +75,7 @@ pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body)
 /// accept a recent step-up (sudo window) or an up-front token, or park it.
 pub async fn sensitive(
     gw: &Arc<Gateway>,
-    ctx: Sensitive,
+    mut ctx: Sensitive,
     mut parts: Parts,
     bytes: Bytes,
 ) -> Result<Response<Body>, Reject> {
@@ -124,7 +124,7 @@ pub async fn sensitive(
         mode,
         created: now,
         client_ip: ctx.client_ip,
-        risk: ctx.risk,
+        risk: ctx.risk.clone(),
         identity,
         display: display::values(&route, &ctx.target.path, ctx.reading.as_ref()),
         needs_approval: route.require.approvals > 0,
@@ -137,7 +137,7 @@ pub async fn sensitive(
     }
     let access_token = super::oidc::bearer_jwt(&parts.headers);
     let parked = Parked {
-        headers: parts.headers,
+        headers: std::mem::take(&mut parts.headers),
         body: bytes,
     };
 
@@ -172,7 +172,7 @@ pub async fn sensitive(
     // bearer access token itself when it shows a fresh login at the IdP.
     let mut early_proof = None;
     let mut up_front = None;
-    if let Some(token) = ctx.token {
+    if let Some(token) = ctx.token.take() {
         match proofs::token(gw, &live, token.as_bytes(), &meta, None, &route.require, now).await? {
             Ok(proof) => up_front = Some((proof, audit::Event::TokenAccepted)),
             Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
@@ -269,7 +269,12 @@ pub async fn sensitive(
         }
     }
     match (mode, rx) {
-        (HoldMode::Hold, Some(rx)) => wait(gw, &meta, rx, route.hold.timeout, abandon).await,
+        (HoldMode::Hold, Some(rx)) => {
+            // The client may wait for minutes: nothing of hyper's read
+            // buffer (the target and token are slices of it) waits with it.
+            drop((parts, ctx));
+            wait(gw, &meta, rx, route.hold.timeout, abandon).await
+        }
         (HoldMode::Auto, _) if browser => {
             let view = page::stepup::View {
                 prefix: &cfg.stepup.prefix,

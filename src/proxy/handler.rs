@@ -186,6 +186,9 @@ async fn serve(
                 return Err(Reject::BadRequest("the request could not be decided"));
             };
             let ctx = sensitive(routed, mode, reasons, reading);
+            // A copy of `bytes` that a `hold`-mode wait would keep alive,
+            // and with it hyper's read buffer the bytes are a slice of.
+            drop(body);
             Box::pin(gate::sensitive(gw, ctx, parts, bytes)).await
         }
     }
