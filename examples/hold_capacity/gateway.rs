@@ -28,7 +28,8 @@ pub struct Gateway {
 fn config(port: u16, admin: u16, upstream: SocketAddr, holds: usize, key_sha256: &str) -> String {
     // Both kinds are pending at once, plus the warm-up holds; every hold-mode
     // request keeps its own connection open. Every client of the bench is
-    // 127.0.0.1, so the per-client budgets are the whole gateway's.
+    // on loopback (waiting connections spread over 127.0.0.2 and up), so the
+    // per-client budgets are lifted to the whole gateway's.
     let max_holds = 2 * holds + 1000;
     let max_connections = holds + 1000;
     format!(
@@ -36,7 +37,7 @@ fn config(port: u16, admin: u16, upstream: SocketAddr, holds: usize, key_sha256:
 admin_listen: 127.0.0.1:{admin}
 tls: {{ cert: cert.pem, key: key.pem }}
 upstream: http://{upstream}
-trusted_proxies: [127.0.0.1/32]
+trusted_proxies: [127.0.0.0/8]
 identity: {{ header: X-Remote-User }}
 session: {{ cookie: SESSIONID }}
 assertion: {{ key: assertion.pem, issuer: stepgate, audience: bench }}

@@ -72,6 +72,12 @@ fn body(i: usize, len: usize) -> Bytes {
     Bytes::from(format!("{head}{}\"}}", "x".repeat(pad)))
 }
 
+/// The source address of waiting connection `i`: 20,000 to an address,
+/// 127.0.0.2 upwards (so N = 100,000 fits the ephemeral port range).
+fn source(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8)
+}
+
 fn session(kind: &str, i: usize) -> String {
     format!("SESSIONID={kind}{i}-{}", stepgate::ids::random_token())
 }
@@ -157,7 +163,7 @@ async fn waiters(
         let permit = gate.clone().acquire_owned().await?;
         let (addr, tls, host, done) = (gw.addr, tls.clone(), host.clone(), done.clone());
         opened.spawn(async move {
-            let mut client = net::connect_tls(addr, &tls).await?;
+            let mut client = net::connect_tls_from(addr, Some(source(i)), &tls).await?;
             drop(permit);
             client.ready().await?;
             let cookie = session("h", i);

@@ -60,7 +60,25 @@ impl Pki {
 
 /// One HTTP/1.1 connection over TLS to the gateway, driven by its own task.
 pub async fn connect_tls(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Result<Client> {
-    let tcp = TcpStream::connect(addr).await.context("connect to the gateway")?;
+    connect_tls_from(addr, None, tls).await
+}
+
+/// One TLS connection from the loopback address `from` (any 127.0.0.0/8
+/// address reaches the gateway): one source address has only about 28,000
+/// ephemeral ports, fewer than the largest runs open.
+pub async fn connect_tls_from(
+    addr: SocketAddr,
+    from: Option<std::net::Ipv4Addr>,
+    tls: &tokio_rustls::TlsConnector,
+) -> Result<Client> {
+    let tcp = match from {
+        None => TcpStream::connect(addr).await.context("connect to the gateway")?,
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((ip, 0).into()).context("bind a source address")?;
+            socket.connect(addr).await.context("connect to the gateway")?
+        }
+    };
     tcp.set_nodelay(true)?;
     let stream = tls
         .connect(ServerName::try_from("localhost")?, tcp)
