@@ -73,12 +73,7 @@ pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body)
 
 /// A request the plan holds: bind it to the session and the exact bytes,
 /// accept a recent step-up (sudo window) or an up-front token, or park it.
-pub async fn sensitive(
-    gw: &Arc<Gateway>,
-    mut ctx: Sensitive,
-    mut parts: Parts,
-    bytes: Bytes,
-) -> Result<Response<Body>, Reject> {
+pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, bytes: Bytes) -> Result<Held, Reject> {
     let live = ctx.live.clone();
     let cfg = live.config.clone();
     let route = ctx.route.clone();
@@ -164,7 +159,9 @@ pub async fn sensitive(
         {
             let mut facts = release::facts(&meta, &recent.clone().into(), &[], false);
             facts.reuse = true;
-            return release::forward_signed(gw, facts, &meta, parked, audit::Event::ReuseAccepted).await;
+            return release::forward_signed(gw, facts, &meta, parked, audit::Event::ReuseAccepted)
+                .await
+                .map(Held::Answer);
         }
     }
 
@@ -200,7 +197,9 @@ pub async fn sensitive(
             tracing::info!(route = %route.name, sub = %proof.sub, txn = %meta.txn, %event, "up-front step-up proof accepted");
             release::remember(gw, &meta, &route.require, &proof, now);
             let facts = release::facts(&meta, &(&proof).into(), &[], false);
-            return release::forward_signed(gw, facts, &meta, parked, event).await;
+            return release::forward_signed(gw, facts, &meta, parked, event)
+                .await
+                .map(Held::Answer);
         }
         // The proof shows presence; the approvals are still needed.
         early_proof = Some(proof);
@@ -269,12 +268,16 @@ pub async fn sensitive(
         }
     }
     match (mode, rx) {
-        (HoldMode::Hold, Some(rx)) => {
-            // The client may wait for minutes: nothing of hyper's read
-            // buffer (the target and token are slices of it) waits with it.
-            drop((parts, ctx));
-            wait(gw, &meta, rx, route.hold.timeout, abandon).await
-        }
+        // The client may wait for minutes: the wait is handed back, so that
+        // it waits without this future's state, and without the request's
+        // buffers (the target and token are slices of hyper's read buffer).
+        (HoldMode::Hold, Some(rx)) => Ok(Held::Waiting(Waiting {
+            gw: gw.clone(),
+            meta,
+            rx,
+            timeout: route.hold.timeout,
+            guard: abandon,
+        })),
         (HoldMode::Auto, _) if browser => {
             let view = page::stepup::View {
                 prefix: &cfg.stepup.prefix,
@@ -289,9 +292,42 @@ pub async fn sensitive(
                     .as_ref()
                     .map(|o| super::oidc::provider::display_name(&o.config.issuer)),
             };
-            Ok(page::stepup::held(&view, bearer_challenge(bearer, &route)))
+            Ok(Held::Answer(page::stepup::held(
+                &view,
+                bearer_challenge(bearer, &route),
+            )))
         }
-        _ => Ok(challenge(&cfg.stepup.prefix, &meta, &state, &route, now, bearer)),
+        _ => Ok(Held::Answer(challenge(
+            &cfg.stepup.prefix,
+            &meta,
+            &state,
+            &route,
+            now,
+            bearer,
+        ))),
+    }
+}
+
+/// What [`sensitive`] leaves to the handler: the answer, or a `hold`-mode
+/// client's wait.
+pub enum Held {
+    Answer(Response<Body>),
+    Waiting(Waiting),
+}
+
+/// A `hold`-mode client waiting for its hold's outcome. Dropped before
+/// the outcome (the client went away), it abandons the hold.
+pub struct Waiting {
+    gw: Arc<Gateway>,
+    meta: Arc<HoldMeta>,
+    rx: oneshot::Receiver<Delivery>,
+    timeout: Duration,
+    guard: Abandon,
+}
+
+impl Waiting {
+    pub async fn outcome(self) -> Result<Response<Body>, Reject> {
+        wait(&self.gw, &self.meta, self.rx, self.timeout, self.guard).await
     }
 }
 
@@ -316,7 +352,8 @@ async fn wait(
         Reject::ShuttingDown => effects::SHUTDOWN,
         _ => effects::DEADLINE,
     };
-    match super::fleet::expire(gw, meta, reason, gw.clock.now()).await {
+    // Boxed: the waiting state stays small, and this runs once at most.
+    match Box::pin(super::fleet::expire(gw, meta, reason, gw.clock.now())).await {
         Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
         _ => Err(failure),
     }

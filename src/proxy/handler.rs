@@ -189,7 +189,12 @@ async fn serve(
             // A copy of `bytes` that a `hold`-mode wait would keep alive,
             // and with it hyper's read buffer the bytes are a slice of.
             drop(body);
-            Box::pin(gate::sensitive(gw, ctx, parts, bytes)).await
+            // Boxed apart from the wait: a `hold`-mode client waits with
+            // only the small `Waiting` (see docs/benchmarks.md, hold memory).
+            match Box::pin(gate::sensitive(gw, ctx, parts, bytes)).await? {
+                gate::Held::Answer(resp) => Ok(resp),
+                gate::Held::Waiting(waiting) => waiting.outcome().await,
+            }
         }
     }
 }
