@@ -172,7 +172,11 @@ async fn serve(
         Plan::NeedSession(_) => Err(Reject::NoSession),
         Plan::Shadow { routed, reasons } => {
             let ctx = sensitive(routed, HoldMode::Shadow, reasons, None);
-            gate::shadow(gw, ctx, parts, body).await
+            // Boxed: the request future (allocated for every request) is sized
+            // by its largest arm, and a `hold`-mode client waits inside it.
+            // (Pass-through stays inline: boxing it too saves 2.5 KiB per
+            // waiting client but costs ~1% more instructions per request.)
+            Box::pin(gate::shadow(gw, ctx, parts, body)).await
         }
         Plan::Hold {
             routed,
