@@ -4,8 +4,9 @@
 //! hold's lifecycle record, counts its transition or tells the webhook of
 //! it, but for two authors that write their own closing record because it
 //! must be durable before they go on, and then [`tell`]: the release
-//! (`hold.released`) and an approver's denial (`approval.denied`). Proof and approval records (`proof.*`,
-//! `approval.granted`) are the evidence of one step, written by that step.
+//! (`hold.released`) and an approver's denial (`approval.denied`). Proof
+//! and approval records (`proof.*`, `approval.granted`) are the evidence of
+//! one step, written by that step.
 //!
 //! A hold closes with `hold.released` (followed by `request.forwarded`), or
 //! one of these, written by whoever won the transition that closed it:
@@ -18,7 +19,7 @@
 //! | `hold.expired` | `state store unavailable` | the hold could not be stored in the shared store as it was created (503 `state_unavailable`) |
 //! | `hold.abandoned` | `client_gone` | a `hold`-mode client went away before its hold was released |
 //! | `hold.abandoned` | `instance_gone` | a `hold`-mode client waited on an instance that died (its lease lapsed); ended by another instance (`proxy::orphans`) |
-//! | `hold.abandoned` | `release_failed` | a release could not forward (it could not be signed or put on record) |
+//! | `hold.abandoned` | `release_failed` | a release could not forward (its request could not be rebuilt, signed or put on record) |
 //! | `hold.denied` | `attempts exhausted` | the requester's last proof attempt failed |
 //! | `hold.denied` | `route denied by reload` / `route removed by reload` | a reload denied or removed the hold's route |
 //! | `approval.denied` | the approver's comment | an approver denied (written by the decision itself) |
@@ -102,7 +103,8 @@ pub(super) fn tightened(gw: &Gateway, meta: &HoldMeta, missing: Vec<String>) {
 }
 
 /// A release that won its hold but ended before anything was forwarded
-/// (the assertion could not be signed or the release put on record).
+/// (the parked request could not be rebuilt, the assertion signed or the
+/// release put on record).
 /// `release` is the record the release was writing, so the closing record
 /// carries what it had gathered (the actor, the assertion's `jti`).
 pub(super) fn release_failed(gw: &Gateway, meta: &HoldMeta, release: &Record, now: SystemTime) {
