@@ -3,9 +3,11 @@
 //! A pending hold may wait for minutes, and a gateway may keep tens of
 //! thousands of them. As a `HeaderMap` its headers cost a hash table sized
 //! to the next power of two (about 100 bytes a slot) plus one allocation per
-//! value; packed, the headers and the body share one exact-sized buffer
-//! (the same bytes the shared store keeps), and the `HeaderMap` is built
-//! again only for the one release that forwards it.
+//! value; packed, they are one exact-sized buffer (in the format the shared
+//! store keeps), and the `HeaderMap` is built again only for the one
+//! release that forwards it. The body is kept as it was read: its bytes own
+//! their charge against the buffered-bytes budget (`hold::budget`), so a
+//! parked body counts against its client until the hold ends.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -17,10 +19,15 @@ pub struct Parked {
     pub body: Bytes,
 }
 
-/// A parked request in one buffer: per header its name and value with
-/// their lengths and whether the value is sensitive, then the body.
+/// A parked request: its headers in one buffer (per header its name and
+/// value with their lengths and whether the value is sensitive), then its
+/// body. In the store's form the body follows the headers in the same
+/// buffer; in the memory engine's it is the `Bytes` that was read.
 #[derive(Debug, Clone)]
-pub struct Packed(Box<[u8]>);
+pub struct Packed {
+    head: Box<[u8]>,
+    body: Bytes,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PackError {
@@ -35,7 +42,7 @@ pub enum PackError {
 impl Packed {
     pub fn pack(p: &Parked) -> Packed {
         let headers: usize = p.headers.iter().map(|(n, v)| 9 + n.as_str().len() + v.len()).sum();
-        let mut out = Vec::with_capacity(4 + headers + p.body.len());
+        let mut out = Vec::with_capacity(4 + headers);
         out.extend_from_slice(&(p.headers.len() as u32).to_be_bytes());
         for (name, value) in &p.headers {
             out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
@@ -44,17 +51,27 @@ impl Packed {
             out.extend_from_slice(value.as_bytes());
             out.push(u8::from(value.is_sensitive()));
         }
-        out.extend_from_slice(&p.body);
-        Packed(out.into_boxed_slice())
+        Packed {
+            head: out.into_boxed_slice(),
+            body: p.body.clone(),
+        }
     }
 
-    /// Bytes read back from the shared store, checked when unpacked.
+    /// The store's form read back (headers, then the body), checked when
+    /// unpacked.
     pub fn from_bytes(bytes: Vec<u8>) -> Packed {
-        Packed(bytes.into_boxed_slice())
+        Packed {
+            head: bytes.into_boxed_slice(),
+            body: Bytes::new(),
+        }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+    /// The store's form: the headers, then the body, in one buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.body.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.body);
+        out
     }
 
     /// The request again, every name and value checked as it is read.
@@ -71,7 +88,7 @@ impl Packed {
             let raw = take(b, 4)?;
             Ok(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
         }
-        let mut b: &[u8] = &self.0;
+        let mut b: &[u8] = &self.head;
         let count = len(&mut b)?;
         // Bounded by what the buffer can hold, not by what it claims.
         let mut headers = HeaderMap::with_capacity(count.min(b.len() / 9));
@@ -83,10 +100,14 @@ impl Packed {
             value.set_sensitive(take(&mut b, 1)?[0] == 1);
             headers.append(name, value);
         }
-        Ok(Parked {
-            headers,
-            body: Bytes::copy_from_slice(b),
-        })
+        // What follows the headers is the body (the store's form); packed
+        // here, nothing follows and the body was kept as read.
+        let body = if b.is_empty() {
+            self.body.clone()
+        } else {
+            Bytes::copy_from_slice(b)
+        };
+        Ok(Parked { headers, body })
     }
 }
 
@@ -118,13 +139,21 @@ mod tests {
         assert!(!back.headers["content-type"].is_sensitive());
         assert_eq!(back.body, body);
         assert_eq!(
-            packed.as_bytes().len(),
+            packed.to_bytes().len(),
             4 + headers
                 .iter()
                 .map(|(n, v)| 9 + n.as_str().len() + v.len())
                 .sum::<usize>()
                 + body.len(),
             "exact-sized"
+        );
+        let stored = Packed::from_bytes(packed.to_bytes())
+            .unpack()
+            .expect("the store's form unpacks");
+        assert_eq!(
+            (stored.headers, stored.body),
+            (headers, body),
+            "the same request from the store"
         );
     }
 
@@ -134,7 +163,7 @@ mod tests {
             headers: HeaderMap::from_iter([(http::header::HOST, HeaderValue::from_static("admin.example"))]),
             body: Bytes::new(),
         });
-        let bytes = packed.as_bytes().to_vec();
+        let bytes = packed.to_bytes();
         for cut in 1..bytes.len() {
             // Any prefix short of the header is cut short, never a panic.
             assert!(Packed::from_bytes(bytes[..cut].to_vec()).unpack().is_err(), "{cut}");

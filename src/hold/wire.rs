@@ -222,7 +222,7 @@ pub fn decode_meta(text: &[u8]) -> Result<HoldMeta, WireError> {
 /// The parked request as the shared store keeps it: its packed form
 /// (`hold::parked`).
 pub fn encode_parked(p: &Parked) -> Vec<u8> {
-    Packed::pack(p).as_bytes().to_vec()
+    Packed::pack(p).to_bytes()
 }
 
 pub fn decode_parked(bytes: &[u8]) -> Result<Parked, WireError> {
