@@ -241,7 +241,6 @@ fn hold_meta(i: usize) -> HoldMeta {
         txn: Txn(format!("{:043}", i + 1)),
         method: Method::POST,
         host: "app.example:8443".into(),
-        path: "/admin/users/42/delete".into(),
         path_and_query: "/admin/users/42/delete?confirm=1".into(),
         mode: HoldMode::Auto,
         created: at(NOW),

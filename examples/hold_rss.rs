@@ -76,7 +76,6 @@ fn main() {
             method: Method::POST,
             host: "app.example:8443".into(),
             path_and_query: format!("{path}?confirm=1"),
-            path,
             mode: HoldMode::Auto,
             created: now,
             client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, (i / 256 % 256) as u8, (i % 256) as u8)),

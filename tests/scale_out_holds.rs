@@ -26,7 +26,6 @@ fn meta() -> HoldMeta {
         txn: Txn("txn".into()),
         method: http::Method::POST,
         host: "gw.test".into(),
-        path: "/admin/users/u1/delete".into(),
         path_and_query: "/admin/users/u1/delete".into(),
         mode: HoldMode::Challenge,
         created: SystemTime::now(),

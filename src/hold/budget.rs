@@ -142,17 +142,36 @@ impl Charge {
             return Bytes::new();
         }
         // Charged for what is actually kept: the allocation, not the length.
-        if self.cover(buf.capacity() as u64).is_err() {
+        let buf: Box<[u8]> = if self.cover(buf.capacity() as u64).is_err() {
             // The length was charged and fits; the spare capacity need not.
-            return Bytes::from_owner(Owned {
-                buf: Bytes::copy_from_slice(&buf),
-                _charge: self,
-            });
+            Box::from(&buf[..])
+        } else {
+            Vec::from(buf).into_boxed_slice()
+        };
+        // What a parked body keeps for as long as its hold: the bytes and
+        // the smallest record of whom to give them back to.
+        let sealed = Sealed {
+            budget: self.budget.clone(),
+            client: self.client,
+            bytes: std::mem::take(&mut self.bytes),
+        };
+        Bytes::from_owner(Owned { buf, _charge: sealed })
+    }
+}
+
+/// A sealed charge: it can no longer grow, only be given back.
+#[derive(Debug)]
+struct Sealed {
+    budget: Arc<BodyBudget>,
+    client: IpAddr,
+    bytes: u64,
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.give_back(self.client, self.bytes);
         }
-        Bytes::from_owner(Owned {
-            buf: buf.freeze(),
-            _charge: self,
-        })
     }
 }
 
@@ -166,8 +185,8 @@ impl Drop for Charge {
 
 /// Body bytes together with the charge that pays for them.
 struct Owned {
-    buf: Bytes,
-    _charge: Charge,
+    buf: Box<[u8]>,
+    _charge: Sealed,
 }
 
 impl AsRef<[u8]> for Owned {

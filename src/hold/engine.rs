@@ -32,8 +32,8 @@ pub struct HoldMeta {
     pub method: Method,
     /// `Host` as received, port kept.
     pub host: String,
-    /// Canonical path (forwarded form) without the query.
-    pub path: String,
+    /// Canonical path (forwarded form), then `?` and the query if any; the
+    /// path alone is [`HoldMeta::path`].
     pub path_and_query: String,
     pub mode: HoldMode,
     pub created: SystemTime,
@@ -50,6 +50,14 @@ pub struct HoldMeta {
 }
 
 impl HoldMeta {
+    /// The canonical path without the query (a path has no raw `?`: the
+    /// first one starts the query).
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(path, _)| path)
+    }
+
     /// Who asked: the session's identity, or a short form of its `sid`.
     pub fn requester(&self) -> String {
         match &self.identity {

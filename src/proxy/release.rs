@@ -79,7 +79,7 @@ pub(super) fn facts(meta: &HoldMeta, proof: &Actor, approvals: &[Approval], held
         route: meta.route.clone(),
         txn: meta.txn.as_str().to_owned(),
         htm: meta.method.as_str().to_owned(),
-        htu: format!("https://{}{}", meta.host, meta.path),
+        htu: format!("https://{}{}", meta.host, meta.path()),
         amr: proof.amr.clone(),
         acr: proof.acr.clone(),
         auth_time: proof.auth_time,

@@ -19,7 +19,6 @@ fn meta(sid: &str) -> HoldMeta {
         txn: Txn("t".into()),
         method: Method::POST,
         host: "h".into(),
-        path: "/p".into(),
         path_and_query: "/p".into(),
         mode: HoldMode::Challenge,
         created: t(1000),
