@@ -171,3 +171,19 @@ fn parked_headers_do_not_pin_the_read_buffer() {
         assert!(!range.contains(&at), "{name} still points into the read buffer");
     }
 }
+
+#[test]
+fn a_holds_path_is_its_target_up_to_the_first_question_mark() {
+    let with = |pq: &str| HoldMeta {
+        path_and_query: pq.into(),
+        ..meta("s")
+    };
+    assert_eq!(with("/admin/users/alice/delete").path(), "/admin/users/alice/delete");
+    assert_eq!(
+        with("/admin/users/alice/delete?confirm=1").path(),
+        "/admin/users/alice/delete"
+    );
+    // An encoded `?` is part of the path; the raw one starts the query.
+    assert_eq!(with("/files/a%3Fb?x=?y").path(), "/files/a%3Fb");
+    assert_eq!(with("/?").path(), "/");
+}
