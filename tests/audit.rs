@@ -553,22 +553,6 @@ async fn the_admin_listener_serves_a_signed_head_that_catches_a_cut_tail() {
     assert!(err.contains("cut from the end"), "{err}");
 }
 
-async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tcp.read_to_end(&mut out).await.expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
     use stepgate::assertion::{generate_signing_key, load_signing_key_pem, AssertionSigner};
@@ -638,26 +622,12 @@ async fn a_restart_after_a_crash_and_a_new_spacing_still_verifies() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_failed_write_leaves_no_partial_line_and_the_trail_verifies_after() {
-    use std::os::unix::fs::PermissionsExt;
     let up = Upstream::start().await;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("stepgate-fsize-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let pki = Pki::new();
-    let (_, pem) = stepgate::assertion::generate_signing_key();
-    for (name, text) in [
-        ("cert.pem", &pki.cert_pem),
-        ("key.pem", &pki.key_pem),
-        ("assertion.pem", &pem),
-    ] {
-        std::fs::write(dir.join(name), text).expect("write");
-        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let pki = serve_files(&dir);
+    let port = free_port();
     let config = dir.join("routes.yaml");
     std::fs::write(
         &config,
@@ -677,23 +647,8 @@ routes:
         ),
     )
     .expect("config");
-    let child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_stepgate"))
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let child = serve_fault_ready(&config, addr).await;
     let sensitive = || request("POST", "/admin/users/carol/delete", &[("cookie", "SESSIONID=s")], b"");
     assert_eq!(raw(addr, &pki, &sensitive()).await.status, 401);
     let trail = dir.join("state/audit.jsonl");

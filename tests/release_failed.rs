@@ -13,27 +13,8 @@ mod stepup_kit;
 
 use common::*;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use stepup_kit::{ApproverKey, Hook, HookMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
-/// The admin listener's plain-HTTP answer to `GET path`.
-async fn admin_get(addr: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("admin");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.expect("read");
-    out
-}
 
 fn counter(metrics: &str, state: &str) -> u64 {
     let key = format!("hold_transitions_total{{state=\"{state}\"}} ");
@@ -52,11 +33,7 @@ async fn a_release_that_cannot_be_recorded_is_told_as_abandoned_and_forwards_not
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("stepgate-release-failed-{}", stepgate::ids::random_token()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let pki = Pki::new();
-    let (_, pem) = stepgate::assertion::generate_signing_key();
-    write_private(&dir.join("cert.pem"), &pki.cert_pem);
-    write_private(&dir.join("key.pem"), &pki.key_pem);
-    write_private(&dir.join("assertion.pem"), &pem);
+    let pki = serve_files(&dir);
     let (port, admin_port) = (free_port(), free_port());
     let config = dir.join("routes.yaml");
     std::fs::write(
@@ -86,26 +63,10 @@ routes:
         ),
     )
     .expect("config");
-    let child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_stepgate"))
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let child = serve_fault_ready(&config, addr).await;
 
     // alice's request waits on its connection for bob's approval.
     let transfer = request(
@@ -176,7 +137,7 @@ routes:
     assert_eq!(up.count("/api/transfers"), 0, "nothing reached the upstream");
 
     set_fsize(child.0.id(), None);
-    let metrics = admin_get(admin, "/metrics").await;
+    let (_, metrics) = admin_get(admin, "/metrics").await;
     assert_eq!(counter(&metrics, "abandoned"), 1, "{metrics}");
     assert_eq!(counter(&metrics, "released"), 0, "{metrics}");
     // The hold stays closed: a second approval releases nothing.

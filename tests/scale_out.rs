@@ -100,19 +100,6 @@ async fn a_totp_code_used_on_one_instance_is_refused_on_the_other() {
     assert!(!steps[0].contains("alice"), "user names are hashed: {steps:?}");
 }
 
-/// A tiny plain-HTTP GET against the admin listener.
-async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read");
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).expect("status line");
-    (status, text)
-}
-
 async fn start_admin(gw: &Gateway) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");

@@ -892,3 +892,62 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A plain-HTTP `GET path` against an admin listener: its status and body.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Writes what `stepgate serve` reads besides its config into `dir`: a TLS
+/// certificate and key and an assertion key, readable by the owner only.
+/// Returns the PKI a client trusts the certificate with.
+pub fn serve_files(dir: &std::path::Path) -> Pki {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let (_, pem) = stepgate::assertion::generate_signing_key();
+    for (name, text) in [
+        ("cert.pem", &pki.cert_pem),
+        ("key.pem", &pki.key_pem),
+        ("assertion.pem", &pem),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write");
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    pki
+}
+
+/// `stepgate serve --config config` with SIGXFSZ ignored, so that a file
+/// size limit set on it later ([`set_fsize`]) fails its writes the way a
+/// full disk does instead of killing it; returned once it accepts on `addr`.
+pub async fn serve_fault_ready(config: &std::path::Path, addr: SocketAddr) -> KillOnDrop {
+    let child = KillOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec \"$0\" serve --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_stepgate"))
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child
+}
