@@ -73,7 +73,7 @@ pub async fn shadow(gw: &Arc<Gateway>, ctx: Sensitive, parts: Parts, body: Body)
 
 /// A request the plan holds: bind it to the session and the exact bytes,
 /// accept a recent step-up (sudo window) or an up-front token, or park it.
-pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, bytes: Bytes) -> Result<Held, Reject> {
+pub async fn sensitive(gw: &Arc<Gateway>, ctx: Sensitive, mut parts: Parts, bytes: Bytes) -> Result<Held, Reject> {
     let live = ctx.live.clone();
     let cfg = live.config.clone();
     let route = ctx.route.clone();
@@ -118,7 +118,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, 
         mode,
         created: now,
         client_ip: ctx.client_ip,
-        risk: ctx.risk.clone(),
+        risk: ctx.risk,
         identity,
         display: display::values(&route, &ctx.target.path, ctx.reading.as_ref()),
         needs_approval: route.require.approvals > 0,
@@ -131,7 +131,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, 
     }
     let access_token = super::oidc::bearer_jwt(&parts.headers);
     let parked = Parked {
-        headers: std::mem::take(&mut parts.headers),
+        headers: parts.headers,
         body: bytes,
     };
 
@@ -168,7 +168,7 @@ pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, 
     // bearer access token itself when it shows a fresh login at the IdP.
     let mut early_proof = None;
     let mut up_front = None;
-    if let Some(token) = ctx.token.take() {
+    if let Some(token) = ctx.token {
         match proofs::token(gw, &live, token.as_bytes(), &meta, None, &route.require, now).await? {
             Ok(proof) => up_front = Some((proof, audit::Event::TokenAccepted)),
             Err(e) => tracing::info!(route = %route.name, reason = %e, "up-front step-up token rejected; holding"),
@@ -268,10 +268,9 @@ pub async fn sensitive(gw: &Arc<Gateway>, mut ctx: Sensitive, mut parts: Parts, 
     }
     match (mode, rx) {
         // The client may wait for minutes: the wait is handed back, so that
-        // it waits without this future's state, and without the request's
-        // buffers (the target and token are slices of hyper's read buffer).
+        // it waits without this future's state (5.5 KiB) and without what
+        // is left of the request's head (slices of hyper's read buffer).
         (HoldMode::Hold, Some(rx)) => Ok(Held::Waiting(Waiting {
-            gw: gw.clone(),
             meta,
             rx,
             timeout: route.hold.timeout,
@@ -315,9 +314,8 @@ pub enum Held {
 }
 
 /// A `hold`-mode client waiting for its hold's outcome. Dropped before
-/// the outcome (the client went away), it abandons the hold.
+/// the outcome (the client went away), its guard abandons the hold.
 pub struct Waiting {
-    gw: Arc<Gateway>,
     meta: Arc<HoldMeta>,
     rx: oneshot::Receiver<Delivery>,
     timeout: Duration,
@@ -325,36 +323,34 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// The connection waits for the release's response, a denial, or the
+    /// deadline.
     pub async fn outcome(self) -> Result<Response<Body>, Reject> {
-        wait(&self.gw, &self.meta, self.rx, self.timeout, self.guard).await
-    }
-}
-
-/// A `hold`-mode request: the connection waits for the outcome.
-async fn wait(
-    gw: &Arc<Gateway>,
-    meta: &Arc<HoldMeta>,
-    mut rx: oneshot::Receiver<Delivery>,
-    timeout: Duration,
-    mut guard: Abandon,
-) -> Result<Response<Body>, Reject> {
-    let mut shutdown = gw.shutting_down();
-    let failure = tokio::select! {
-        d = &mut rx => { guard.meta = None; return delivered(d) }
-        () = tokio::time::sleep(timeout) => Reject::StepUpExpired,
-        _ = shutdown.wait_for(|s| *s) => Reject::ShuttingDown,
-    };
-    guard.meta = None;
-    // Close the hold so it can never be forwarded later; if a release won
-    // the race, its response is already on the way.
-    let reason = match failure {
-        Reject::ShuttingDown => effects::SHUTDOWN,
-        _ => effects::DEADLINE,
-    };
-    // Boxed: the waiting state stays small, and this runs once at most.
-    match Box::pin(super::fleet::expire(gw, meta, reason, gw.clock.now())).await {
-        Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
-        _ => Err(failure),
+        let Waiting {
+            meta,
+            mut rx,
+            timeout,
+            mut guard,
+        } = self;
+        let gw = guard.gw.clone();
+        let mut shutdown = gw.shutting_down();
+        let failure = tokio::select! {
+            d = &mut rx => { guard.meta = None; return delivered(d) }
+            () = tokio::time::sleep(timeout) => Reject::StepUpExpired,
+            _ = shutdown.wait_for(|s| *s) => Reject::ShuttingDown,
+        };
+        guard.meta = None;
+        // Close the hold so it can never be forwarded later; if a release
+        // won the race, its response is already on the way.
+        let reason = match failure {
+            Reject::ShuttingDown => effects::SHUTDOWN,
+            _ => effects::DEADLINE,
+        };
+        // Boxed: the waiting state stays small, and this runs once at most.
+        match Box::pin(super::fleet::expire(&gw, &meta, reason, gw.clock.now())).await {
+            Err(EngineError::Hold(crate::hold::HoldError::AlreadyReleased)) => delivered(rx.await),
+            _ => Err(failure),
+        }
     }
 }
 

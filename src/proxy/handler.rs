@@ -190,9 +190,6 @@ async fn serve(
                 return Err(Reject::BadRequest("the request could not be decided"));
             };
             let ctx = sensitive(routed, mode, reasons, reading);
-            // A copy of `bytes` that a `hold`-mode wait would keep alive,
-            // and with it hyper's read buffer the bytes are a slice of.
-            drop(body);
             // Boxed apart from the wait: a `hold`-mode client waits with
             // only the small `Waiting` (see docs/benchmarks.md, hold memory).
             match Box::pin(gate::sensitive(gw, ctx, parts, bytes)).await? {
