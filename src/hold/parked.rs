@@ -175,6 +175,14 @@ mod tests {
         let value_at = 4 + 4 + 4 + 4;
         bad[value_at] = b'\n';
         assert_eq!(Packed::from_bytes(bad).unpack().err(), Some(PackError::Value));
+        // A length past the end is cut short, never read beyond.
+        let mut long = Packed::pack(&Parked {
+            headers: HeaderMap::from_iter([(http::header::HOST, HeaderValue::from_static("admin.example"))]),
+            body: Bytes::from_static(b"body"),
+        })
+        .to_bytes();
+        long[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(Packed::from_bytes(long).unpack().err(), Some(PackError::Short));
         let huge = [0xff, 0xff, 0xff, 0xff];
         assert_eq!(Packed::from_bytes(huge.to_vec()).unpack().err(), Some(PackError::Short));
     }

@@ -1,10 +1,9 @@
-//! A hold as a shared store keeps it: its facts and state as JSON, its
-//! parked request as compact bytes. Pure conversion; the store decides
+//! A hold as a shared store keeps it: its facts and state as JSON (its
+//! parked request in `hold::parked`'s packed form). Pure conversion; the store decides
 //! where the bytes live. Decoding never trusts the bytes (a store shared
 //! with other software may hold anything) and fails instead of panicking.
 
 use super::engine::HoldMeta;
-use super::parked::{Packed, Parked};
 use super::state::{Approval, HoldState, Phase, Proof};
 use crate::clock::unix_millis;
 use crate::ids::{HoldId, Sid, Txn};
@@ -218,23 +217,9 @@ pub fn decode_meta(text: &[u8]) -> Result<HoldMeta, WireError> {
     })
 }
 
-/// The parked request as the shared store keeps it: its packed form
-/// (`hold::parked`).
-pub fn encode_parked(p: &Parked) -> Vec<u8> {
-    Packed::pack(p).to_bytes()
-}
-
-pub fn decode_parked(bytes: &[u8]) -> Result<Parked, WireError> {
-    Packed::from_bytes(bytes.to_vec())
-        .unpack()
-        .map_err(|e| bad(&e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http::{HeaderMap, HeaderValue};
 
     fn meta() -> HoldMeta {
         HoldMeta {
@@ -291,43 +276,10 @@ mod tests {
         });
         let back = decode_state(encode_state(&s).as_bytes()).expect("state");
         assert_eq!(format!("{s:?}"), format!("{back:?}"));
-
-        let mut headers = HeaderMap::new();
-        headers.append("x-a", HeaderValue::from_static("1"));
-        headers.append("x-a", HeaderValue::from_static("2"));
-        let mut secret = HeaderValue::from_static("Bearer t");
-        secret.set_sensitive(true);
-        headers.insert("authorization", secret);
-        let p = Parked {
-            headers,
-            body: Bytes::from_static(b"{\"confirm\":true}\x00\xff"),
-        };
-        let back = decode_parked(&encode_parked(&p)).expect("parked");
-        assert_eq!(back.headers, p.headers);
-        assert!(back.headers["authorization"].is_sensitive());
-        assert_eq!(back.headers.get_all("x-a").iter().count(), 2);
-        assert_eq!(back.body, p.body);
     }
 
     #[test]
     fn damaged_bytes_are_an_error_not_a_panic() {
-        let p = Parked {
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        };
-        let mut good = encode_parked(&Parked {
-            headers: {
-                let mut h = HeaderMap::new();
-                h.insert("x-a", HeaderValue::from_static("v"));
-                h
-            },
-            ..p
-        });
-        for cut in 0..good.len() - 1 {
-            assert!(decode_parked(&good[..cut]).is_err(), "cut at {cut}");
-        }
-        good[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_parked(&good).is_err());
         assert!(decode_state(b"{").is_err());
         assert!(decode_meta(b"null").is_err());
     }

@@ -232,7 +232,7 @@ impl RedisHolds {
             .arg("state")
             .arg(wire::encode_state(state))
             .arg("parked")
-            .arg(wire::encode_parked(parked))
+            .arg(Packed::pack(parked).to_bytes())
             .arg("owner")
             .arg(owner)
             .ignore()
